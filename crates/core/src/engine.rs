@@ -1,0 +1,200 @@
+//! A backup run: every selected source concurrently (bounded), into one write
+//! session, committed by one snapshot.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::snapshot::{RunStats, Snapshot, SnapshotRef, SourceEntry, SourceStats, SourceStatus};
+use crate::source::{BackupContext, Source};
+use crate::writer::WriteSession;
+
+/// One source to back up.
+#[derive(Debug, Clone)]
+pub struct BackupJob {
+    /// The source's name.
+    pub name: String,
+    /// The driver.
+    pub source: Arc<dyn Source>,
+    /// zstd level for its data.
+    pub compression_level: i32,
+}
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Sources backed up at once.
+    pub concurrency: usize,
+    /// Host name recorded in the snapshot.
+    pub host: String,
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The snapshot written, unless every source failed.
+    pub snapshot_id: Option<ObjectId>,
+    /// The snapshot (also when it was not written, for reporting).
+    pub snapshot: Snapshot,
+}
+
+impl BackupOutcome {
+    /// Sources that failed, with their errors.
+    pub fn failures(&self) -> Vec<(&str, &str)> {
+        self.snapshot
+            .sources
+            .iter()
+            .filter(|(_, e)| !e.is_ok())
+            .map(|(n, e)| (n.as_str(), e.error.as_deref().unwrap_or("failed")))
+            .collect()
+    }
+}
+
+/// The latest good entry of each source, from the newest snapshot that has one.
+pub fn latest_good(snapshots: &[SnapshotRef]) -> BTreeMap<String, SourceEntry> {
+    let mut out = BTreeMap::new();
+    let mut sorted: Vec<&SnapshotRef> = snapshots.iter().collect();
+    sorted.sort_by(|a, b| (b.snapshot.time, b.id).cmp(&(a.snapshot.time, a.id)));
+    for s in sorted {
+        for (name, e) in &s.snapshot.sources {
+            if e.is_ok() && !out.contains_key(name) {
+                out.insert(name.clone(), e.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Formats an error with its causes, each once.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !msg.contains(&s) {
+            msg.push_str(": ");
+            msg.push_str(&s);
+        }
+        cur = c.source();
+    }
+    msg
+}
+
+/// Runs a backup. Sources that fail are recorded as failed; the snapshot is
+/// written when at least one source succeeded, after all data and the index
+/// are durable. A storage failure fails the whole run and writes no snapshot.
+pub async fn backup(
+    repo: &Arc<Repository>,
+    jobs: Vec<BackupJob>,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupOutcome> {
+    let started = chrono::Utc::now();
+    let clock = Instant::now();
+    let (snapshots, _) = repo.snapshots().await?;
+    let parents = latest_good(&snapshots);
+    let session = WriteSession::new(repo.clone()).await?;
+
+    let runs = futures::stream::iter(jobs.into_iter().map(|job| {
+        let session = session.clone();
+        let parent = parents.get(&job.name).filter(|p| p.kind == job.source.kind()).cloned();
+        let progress = progress.clone();
+        async move {
+            let name = job.name.clone();
+            let kind = job.source.kind().to_string();
+            let handle = tokio::spawn(async move {
+                let t0 = Instant::now();
+                let start = chrono::Utc::now();
+                let mut ctx = BackupContext::new(job.name.clone(), session, parent, job.compression_level, progress);
+                let r = job.source.backup(&mut ctx).await;
+                (ctx, r, start, t0.elapsed())
+            });
+            let entry = match handle.await {
+                Ok((ctx, r, start, took)) => {
+                    let (status, error) = match r {
+                        Ok(()) => (SourceStatus::Ok, None),
+                        Err(e) => (SourceStatus::Failed, Some(error_chain(e.as_ref()))),
+                    };
+                    SourceEntry {
+                        kind: kind.clone(),
+                        status,
+                        error,
+                        started: start,
+                        duration_ms: took.as_millis() as u64,
+                        artifacts: if status == SourceStatus::Ok { ctx.artifacts } else { Vec::new() },
+                        metadata: ctx.metadata,
+                        warnings: ctx.warnings,
+                        stats: ctx.stats,
+                    }
+                }
+                Err(e) => SourceEntry {
+                    kind: kind.clone(),
+                    status: SourceStatus::Failed,
+                    error: Some(format!("the {kind} driver crashed: {e}")),
+                    started,
+                    duration_ms: 0,
+                    artifacts: Vec::new(),
+                    metadata: Default::default(),
+                    warnings: Vec::new(),
+                    stats: SourceStats::default(),
+                },
+            };
+            if let Some(err) = &entry.error {
+                tracing::error!("source `{name}` ({kind}) failed: {err}");
+            }
+            (name, entry)
+        }
+    }))
+    .buffer_unordered(opts.concurrency.max(1))
+    .collect::<Vec<_>>()
+    .await;
+
+    // Data and index first: only then may a snapshot refer to them.
+    session.finish().await?;
+
+    let sources: BTreeMap<String, SourceEntry> = runs.into_iter().collect();
+    let snapshot = Snapshot {
+        time: started,
+        finished: chrono::Utc::now(),
+        host: opts.host.clone(),
+        tags: opts.tags.clone(),
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+        stats: RunStats {
+            bytes_added: session.stats.bytes_added.load(Ordering::Relaxed),
+            blobs_added: session.stats.blobs_added.load(Ordering::Relaxed),
+            packs_added: session.stats.packs_added.load(Ordering::Relaxed),
+            duration_ms: clock.elapsed().as_millis() as u64,
+        },
+        sources,
+    };
+    let snapshot_id = if snapshot.sources.values().any(|e| e.is_ok()) {
+        Some(repo.write_snapshot(&snapshot).await?)
+    } else {
+        None
+    };
+    Ok(BackupOutcome { snapshot_id, snapshot })
+}
+
+/// Errors from [`Source::check`], wrapped with the source's name.
+pub async fn check_sources(jobs: &[BackupJob]) -> Vec<(String, Result<()>)> {
+    futures::stream::iter(jobs.iter().map(|j| async move {
+        let r = j.source.check().await.map_err(|e| Error::Source {
+            name: j.name.clone(),
+            kind: j.source.kind().to_string(),
+            source: e,
+        });
+        (j.name.clone(), r)
+    }))
+    .buffer_unordered(4)
+    .collect()
+    .await
+}

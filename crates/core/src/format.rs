@@ -1,0 +1,298 @@
+//! The on-disk format: repository config, pack and blob layout, and the envelope
+//! around index fragments and snapshots. `docs/format.md` is the prose version.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+
+/// The repository format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Magic at the start of every pack.
+pub const PACK_MAGIC: &[u8; 8] = b"RSPDPACK";
+/// Length of the pack header (magic, version, flags, reserved).
+pub const PACK_HEADER_LEN: usize = 12;
+/// Magic at the start of every blob header inside a pack.
+pub const BLOB_MAGIC: &[u8; 4] = b"BLB1";
+/// Length of a blob header.
+pub const BLOB_HEADER_LEN: usize = 48;
+/// Magic of the envelope around index fragments and snapshots.
+pub const ENVELOPE_MAGIC: &[u8; 8] = b"RSPDOBJ1";
+
+/// Content-defined chunking parameters, fixed for the life of a repository so
+/// that the same data always cuts the same way.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkerParams {
+    /// Minimum chunk size in bytes.
+    pub min: u32,
+    /// Average chunk size in bytes.
+    pub avg: u32,
+    /// Maximum chunk size in bytes.
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            min: 256 * 1024,
+            avg: 1024 * 1024,
+            max: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The `config` object of a repository.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// Always `"respaldo"`.
+    pub format: String,
+    /// Format version ([`FORMAT_VERSION`]).
+    pub version: u32,
+    /// Random repository id.
+    pub id: String,
+    /// Chunking parameters.
+    pub chunker: ChunkerParams,
+    /// Key of the keyed chunk-id hash (hex). In an encrypted repository this is
+    /// sealed to the recipients (see docs/format.md); here it is `"plain:<hex>"`.
+    pub chunk_id_key: String,
+    /// Encryption scheme; `"none"` in format version 1 without encryption.
+    pub encryption: String,
+    /// Creation time.
+    pub created: chrono::DateTime<chrono::Utc>,
+}
+
+impl RepoConfig {
+    /// A new random configuration.
+    pub fn generate() -> Self {
+        let key: [u8; 32] = rand::random();
+        let id: [u8; 16] = rand::random();
+        RepoConfig {
+            format: "respaldo".into(),
+            version: FORMAT_VERSION,
+            id: hex::encode(id),
+            chunker: ChunkerParams::default(),
+            chunk_id_key: format!("plain:{}", hex::encode(key)),
+            encryption: "none".into(),
+            created: chrono::Utc::now(),
+        }
+    }
+
+    /// Checks the version and decodes the chunk-id key.
+    pub fn chunk_key(&self) -> Result<[u8; 32]> {
+        if self.format != "respaldo" || self.version != FORMAT_VERSION {
+            return Err(Error::Unsupported(format!(
+                "repository format {} version {} (this build reads version {FORMAT_VERSION})",
+                self.format, self.version
+            )));
+        }
+        if self.encryption != "none" {
+            return Err(Error::Unsupported(format!(
+                "encryption scheme `{}`",
+                self.encryption
+            )));
+        }
+        let hex_key = self
+            .chunk_id_key
+            .strip_prefix("plain:")
+            .ok_or_else(|| Error::corrupt("repository config", "bad chunk_id_key"))?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(hex_key, &mut key)
+            .map_err(|_| Error::corrupt("repository config", "bad chunk_id_key"))?;
+        Ok(key)
+    }
+}
+
+/// What a blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    /// Artifact or file content.
+    Data,
+    /// A serialized file-tree listing.
+    Tree,
+}
+
+impl BlobKind {
+    fn to_u8(self) -> u8 {
+        match self {
+            BlobKind::Data => 0,
+            BlobKind::Tree => 1,
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(BlobKind::Data),
+            1 => Some(BlobKind::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// How a blob's payload is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Stored as is (it did not shrink).
+    None,
+    /// zstd frame.
+    Zstd,
+}
+
+/// A parsed blob header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobHeader {
+    /// Blob kind.
+    pub kind: BlobKind,
+    /// Payload compression.
+    pub compression: Compression,
+    /// Chunk id (keyed hash of the plaintext).
+    pub id: ObjectId,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// Stored payload length (after the header).
+    pub stored_len: u32,
+}
+
+impl BlobHeader {
+    /// Serializes the header.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_slice(BLOB_MAGIC);
+        out.put_u8(self.kind.to_u8());
+        out.put_u8(match self.compression {
+            Compression::None => 0,
+            Compression::Zstd => 1,
+        });
+        out.put_u16(0);
+        out.put_slice(&self.id.0);
+        out.put_u32(self.raw_len);
+        out.put_u32(self.stored_len);
+    }
+
+    /// Parses a header from the first [`BLOB_HEADER_LEN`] bytes of `buf`.
+    pub fn decode(buf: &[u8]) -> std::result::Result<Self, String> {
+        if buf.len() < BLOB_HEADER_LEN {
+            return Err("truncated blob header".into());
+        }
+        if &buf[..4] != BLOB_MAGIC {
+            return Err("bad blob magic".into());
+        }
+        let kind = BlobKind::from_u8(buf[4]).ok_or("unknown blob kind")?;
+        let compression = match buf[5] {
+            0 => Compression::None,
+            1 => Compression::Zstd,
+            _ => return Err("unknown blob compression".into()),
+        };
+        if buf[6] != 0 || buf[7] != 0 {
+            return Err("unknown blob flags".into());
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&buf[8..40]);
+        let raw_len = u32::from_be_bytes(buf[40..44].try_into().expect("4 bytes"));
+        let stored_len = u32::from_be_bytes(buf[44..48].try_into().expect("4 bytes"));
+        Ok(BlobHeader {
+            kind,
+            compression,
+            id: ObjectId(id),
+            raw_len,
+            stored_len,
+        })
+    }
+}
+
+/// Writes the 12-byte pack header.
+pub fn pack_header(out: &mut BytesMut) {
+    out.put_slice(PACK_MAGIC);
+    out.put_u8(FORMAT_VERSION as u8);
+    out.put_u8(0); // flags: bit 0 = encrypted (reserved for a later version)
+    out.put_u16(0);
+}
+
+/// Checks a pack header.
+pub fn check_pack_header(buf: &[u8]) -> std::result::Result<(), String> {
+    if buf.len() < PACK_HEADER_LEN || &buf[..8] != PACK_MAGIC {
+        return Err("bad pack magic".into());
+    }
+    if buf[8] != FORMAT_VERSION as u8 || buf[9] != 0 {
+        return Err(format!("unsupported pack version {} flags {}", buf[8], buf[9]));
+    }
+    Ok(())
+}
+
+/// Decodes one blob payload (given the header and the stored bytes) into
+/// plaintext and checks it against its id.
+pub fn decode_blob(header: &BlobHeader, stored: &[u8], key: &[u8; 32]) -> std::result::Result<Bytes, String> {
+    if stored.len() != header.stored_len as usize {
+        return Err("truncated blob".into());
+    }
+    let raw: Bytes = match header.compression {
+        Compression::None => Bytes::copy_from_slice(stored),
+        Compression::Zstd => {
+            let v = zstd::bulk::decompress(stored, header.raw_len as usize)
+                .map_err(|e| format!("decompression failed: {e}"))?;
+            Bytes::from(v)
+        }
+    };
+    if raw.len() != header.raw_len as usize {
+        return Err("wrong plaintext length".into());
+    }
+    if ObjectId::keyed(key, &raw) != header.id {
+        return Err("content does not match its id".into());
+    }
+    Ok(raw)
+}
+
+/// Wraps a JSON document (index fragment or snapshot) for storage: magic,
+/// version, flags, then a zstd frame. The object's key is the SHA-256 of the
+/// returned bytes.
+pub fn seal_document<T: Serialize>(doc: &T) -> Result<(ObjectId, Bytes)> {
+    let json = serde_json::to_vec(doc).map_err(|e| Error::Task(format!("serialize: {e}")))?;
+    let compressed = zstd::bulk::compress(&json, 3).map_err(|e| Error::Task(format!("zstd: {e}")))?;
+    let mut out = BytesMut::with_capacity(compressed.len() + 12);
+    out.put_slice(ENVELOPE_MAGIC);
+    out.put_u8(FORMAT_VERSION as u8);
+    out.put_u8(0); // flags: bit 0 = encrypted (reserved)
+    out.put_u16(0);
+    out.put_slice(&compressed);
+    let bytes = out.freeze();
+    Ok((ObjectId::sha256(&bytes), bytes))
+}
+
+/// Checks and opens a document sealed by [`seal_document`]. `what` names the
+/// object in errors; `expected` is the id from its key.
+pub fn open_document<T: for<'de> Deserialize<'de>>(what: &str, expected: &ObjectId, bytes: &[u8]) -> Result<T> {
+    if ObjectId::sha256(bytes) != *expected {
+        return Err(Error::corrupt(what, "content does not match its name (SHA-256 mismatch)"));
+    }
+    if bytes.len() < 12 || &bytes[..8] != ENVELOPE_MAGIC {
+        return Err(Error::corrupt(what, "bad magic"));
+    }
+    if bytes[8] != FORMAT_VERSION as u8 || bytes[9] != 0 {
+        return Err(Error::Unsupported(format!("{what}: version {} flags {}", bytes[8], bytes[9])));
+    }
+    let json = zstd::stream::decode_all(&bytes[12..]).map_err(|e| Error::corrupt(what, format!("zstd: {e}")))?;
+    serde_json::from_slice(&json).map_err(|e| Error::corrupt(what, format!("bad document: {e}")))
+}
+
+/// The key of a pack object.
+pub fn pack_key(id: &ObjectId) -> String {
+    let h = id.to_hex();
+    format!("packs/{}/{}", &h[..2], h)
+}
+
+/// The key of an index fragment.
+pub fn index_key(id: &ObjectId) -> String {
+    format!("index/{id}")
+}
+
+/// The key of a snapshot.
+pub fn snapshot_key(id: &ObjectId) -> String {
+    format!("snapshots/{id}")
+}
+
+/// Extracts the id from the last path segment of a key.
+pub fn id_from_key(key: &str) -> Option<ObjectId> {
+    key.rsplit('/').next()?.parse().ok()
+}

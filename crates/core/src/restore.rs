@@ -1,0 +1,485 @@
+//! Restore plumbing shared by every driver: reading streams back, writing a
+//! tree into a directory (metadata, sparse files, never outside the target),
+//! and exporting artifacts as plain files (`restore --to`).
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use std::os::unix::fs::DirBuilderExt;
+use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
+
+use crate::artifact::{Artifact, ArtifactKind};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::snapshot::SourceEntry;
+use crate::tree::{EntryKind, RawPath, TreeEntry, TreeReader};
+
+/// Chunks fetched ahead of the writer.
+const FETCH_AHEAD: usize = 8;
+/// Sparse detection granularity.
+const HOLE_BLOCK: usize = 4096;
+
+/// A reader over a stream artifact's plaintext.
+pub fn stream_reader(repo: &Arc<Repository>, artifact: &Artifact) -> impl AsyncRead + Send + Unpin + 'static {
+    let stream = repo
+        .chunk_stream(artifact.chunks.clone(), 4)
+        .map_err(|e| std::io::Error::other(e.to_string()));
+    tokio_util_reader(stream)
+}
+
+fn tokio_util_reader<S>(stream: S) -> impl AsyncRead + Send + Unpin + 'static
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    StreamRead {
+        inner: Box::pin(stream),
+        current: Bytes::new(),
+    }
+}
+
+struct StreamRead {
+    inner: futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl AsyncRead for StreamRead {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            if !self.current.is_empty() {
+                let n = self.current.len().min(buf.remaining());
+                let part = self.current.split_to(n);
+                buf.put_slice(&part);
+                return Poll::Ready(Ok(()));
+            }
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(b))) => self.current = b,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Options of a tree restore.
+#[derive(Debug, Clone, Default)]
+pub struct TreeRestoreOptions {
+    /// Overwrite existing entries (and write into a non-empty directory).
+    pub force: bool,
+    /// Only these paths and what is below them (empty: everything).
+    pub paths: Vec<RawPath>,
+}
+
+/// What a tree restore wrote.
+#[derive(Debug, Clone, Default)]
+pub struct TreeRestoreStats {
+    /// Entries restored.
+    pub entries: u64,
+    /// Regular files restored.
+    pub files: u64,
+    /// File bytes written (holes excluded).
+    pub bytes: u64,
+    /// Non-fatal problems (ownership not restorable as non-root, …).
+    pub warnings: Vec<String>,
+}
+
+fn selected(path: &RawPath, filter: &[RawPath]) -> bool {
+    filter.is_empty()
+        || filter.iter().any(|f| {
+            path.0 == f.0
+                || (path.0.starts_with(&f.0) && path.0.get(f.0.len()) == Some(&b'/'))
+                || (f.0.starts_with(&path.0) && f.0.get(path.0.len()) == Some(&b'/'))
+        })
+}
+
+/// Whether `dir` exists and has any entry.
+pub fn dir_is_nonempty(dir: &Path) -> Result<bool> {
+    match fs::read_dir(dir) {
+        Ok(mut it) => Ok(it.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(true),
+        Err(e) => Err(Error::io("reading", dir, e)),
+    }
+}
+
+enum Op {
+    Entry(TreeEntry),
+    Data(Bytes),
+}
+
+/// Restores a tree artifact into `dest`. Refuses a non-empty `dest` unless
+/// `force`. Every path is checked to stay inside `dest`: entries with unsafe
+/// paths are rejected and existing symlinks are never followed.
+pub async fn restore_tree(
+    repo: &Arc<Repository>,
+    artifact: &Artifact,
+    dest: &Path,
+    opts: &TreeRestoreOptions,
+    progress: &Arc<Progress>,
+) -> Result<TreeRestoreStats> {
+    if !opts.force && dir_is_nonempty(dest)? {
+        return Err(Error::TargetNotEmpty(format!("{} is not empty", dest.display())));
+    }
+    fs::create_dir_all(dest).map_err(|e| Error::io("creating", dest, e))?;
+    let mut reader = TreeReader::new(repo.clone(), artifact)?;
+    let (tx, rx) = mpsc::channel::<Op>(32);
+    let writer = {
+        let dest = dest.to_path_buf();
+        let force = opts.force;
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || TreeWriterFs::new(dest, force, progress).run(rx))
+    };
+    let produced: Result<()> = async {
+        let mut queue: VecDeque<Pending> = VecDeque::new();
+        let mut chunks: VecDeque<crate::id::ObjectId> = VecDeque::new();
+        let mut fetching = 0usize;
+        let mut entries_done = false;
+        loop {
+            while fetching < FETCH_AHEAD && queue.len() < 256 {
+                if let Some(id) = chunks.pop_front() {
+                    let repo = repo.clone();
+                    queue.push_back(Pending::Fetch(tokio::spawn(async move { repo.read_blob(&id).await })));
+                    fetching += 1;
+                } else if entries_done {
+                    break;
+                } else {
+                    match reader.next_entry().await? {
+                        None => entries_done = true,
+                        Some(e) if selected(&e.path, &opts.paths) => {
+                            if e.kind == EntryKind::File {
+                                progress.add_total(e.size);
+                            }
+                            chunks.extend(e.chunks.iter().copied());
+                            queue.push_back(Pending::Ready(Op::Entry(e)));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            let Some(next) = queue.pop_front() else { break };
+            let op = match next {
+                Pending::Ready(op) => op,
+                Pending::Fetch(h) => {
+                    fetching -= 1;
+                    Op::Data(h.await??)
+                }
+            };
+            if tx.send(op).await.is_err() {
+                break; // the writer stopped; its error is reported below
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let written = writer.await?;
+    let stats = written?;
+    produced?;
+    Ok(stats)
+}
+
+enum Pending {
+    Ready(Op),
+    Fetch(tokio::task::JoinHandle<Result<Bytes>>),
+}
+
+struct OpenFile {
+    file: File,
+    path: PathBuf,
+    entry: TreeEntry,
+    pos: u64,
+}
+
+struct TreeWriterFs {
+    dest: PathBuf,
+    force: bool,
+    is_root: bool,
+    progress: Arc<Progress>,
+    verified: HashSet<PathBuf>,
+    dirs: Vec<(PathBuf, TreeEntry)>,
+    current: Option<OpenFile>,
+    stats: TreeRestoreStats,
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(op, path, e)
+}
+
+impl TreeWriterFs {
+    fn new(dest: PathBuf, force: bool, progress: Arc<Progress>) -> Self {
+        TreeWriterFs {
+            verified: HashSet::from([dest.clone()]),
+            dest,
+            force,
+            // SAFETY: geteuid has no preconditions.
+            is_root: unsafe { libc::geteuid() } == 0,
+            progress,
+            dirs: Vec::new(),
+            current: None,
+            stats: TreeRestoreStats::default(),
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Op>) -> Result<TreeRestoreStats> {
+        while let Some(op) = rx.blocking_recv() {
+            match op {
+                Op::Entry(e) => {
+                    self.finish_file()?;
+                    self.begin(e)?;
+                }
+                Op::Data(b) => self.write(&b)?,
+            }
+        }
+        self.finish_file()?;
+        // Deepest directories first, so setting a parent's mtime is last.
+        for (path, e) in std::mem::take(&mut self.dirs).into_iter().rev() {
+            self.apply_meta(&path, &e)?;
+        }
+        Ok(self.stats)
+    }
+
+    /// Makes sure every directory between the target and `dir` is a real
+    /// directory (never a symlink), creating missing ones.
+    fn ensure_dir(&mut self, dir: &Path) -> Result<()> {
+        if self.verified.contains(dir) {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            if dir != self.dest {
+                self.ensure_dir(parent)?;
+            }
+        }
+        match fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                if !self.force {
+                    return Err(Error::TargetNotEmpty(format!("{} exists and is not a directory", dir.display())));
+                }
+                fs::remove_file(dir).map_err(io_err("removing", dir))?;
+                fs::create_dir(dir).map_err(io_err("creating directory", dir))?;
+            }
+            Err(_) => fs::create_dir(dir).map_err(io_err("creating directory", dir))?,
+        }
+        self.verified.insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Removes whatever is at `path` (with `force`), so a new entry can be created.
+    fn clear(&self, path: &Path, keep_dir: bool) -> Result<()> {
+        let Ok(m) = fs::symlink_metadata(path) else { return Ok(()) };
+        if keep_dir && m.is_dir() {
+            return Ok(());
+        }
+        if !self.force {
+            return Err(Error::TargetNotEmpty(format!("{} already exists", path.display())));
+        }
+        if m.is_dir() {
+            fs::remove_dir_all(path).map_err(io_err("removing", path))
+        } else {
+            fs::remove_file(path).map_err(io_err("removing", path))
+        }
+    }
+
+    fn begin(&mut self, e: TreeEntry) -> Result<()> {
+        if !e.path.is_safe() {
+            return Err(Error::corrupt("tree listing", format!("unsafe path `{}`", e.path.display())));
+        }
+        let path = self.dest.join(e.path.as_path());
+        let parent = path.parent().unwrap_or(&self.dest).to_path_buf();
+        self.ensure_dir(&parent)?;
+        self.stats.entries += 1;
+        self.progress.add_item();
+        match e.kind {
+            EntryKind::Dir => {
+                self.clear(&path, true)?;
+                if fs::symlink_metadata(&path).is_err() {
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&path)
+                        .map_err(io_err("creating directory", &path))?;
+                }
+                self.verified.insert(path.clone());
+                self.dirs.push((path, e));
+            }
+            EntryKind::File => {
+                self.clear(&path, false)?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .map_err(io_err("creating", &path))?;
+                self.stats.files += 1;
+                self.current = Some(OpenFile {
+                    file,
+                    path,
+                    entry: e,
+                    pos: 0,
+                });
+            }
+            EntryKind::Symlink => {
+                self.clear(&path, false)?;
+                let target = e.target.as_ref().ok_or_else(|| Error::corrupt("tree listing", "symlink without target"))?;
+                std::os::unix::fs::symlink(target.as_path(), &path).map_err(io_err("creating symlink", &path))?;
+                if self.is_root {
+                    std::os::unix::fs::lchown(&path, Some(e.uid), Some(e.gid)).map_err(io_err("chown", &path))?;
+                }
+                let t = mtime(&e);
+                filetime::set_symlink_file_times(&path, t, t).map_err(io_err("setting times", &path))?;
+            }
+            EntryKind::Fifo | EntryKind::Char | EntryKind::Block => {
+                self.clear(&path, false)?;
+                let kind_bits = match e.kind {
+                    EntryKind::Fifo => libc::S_IFIFO,
+                    EntryKind::Char => libc::S_IFCHR,
+                    _ => libc::S_IFBLK,
+                };
+                if e.kind != EntryKind::Fifo && !self.is_root {
+                    self.stats
+                        .warnings
+                        .push(format!("{}: device nodes can only be restored as root; skipped", path.display()));
+                    return Ok(());
+                }
+                let c = CString::new(path.as_os_str().as_bytes())
+                    .map_err(|_| Error::corrupt("tree listing", "path with NUL"))?;
+                // SAFETY: `c` is a valid NUL-terminated path.
+                let rc = unsafe { libc::mknod(c.as_ptr(), kind_bits | 0o600, e.rdev.unwrap_or(0) as libc::dev_t) };
+                if rc != 0 {
+                    return Err(Error::io("creating special file", &path, std::io::Error::last_os_error()));
+                }
+                self.apply_meta(&path, &e)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        let f = self
+            .current
+            .as_mut()
+            .ok_or_else(|| Error::Task("data without a file".into()))?;
+        use std::os::unix::fs::FileExt;
+        // Write runs of non-zero blocks; all-zero blocks stay holes.
+        let mut i = 0;
+        while i < data.len() {
+            let end = (i + HOLE_BLOCK).min(data.len());
+            if data[i..end].iter().all(|&b| b == 0) {
+                i = end;
+                continue;
+            }
+            let mut j = end;
+            while j < data.len() {
+                let e2 = (j + HOLE_BLOCK).min(data.len());
+                if data[j..e2].iter().all(|&b| b == 0) {
+                    break;
+                }
+                j = e2;
+            }
+            f.file
+                .write_all_at(&data[i..j], f.pos + i as u64)
+                .map_err(|e| Error::io("writing", &f.path, e))?;
+            i = j;
+        }
+        f.pos += data.len() as u64;
+        self.stats.bytes += data.len() as u64;
+        self.progress.add_bytes(data.len() as u64);
+        Ok(())
+    }
+
+    fn finish_file(&mut self) -> Result<()> {
+        let Some(mut f) = self.current.take() else { return Ok(()) };
+        if f.pos != f.entry.size {
+            return Err(Error::corrupt(
+                format!("file {}", f.entry.path.display()),
+                format!("restored {} bytes, expected {}", f.pos, f.entry.size),
+            ));
+        }
+        f.file.set_len(f.pos).map_err(|e| Error::io("truncating", &f.path, e))?;
+        f.file.flush().map_err(|e| Error::io("writing", &f.path, e))?;
+        let _ = f.file.seek(SeekFrom::Start(0));
+        if self.is_root {
+            std::os::unix::fs::fchown(&f.file, Some(f.entry.uid), Some(f.entry.gid)).map_err(io_err("chown", &f.path))?;
+        }
+        f.file
+            .set_permissions(fs::Permissions::from_mode(f.entry.mode & 0o7777))
+            .map_err(io_err("chmod", &f.path))?;
+        let t = mtime(&f.entry);
+        filetime::set_file_handle_times(&f.file, Some(t), Some(t)).map_err(io_err("setting times", &f.path))?;
+        Ok(())
+    }
+
+    fn apply_meta(&self, path: &Path, e: &TreeEntry) -> Result<()> {
+        if self.is_root {
+            std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid)).map_err(io_err("chown", path))?;
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(e.mode & 0o7777)).map_err(io_err("chmod", path))?;
+        let t = mtime(e);
+        filetime::set_file_times(path, t, t).map_err(io_err("setting times", path))
+    }
+}
+
+fn mtime(e: &TreeEntry) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(e.mtime_ns.div_euclid(1_000_000_000), e.mtime_ns.rem_euclid(1_000_000_000) as u32)
+}
+
+/// Writes a stream artifact to `path` (refusing an existing file unless `force`).
+pub async fn write_stream_file(repo: &Arc<Repository>, artifact: &Artifact, path: &Path, force: bool, progress: &Arc<Progress>) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if !force && fs::symlink_metadata(path).is_ok() {
+        return Err(Error::TargetNotEmpty(format!("{} already exists", path.display())));
+    }
+    progress.add_total(artifact.size);
+    let tmp = path.with_extension("respaldo-partial");
+    let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| Error::io("creating", &tmp, e))?;
+    let mut chunks = repo.chunk_stream(artifact.chunks.clone(), 4);
+    while let Some(b) = chunks.next().await {
+        let b = b?;
+        out.write_all(&b).await.map_err(|e| Error::io("writing", &tmp, e))?;
+        progress.add_bytes(b.len() as u64);
+    }
+    out.sync_all().await.map_err(|e| Error::io("writing", &tmp, e))?;
+    drop(out);
+    tokio::fs::rename(&tmp, path).await.map_err(|e| Error::io("renaming", path, e))
+}
+
+/// `restore --to DIR`: writes a source's artifacts as plain files under
+/// `DIR/<source>/<artifact>` (a stream as a file, a tree as a directory).
+pub async fn export_source(
+    repo: &Arc<Repository>,
+    source: &str,
+    entry: &SourceEntry,
+    dir: &Path,
+    opts: &TreeRestoreOptions,
+    progress: &Arc<Progress>,
+) -> Result<Vec<PathBuf>> {
+    let base = dir.join(source);
+    fs::create_dir_all(&base).map_err(|e| Error::io("creating", &base, e))?;
+    let mut written = Vec::new();
+    for a in &entry.artifacts {
+        let path = base.join(&a.name);
+        match a.kind {
+            ArtifactKind::Stream => write_stream_file(repo, a, &path, opts.force, progress).await?,
+            ArtifactKind::Tree => {
+                restore_tree(repo, a, &path, opts, progress).await?;
+            }
+        }
+        written.push(path);
+    }
+    Ok(written)
+}

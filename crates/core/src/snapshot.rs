@@ -1,0 +1,160 @@
+//! Snapshots: one backup run, the commit point of the repository.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::Artifact;
+use crate::id::ObjectId;
+
+/// One backup run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// When the run started (UTC).
+    pub time: DateTime<Utc>,
+    /// When the snapshot was written (UTC).
+    pub finished: DateTime<Utc>,
+    /// Host that ran the backup.
+    pub host: String,
+    /// Tags given to the run (`daily`, `pre-migration`, …).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The respaldo version that wrote it.
+    pub program_version: String,
+    /// One entry per source.
+    pub sources: BTreeMap<String, SourceEntry>,
+    /// Run totals.
+    pub stats: RunStats,
+}
+
+/// Whether a source's backup in a snapshot succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceStatus {
+    /// Complete and restorable.
+    Ok,
+    /// Failed: never used for restore or as `latest`.
+    Failed,
+}
+
+/// One source's part of a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceEntry {
+    /// Driver type (`files`, `postgres`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Outcome.
+    pub status: SourceStatus,
+    /// The error, when failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When this source's backup started.
+    pub started: DateTime<Utc>,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// The artifacts (empty when failed).
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    /// Driver metadata (row counts, key counts, server versions, …).
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Warnings (e.g. a file that changed while being read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Counters.
+    pub stats: SourceStats,
+}
+
+impl SourceEntry {
+    /// Whether this entry is a good, restorable backup.
+    pub fn is_ok(&self) -> bool {
+        self.status == SourceStatus::Ok
+    }
+
+    /// The artifact with this name.
+    pub fn artifact(&self, name: &str) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.name == name)
+    }
+}
+
+/// Per-source counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceStats {
+    /// Plaintext bytes in the artifacts.
+    pub bytes_total: u64,
+    /// Bytes actually read from the source (unchanged files are not read).
+    pub bytes_read: u64,
+    /// Bytes newly stored in the repository (after dedup and compression).
+    pub bytes_added: u64,
+    /// Files read (trees).
+    pub files_read: u64,
+    /// Files skipped as unchanged by the parent snapshot's metadata (trees).
+    pub files_unchanged: u64,
+}
+
+/// Totals of one run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RunStats {
+    /// Bytes newly stored (pack bytes added).
+    pub bytes_added: u64,
+    /// New blobs stored.
+    pub blobs_added: u64,
+    /// Packs written.
+    pub packs_added: u64,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// A snapshot with its id.
+#[derive(Debug, Clone)]
+pub struct SnapshotRef {
+    /// The snapshot id (SHA-256 of the stored object).
+    pub id: ObjectId,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+}
+
+impl SnapshotRef {
+    /// The good entry for `source`, if this snapshot has one.
+    pub fn good(&self, source: &str) -> Option<&SourceEntry> {
+        self.snapshot.sources.get(source).filter(|e| e.is_ok())
+    }
+}
+
+/// Resolves a user's snapshot reference: `latest`, a full id or a unique id
+/// prefix. With `source`, `latest` means that source's latest *good* backup.
+pub fn resolve<'a>(
+    snapshots: &'a [SnapshotRef],
+    spec: &str,
+    source: Option<&str>,
+) -> Result<&'a SnapshotRef, String> {
+    let usable = |s: &&SnapshotRef| match source {
+        Some(name) => s.good(name).is_some(),
+        None => s.snapshot.sources.values().any(|e| e.is_ok()),
+    };
+    if spec == "latest" {
+        return snapshots
+            .iter()
+            .filter(usable)
+            .max_by_key(|s| (s.snapshot.time, s.id))
+            .ok_or_else(|| match source {
+                Some(name) => format!("no good backup of source `{name}` in the repository"),
+                None => "the repository has no snapshots".to_string(),
+            });
+    }
+    let spec_l = spec.to_ascii_lowercase();
+    if spec_l.is_empty() || !spec_l.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("`{spec}` is not a snapshot id, id prefix or `latest`"));
+    }
+    let matches: Vec<_> = snapshots.iter().filter(|s| s.id.to_hex().starts_with(&spec_l)).collect();
+    match matches.as_slice() {
+        [] => Err(format!("no snapshot matches `{spec}`")),
+        [one] => Ok(one),
+        many => Err(format!("`{spec}` is ambiguous: it matches {} snapshots", many.len())),
+    }
+}

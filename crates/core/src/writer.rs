@@ -1,0 +1,341 @@
+//! Writing data: chunk → id → dedup → zstd → pack → upload, with bounded
+//! memory and explicit backpressure.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::format::{self, BlobHeader, BlobKind, Compression, BLOB_HEADER_LEN};
+use crate::id::ObjectId;
+use crate::index::{BlobEntry, IndexFragment, PackEntry};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::sink;
+
+/// Default pack size target.
+pub const PACK_TARGET: usize = 16 * 1024 * 1024;
+/// Packs uploading at once; the next full pack waits (backpressure).
+const UPLOADS_IN_FLIGHT: usize = 2;
+/// Chunks hashed and compressed at once per stream.
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// Chunks below this size are processed inline rather than on a worker thread.
+const INLINE_CHUNK: usize = 64 * 1024;
+
+/// Counters of a write session.
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    /// Pack bytes written.
+    pub bytes_added: AtomicU64,
+    /// New blobs.
+    pub blobs_added: AtomicU64,
+    /// Packs written.
+    pub packs_added: AtomicU64,
+}
+
+struct PackBuf {
+    buf: BytesMut,
+    blobs: Vec<BlobEntry>,
+}
+
+impl PackBuf {
+    fn new() -> Self {
+        let mut buf = BytesMut::with_capacity(PACK_TARGET + 4 * 1024 * 1024);
+        format::pack_header(&mut buf);
+        PackBuf { buf, blobs: Vec::new() }
+    }
+}
+
+/// One writer's session: shared by all the sources of a run.
+pub struct WriteSession {
+    repo: Arc<Repository>,
+    key: [u8; 32],
+    known: Mutex<HashSet<ObjectId>>,
+    pack: tokio::sync::Mutex<PackBuf>,
+    uploads: Mutex<Vec<JoinHandle<Result<PackEntry>>>>,
+    permits: Arc<Semaphore>,
+    pack_target: usize,
+    /// Counters.
+    pub stats: SessionStats,
+}
+
+impl std::fmt::Debug for WriteSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteSession").finish_non_exhaustive()
+    }
+}
+
+impl WriteSession {
+    /// Starts a session, loading the index for deduplication.
+    pub async fn new(repo: Arc<Repository>) -> Result<Arc<Self>> {
+        let known = repo.known_blobs().await?;
+        Ok(Arc::new(WriteSession {
+            key: *repo.chunk_key(),
+            repo,
+            known: Mutex::new(known),
+            pack: tokio::sync::Mutex::new(PackBuf::new()),
+            uploads: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
+            pack_target: PACK_TARGET,
+            stats: SessionStats::default(),
+        }))
+    }
+
+    /// The repository written to.
+    pub fn repo(&self) -> &Arc<Repository> {
+        &self.repo
+    }
+
+    /// Hashes a chunk, and if it is new claims it and encodes the blob.
+    fn prepare(&self, kind: BlobKind, data: &[u8], level: i32) -> Result<(ObjectId, Option<Bytes>)> {
+        let id = ObjectId::keyed(&self.key, data);
+        let is_new = self.known.lock().map_err(|_| Error::Task("poisoned".into()))?.insert(id);
+        if !is_new {
+            return Ok((id, None));
+        }
+        let compressed = zstd::bulk::compress(data, level).map_err(|e| Error::Task(format!("zstd: {e}")))?;
+        let (compression, payload): (Compression, &[u8]) = if compressed.len() < data.len() {
+            (Compression::Zstd, &compressed)
+        } else {
+            (Compression::None, data)
+        };
+        let mut blob = BytesMut::with_capacity(BLOB_HEADER_LEN + payload.len());
+        BlobHeader {
+            kind,
+            compression,
+            id,
+            raw_len: data.len() as u32,
+            stored_len: payload.len() as u32,
+        }
+        .encode(&mut blob);
+        blob.extend_from_slice(payload);
+        Ok((id, Some(blob.freeze())))
+    }
+
+    /// Stores one chunk (deduplicated). Returns its id and the bytes it added.
+    pub async fn store(self: Arc<Self>, kind: BlobKind, data: Bytes, level: i32) -> Result<(ObjectId, u64)> {
+        let (id, blob) = if data.len() <= INLINE_CHUNK {
+            self.prepare(kind, &data, level)?
+        } else {
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.prepare(kind, &data, level)).await??
+        };
+        let Some(blob) = blob else { return Ok((id, 0)) };
+        let added = blob.len() as u64;
+        self.add_encoded(id, kind, blob).await?;
+        Ok((id, added))
+    }
+
+    /// Appends an already encoded blob (header and payload) to the current pack.
+    pub(crate) async fn add_encoded(&self, id: ObjectId, kind: BlobKind, blob: Bytes) -> Result<()> {
+        let mut pack = self.pack.lock().await;
+        let offset = pack.buf.len() as u32;
+        let header = BlobHeader::decode(&blob).map_err(Error::Task)?;
+        pack.buf.extend_from_slice(&blob);
+        pack.blobs.push(BlobEntry {
+            id,
+            kind,
+            offset,
+            length: blob.len() as u32,
+            raw_len: header.raw_len,
+        });
+        self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
+        if pack.buf.len() >= self.pack_target {
+            let full = std::mem::replace(&mut *pack, PackBuf::new());
+            self.upload(full).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts uploading a full pack; waits while too many are in flight.
+    async fn upload(&self, pack: PackBuf) -> Result<()> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Task("upload semaphore closed".into()))?;
+        let repo = self.repo.clone();
+        let bytes = pack.buf.freeze();
+        let blobs = pack.blobs;
+        self.stats.bytes_added.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
+        let handle = tokio::spawn(async move {
+            let _permit = permit;
+            let size = bytes.len() as u64;
+            let id = tokio::task::spawn_blocking({
+                let bytes = bytes.clone();
+                move || ObjectId::sha256(&bytes)
+            })
+            .await?;
+            repo.sink().put(&format::pack_key(&id), sink::once(bytes)).await?;
+            Ok(PackEntry { id, size, blobs })
+        });
+        self.uploads.lock().map_err(|_| Error::Task("poisoned".into()))?.push(handle);
+        Ok(())
+    }
+
+    /// Flushes the last pack, waits for every upload, and writes one index
+    /// fragment describing the new packs. After this returns, every chunk
+    /// stored in the session is durable and indexed: a snapshot may refer to it.
+    pub async fn finish(&self) -> Result<Option<ObjectId>> {
+        {
+            let mut pack = self.pack.lock().await;
+            if !pack.blobs.is_empty() {
+                let full = std::mem::replace(&mut *pack, PackBuf::new());
+                self.upload(full).await?;
+            }
+        }
+        let handles = std::mem::take(&mut *self.uploads.lock().map_err(|_| Error::Task("poisoned".into()))?);
+        let mut packs = Vec::new();
+        let mut first_err = None;
+        for h in handles {
+            match h.await {
+                Ok(Ok(p)) => packs.push(p),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(Error::from(e));
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if packs.is_empty() {
+            return Ok(None);
+        }
+        let fragment = IndexFragment { packs };
+        let (id, bytes) = format::seal_document(&fragment)?;
+        self.repo.sink().put(&format::index_key(&id), sink::once(bytes)).await?;
+        self.repo.index_add(&fragment.packs, Some(id)).await;
+        Ok(Some(id))
+    }
+}
+
+/// The result of writing one stream.
+#[derive(Debug, Clone)]
+pub struct StreamSummary {
+    /// Chunk ids in order.
+    pub chunks: Vec<ObjectId>,
+    /// Plaintext length.
+    pub size: u64,
+    /// SHA-256 of the plaintext.
+    pub sha256: ObjectId,
+    /// Bytes newly stored.
+    pub added: u64,
+}
+
+/// Writes one byte stream as chunks, several chunks in flight at a time.
+pub struct StreamWriter {
+    session: Arc<WriteSession>,
+    kind: BlobKind,
+    level: i32,
+    chunker: Chunker,
+    sha: Sha256,
+    size: u64,
+    chunks: Vec<ObjectId>,
+    added: u64,
+    inflight: VecDeque<JoinHandle<Result<(ObjectId, u64)>>>,
+    progress: Option<Arc<Progress>>,
+}
+
+impl std::fmt::Debug for StreamWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamWriter").field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+impl StreamWriter {
+    /// A writer for blobs of `kind` compressed at zstd `level`.
+    pub fn new(session: Arc<WriteSession>, kind: BlobKind, level: i32, progress: Option<Arc<Progress>>) -> Self {
+        let params = session.repo().config().chunker;
+        StreamWriter {
+            session,
+            kind,
+            level,
+            chunker: Chunker::new(params),
+            sha: Sha256::new(),
+            size: 0,
+            chunks: Vec::new(),
+            added: 0,
+            inflight: VecDeque::new(),
+            progress,
+        }
+    }
+
+    /// Appends data.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.sha.update(data);
+        self.size += data.len() as u64;
+        if let Some(p) = &self.progress {
+            p.add_bytes(data.len() as u64);
+        }
+        for chunk in self.chunker.push(data) {
+            self.submit(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn submit(&mut self, chunk: Bytes) -> Result<()> {
+        if chunk.len() <= INLINE_CHUNK && self.inflight.is_empty() {
+            let (id, added) = self.session.clone().store(self.kind, chunk, self.level).await?;
+            self.record(id, added);
+            return Ok(());
+        }
+        let fut = self.session.clone().store(self.kind, chunk, self.level);
+        self.inflight.push_back(tokio::spawn(fut));
+        while self.inflight.len() >= CHUNKS_IN_FLIGHT {
+            self.drain_one().await?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, id: ObjectId, added: u64) {
+        self.chunks.push(id);
+        self.added += added;
+        if let Some(p) = &self.progress {
+            p.stored.fetch_add(added, Ordering::Relaxed);
+        }
+    }
+
+    async fn drain_one(&mut self) -> Result<()> {
+        if let Some(h) = self.inflight.pop_front() {
+            let (id, added) = h.await??;
+            self.record(id, added);
+        }
+        Ok(())
+    }
+
+    /// Ends the stream.
+    pub async fn finish(mut self) -> Result<StreamSummary> {
+        for chunk in self.chunker.finish() {
+            self.submit(chunk).await?;
+        }
+        while !self.inflight.is_empty() {
+            self.drain_one().await?;
+        }
+        let sha = std::mem::take(&mut self.sha);
+        Ok(StreamSummary {
+            chunks: std::mem::take(&mut self.chunks),
+            size: self.size,
+            sha256: ObjectId(sha.finalize().into()),
+            added: self.added,
+        })
+    }
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        for h in &self.inflight {
+            h.abort();
+        }
+    }
+}
