@@ -29,6 +29,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod lock;
+pub mod process;
 pub mod progress;
 pub mod repo;
 pub mod restore;

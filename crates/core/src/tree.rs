@@ -198,6 +198,12 @@ impl TreeWriter {
         self.parent.get(path)
     }
 
+    /// Takes the parent snapshot's entries (for a walker on another thread);
+    /// [`TreeWriter::parent`] finds nothing afterwards.
+    pub fn take_parent(&mut self) -> HashMap<RawPath, TreeEntry> {
+        std::mem::take(&mut self.parent)
+    }
+
     /// Adds an entry whose content (if any) is already set: directories,
     /// symlinks, special files, and files reused from the parent.
     pub async fn add(&mut self, entry: TreeEntry) -> Result<()> {

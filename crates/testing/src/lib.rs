@@ -1,1 +1,10 @@
-//! placeholder
+//! # respaldo-testing
+//!
+//! Test support shared by respaldo's crates: the [`conformance`] suite that
+//! every [`Sink`](respaldo_core::Sink) must pass, and [`FaultySink`], a wrapper
+//! that injects failures for fault-injection tests.
+
+pub mod conformance;
+mod faulty;
+
+pub use faulty::{Fault, FaultySink};

@@ -1,0 +1,95 @@
+//! Running external programs (pg_dump, a user's command, …) for drivers:
+//! locating the binary, capturing the tail of stderr for error messages, and
+//! describing how a process ended.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// How much of a child's stderr is kept for messages.
+const TAIL: usize = 4096;
+
+/// Finds `program` on `PATH` (or checks it when it contains a `/`).
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return is_exec(&p).then_some(p);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|p| is_exec(p))
+}
+
+/// The last few KiB a child wrote to stderr, collected in the background.
+#[derive(Debug, Clone, Default)]
+pub struct StderrTail(Arc<Mutex<Vec<u8>>>);
+
+impl StderrTail {
+    /// Starts draining `stderr` (so the child never blocks on a full pipe).
+    pub fn capture<R: AsyncRead + Unpin + Send + 'static>(mut stderr: R) -> (Self, tokio::task::JoinHandle<()>) {
+        let tail = StderrTail::default();
+        let t = tail.clone();
+        let h = tokio::spawn(async move {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut v) = t.0.lock() {
+                    v.extend_from_slice(&buf[..n]);
+                    if v.len() > TAIL {
+                        let cut = v.len() - TAIL;
+                        v.drain(..cut);
+                    }
+                }
+            }
+        });
+        (tail, h)
+    }
+
+    /// The captured text, trimmed, on one line per original line.
+    pub fn text(&self) -> String {
+        let v = self.0.lock().map(|v| v.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&v).trim().to_string()
+    }
+}
+
+/// "exited with status 2" / "was killed by signal 9 (SIGKILL)".
+pub fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    match status.signal() {
+        Some(sig) => {
+            let name = match sig {
+                libc::SIGKILL => " (SIGKILL)",
+                libc::SIGTERM => " (SIGTERM)",
+                libc::SIGINT => " (SIGINT)",
+                libc::SIGSEGV => " (SIGSEGV)",
+                libc::SIGPIPE => " (SIGPIPE)",
+                _ => "",
+            };
+            format!("was killed by signal {sig}{name}")
+        }
+        None => "ended abnormally".into(),
+    }
+}
+
+/// A failure message for a child: what ended how, plus its stderr tail.
+pub fn failure_message(what: &str, status: &ExitStatus, tail: &StderrTail) -> String {
+    let t = tail.text();
+    if t.is_empty() {
+        format!("{what} {}", describe_exit(status))
+    } else {
+        format!("{what} {}: {}", describe_exit(status), t.replace('\n', " | "))
+    }
+}

@@ -1,0 +1,88 @@
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use respaldo_core::error::{Error, Result};
+use respaldo_core::sink::{ByteStream, ObjectInfo, Sink};
+
+/// Which operation fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The Nth put (counting from 1) of a key with this prefix fails.
+    PutNth {
+        /// Key prefix that counts (`packs/`, `snapshots/`, …).
+        prefix: &'static str,
+        /// Which put fails.
+        n: usize,
+    },
+    /// Every get of a key with this prefix fails.
+    Get {
+        /// Key prefix.
+        prefix: &'static str,
+    },
+}
+
+/// A sink wrapper that injects one kind of failure.
+#[derive(Debug)]
+pub struct FaultySink {
+    inner: Arc<dyn Sink>,
+    fault: Fault,
+    puts: AtomicUsize,
+}
+
+impl FaultySink {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Sink>, fault: Fault) -> Self {
+        FaultySink {
+            inner,
+            fault,
+            puts: AtomicUsize::new(0),
+        }
+    }
+
+    fn injected(&self, key: &str) -> Error {
+        Error::Storage {
+            location: self.inner.location(),
+            key: key.to_string(),
+            source: "injected fault".into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for FaultySink {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn put(&self, key: &str, data: ByteStream) -> Result<()> {
+        if let Fault::PutNth { prefix, n } = self.fault {
+            if key.starts_with(prefix) && self.puts.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                return Err(self.injected(key));
+            }
+        }
+        self.inner.put(key, data).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        if matches!(self.fault, Fault::Get { prefix } if key.starts_with(prefix)) {
+            return Err(self.injected(key));
+        }
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        if matches!(self.fault, Fault::Get { prefix } if key.starts_with(prefix)) {
+            return Err(self.injected(key));
+        }
+        self.inner.get_range(key, range).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn reclaim_incomplete(&self) -> Result<u64> {
+        self.inner.reclaim_incomplete().await
+    }
+}
