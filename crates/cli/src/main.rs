@@ -1,1 +1,186 @@
-fn main() {}
+//! # respaldo
+//!
+//! Back up and restore whole application stacks — PostgreSQL, Redis, InfluxDB,
+//! Docker volumes, plain files, any command's output — from one `backup.toml`,
+//! into one deduplicated, verifiable repository.
+//!
+//! Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod config;
+mod output;
+
+/// Back up and restore whole application stacks from one backup.toml.
+#[derive(Debug, Parser)]
+#[command(name = "respaldo", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (default: $RESPALDO_CONFIG, else ./backup.toml).
+    #[arg(short = 'c', long = "config", global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable JSON on stdout (and nothing else there).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Only errors on stderr; no progress.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail on stderr (repeat for debug output).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Configuration commands.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Create the repository.
+    Init,
+    /// Back up the configured sources; prints the new snapshot id.
+    Backup {
+        /// Only this source (repeatable).
+        #[arg(long = "source", value_name = "NAME")]
+        sources: Vec<String>,
+        /// Only sources of this type (repeatable), e.g. `--type postgres`.
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+        /// Tag the snapshot (repeatable).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Check the sources and show what would run; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List snapshots.
+    Snapshots {
+        /// Only snapshots holding this source.
+        #[arg(long = "source", value_name = "NAME")]
+        source: Option<String>,
+        /// Only snapshots with this tag.
+        #[arg(long = "tag", value_name = "TAG")]
+        tag: Option<String>,
+    },
+    /// Show what a snapshot holds.
+    Show {
+        /// Snapshot id, unique prefix, or `latest`.
+        snapshot: String,
+    },
+    /// Restore a snapshot into the live systems, somewhere else, or as files.
+    Restore {
+        /// Snapshot id, unique prefix, or `latest` (each source's latest good backup).
+        snapshot: String,
+        /// Only this source (repeatable).
+        #[arg(long = "source", value_name = "NAME")]
+        sources: Vec<String>,
+        /// With one --source: restore somewhere else (a directory, a database URL, …).
+        #[arg(long, value_name = "WHERE", conflicts_with = "to")]
+        target: Option<String>,
+        /// Write the artifacts as plain files under DIR/<source>/<artifact>.
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// Only these paths of file trees (repeatable), relative to the tree.
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<String>,
+        /// Overwrite existing data.
+        #[arg(long)]
+        force: bool,
+        /// Show what would be restored where; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write one artifact's plain bytes to stdout.
+    Dump {
+        /// Snapshot id, unique prefix, or `latest`.
+        snapshot: String,
+        /// SOURCE or SOURCE/ARTIFACT.
+        what: String,
+    },
+    /// Check the repository; --read-data re-reads and re-hashes all data.
+    Verify {
+        /// Only this snapshot.
+        snapshot: Option<String>,
+        /// Download and check every pack.
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Apply the retention policy.
+    Forget {
+        /// Prune afterwards.
+        #[arg(long)]
+        prune: bool,
+        /// Show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove data no snapshot refers to.
+    Prune {
+        /// Show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate the configuration.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RESPALDO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(commands::run(&cli));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", commands::describe(&e));
+            ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}

@@ -14,6 +14,16 @@ pub enum ArtifactKind {
     Tree,
 }
 
+impl ArtifactKind {
+    /// `stream` or `tree`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Stream => "stream",
+            ArtifactKind::Tree => "tree",
+        }
+    }
+}
+
 /// One artifact of a source in a snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -41,7 +41,12 @@ impl Chunker {
         }
         let mut taken = 0usize;
         {
-            let cdc = fastcdc::v2020::FastCDC::new(&self.buf, self.params.min, self.params.avg, self.params.max);
+            let cdc = fastcdc::v2020::FastCDC::new(
+                &self.buf,
+                self.params.min,
+                self.params.avg,
+                self.params.max,
+            );
             for chunk in cdc {
                 // A chunk is final once the data it could have extended into
                 // (up to `max` bytes from its start) is all present.
@@ -54,7 +59,9 @@ impl Chunker {
         }
         debug_assert!(taken <= self.buf.len());
         let mut region = self.buf.split_to(taken);
-        out.into_iter().map(|len| region.split_to(len).freeze()).collect()
+        out.into_iter()
+            .map(|len| region.split_to(len).freeze())
+            .collect()
     }
 }
 

@@ -16,7 +16,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("`{text}`: expected a number before `{rest}`"));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| format!("`{text}`: number too large"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}`: number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
@@ -28,10 +30,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "d" => 86_400,
             "w" => 7 * 86_400,
             "" => return Err(format!("`{text}`: missing unit (use s, min, h, d or w)")),
-            other => return Err(format!("`{text}`: unknown unit `{other}` (use s, min, h, d or w)")),
+            other => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{other}` (use s, min, h, d or w)"
+                ))
+            }
         };
         total = total
-            .checked_add(n.checked_mul(secs).ok_or_else(|| format!("`{text}`: too large"))?)
+            .checked_add(
+                n.checked_mul(secs)
+                    .ok_or_else(|| format!("`{text}`: too large"))?,
+            )
             .ok_or_else(|| format!("`{text}`: too large"))?;
     }
     if total == 0 {
@@ -46,8 +55,14 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
-        assert_eq!(parse_duration("1d12h").unwrap(), Duration::from_secs(36 * 3600));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(
+            parse_duration("1d12h").unwrap(),
+            Duration::from_secs(36 * 3600)
+        );
         assert_eq!(parse_duration("90min").unwrap(), Duration::from_secs(5400));
         for bad in ["", "7", "d", "7m", "7x", "0d", "-1d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");

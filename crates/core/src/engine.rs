@@ -106,7 +106,10 @@ pub async fn backup(
 
     let runs = futures::stream::iter(jobs.into_iter().map(|job| {
         let session = session.clone();
-        let parent = parents.get(&job.name).filter(|p| p.kind == job.source.kind()).cloned();
+        let parent = parents
+            .get(&job.name)
+            .filter(|p| p.kind == job.source.kind())
+            .cloned();
         let progress = progress.clone();
         async move {
             let name = job.name.clone();
@@ -114,7 +117,13 @@ pub async fn backup(
             let handle = tokio::spawn(async move {
                 let t0 = Instant::now();
                 let start = chrono::Utc::now();
-                let mut ctx = BackupContext::new(job.name.clone(), session, parent, job.compression_level, progress);
+                let mut ctx = BackupContext::new(
+                    job.name.clone(),
+                    session,
+                    parent,
+                    job.compression_level,
+                    progress,
+                );
                 let r = job.source.backup(&mut ctx).await;
                 (ctx, r, start, t0.elapsed())
             });
@@ -130,7 +139,11 @@ pub async fn backup(
                         error,
                         started: start,
                         duration_ms: took.as_millis() as u64,
-                        artifacts: if status == SourceStatus::Ok { ctx.artifacts } else { Vec::new() },
+                        artifacts: if status == SourceStatus::Ok {
+                            ctx.artifacts
+                        } else {
+                            Vec::new()
+                        },
                         metadata: ctx.metadata,
                         warnings: ctx.warnings,
                         stats: ctx.stats,
@@ -181,7 +194,10 @@ pub async fn backup(
     } else {
         None
     };
-    Ok(BackupOutcome { snapshot_id, snapshot })
+    Ok(BackupOutcome {
+        snapshot_id,
+        snapshot,
+    })
 }
 
 /// Errors from [`Source::check`], wrapped with the source's name.

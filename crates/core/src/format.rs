@@ -216,14 +216,21 @@ pub fn check_pack_header(buf: &[u8]) -> std::result::Result<(), String> {
         return Err("bad pack magic".into());
     }
     if buf[8] != FORMAT_VERSION as u8 || buf[9] != 0 {
-        return Err(format!("unsupported pack version {} flags {}", buf[8], buf[9]));
+        return Err(format!(
+            "unsupported pack version {} flags {}",
+            buf[8], buf[9]
+        ));
     }
     Ok(())
 }
 
 /// Decodes one blob payload (given the header and the stored bytes) into
 /// plaintext and checks it against its id.
-pub fn decode_blob(header: &BlobHeader, stored: &[u8], key: &[u8; 32]) -> std::result::Result<Bytes, String> {
+pub fn decode_blob(
+    header: &BlobHeader,
+    stored: &[u8],
+    key: &[u8; 32],
+) -> std::result::Result<Bytes, String> {
     if stored.len() != header.stored_len as usize {
         return Err("truncated blob".into());
     }
@@ -249,7 +256,8 @@ pub fn decode_blob(header: &BlobHeader, stored: &[u8], key: &[u8; 32]) -> std::r
 /// returned bytes.
 pub fn seal_document<T: Serialize>(doc: &T) -> Result<(ObjectId, Bytes)> {
     let json = serde_json::to_vec(doc).map_err(|e| Error::Task(format!("serialize: {e}")))?;
-    let compressed = zstd::bulk::compress(&json, 3).map_err(|e| Error::Task(format!("zstd: {e}")))?;
+    let compressed =
+        zstd::bulk::compress(&json, 3).map_err(|e| Error::Task(format!("zstd: {e}")))?;
     let mut out = BytesMut::with_capacity(compressed.len() + 12);
     out.put_slice(ENVELOPE_MAGIC);
     out.put_u8(FORMAT_VERSION as u8);
@@ -262,17 +270,28 @@ pub fn seal_document<T: Serialize>(doc: &T) -> Result<(ObjectId, Bytes)> {
 
 /// Checks and opens a document sealed by [`seal_document`]. `what` names the
 /// object in errors; `expected` is the id from its key.
-pub fn open_document<T: for<'de> Deserialize<'de>>(what: &str, expected: &ObjectId, bytes: &[u8]) -> Result<T> {
+pub fn open_document<T: for<'de> Deserialize<'de>>(
+    what: &str,
+    expected: &ObjectId,
+    bytes: &[u8],
+) -> Result<T> {
     if ObjectId::sha256(bytes) != *expected {
-        return Err(Error::corrupt(what, "content does not match its name (SHA-256 mismatch)"));
+        return Err(Error::corrupt(
+            what,
+            "content does not match its name (SHA-256 mismatch)",
+        ));
     }
     if bytes.len() < 12 || &bytes[..8] != ENVELOPE_MAGIC {
         return Err(Error::corrupt(what, "bad magic"));
     }
     if bytes[8] != FORMAT_VERSION as u8 || bytes[9] != 0 {
-        return Err(Error::Unsupported(format!("{what}: version {} flags {}", bytes[8], bytes[9])));
+        return Err(Error::Unsupported(format!(
+            "{what}: version {} flags {}",
+            bytes[8], bytes[9]
+        )));
     }
-    let json = zstd::stream::decode_all(&bytes[12..]).map_err(|e| Error::corrupt(what, format!("zstd: {e}")))?;
+    let json = zstd::stream::decode_all(&bytes[12..])
+        .map_err(|e| Error::corrupt(what, format!("zstd: {e}")))?;
     serde_json::from_slice(&json).map_err(|e| Error::corrupt(what, format!("bad document: {e}")))
 }
 

@@ -29,6 +29,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod lock;
+pub mod maintenance;
 pub mod process;
 pub mod progress;
 pub mod repo;
@@ -40,7 +41,6 @@ pub mod snapshot;
 pub mod source;
 pub mod tree;
 pub mod verify;
-pub mod maintenance;
 pub mod writer;
 
 pub use error::{Error, Result};

@@ -42,7 +42,9 @@ impl LockInfo {
             self.command,
             self.pid,
             self.host,
-            self.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S %Z")
+            self.time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S %Z")
         )
     }
 
@@ -51,7 +53,9 @@ impl LockInfo {
             return true;
         }
         // SAFETY: kill with signal 0 only checks that the process exists.
-        self.host == host && unsafe { libc::kill(self.pid as libc::pid_t, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        self.host == host
+            && unsafe { libc::kill(self.pid as libc::pid_t, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
     }
 }
 
@@ -154,6 +158,10 @@ impl Repository {
                 }
             })
         };
-        Ok(RepoLock { sink, key, refresher })
+        Ok(RepoLock {
+            sink,
+            key,
+            refresher,
+        })
     }
 }

@@ -33,7 +33,11 @@ pub struct ForgetDecision {
 /// Decides which snapshots a policy keeps. Each source's good backups form a
 /// series the policy is applied to; a snapshot is kept if any of its sources
 /// keeps it. Snapshots without any good source are removed.
-pub fn decide<Tz: chrono::TimeZone>(snapshots: &[SnapshotRef], policy: &RetentionPolicy, tz: &Tz) -> Vec<ForgetDecision> {
+pub fn decide<Tz: chrono::TimeZone>(
+    snapshots: &[SnapshotRef],
+    policy: &RetentionPolicy,
+    tz: &Tz,
+) -> Vec<ForgetDecision> {
     let mut reasons: HashMap<ObjectId, Vec<String>> = HashMap::new();
     let mut sources: Vec<&str> = snapshots
         .iter()
@@ -108,7 +112,10 @@ pub struct PruneReport {
 
 /// The set of every chunk any snapshot refers to (listing chunks and file
 /// chunks of trees included).
-pub async fn used_chunks(repo: &Arc<Repository>, snapshots: &[SnapshotRef]) -> Result<HashSet<ObjectId>> {
+pub async fn used_chunks(
+    repo: &Arc<Repository>,
+    snapshots: &[SnapshotRef],
+) -> Result<HashSet<ObjectId>> {
     let mut used = HashSet::new();
     for s in snapshots {
         for e in s.snapshot.sources.values().filter(|e| e.is_ok()) {
@@ -163,7 +170,10 @@ pub async fn prune(repo: &Arc<Repository>, dry_run: bool) -> Result<PruneReport>
             let bytes = repo.sink().get(&format::pack_key(id)).await?;
             match repo.parse_pack(id, &bytes, false) {
                 Ok(p) => packs.push(p),
-                Err(e) => tracing::warn!("pack {} is damaged ({e}); keeping it for inspection", id.short()),
+                Err(e) => tracing::warn!(
+                    "pack {} is damaged ({e}); keeping it for inspection",
+                    id.short()
+                ),
             }
         } else {
             report.packs_unindexed += 1;
@@ -177,7 +187,12 @@ pub async fn prune(repo: &Arc<Repository>, dry_run: bool) -> Result<PruneReport>
     let mut keep: Vec<PackEntry> = Vec::new();
     let mut repack: Vec<PackEntry> = Vec::new();
     for p in packs {
-        let used_bytes: u64 = p.blobs.iter().filter(|b| used.contains(&b.id)).map(|b| b.length as u64).sum();
+        let used_bytes: u64 = p
+            .blobs
+            .iter()
+            .filter(|b| used.contains(&b.id))
+            .map(|b| b.length as u64)
+            .sum();
         let total: u64 = p.blobs.iter().map(|b| b.length as u64).sum::<u64>().max(1);
         if used_bytes == 0 {
             report.packs_deleted += 1;
@@ -209,21 +224,31 @@ pub async fn prune(repo: &Arc<Repository>, dry_run: bool) -> Result<PruneReport>
             let start = b.offset as usize;
             let end = start + b.length as usize;
             if end > bytes.len() || b.length as usize <= BLOB_HEADER_LEN {
-                return Err(Error::corrupt(format!("pack {}", p.id.short()), "index entry out of range"));
+                return Err(Error::corrupt(
+                    format!("pack {}", p.id.short()),
+                    "index entry out of range",
+                ));
             }
-            session.add_encoded(b.id, b.kind, bytes.slice(start..end)).await?;
+            session
+                .add_encoded(b.id, b.kind, bytes.slice(start..end))
+                .await?;
         }
         report.bytes_freed += p.size;
         delete.push(p.id);
     }
     let repacked_fragment = session.finish().await?;
-    report.bytes_rewritten = session.stats.bytes_added.load(std::sync::atomic::Ordering::Relaxed);
+    report.bytes_rewritten = session
+        .stats
+        .bytes_added
+        .load(std::sync::atomic::Ordering::Relaxed);
 
     // 2. One fragment for every pack kept as is.
     let mut new_fragments: Vec<ObjectId> = repacked_fragment.into_iter().collect();
     if !keep.is_empty() {
         let (id, bytes) = format::seal_document(&IndexFragment { packs: keep })?;
-        repo.sink().put(&format::index_key(&id), sink::once(bytes)).await?;
+        repo.sink()
+            .put(&format::index_key(&id), sink::once(bytes))
+            .await?;
         new_fragments.push(id);
     }
     // 3. Old fragments, then 4. packs.

@@ -15,7 +15,9 @@ const TAIL: usize = 4096;
 pub fn find_program(program: &str) -> Option<PathBuf> {
     let is_exec = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
-        p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     };
     if program.contains('/') {
         let p = PathBuf::from(program);
@@ -34,7 +36,9 @@ pub struct StderrTail(Arc<Mutex<Vec<u8>>>);
 
 impl StderrTail {
     /// Starts draining `stderr` (so the child never blocks on a full pipe).
-    pub fn capture<R: AsyncRead + Unpin + Send + 'static>(mut stderr: R) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn capture<R: AsyncRead + Unpin + Send + 'static>(
+        mut stderr: R,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let tail = StderrTail::default();
         let t = tail.clone();
         let h = tokio::spawn(async move {
@@ -90,6 +94,10 @@ pub fn failure_message(what: &str, status: &ExitStatus, tail: &StderrTail) -> St
     if t.is_empty() {
         format!("{what} {}", describe_exit(status))
     } else {
-        format!("{what} {}: {}", describe_exit(status), t.replace('\n', " | "))
+        format!(
+            "{what} {}: {}",
+            describe_exit(status),
+            t.replace('\n', " | ")
+        )
     }
 }

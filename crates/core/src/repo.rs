@@ -100,14 +100,15 @@ impl Repository {
             return Ok(());
         }
         let listed = self.sink.list("index/").await?;
-        let results: Vec<(String, Result<(ObjectId, IndexFragment)>)> = futures::stream::iter(listed)
-            .map(|obj| async move {
-                let r = self.read_fragment(&obj.key).await;
-                (obj.key, r)
-            })
-            .buffer_unordered(LOAD_CONCURRENCY)
-            .collect()
-            .await;
+        let results: Vec<(String, Result<(ObjectId, IndexFragment)>)> =
+            futures::stream::iter(listed)
+                .map(|obj| async move {
+                    let r = self.read_fragment(&obj.key).await;
+                    (obj.key, r)
+                })
+                .buffer_unordered(LOAD_CONCURRENCY)
+                .collect()
+                .await;
         let mut loaded = LoadedIndex {
             loaded: true,
             ..Default::default()
@@ -121,7 +122,9 @@ impl Repository {
                     loaded.fragments.push(id);
                 }
                 Err(Error::Corrupt { detail, .. }) => {
-                    tracing::warn!("index fragment {key} is damaged ({detail}); its packs will be rescanned");
+                    tracing::warn!(
+                        "index fragment {key} is damaged ({detail}); its packs will be rescanned"
+                    );
                     loaded.damaged.push(Damage { key, detail });
                 }
                 Err(e) => return Err(e),
@@ -132,7 +135,8 @@ impl Repository {
     }
 
     async fn read_fragment(&self, key: &str) -> Result<(ObjectId, IndexFragment)> {
-        let id = format::id_from_key(key).ok_or_else(|| Error::corrupt(format!("index object {key}"), "bad name"))?;
+        let id = format::id_from_key(key)
+            .ok_or_else(|| Error::corrupt(format!("index object {key}"), "bad name"))?;
         let bytes = self.sink.get(key).await?;
         let frag = format::open_document(&format!("index fragment {}", id.short()), &id, &bytes)?;
         Ok((id, frag))
@@ -186,19 +190,22 @@ impl Repository {
             Some(x) => x,
             None => {
                 self.scan_unindexed_packs().await?;
-                self.index
-                    .read()
-                    .await
-                    .index
-                    .get(id)
-                    .ok_or_else(|| Error::corrupt(format!("chunk {}", id.short()), "missing from the repository"))?
+                self.index.read().await.index.get(id).ok_or_else(|| {
+                    Error::corrupt(
+                        format!("chunk {}", id.short()),
+                        "missing from the repository",
+                    )
+                })?
             }
         };
         let key = format::pack_key(&pack.id);
         let what = || format!("pack {} (chunk {})", pack.id.short(), id.short());
         let raw = self
             .sink
-            .get_range(&key, loc.offset as u64..loc.offset as u64 + loc.length as u64)
+            .get_range(
+                &key,
+                loc.offset as u64..loc.offset as u64 + loc.length as u64,
+            )
             .await
             .map_err(|e| match e {
                 Error::NotFound { .. } => Error::corrupt(what(), "pack is missing"),
@@ -208,12 +215,18 @@ impl Repository {
         if header.id != *id {
             return Err(Error::corrupt(what(), "blob header names another chunk"));
         }
-        format::decode_blob(&header, &raw[BLOB_HEADER_LEN..], &self.key).map_err(|d| Error::corrupt(what(), d))
+        format::decode_blob(&header, &raw[BLOB_HEADER_LEN..], &self.key)
+            .map_err(|d| Error::corrupt(what(), d))
     }
 
     /// Parses a whole pack into its index entry, checking every blob when
     /// `check_data` is set. Used by verify and by index recovery.
-    pub fn parse_pack(&self, id: &ObjectId, bytes: &[u8], check_data: bool) -> std::result::Result<PackEntry, String> {
+    pub fn parse_pack(
+        &self,
+        id: &ObjectId,
+        bytes: &[u8],
+        check_data: bool,
+    ) -> std::result::Result<PackEntry, String> {
         if ObjectId::sha256(bytes) != *id {
             return Err("content does not match its name (SHA-256 mismatch)".into());
         }
@@ -221,7 +234,8 @@ impl Repository {
         let mut blobs = Vec::new();
         let mut pos = PACK_HEADER_LEN;
         while pos < bytes.len() {
-            let h = BlobHeader::decode(&bytes[pos..]).map_err(|e| format!("at offset {pos}: {e}"))?;
+            let h =
+                BlobHeader::decode(&bytes[pos..]).map_err(|e| format!("at offset {pos}: {e}"))?;
             let end = pos + BLOB_HEADER_LEN + h.stored_len as usize;
             if end > bytes.len() {
                 return Err(format!("blob at offset {pos} runs past the end"));
@@ -305,16 +319,20 @@ impl Repository {
     }
 
     async fn read_snapshot_key(&self, key: &str) -> Result<SnapshotRef> {
-        let id = format::id_from_key(key).ok_or_else(|| Error::corrupt(format!("snapshot object {key}"), "bad name"))?;
+        let id = format::id_from_key(key)
+            .ok_or_else(|| Error::corrupt(format!("snapshot object {key}"), "bad name"))?;
         let bytes = self.sink.get(key).await?;
-        let snapshot: Snapshot = format::open_document(&format!("snapshot {}", id.short()), &id, &bytes)?;
+        let snapshot: Snapshot =
+            format::open_document(&format!("snapshot {}", id.short()), &id, &bytes)?;
         Ok(SnapshotRef { id, snapshot })
     }
 
     /// Writes a snapshot: the commit point of a run.
     pub async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<ObjectId> {
         let (id, bytes) = format::seal_document(snapshot)?;
-        self.sink.put(&format::snapshot_key(&id), sink::once(bytes)).await?;
+        self.sink
+            .put(&format::snapshot_key(&id), sink::once(bytes))
+            .await?;
         Ok(id)
     }
 
@@ -343,7 +361,13 @@ impl Repository {
     pub async fn total_size(&self) -> Result<u64> {
         let mut total = 0;
         for prefix in ["packs/", "index/", "snapshots/"] {
-            total += self.sink.list(prefix).await?.iter().map(|o| o.size).sum::<u64>();
+            total += self
+                .sink
+                .list(prefix)
+                .await?
+                .iter()
+                .map(|o| o.size)
+                .sum::<u64>();
         }
         Ok(total)
     }

@@ -30,7 +30,10 @@ const FETCH_AHEAD: usize = 8;
 const HOLE_BLOCK: usize = 4096;
 
 /// A reader over a stream artifact's plaintext.
-pub fn stream_reader(repo: &Arc<Repository>, artifact: &Artifact) -> impl AsyncRead + Send + Unpin + 'static {
+pub fn stream_reader(
+    repo: &Arc<Repository>,
+    artifact: &Artifact,
+) -> impl AsyncRead + Send + Unpin + 'static {
     let stream = repo
         .chunk_stream(artifact.chunks.clone(), 4)
         .map_err(|e| std::io::Error::other(e.to_string()));
@@ -133,7 +136,10 @@ pub async fn restore_tree(
     progress: &Arc<Progress>,
 ) -> Result<TreeRestoreStats> {
     if !opts.force && dir_is_nonempty(dest)? {
-        return Err(Error::TargetNotEmpty(format!("{} is not empty", dest.display())));
+        return Err(Error::TargetNotEmpty(format!(
+            "{} is not empty",
+            dest.display()
+        )));
     }
     fs::create_dir_all(dest).map_err(|e| Error::io("creating", dest, e))?;
     let mut reader = TreeReader::new(repo.clone(), artifact)?;
@@ -153,7 +159,9 @@ pub async fn restore_tree(
             while fetching < FETCH_AHEAD && queue.len() < 256 {
                 if let Some(id) = chunks.pop_front() {
                     let repo = repo.clone();
-                    queue.push_back(Pending::Fetch(tokio::spawn(async move { repo.read_blob(&id).await })));
+                    queue.push_back(Pending::Fetch(tokio::spawn(async move {
+                        repo.read_blob(&id).await
+                    })));
                     fetching += 1;
                 } else if entries_done {
                     break;
@@ -268,7 +276,10 @@ impl TreeWriterFs {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 if !self.force {
-                    return Err(Error::TargetNotEmpty(format!("{} exists and is not a directory", dir.display())));
+                    return Err(Error::TargetNotEmpty(format!(
+                        "{} exists and is not a directory",
+                        dir.display()
+                    )));
                 }
                 fs::remove_file(dir).map_err(io_err("removing", dir))?;
                 fs::create_dir(dir).map_err(io_err("creating directory", dir))?;
@@ -281,12 +292,17 @@ impl TreeWriterFs {
 
     /// Removes whatever is at `path` (with `force`), so a new entry can be created.
     fn clear(&self, path: &Path, keep_dir: bool) -> Result<()> {
-        let Ok(m) = fs::symlink_metadata(path) else { return Ok(()) };
+        let Ok(m) = fs::symlink_metadata(path) else {
+            return Ok(());
+        };
         if keep_dir && m.is_dir() {
             return Ok(());
         }
         if !self.force {
-            return Err(Error::TargetNotEmpty(format!("{} already exists", path.display())));
+            return Err(Error::TargetNotEmpty(format!(
+                "{} already exists",
+                path.display()
+            )));
         }
         if m.is_dir() {
             fs::remove_dir_all(path).map_err(io_err("removing", path))
@@ -297,7 +313,10 @@ impl TreeWriterFs {
 
     fn begin(&mut self, e: TreeEntry) -> Result<()> {
         if !e.path.is_safe() {
-            return Err(Error::corrupt("tree listing", format!("unsafe path `{}`", e.path.display())));
+            return Err(Error::corrupt(
+                "tree listing",
+                format!("unsafe path `{}`", e.path.display()),
+            ));
         }
         let path = self.dest.join(e.path.as_path());
         let parent = path.parent().unwrap_or(&self.dest).to_path_buf();
@@ -335,13 +354,19 @@ impl TreeWriterFs {
             }
             EntryKind::Symlink => {
                 self.clear(&path, false)?;
-                let target = e.target.as_ref().ok_or_else(|| Error::corrupt("tree listing", "symlink without target"))?;
-                std::os::unix::fs::symlink(target.as_path(), &path).map_err(io_err("creating symlink", &path))?;
+                let target = e
+                    .target
+                    .as_ref()
+                    .ok_or_else(|| Error::corrupt("tree listing", "symlink without target"))?;
+                std::os::unix::fs::symlink(target.as_path(), &path)
+                    .map_err(io_err("creating symlink", &path))?;
                 if self.is_root {
-                    std::os::unix::fs::lchown(&path, Some(e.uid), Some(e.gid)).map_err(io_err("chown", &path))?;
+                    std::os::unix::fs::lchown(&path, Some(e.uid), Some(e.gid))
+                        .map_err(io_err("chown", &path))?;
                 }
                 let t = mtime(&e);
-                filetime::set_symlink_file_times(&path, t, t).map_err(io_err("setting times", &path))?;
+                filetime::set_symlink_file_times(&path, t, t)
+                    .map_err(io_err("setting times", &path))?;
             }
             EntryKind::Fifo | EntryKind::Char | EntryKind::Block => {
                 self.clear(&path, false)?;
@@ -351,17 +376,28 @@ impl TreeWriterFs {
                     _ => libc::S_IFBLK,
                 };
                 if e.kind != EntryKind::Fifo && !self.is_root {
-                    self.stats
-                        .warnings
-                        .push(format!("{}: device nodes can only be restored as root; skipped", path.display()));
+                    self.stats.warnings.push(format!(
+                        "{}: device nodes can only be restored as root; skipped",
+                        path.display()
+                    ));
                     return Ok(());
                 }
                 let c = CString::new(path.as_os_str().as_bytes())
                     .map_err(|_| Error::corrupt("tree listing", "path with NUL"))?;
                 // SAFETY: `c` is a valid NUL-terminated path.
-                let rc = unsafe { libc::mknod(c.as_ptr(), kind_bits | 0o600, e.rdev.unwrap_or(0) as libc::dev_t) };
+                let rc = unsafe {
+                    libc::mknod(
+                        c.as_ptr(),
+                        kind_bits | 0o600,
+                        e.rdev.unwrap_or(0) as libc::dev_t,
+                    )
+                };
                 if rc != 0 {
-                    return Err(Error::io("creating special file", &path, std::io::Error::last_os_error()));
+                    return Err(Error::io(
+                        "creating special file",
+                        &path,
+                        std::io::Error::last_os_error(),
+                    ));
                 }
                 self.apply_meta(&path, &e)?;
             }
@@ -403,59 +439,89 @@ impl TreeWriterFs {
     }
 
     fn finish_file(&mut self) -> Result<()> {
-        let Some(mut f) = self.current.take() else { return Ok(()) };
+        let Some(mut f) = self.current.take() else {
+            return Ok(());
+        };
         if f.pos != f.entry.size {
             return Err(Error::corrupt(
                 format!("file {}", f.entry.path.display()),
                 format!("restored {} bytes, expected {}", f.pos, f.entry.size),
             ));
         }
-        f.file.set_len(f.pos).map_err(|e| Error::io("truncating", &f.path, e))?;
-        f.file.flush().map_err(|e| Error::io("writing", &f.path, e))?;
+        f.file
+            .set_len(f.pos)
+            .map_err(|e| Error::io("truncating", &f.path, e))?;
+        f.file
+            .flush()
+            .map_err(|e| Error::io("writing", &f.path, e))?;
         let _ = f.file.seek(SeekFrom::Start(0));
         if self.is_root {
-            std::os::unix::fs::fchown(&f.file, Some(f.entry.uid), Some(f.entry.gid)).map_err(io_err("chown", &f.path))?;
+            std::os::unix::fs::fchown(&f.file, Some(f.entry.uid), Some(f.entry.gid))
+                .map_err(io_err("chown", &f.path))?;
         }
         f.file
             .set_permissions(fs::Permissions::from_mode(f.entry.mode & 0o7777))
             .map_err(io_err("chmod", &f.path))?;
         let t = mtime(&f.entry);
-        filetime::set_file_handle_times(&f.file, Some(t), Some(t)).map_err(io_err("setting times", &f.path))?;
+        filetime::set_file_handle_times(&f.file, Some(t), Some(t))
+            .map_err(io_err("setting times", &f.path))?;
         Ok(())
     }
 
     fn apply_meta(&self, path: &Path, e: &TreeEntry) -> Result<()> {
         if self.is_root {
-            std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid)).map_err(io_err("chown", path))?;
+            std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))
+                .map_err(io_err("chown", path))?;
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(e.mode & 0o7777)).map_err(io_err("chmod", path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(e.mode & 0o7777))
+            .map_err(io_err("chmod", path))?;
         let t = mtime(e);
         filetime::set_file_times(path, t, t).map_err(io_err("setting times", path))
     }
 }
 
 fn mtime(e: &TreeEntry) -> filetime::FileTime {
-    filetime::FileTime::from_unix_time(e.mtime_ns.div_euclid(1_000_000_000), e.mtime_ns.rem_euclid(1_000_000_000) as u32)
+    filetime::FileTime::from_unix_time(
+        e.mtime_ns.div_euclid(1_000_000_000),
+        e.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    )
 }
 
 /// Writes a stream artifact to `path` (refusing an existing file unless `force`).
-pub async fn write_stream_file(repo: &Arc<Repository>, artifact: &Artifact, path: &Path, force: bool, progress: &Arc<Progress>) -> Result<()> {
+pub async fn write_stream_file(
+    repo: &Arc<Repository>,
+    artifact: &Artifact,
+    path: &Path,
+    force: bool,
+    progress: &Arc<Progress>,
+) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     if !force && fs::symlink_metadata(path).is_ok() {
-        return Err(Error::TargetNotEmpty(format!("{} already exists", path.display())));
+        return Err(Error::TargetNotEmpty(format!(
+            "{} already exists",
+            path.display()
+        )));
     }
     progress.add_total(artifact.size);
     let tmp = path.with_extension("respaldo-partial");
-    let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| Error::io("creating", &tmp, e))?;
+    let mut out = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| Error::io("creating", &tmp, e))?;
     let mut chunks = repo.chunk_stream(artifact.chunks.clone(), 4);
     while let Some(b) = chunks.next().await {
         let b = b?;
-        out.write_all(&b).await.map_err(|e| Error::io("writing", &tmp, e))?;
+        out.write_all(&b)
+            .await
+            .map_err(|e| Error::io("writing", &tmp, e))?;
         progress.add_bytes(b.len() as u64);
     }
-    out.sync_all().await.map_err(|e| Error::io("writing", &tmp, e))?;
+    out.sync_all()
+        .await
+        .map_err(|e| Error::io("writing", &tmp, e))?;
     drop(out);
-    tokio::fs::rename(&tmp, path).await.map_err(|e| Error::io("renaming", path, e))
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(|e| Error::io("renaming", path, e))
 }
 
 /// `restore --to DIR`: writes a source's artifacts as plain files under

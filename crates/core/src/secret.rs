@@ -40,7 +40,11 @@ impl fmt::Debug for Secret {
             Secret::Value(_) => f.write_str("Secret(<redacted>)"),
             Secret::Env { env } => write!(f, "Secret(env {env})"),
             Secret::File { file } => write!(f, "Secret(file {})", file.display()),
-            Secret::Command { command } => write!(f, "Secret(command {})", command.first().map(String::as_str).unwrap_or("")),
+            Secret::Command { command } => write!(
+                f,
+                "Secret(command {})",
+                command.first().map(String::as_str).unwrap_or("")
+            ),
         }
     }
 }
@@ -95,7 +99,8 @@ impl Secret {
                 if !out.status.success() {
                     return Err(format!("secret command `{prog}` failed ({})", out.status));
                 }
-                let s = String::from_utf8(out.stdout).map_err(|_| format!("secret command `{prog}` printed non-UTF-8"))?;
+                let s = String::from_utf8(out.stdout)
+                    .map_err(|_| format!("secret command `{prog}` printed non-UTF-8"))?;
                 Ok(SecretValue(s.trim_end_matches(['\n', '\r']).to_string()))
             }
         }

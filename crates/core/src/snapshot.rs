@@ -149,12 +149,20 @@ pub fn resolve<'a>(
     }
     let spec_l = spec.to_ascii_lowercase();
     if spec_l.is_empty() || !spec_l.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("`{spec}` is not a snapshot id, id prefix or `latest`"));
+        return Err(format!(
+            "`{spec}` is not a snapshot id, id prefix or `latest`"
+        ));
     }
-    let matches: Vec<_> = snapshots.iter().filter(|s| s.id.to_hex().starts_with(&spec_l)).collect();
+    let matches: Vec<_> = snapshots
+        .iter()
+        .filter(|s| s.id.to_hex().starts_with(&spec_l))
+        .collect();
     match matches.as_slice() {
         [] => Err(format!("no snapshot matches `{spec}`")),
         [one] => Ok(one),
-        many => Err(format!("`{spec}` is ambiguous: it matches {} snapshots", many.len())),
+        many => Err(format!(
+            "`{spec}` is ambiguous: it matches {} snapshots",
+            many.len()
+        )),
     }
 }

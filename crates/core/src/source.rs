@@ -54,7 +54,11 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// Restores a snapshot's artifacts of this source into `target`. Without
     /// `ctx.force`, a restore that would overwrite data must refuse and change
     /// nothing.
-    async fn restore(&self, ctx: &RestoreContext, target: &RestoreTarget) -> Result<RestoreReport, BoxError>;
+    async fn restore(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestoreReport, BoxError>;
 }
 
 /// What a source's backup writes into.
@@ -72,7 +76,9 @@ pub struct BackupContext {
 
 impl std::fmt::Debug for BackupContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackupContext").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("BackupContext")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,10 +142,19 @@ impl BackupContext {
 
     /// Stores a byte stream artifact, pulling from `reader` until EOF with
     /// bounded memory. A read error fails the artifact.
-    pub async fn add_stream<R: AsyncRead + Unpin + Send>(&mut self, name: &str, mut reader: R) -> Result<Artifact> {
+    pub async fn add_stream<R: AsyncRead + Unpin + Send>(
+        &mut self,
+        name: &str,
+        mut reader: R,
+    ) -> Result<Artifact> {
         self.check_name(name)?;
         self.progress.set_current(format!("{}/{name}", self.name));
-        let mut w = StreamWriter::new(self.session.clone(), BlobKind::Data, self.level, Some(self.progress.clone()));
+        let mut w = StreamWriter::new(
+            self.session.clone(),
+            BlobKind::Data,
+            self.level,
+            Some(self.progress.clone()),
+        );
         let mut buf = vec![0u8; READ_BUF];
         loop {
             let n = reader
@@ -176,12 +191,19 @@ impl BackupContext {
             .parent
             .as_ref()
             .and_then(|p| p.artifact(name))
-            .filter(|a| a.kind == ArtifactKind::Tree && a.tree.as_ref().map(|t| &t.root) == Some(&root));
+            .filter(|a| {
+                a.kind == ArtifactKind::Tree && a.tree.as_ref().map(|t| &t.root) == Some(&root)
+            });
         let parent = match parent_tree {
-            Some(a) => match TreeReader::new(self.session.repo().clone(), a)?.into_map().await {
+            Some(a) => match TreeReader::new(self.session.repo().clone(), a)?
+                .into_map()
+                .await
+            {
                 Ok(m) => m,
                 Err(e) => {
-                    self.warn(format!("cannot read the previous snapshot's tree ({e}); reading every file"));
+                    self.warn(format!(
+                        "cannot read the previous snapshot's tree ({e}); reading every file"
+                    ));
                     Default::default()
                 }
             },

@@ -44,7 +44,9 @@ impl RawPath {
         if self.0.is_empty() || self.0.contains(&0) || self.0[0] == b'/' {
             return false;
         }
-        self.0.split(|&b| b == b'/').all(|c| !c.is_empty() && c != b"." && c != b"..")
+        self.0
+            .split(|&b| b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..")
     }
 }
 
@@ -59,7 +61,10 @@ impl Serialize for RawPath {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(t) => RawPathRepr::Text(t.to_string()).serialize(s),
-            Err(_) => RawPathRepr::Bytes { hex: hex::encode(&self.0) }.serialize(s),
+            Err(_) => RawPathRepr::Bytes {
+                hex: hex::encode(&self.0),
+            }
+            .serialize(s),
         }
     }
 }
@@ -68,7 +73,9 @@ impl<'de> Deserialize<'de> for RawPath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         match RawPathRepr::deserialize(d)? {
             RawPathRepr::Text(t) => Ok(RawPath(t.into_bytes())),
-            RawPathRepr::Bytes { hex } => hex::decode(hex).map(RawPath).map_err(serde::de::Error::custom),
+            RawPathRepr::Bytes { hex } => hex::decode(hex)
+                .map(RawPath)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -166,7 +173,9 @@ pub struct TreeWriter {
 
 impl std::fmt::Debug for TreeWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TreeWriter").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("TreeWriter")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -208,7 +217,10 @@ impl TreeWriter {
     /// symlinks, special files, and files reused from the parent.
     pub async fn add(&mut self, entry: TreeEntry) -> Result<()> {
         if !entry.path.is_safe() {
-            return Err(Error::Invalid(format!("unsafe path in tree: {}", entry.path.display())));
+            return Err(Error::Invalid(format!(
+                "unsafe path in tree: {}",
+                entry.path.display()
+            )));
         }
         self.summary.entries += 1;
         match entry.kind {
@@ -227,7 +239,12 @@ impl TreeWriter {
 
     /// Starts a regular file whose content follows through [`FileWriter::write`].
     pub fn begin_file(&mut self, entry: TreeEntry) -> FileWriter<'_> {
-        let data = StreamWriter::new(self.session.clone(), BlobKind::Data, self.level, Some(self.progress.clone()));
+        let data = StreamWriter::new(
+            self.session.clone(),
+            BlobKind::Data,
+            self.level,
+            Some(self.progress.clone()),
+        );
         FileWriter {
             tree: self,
             entry,
@@ -262,7 +279,9 @@ pub struct FileWriter<'a> {
 
 impl std::fmt::Debug for FileWriter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileWriter").field("path", &self.entry.path).finish_non_exhaustive()
+        f.debug_struct("FileWriter")
+            .field("path", &self.entry.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -300,7 +319,9 @@ pub struct TreeReader {
 
 impl std::fmt::Debug for TreeReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TreeReader").field("what", &self.what).finish_non_exhaustive()
+        f.debug_struct("TreeReader")
+            .field("what", &self.what)
+            .finish_non_exhaustive()
     }
 }
 
@@ -308,7 +329,10 @@ impl TreeReader {
     /// Opens a tree artifact.
     pub fn new(repo: Arc<Repository>, artifact: &Artifact) -> Result<Self> {
         if artifact.kind != ArtifactKind::Tree {
-            return Err(Error::Invalid(format!("artifact `{}` is not a file tree", artifact.name)));
+            return Err(Error::Invalid(format!(
+                "artifact `{}` is not a file tree",
+                artifact.name
+            )));
         }
         Ok(TreeReader {
             repo,
@@ -322,9 +346,12 @@ impl TreeReader {
 
     fn refill(&mut self) {
         while self.inflight.len() < 4 {
-            let Some(id) = self.pending.pop_front() else { break };
+            let Some(id) = self.pending.pop_front() else {
+                break;
+            };
             let repo = self.repo.clone();
-            self.inflight.push_back(tokio::spawn(async move { repo.read_blob(&id).await }));
+            self.inflight
+                .push_back(tokio::spawn(async move { repo.read_blob(&id).await }));
         }
     }
 
@@ -383,7 +410,10 @@ mod tests {
         assert!(json.contains("hex"));
         assert_eq!(serde_json::from_str::<RawPath>(&json).unwrap(), p);
         let q = RawPath("ñandú/☃ x".as_bytes().to_vec());
-        assert_eq!(serde_json::from_str::<RawPath>(&serde_json::to_string(&q).unwrap()).unwrap(), q);
+        assert_eq!(
+            serde_json::from_str::<RawPath>(&serde_json::to_string(&q).unwrap()).unwrap(),
+            q
+        );
         assert!(p.is_safe() && q.is_safe());
         for bad in ["", "/etc", "a/../b", "..", "a//b", "./a"] {
             assert!(!RawPath(bad.as_bytes().to_vec()).is_safe(), "{bad}");

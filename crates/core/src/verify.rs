@@ -48,16 +48,24 @@ impl VerifyReport {
 }
 
 /// Verifies the repository.
-pub async fn verify(repo: &Arc<Repository>, opts: &VerifyOptions, progress: &Arc<Progress>) -> Result<VerifyReport> {
+pub async fn verify(
+    repo: &Arc<Repository>,
+    opts: &VerifyOptions,
+    progress: &Arc<Progress>,
+) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     for d in repo.index_damage().await? {
-        report
-            .problems
-            .push(format!("index fragment {} is damaged: {} (its packs are rescanned; prune rewrites the index)", d.key, d.detail));
+        report.problems.push(format!(
+            "index fragment {} is damaged: {} (its packs are rescanned; prune rewrites the index)",
+            d.key, d.detail
+        ));
     }
     let (snapshots, damaged) = repo.snapshots().await?;
     for d in damaged {
-        report.problems.push(format!("snapshot object {} is damaged: {}", d.key, d.detail));
+        report.problems.push(format!(
+            "snapshot object {} is damaged: {}",
+            d.key, d.detail
+        ));
     }
     let selected: Vec<&SnapshotRef> = match &opts.snapshots {
         Some(ids) => snapshots.iter().filter(|s| ids.contains(&s.id)).collect(),
@@ -75,7 +83,10 @@ pub async fn verify(repo: &Arc<Repository>, opts: &VerifyOptions, progress: &Arc
     let index_packs = repo.with_index(|i| i.packs().to_vec()).await?;
     for p in &index_packs {
         match listed.get(&p.id) {
-            None => report.problems.push(format!("pack {} is in the index but missing from storage", p.id)),
+            None => report.problems.push(format!(
+                "pack {} is in the index but missing from storage",
+                p.id
+            )),
             Some(&size) if size != p.size => report.problems.push(format!(
                 "pack {} has size {size}, the index says {}",
                 p.id, p.size

@@ -48,7 +48,10 @@ impl PackBuf {
     fn new() -> Self {
         let mut buf = BytesMut::with_capacity(PACK_TARGET + 4 * 1024 * 1024);
         format::pack_header(&mut buf);
-        PackBuf { buf, blobs: Vec::new() }
+        PackBuf {
+            buf,
+            blobs: Vec::new(),
+        }
     }
 }
 
@@ -93,13 +96,23 @@ impl WriteSession {
     }
 
     /// Hashes a chunk, and if it is new claims it and encodes the blob.
-    fn prepare(&self, kind: BlobKind, data: &[u8], level: i32) -> Result<(ObjectId, Option<Bytes>)> {
+    fn prepare(
+        &self,
+        kind: BlobKind,
+        data: &[u8],
+        level: i32,
+    ) -> Result<(ObjectId, Option<Bytes>)> {
         let id = ObjectId::keyed(&self.key, data);
-        let is_new = self.known.lock().map_err(|_| Error::Task("poisoned".into()))?.insert(id);
+        let is_new = self
+            .known
+            .lock()
+            .map_err(|_| Error::Task("poisoned".into()))?
+            .insert(id);
         if !is_new {
             return Ok((id, None));
         }
-        let compressed = zstd::bulk::compress(data, level).map_err(|e| Error::Task(format!("zstd: {e}")))?;
+        let compressed =
+            zstd::bulk::compress(data, level).map_err(|e| Error::Task(format!("zstd: {e}")))?;
         let (compression, payload): (Compression, &[u8]) = if compressed.len() < data.len() {
             (Compression::Zstd, &compressed)
         } else {
@@ -119,7 +132,12 @@ impl WriteSession {
     }
 
     /// Stores one chunk (deduplicated). Returns its id and the bytes it added.
-    pub async fn store(self: Arc<Self>, kind: BlobKind, data: Bytes, level: i32) -> Result<(ObjectId, u64)> {
+    pub async fn store(
+        self: Arc<Self>,
+        kind: BlobKind,
+        data: Bytes,
+        level: i32,
+    ) -> Result<(ObjectId, u64)> {
         let (id, blob) = if data.len() <= INLINE_CHUNK {
             self.prepare(kind, &data, level)?
         } else {
@@ -133,7 +151,12 @@ impl WriteSession {
     }
 
     /// Appends an already encoded blob (header and payload) to the current pack.
-    pub(crate) async fn add_encoded(&self, id: ObjectId, kind: BlobKind, blob: Bytes) -> Result<()> {
+    pub(crate) async fn add_encoded(
+        &self,
+        id: ObjectId,
+        kind: BlobKind,
+        blob: Bytes,
+    ) -> Result<()> {
         let mut pack = self.pack.lock().await;
         let offset = pack.buf.len() as u32;
         let header = BlobHeader::decode(&blob).map_err(Error::Task)?;
@@ -164,7 +187,9 @@ impl WriteSession {
         let repo = self.repo.clone();
         let bytes = pack.buf.freeze();
         let blobs = pack.blobs;
-        self.stats.bytes_added.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_added
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
         let handle = tokio::spawn(async move {
             let _permit = permit;
@@ -174,10 +199,15 @@ impl WriteSession {
                 move || ObjectId::sha256(&bytes)
             })
             .await?;
-            repo.sink().put(&format::pack_key(&id), sink::once(bytes)).await?;
+            repo.sink()
+                .put(&format::pack_key(&id), sink::once(bytes))
+                .await?;
             Ok(PackEntry { id, size, blobs })
         });
-        self.uploads.lock().map_err(|_| Error::Task("poisoned".into()))?.push(handle);
+        self.uploads
+            .lock()
+            .map_err(|_| Error::Task("poisoned".into()))?
+            .push(handle);
         Ok(())
     }
 
@@ -192,7 +222,12 @@ impl WriteSession {
                 self.upload(full).await?;
             }
         }
-        let handles = std::mem::take(&mut *self.uploads.lock().map_err(|_| Error::Task("poisoned".into()))?);
+        let handles = std::mem::take(
+            &mut *self
+                .uploads
+                .lock()
+                .map_err(|_| Error::Task("poisoned".into()))?,
+        );
         let mut packs = Vec::new();
         let mut first_err = None;
         for h in handles {
@@ -214,7 +249,10 @@ impl WriteSession {
         }
         let fragment = IndexFragment { packs };
         let (id, bytes) = format::seal_document(&fragment)?;
-        self.repo.sink().put(&format::index_key(&id), sink::once(bytes)).await?;
+        self.repo
+            .sink()
+            .put(&format::index_key(&id), sink::once(bytes))
+            .await?;
         self.repo.index_add(&fragment.packs, Some(id)).await;
         Ok(Some(id))
     }
@@ -249,13 +287,20 @@ pub struct StreamWriter {
 
 impl std::fmt::Debug for StreamWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamWriter").field("size", &self.size).finish_non_exhaustive()
+        f.debug_struct("StreamWriter")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
     }
 }
 
 impl StreamWriter {
     /// A writer for blobs of `kind` compressed at zstd `level`.
-    pub fn new(session: Arc<WriteSession>, kind: BlobKind, level: i32, progress: Option<Arc<Progress>>) -> Self {
+    pub fn new(
+        session: Arc<WriteSession>,
+        kind: BlobKind,
+        level: i32,
+        progress: Option<Arc<Progress>>,
+    ) -> Self {
         let params = session.repo().config().chunker;
         StreamWriter {
             session,
@@ -286,7 +331,11 @@ impl StreamWriter {
 
     async fn submit(&mut self, chunk: Bytes) -> Result<()> {
         if chunk.len() <= INLINE_CHUNK && self.inflight.is_empty() {
-            let (id, added) = self.session.clone().store(self.kind, chunk, self.level).await?;
+            let (id, added) = self
+                .session
+                .clone()
+                .store(self.kind, chunk, self.level)
+                .await?;
             self.record(id, added);
             return Ok(());
         }

@@ -40,7 +40,11 @@ impl LocalSink {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        if key.is_empty() || key.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with(".tmp")) {
+        if key.is_empty()
+            || key
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with(".tmp"))
+        {
             return Err(Error::Invalid(format!("invalid object key `{key}`")));
         }
         Ok(self.root.join(key))
@@ -78,7 +82,10 @@ fn mkdir_private(dir: &Path) -> std::io::Result<()> {
 
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH) }
+    unsafe {
+        libc::kill(pid, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
 }
 
 #[async_trait]
@@ -90,7 +97,11 @@ impl Sink for LocalSink {
     async fn put(&self, key: &str, mut data: ByteStream) -> Result<()> {
         let path = self.path(key)?;
         let tmp_dir = self.root.join(TMP_DIR);
-        let tmp = tmp_dir.join(format!("{}-{:016x}", std::process::id(), rand::random::<u64>()));
+        let tmp = tmp_dir.join(format!(
+            "{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(4);
         let writer = {
             let tmp = tmp.clone();
@@ -207,7 +218,11 @@ impl Sink for LocalSink {
             let mut out = Vec::new();
             // Only walk the top-level folder the prefix names.
             let top = prefix.split('/').next().unwrap_or("");
-            let start = if prefix.contains('/') { root.join(top) } else { root.clone() };
+            let start = if prefix.contains('/') {
+                root.join(top)
+            } else {
+                root.clone()
+            };
             let mut stack = vec![start];
             while let Some(dir) = stack.pop() {
                 let rd = match std::fs::read_dir(&dir) {
@@ -228,7 +243,10 @@ impl Sink for LocalSink {
                         .map(|p| p.to_string_lossy().into_owned())
                         .unwrap_or_default();
                     if ft.is_dir() {
-                        if prefix.starts_with(&format!("{key}/")) || key.starts_with(&prefix) || prefix.is_empty() {
+                        if prefix.starts_with(&format!("{key}/"))
+                            || key.starts_with(&prefix)
+                            || prefix.is_empty()
+                        {
                             stack.push(path);
                         }
                     } else if ft.is_file() && key.starts_with(&prefix) {
@@ -266,7 +284,11 @@ impl Sink for LocalSink {
             for entry in rd {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let pid: i32 = name.split('-').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                let pid: i32 = name
+                    .split('-')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
                 if pid == 0 || !pid_alive(pid) {
                     freed += entry.metadata()?.len();
                     std::fs::remove_file(entry.path())?;
@@ -300,7 +322,12 @@ mod tests {
         let old = unsafe { libc::umask(0) };
         let dir = tempfile::tempdir().unwrap();
         let sink = LocalSink::new(dir.path().join("repo"));
-        sink.put("packs/ab/x", respaldo_core::sink::once(Bytes::from_static(b"x"))).await.unwrap();
+        sink.put(
+            "packs/ab/x",
+            respaldo_core::sink::once(Bytes::from_static(b"x")),
+        )
+        .await
+        .unwrap();
         unsafe { libc::umask(old) };
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("repo/packs/ab/x")), 0o600);
@@ -314,7 +341,13 @@ mod tests {
         let sink = LocalSink::new(dir.path());
         std::fs::create_dir_all(dir.path().join(TMP_DIR)).unwrap();
         std::fs::write(dir.path().join(TMP_DIR).join("999999999-00"), b"partial").unwrap();
-        std::fs::write(dir.path().join(TMP_DIR).join(format!("{}-01", std::process::id())), b"mine").unwrap();
+        std::fs::write(
+            dir.path()
+                .join(TMP_DIR)
+                .join(format!("{}-01", std::process::id())),
+            b"mine",
+        )
+        .unwrap();
         assert_eq!(sink.reclaim_incomplete().await.unwrap(), 7);
         assert!(sink.list("").await.unwrap().is_empty());
     }

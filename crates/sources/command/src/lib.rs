@@ -107,11 +107,20 @@ impl CommandSource {
         if config.command.first().is_none_or(|p| p.is_empty()) {
             return Err(CommandError::Config("`command` must name a program".into()));
         }
-        if config.restore_command.as_ref().is_some_and(|c| c.first().is_none_or(|p| p.is_empty())) {
-            return Err(CommandError::Config("`restore_command` must name a program".into()));
+        if config
+            .restore_command
+            .as_ref()
+            .is_some_and(|c| c.first().is_none_or(|p| p.is_empty()))
+        {
+            return Err(CommandError::Config(
+                "`restore_command` must name a program".into(),
+            ));
         }
         if config.artifact.is_empty() || config.artifact.contains('/') {
-            return Err(CommandError::Config(format!("`artifact` must be a plain file name, not `{}`", config.artifact)));
+            return Err(CommandError::Config(format!(
+                "`artifact` must be a plain file name, not `{}`",
+                config.artifact
+            )));
         }
         for s in config.env.values_mut() {
             s.rebase(base);
@@ -121,15 +130,20 @@ impl CommandSource {
     }
 
     async fn command(&self, argv: &[String]) -> Result<Command, CommandError> {
-        let (prog, args) = argv.split_first().ok_or_else(|| CommandError::Config("empty command".into()))?;
+        let (prog, args) = argv
+            .split_first()
+            .ok_or_else(|| CommandError::Config("empty command".into()))?;
         let path = find_program(prog).ok_or_else(|| CommandError::NotFound(prog.clone()))?;
         let mut cmd = Command::new(path);
         cmd.args(args).current_dir(&self.workdir).kill_on_drop(true);
         for (name, secret) in &self.config.env {
-            let v = secret.resolve().await.map_err(|message| CommandError::Secret {
-                name: name.clone(),
-                message,
-            })?;
+            let v = secret
+                .resolve()
+                .await
+                .map_err(|message| CommandError::Secret {
+                    name: name.clone(),
+                    message,
+                })?;
             cmd.env(name, v.expose());
         }
         Ok(cmd)
@@ -143,11 +157,17 @@ impl Source for CommandSource {
     }
 
     async fn check(&self) -> Result<(), BoxError> {
-        for argv in std::iter::once(&self.config.command).chain(self.config.restore_command.as_ref()) {
+        for argv in
+            std::iter::once(&self.config.command).chain(self.config.restore_command.as_ref())
+        {
             find_program(&argv[0]).ok_or_else(|| CommandError::NotFound(argv[0].clone()))?;
         }
         if !self.workdir.is_dir() {
-            return Err(CommandError::Config(format!("workdir {} is not a directory", self.workdir.display())).into());
+            return Err(CommandError::Config(format!(
+                "workdir {} is not a directory",
+                self.workdir.display()
+            ))
+            .into());
         }
         Ok(())
     }
@@ -178,14 +198,23 @@ impl Source for CommandSource {
         let _ = drain.await;
         let artifact = stored.map_err(CommandError::from)?;
         if !status.success() {
-            return Err(CommandError::Failed(failure_message(&format!("`{program}`"), &status, &tail)).into());
+            return Err(CommandError::Failed(failure_message(
+                &format!("`{program}`"),
+                &status,
+                &tail,
+            ))
+            .into());
         }
         ctx.set_metadata("command", program);
         ctx.set_metadata("bytes", artifact.size);
         Ok(())
     }
 
-    async fn restore(&self, ctx: &RestoreContext, target: &RestoreTarget) -> Result<RestoreReport, BoxError> {
+    async fn restore(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestoreReport, BoxError> {
         let argv = self.config.restore_command.as_ref().ok_or_else(|| {
             CommandError::Config(format!(
                 "source `{}` has no restore_command; use `restore --to DIR` or `dump`",
@@ -219,7 +248,12 @@ impl Source for CommandSource {
         })?;
         let _ = drain.await;
         if !status.success() {
-            return Err(CommandError::Failed(failure_message(&format!("restore command `{program}`"), &status, &tail)).into());
+            return Err(CommandError::Failed(failure_message(
+                &format!("restore command `{program}`"),
+                &status,
+                &tail,
+            ))
+            .into());
         }
         let n = copied.map_err(|e| CommandError::Failed(format!("feeding `{program}`: {e}")))?;
         Ok(RestoreReport {

@@ -103,9 +103,15 @@ impl FilesSource {
     /// Builds the source; `base` is the folder relative paths are resolved against.
     pub fn new(config: FilesConfig, base: &Path) -> Result<Self, FilesError> {
         if config.paths.is_empty() {
-            return Err(FilesError::Config("`paths` must list at least one path".into()));
+            return Err(FilesError::Config(
+                "`paths` must list at least one path".into(),
+            ));
         }
-        let mut paths: Vec<PathBuf> = config.paths.iter().map(|p| normalize(&base.join(p))).collect();
+        let mut paths: Vec<PathBuf> = config
+            .paths
+            .iter()
+            .map(|p| normalize(&base.join(p)))
+            .collect();
         paths.sort();
         paths.dedup();
         // Drop paths inside another configured path.
@@ -139,7 +145,10 @@ impl FilesSource {
 }
 
 fn common_root(paths: &[PathBuf]) -> PathBuf {
-    let parents: Vec<&Path> = paths.iter().map(|p| p.parent().unwrap_or(Path::new("/"))).collect();
+    let parents: Vec<&Path> = paths
+        .iter()
+        .map(|p| p.parent().unwrap_or(Path::new("/")))
+        .collect();
     let mut root = parents[0].to_path_buf();
     for p in &parents[1..] {
         while !p.starts_with(&root) {
@@ -161,14 +170,20 @@ impl Source for FilesSource {
         for p in &self.paths {
             tokio::fs::symlink_metadata(p)
                 .await
-                .map_err(|source| FilesError::Io { path: p.clone(), source })?;
+                .map_err(|source| FilesError::Io {
+                    path: p.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }
 
     async fn backup(&self, ctx: &mut BackupContext) -> Result<(), BoxError> {
         let root = self.root.to_string_lossy().into_owned();
-        let mut tree = ctx.tree("files", Some(root)).await.map_err(FilesError::from)?;
+        let mut tree = ctx
+            .tree("files", Some(root))
+            .await
+            .map_err(FilesError::from)?;
         let opts = walk::WalkOptions {
             paths: self.paths.clone(),
             root: self.root.clone(),
@@ -183,13 +198,21 @@ impl Source for FilesSource {
         s.files_unchanged += stats.files_unchanged;
         s.bytes_read += stats.bytes_read;
         ctx.add_tree(tree).await.map_err(FilesError::from)?;
-        let tops: Vec<String> = self.paths.iter().map(|p| self.relative(p).display()).collect();
+        let tops: Vec<String> = self
+            .paths
+            .iter()
+            .map(|p| self.relative(p).display())
+            .collect();
         ctx.set_metadata("paths", tops);
         ctx.set_metadata("files", stats.files);
         Ok(())
     }
 
-    async fn restore(&self, ctx: &RestoreContext, target: &RestoreTarget) -> Result<RestoreReport, BoxError> {
+    async fn restore(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestoreReport, BoxError> {
         let artifact = ctx.artifact("files")?;
         let recorded_root = artifact
             .tree
@@ -210,7 +233,10 @@ impl Source for FilesSource {
                     let existing: Vec<String> = tops
                         .iter()
                         .map(|t| recorded_root.join(t))
-                        .filter(|p| p.symlink_metadata().is_ok() && restore::dir_is_nonempty(p).unwrap_or(true))
+                        .filter(|p| {
+                            p.symlink_metadata().is_ok()
+                                && restore::dir_is_nonempty(p).unwrap_or(true)
+                        })
                         .map(|p| p.display().to_string())
                         .collect();
                     if !existing.is_empty() {
@@ -257,7 +283,10 @@ mod tests {
     #[test]
     fn root_is_the_common_parent() {
         let p = |s: &str| PathBuf::from(s);
-        assert_eq!(common_root(&[p("/srv/app/models"), p("/srv/app/config")]), p("/srv/app"));
+        assert_eq!(
+            common_root(&[p("/srv/app/models"), p("/srv/app/config")]),
+            p("/srv/app")
+        );
         assert_eq!(common_root(&[p("/data/tree")]), p("/data"));
         assert_eq!(common_root(&[p("/var/log/app"), p("/etc/app")]), p("/"));
     }

@@ -50,7 +50,10 @@ impl Filter {
     }
 
     fn excluded(&self, rel_root: &Path, rel_top: &Path) -> bool {
-        let name_hit = rel_root.file_name().map(|n| self.names.is_match(n)).unwrap_or(false);
+        let name_hit = rel_root
+            .file_name()
+            .map(|n| self.names.is_match(n))
+            .unwrap_or(false);
         name_hit || self.paths.is_match(rel_root) || self.paths.is_match(rel_top)
     }
 }
@@ -142,7 +145,12 @@ impl Walker {
         for top in &paths {
             let m = match std::fs::symlink_metadata(top) {
                 Ok(m) => m,
-                Err(source) => return Ok(Err(FilesError::Io { path: top.clone(), source })),
+                Err(source) => {
+                    return Ok(Err(FilesError::Io {
+                        path: top.clone(),
+                        source,
+                    }))
+                }
             };
             let dev = m.dev();
             self.visit(top, top, m, dev)?;
@@ -165,16 +173,24 @@ impl Walker {
                 if self.opts.one_file_system && m.dev() != dev {
                     return Ok(());
                 }
-                let mut children: Vec<(std::ffi::OsString, PathBuf)> = match std::fs::read_dir(path) {
-                    Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| (e.file_name(), e.path())).collect(),
-                    Err(e) => return self.warn(format!("cannot list {}: {e}; skipped", path.display())),
+                let mut children: Vec<(std::ffi::OsString, PathBuf)> = match std::fs::read_dir(path)
+                {
+                    Ok(rd) => rd
+                        .filter_map(|e| e.ok())
+                        .map(|e| (e.file_name(), e.path()))
+                        .collect(),
+                    Err(e) => {
+                        return self.warn(format!("cannot list {}: {e}; skipped", path.display()))
+                    }
                 };
                 children.sort();
                 for (_, child) in children {
                     match std::fs::symlink_metadata(&child) {
                         Ok(cm) => self.visit(&child, top, cm, dev)?,
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // vanished
-                        Err(e) => self.warn(format!("cannot stat {}: {e}; skipped", child.display()))?,
+                        Err(e) => {
+                            self.warn(format!("cannot stat {}: {e}; skipped", child.display()))?
+                        }
                     }
                 }
                 Ok(())
@@ -182,7 +198,10 @@ impl Walker {
             EntryKind::Symlink => {
                 match std::fs::read_link(path) {
                     Ok(t) => entry.target = Some(RawPath::from_path(&t)),
-                    Err(e) => return self.warn(format!("cannot read link {}: {e}; skipped", path.display())),
+                    Err(e) => {
+                        return self
+                            .warn(format!("cannot read link {}: {e}; skipped", path.display()))
+                    }
                 }
                 self.send(Msg::Entry(entry))
             }
@@ -246,10 +265,15 @@ impl Walker {
         let after = f.metadata().ok();
         let changed = failed.is_some()
             || after.as_ref().is_none_or(|a| {
-                a.size() != m.size() || ns(a.mtime(), a.mtime_nsec()) != entry.mtime_ns || ns(a.ctime(), a.ctime_nsec()) != entry.ctime_ns
+                a.size() != m.size()
+                    || ns(a.mtime(), a.mtime_nsec()) != entry.mtime_ns
+                    || ns(a.ctime(), a.ctime_nsec()) != entry.ctime_ns
             });
         if let Some(e) = failed {
-            self.warn(format!("error reading {}: {e}; stored what could be read, flagged as inconsistent", path.display()))?;
+            self.warn(format!(
+                "error reading {}: {e}; stored what could be read, flagged as inconsistent",
+                path.display()
+            ))?;
         } else if changed {
             self.warn(format!(
                 "{} changed while it was being read; stored and flagged as possibly inconsistent",
@@ -313,7 +337,9 @@ pub(crate) async fn run(
                             }
                             Msg::Warning(w) => ctx.warn(w),
                             Msg::Entry(_) | Msg::FileStart(_) => {
-                                return Err(FilesError::Config("internal: walker protocol error".into()))
+                                return Err(FilesError::Config(
+                                    "internal: walker protocol error".into(),
+                                ))
                             }
                         }
                     }

@@ -1,0 +1,899 @@
+//! The commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use respaldo_core::engine::{self, BackupJob, BackupOptions};
+use respaldo_core::maintenance;
+use respaldo_core::progress::Progress;
+use respaldo_core::restore::{self, TreeRestoreOptions};
+use respaldo_core::snapshot::{self, SnapshotRef};
+use respaldo_core::source::{RestoreContext, RestoreTarget};
+use respaldo_core::tree::RawPath;
+use respaldo_core::verify::{self, VerifyOptions};
+use respaldo_core::{Error, Repository};
+use respaldo_sink_local::LocalSink;
+use serde_json::json;
+
+use crate::config::{Config, UsageError};
+use crate::output::{self, ProgressView};
+use crate::{Cli, Command, ConfigAction};
+
+/// The exit code for an error: 2 for usage and configuration, 1 otherwise.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<UsageError>().is_some() {
+        return 2;
+    }
+    if let Some(core) = e.downcast_ref::<Error>() {
+        if core.is_usage() {
+            return 2;
+        }
+    }
+    1
+}
+
+/// The message for an error, each cause once.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !msg.contains(&s) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&s);
+        }
+    }
+    msg
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+struct Ctx<'a> {
+    cli: &'a Cli,
+    config: Config,
+}
+
+impl Ctx<'_> {
+    fn say(&self, msg: impl AsRef<str>) {
+        if !self.cli.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    fn progress(&self, p: &Arc<Progress>, verb: &'static str) -> ProgressView {
+        ProgressView::start(p.clone(), !self.cli.quiet && !self.cli.json, verb)
+    }
+
+    fn sink(&self) -> Arc<dyn respaldo_core::Sink> {
+        Arc::new(LocalSink::new(&self.config.repository.url))
+    }
+
+    async fn repo(&self) -> Result<Arc<Repository>> {
+        Ok(Repository::open(self.sink()).await?)
+    }
+
+    fn lock_wait(&self) -> Duration {
+        Duration::from_secs(self.config.backup.lock_wait_secs)
+    }
+}
+
+/// Runs the command; returns the exit code.
+pub async fn run(cli: &Cli) -> Result<u8> {
+    let path = Config::locate(cli.config.as_deref());
+    let config = Config::load(&path)?;
+    let ctx = Ctx { cli, config };
+    match &cli.command {
+        Command::Config {
+            action: ConfigAction::Check,
+        } => config_check(&ctx),
+        Command::Init => init(&ctx).await,
+        Command::Backup {
+            sources,
+            types,
+            tags,
+            dry_run,
+        } => backup(&ctx, sources, types, tags, *dry_run).await,
+        Command::Snapshots { source, tag } => {
+            snapshots(&ctx, source.as_deref(), tag.as_deref()).await
+        }
+        Command::Show { snapshot } => show(&ctx, snapshot).await,
+        Command::Restore {
+            snapshot,
+            sources,
+            target,
+            to,
+            paths,
+            force,
+            dry_run,
+        } => {
+            let req = RestoreRequest {
+                spec: snapshot,
+                sources,
+                target: target.as_deref(),
+                to: to.as_deref(),
+                paths,
+                force: *force,
+                dry_run: *dry_run,
+            };
+            restore_cmd(&ctx, req).await
+        }
+        Command::Dump { snapshot, what } => dump(&ctx, snapshot, what).await,
+        Command::Verify {
+            snapshot,
+            read_data,
+        } => verify_cmd(&ctx, snapshot.as_deref(), *read_data).await,
+        Command::Forget { prune, dry_run } => forget(&ctx, *prune, *dry_run).await,
+        Command::Prune { dry_run } => prune(&ctx, *dry_run).await,
+    }
+}
+
+fn config_check(ctx: &Ctx<'_>) -> Result<u8> {
+    let c = &ctx.config;
+    if ctx.cli.json {
+        let sources: Vec<_> = c
+            .sources
+            .iter()
+            .map(|s| json!({"name": s.name, "type": s.kind, "enabled": s.enabled}))
+            .collect();
+        println!(
+            "{}",
+            json!({"config": c.path, "repository": c.repository.url, "sources": sources})
+        );
+    } else {
+        println!("{}: OK", c.path.display());
+        println!("repository: {}", c.repository.url);
+        for s in &c.sources {
+            println!(
+                "source {} ({}){}",
+                s.name,
+                s.kind,
+                if s.enabled { "" } else { " — disabled" }
+            );
+        }
+    }
+    Ok(0)
+}
+
+async fn init(ctx: &Ctx<'_>) -> Result<u8> {
+    let repo = Repository::init(ctx.sink()).await?;
+    if ctx.cli.json {
+        println!(
+            "{}",
+            json!({"repository": ctx.config.repository.url, "id": repo.config().id})
+        );
+    } else {
+        println!(
+            "created repository {} at {}",
+            repo.config().id,
+            ctx.config.repository.url
+        );
+    }
+    Ok(0)
+}
+
+async fn backup(
+    ctx: &Ctx<'_>,
+    names: &[String],
+    types: &[String],
+    tags: &[String],
+    dry_run: bool,
+) -> Result<u8> {
+    let c = &ctx.config;
+    for n in names {
+        match c.source(n) {
+            None => {
+                let known: Vec<&str> = c.sources.iter().map(|s| s.name.as_str()).collect();
+                return Err(usage(format!(
+                    "no source named `{n}` in {} (sources: {})",
+                    c.path.display(),
+                    known.join(", ")
+                )));
+            }
+            Some(s) if !s.enabled => {
+                return Err(usage(format!("source `{n}` is disabled (enabled = false)")))
+            }
+            _ => {}
+        }
+    }
+    for t in types {
+        if !crate::config::DRIVERS.contains(&t.as_str()) {
+            return Err(usage(format!(
+                "unknown source type `{t}` (known: {})",
+                crate::config::DRIVERS.join(", ")
+            )));
+        }
+    }
+    for t in tags {
+        if t.is_empty() || t.contains(char::is_whitespace) || t.contains(',') {
+            return Err(usage(format!("invalid tag `{t}`: no spaces or commas")));
+        }
+    }
+    let jobs: Vec<BackupJob> = c
+        .sources
+        .iter()
+        .filter(|s| s.enabled)
+        .filter(|s| names.is_empty() || names.contains(&s.name))
+        .filter(|s| types.is_empty() || types.contains(&s.kind))
+        .map(|s| BackupJob {
+            name: s.name.clone(),
+            source: s.source.clone(),
+            compression_level: s.compression_level,
+        })
+        .collect();
+    if jobs.is_empty() {
+        return Err(usage(
+            "no source selected (check --source/--type and `enabled`)",
+        ));
+    }
+    let repo = ctx.repo().await?;
+    if dry_run {
+        let checks = engine::check_sources(&jobs).await;
+        let mut failed = 0;
+        for (name, r) in &checks {
+            match r {
+                Ok(()) => println!("would back up `{name}`: check passed"),
+                Err(e) => {
+                    failed += 1;
+                    println!("would back up `{name}`: CHECK FAILED: {e}");
+                }
+            }
+        }
+        println!("repository: {} (nothing written)", c.repository.url);
+        return Ok(if failed > 0 { 1 } else { 0 });
+    }
+    let lock = repo.lock(false, "backup", ctx.lock_wait()).await?;
+    let progress = Arc::new(Progress::default());
+    let view = ctx.progress(&progress, "backing up");
+    let opts = BackupOptions {
+        tags: tags.to_vec(),
+        concurrency: c.backup.concurrency,
+        host: respaldo_core::lock::hostname(),
+    };
+    let outcome = engine::backup(&repo, jobs, &opts, progress).await;
+    view.finish();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = lock.release().await;
+            return Err(anyhow::Error::from(e).context("backup failed, no snapshot was written"));
+        }
+    };
+    let mut verify_problems = Vec::new();
+    if let (Some(id), true) = (outcome.snapshot_id, c.repository.verify_after_backup) {
+        let r = verify::verify(
+            &repo,
+            &VerifyOptions {
+                read_data: false,
+                snapshots: Some(vec![id]),
+            },
+            &Arc::new(Progress::default()),
+        )
+        .await?;
+        verify_problems = r.problems;
+    }
+    lock.release().await?;
+    let s = &outcome.snapshot;
+    if ctx.cli.json {
+        let sources: serde_json::Map<String, serde_json::Value> = s
+            .sources
+            .iter()
+            .map(|(n, e)| {
+                (
+                    n.clone(),
+                    json!({
+                        "type": e.kind, "status": e.status, "error": e.error,
+                        "bytes_total": e.stats.bytes_total, "bytes_read": e.stats.bytes_read,
+                        "bytes_added": e.stats.bytes_added, "files_read": e.stats.files_read,
+                        "files_unchanged": e.stats.files_unchanged, "duration_ms": e.duration_ms,
+                        "warnings": e.warnings,
+                    }),
+                )
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "id": outcome.snapshot_id.map(|i| i.to_hex()),
+                "time": s.time, "tags": s.tags, "sources": sources,
+                "bytes_added": s.stats.bytes_added, "duration_ms": s.stats.duration_ms,
+                "verify_problems": verify_problems,
+            })
+        );
+    } else {
+        for (n, e) in &s.sources {
+            if e.is_ok() {
+                ctx.say(format!(
+                    "{n}: ok, {} ({} new) in {}{}",
+                    output::size(e.stats.bytes_total),
+                    output::size(e.stats.bytes_added),
+                    output::duration(e.duration_ms),
+                    if e.stats.files_unchanged > 0 {
+                        format!(", {} files unchanged", e.stats.files_unchanged)
+                    } else {
+                        String::new()
+                    }
+                ));
+            } else {
+                eprintln!(
+                    "{n}: FAILED: {}",
+                    e.error.as_deref().unwrap_or("unknown error")
+                );
+            }
+            for w in &e.warnings {
+                eprintln!("{n}: warning: {w}");
+            }
+        }
+        for p in &verify_problems {
+            eprintln!("verify: {p}");
+        }
+        match outcome.snapshot_id {
+            Some(id) => println!("{id}"),
+            None => eprintln!("every source failed; no snapshot was written"),
+        }
+    }
+    Ok(
+        if outcome.failures().is_empty() && verify_problems.is_empty() {
+            0
+        } else {
+            1
+        },
+    )
+}
+
+async fn load_snapshots(ctx: &Ctx<'_>, repo: &Arc<Repository>) -> Result<Vec<SnapshotRef>> {
+    let (list, damaged) = repo.snapshots().await?;
+    for d in damaged {
+        if !ctx.cli.quiet {
+            eprintln!(
+                "warning: snapshot object {} is damaged ({}); skipped",
+                d.key, d.detail
+            );
+        }
+    }
+    Ok(list)
+}
+
+fn resolve<'a>(
+    list: &'a [SnapshotRef],
+    spec: &str,
+    source: Option<&str>,
+) -> Result<&'a SnapshotRef> {
+    snapshot::resolve(list, spec, source)
+        .map_err(|m| anyhow::Error::from(Error::SnapshotNotFound(m)))
+}
+
+async fn snapshots(ctx: &Ctx<'_>, source: Option<&str>, tag: Option<&str>) -> Result<u8> {
+    let repo = ctx.repo().await?;
+    let list = load_snapshots(ctx, &repo).await?;
+    let shown: Vec<&SnapshotRef> = list
+        .iter()
+        .filter(|s| source.is_none_or(|n| s.snapshot.sources.contains_key(n)))
+        .filter(|s| tag.is_none_or(|t| s.snapshot.tags.iter().any(|x| x == t)))
+        .collect();
+    if ctx.cli.json {
+        let arr: Vec<_> = shown
+            .iter()
+            .map(|s| {
+                let sources: serde_json::Map<String, serde_json::Value> = s
+                    .snapshot
+                    .sources
+                    .iter()
+                    .map(|(n, e)| {
+                        (
+                            n.clone(),
+                            json!({"type": e.kind, "status": e.status, "error": e.error,
+                                   "size": e.stats.bytes_total, "added": e.stats.bytes_added}),
+                        )
+                    })
+                    .collect();
+                json!({"id": s.id.to_hex(), "time": s.snapshot.time, "tags": s.snapshot.tags,
+                       "host": s.snapshot.host, "sources": sources,
+                       "bytes_added": s.snapshot.stats.bytes_added})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = shown
+        .iter()
+        .rev()
+        .map(|s| {
+            let sources: Vec<String> = s
+                .snapshot
+                .sources
+                .iter()
+                .map(|(n, e)| {
+                    if e.is_ok() {
+                        n.clone()
+                    } else {
+                        format!("{n}(FAILED)")
+                    }
+                })
+                .collect();
+            vec![
+                s.id.short(),
+                output::time(&s.snapshot.time),
+                s.snapshot.tags.join(","),
+                sources.join(" "),
+                output::size(s.snapshot.stats.bytes_added),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        output::table(&["ID", "TIME", "TAGS", "SOURCES", "ADDED"], &rows)
+    );
+    println!("{} snapshot(s)", rows.len());
+    Ok(0)
+}
+
+async fn show(ctx: &Ctx<'_>, spec: &str) -> Result<u8> {
+    let repo = ctx.repo().await?;
+    let list = load_snapshots(ctx, &repo).await?;
+    let s = resolve(&list, spec, None)?;
+    if ctx.cli.json {
+        let mut v = serde_json::to_value(&s.snapshot)?;
+        v["id"] = json!(s.id.to_hex());
+        println!("{v}");
+        return Ok(0);
+    }
+    let snap = &s.snapshot;
+    println!("snapshot {}", s.id);
+    println!(
+        "time     {} (took {})",
+        output::time(&snap.time),
+        output::duration(snap.stats.duration_ms)
+    );
+    println!("host     {}", snap.host);
+    println!(
+        "tags     {}",
+        if snap.tags.is_empty() {
+            "-".into()
+        } else {
+            snap.tags.join(", ")
+        }
+    );
+    println!(
+        "added    {} in {} pack(s)",
+        output::size(snap.stats.bytes_added),
+        snap.stats.packs_added
+    );
+    for (name, e) in &snap.sources {
+        println!();
+        match &e.error {
+            None => println!(
+                "source {name} ({}): ok in {}",
+                e.kind,
+                output::duration(e.duration_ms)
+            ),
+            Some(err) => println!("source {name} ({}): FAILED: {err}", e.kind),
+        }
+        for a in &e.artifacts {
+            let extra = a
+                .tree
+                .as_ref()
+                .map(|t| {
+                    format!(
+                        ", {} files, {} dirs, {} entries",
+                        t.files, t.dirs, t.entries
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "  {} [{}] {}{extra}",
+                a.name,
+                a.kind.as_str(),
+                output::size(a.size)
+            );
+            println!("    sha256 {}", a.sha256);
+        }
+        for (k, v) in &e.metadata {
+            println!("  {k}: {v}");
+        }
+        for w in &e.warnings {
+            println!("  warning: {w}");
+        }
+    }
+    Ok(0)
+}
+
+struct RestoreRequest<'a> {
+    spec: &'a str,
+    sources: &'a [String],
+    target: Option<&'a str>,
+    to: Option<&'a Path>,
+    paths: &'a [String],
+    force: bool,
+    dry_run: bool,
+}
+
+async fn restore_cmd(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
+    if req.target.is_some() && req.sources.len() != 1 {
+        return Err(usage("--target needs exactly one --source"));
+    }
+    let filter: Vec<RawPath> = req
+        .paths
+        .iter()
+        .map(|p| RawPath(p.trim_matches('/').as_bytes().to_vec()))
+        .collect();
+    if let Some(bad) = filter.iter().find(|p| !p.is_safe()) {
+        return Err(usage(format!(
+            "--path `{}` must be a relative path inside the tree",
+            bad.display()
+        )));
+    }
+    let repo = ctx.repo().await?;
+    let list = load_snapshots(ctx, &repo).await?;
+    // Which (source, snapshot) pairs to restore.
+    let mut plan: Vec<(String, &SnapshotRef)> = Vec::new();
+    if req.spec == "latest" {
+        let names: Vec<String> = if req.sources.is_empty() {
+            ctx.config
+                .sources
+                .iter()
+                .filter(|s| s.enabled)
+                .map(|s| s.name.clone())
+                .collect()
+        } else {
+            req.sources.to_vec()
+        };
+        for n in names {
+            let s = resolve(&list, "latest", Some(&n))?;
+            plan.push((n, s));
+        }
+    } else {
+        let s = resolve(&list, req.spec, None)?;
+        let names: Vec<String> = if req.sources.is_empty() {
+            s.snapshot
+                .sources
+                .iter()
+                .filter(|(_, e)| e.is_ok())
+                .map(|(n, _)| n.clone())
+                .collect()
+        } else {
+            req.sources.to_vec()
+        };
+        for n in names {
+            match s.snapshot.sources.get(&n) {
+                None => {
+                    return Err(usage(format!(
+                        "snapshot {} has no source `{n}`",
+                        s.id.short()
+                    )))
+                }
+                Some(e) if !e.is_ok() => {
+                    return Err(anyhow!(
+                        "source `{n}` failed in snapshot {} ({}); it cannot be restored from there",
+                        s.id.short(),
+                        e.error.as_deref().unwrap_or("failed")
+                    ))
+                }
+                Some(_) => plan.push((n, s)),
+            }
+        }
+    }
+    if plan.is_empty() {
+        return Err(usage("nothing to restore"));
+    }
+    // Validate everything before changing anything.
+    for (name, s) in &plan {
+        if req.to.is_none() {
+            let spec = ctx.config.source(name).ok_or_else(|| {
+                usage(format!(
+                    "source `{name}` is not in {}; use --to DIR to get its artifacts as files",
+                    ctx.config.path.display()
+                ))
+            })?;
+            let recorded = &s.snapshot.sources[name].kind;
+            if &spec.kind != recorded {
+                return Err(usage(format!(
+                    "source `{name}` is `{}` in the configuration but `{recorded}` in snapshot {}",
+                    spec.kind,
+                    s.id.short()
+                )));
+            }
+        }
+    }
+    if req.dry_run {
+        for (name, s) in &plan {
+            let dest = match (req.to, req.target) {
+                (Some(dir), _) => dir.join(name).display().to_string(),
+                (None, Some(t)) => t.to_string(),
+                (None, None) => "its live location".into(),
+            };
+            println!(
+                "would restore `{name}` from snapshot {} ({}) into {dest}",
+                s.id.short(),
+                output::time(&s.snapshot.time)
+            );
+        }
+        return Ok(0);
+    }
+    let progress = Arc::new(Progress::default());
+    let view = ctx.progress(&progress, "restoring");
+    let mut failures = 0;
+    let mut reports = Vec::new();
+    for (name, s) in &plan {
+        let entry = s.snapshot.sources[name].clone();
+        let result: Result<Vec<String>> = async {
+            if let Some(dir) = req.to {
+                let opts = TreeRestoreOptions {
+                    force: req.force,
+                    paths: filter.clone(),
+                };
+                let written =
+                    restore::export_source(&repo, name, &entry, dir, &opts, &progress).await?;
+                return Ok(written
+                    .iter()
+                    .map(|p| format!("wrote {}", p.display()))
+                    .collect());
+            }
+            let spec = ctx.config.source(name).expect("validated above");
+            let rctx = RestoreContext {
+                repo: repo.clone(),
+                snapshot_id: s.id,
+                source_name: name.clone(),
+                entry,
+                force: req.force,
+                paths: filter.clone(),
+                progress: progress.clone(),
+            };
+            let target = match req.target {
+                Some(t) => RestoreTarget::Other(resolve_target(t, &ctx.config.base)),
+                None => RestoreTarget::Live,
+            };
+            let report = spec
+                .source
+                .restore(&rctx, &target)
+                .await
+                .map_err(|e| Error::Source {
+                    name: name.clone(),
+                    kind: spec.kind.clone(),
+                    source: e,
+                })?;
+            Ok(report.lines)
+        }
+        .await;
+        match result {
+            Ok(lines) => reports.push(
+                json!({"source": name, "snapshot": s.id.to_hex(), "ok": true, "lines": lines}),
+            ),
+            Err(e) => {
+                failures += 1;
+                let msg = describe(&e);
+                view_error(ctx, name, &msg);
+                reports.push(
+                    json!({"source": name, "snapshot": s.id.to_hex(), "ok": false, "error": msg}),
+                );
+            }
+        }
+    }
+    view.finish();
+    if ctx.cli.json {
+        println!("{}", serde_json::Value::Array(reports));
+    } else {
+        for r in &reports {
+            if let Some(lines) = r["lines"].as_array() {
+                for l in lines {
+                    ctx.say(format!(
+                        "{}: {}",
+                        r["source"].as_str().unwrap_or(""),
+                        l.as_str().unwrap_or("")
+                    ));
+                }
+            }
+        }
+    }
+    Ok(if failures > 0 { 1 } else { 0 })
+}
+
+fn view_error(_ctx: &Ctx<'_>, name: &str, msg: &str) {
+    eprintln!("error: restore of `{name}` failed: {msg}");
+}
+
+/// A `--target` that looks like a relative path is taken relative to the
+/// current directory (URLs and names pass unchanged).
+fn resolve_target(t: &str, _base: &Path) -> String {
+    if t.contains("://") || !(t.starts_with('.') || t.contains('/')) {
+        return t.to_string();
+    }
+    std::path::absolute(PathBuf::from(t))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| t.to_string())
+}
+
+async fn dump(ctx: &Ctx<'_>, spec: &str, what: &str) -> Result<u8> {
+    use tokio::io::AsyncWriteExt;
+    let (source, artifact) = match what.split_once('/') {
+        Some((s, a)) => (s, Some(a)),
+        None => (what, None),
+    };
+    let repo = ctx.repo().await?;
+    let list = load_snapshots(ctx, &repo).await?;
+    let s = resolve(&list, spec, Some(source))?;
+    let entry = s.good(source).ok_or_else(|| {
+        usage(format!(
+            "snapshot {} has no good backup of `{source}`",
+            s.id.short()
+        ))
+    })?;
+    let a = match artifact {
+        Some(name) => entry
+            .artifact(name)
+            .ok_or_else(|| usage(format!("source `{source}` has no artifact `{name}`")))?,
+        None => match entry.artifacts.as_slice() {
+            [one] => one,
+            many => {
+                let names: Vec<&str> = many.iter().map(|a| a.name.as_str()).collect();
+                return Err(usage(format!(
+                    "source `{source}` has several artifacts; name one: {}",
+                    names.join(", ")
+                )));
+            }
+        },
+    };
+    if a.kind.as_str() != "stream" {
+        return Err(usage(format!(
+            "`{source}/{}` is a file tree; use `restore --to DIR` (or --path for single files)",
+            a.name
+        )));
+    }
+    let mut reader = restore::stream_reader(&repo, a);
+    let mut out = tokio::io::stdout();
+    tokio::io::copy(&mut reader, &mut out)
+        .await
+        .context("writing to stdout")?;
+    out.flush().await?;
+    Ok(0)
+}
+
+async fn verify_cmd(ctx: &Ctx<'_>, spec: Option<&str>, read_data: bool) -> Result<u8> {
+    let repo = ctx.repo().await?;
+    let snapshots = match spec {
+        Some(sp) => {
+            let (list, _) = repo.snapshots().await?;
+            Some(vec![resolve(&list, sp, None)?.id])
+        }
+        None => None,
+    };
+    let progress = Arc::new(Progress::default());
+    let view = ctx.progress(&progress, "verifying");
+    let report = verify::verify(
+        &repo,
+        &VerifyOptions {
+            read_data,
+            snapshots,
+        },
+        &progress,
+    )
+    .await;
+    view.finish();
+    let report = report?;
+    if ctx.cli.json {
+        println!(
+            "{}",
+            json!({"ok": report.is_ok(), "problems": report.problems,
+                   "damaged_snapshots": report.damaged_snapshots.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+                   "snapshots_checked": report.snapshots_checked, "packs_read": report.packs_read,
+                   "chunks_referenced": report.chunks_referenced, "bytes_read": report.bytes_read})
+        );
+    } else {
+        for p in &report.problems {
+            println!("DAMAGE: {p}");
+        }
+        println!(
+            "{}: {} snapshot(s), {} chunk(s){}",
+            if report.is_ok() {
+                "repository OK"
+            } else {
+                "repository DAMAGED"
+            },
+            report.snapshots_checked,
+            report.chunks_referenced,
+            if read_data {
+                format!(
+                    ", {} pack(s) re-read ({})",
+                    report.packs_read,
+                    output::size(report.bytes_read)
+                )
+            } else {
+                String::new()
+            }
+        );
+        if !report.damaged_snapshots.is_empty() {
+            let ids: Vec<String> = report.damaged_snapshots.iter().map(|i| i.short()).collect();
+            println!("damaged snapshots: {}", ids.join(", "));
+        }
+    }
+    Ok(if report.is_ok() { 0 } else { 1 })
+}
+
+async fn forget(ctx: &Ctx<'_>, and_prune: bool, dry_run: bool) -> Result<u8> {
+    if ctx.config.retention.is_empty() {
+        return Err(usage(format!(
+            "no retention rule in {} ([retention] keep_last, keep_daily, …); refusing to forget everything",
+            ctx.config.path.display()
+        )));
+    }
+    let repo = ctx.repo().await?;
+    let decisions =
+        maintenance::forget(&repo, &ctx.config.retention, &chrono::Local, dry_run).await?;
+    let removed = decisions.iter().filter(|d| !d.keep).count();
+    if ctx.cli.json && !and_prune {
+        let arr: Vec<_> = decisions
+            .iter()
+            .map(|d| json!({"id": d.id.to_hex(), "time": d.time, "tags": d.tags, "keep": d.keep, "reasons": d.reasons}))
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+    } else if !ctx.cli.json {
+        let rows: Vec<Vec<String>> = decisions
+            .iter()
+            .map(|d| {
+                vec![
+                    d.id.short(),
+                    output::time(&d.time),
+                    d.tags.join(","),
+                    if d.keep {
+                        "keep".into()
+                    } else if dry_run {
+                        "would remove".into()
+                    } else {
+                        "removed".into()
+                    },
+                    d.reasons.join("; "),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            output::table(&["ID", "TIME", "TAGS", "ACTION", "REASONS"], &rows)
+        );
+        println!(
+            "{} kept, {} {}",
+            decisions.len() - removed,
+            removed,
+            if dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            }
+        );
+    }
+    if and_prune {
+        return prune(ctx, dry_run).await;
+    }
+    Ok(0)
+}
+
+async fn prune(ctx: &Ctx<'_>, dry_run: bool) -> Result<u8> {
+    let repo = ctx.repo().await?;
+    let lock = repo.lock(true, "prune", ctx.lock_wait()).await?;
+    let r = maintenance::prune(&repo, dry_run).await;
+    lock.release().await?;
+    let r = r?;
+    if ctx.cli.json {
+        println!(
+            "{}",
+            json!({"dry_run": dry_run, "packs_deleted": r.packs_deleted, "packs_repacked": r.packs_repacked,
+                   "packs_unindexed": r.packs_unindexed, "bytes_freed": r.bytes_freed,
+                   "bytes_rewritten": r.bytes_rewritten, "bytes_incomplete": r.bytes_incomplete})
+        );
+    } else {
+        println!(
+            "{}{} unused pack(s), {} partly used pack(s) rewritten ({}), {} pack(s) from interrupted runs; {} freed{}",
+            if dry_run { "would remove " } else { "removed " },
+            r.packs_deleted,
+            r.packs_repacked,
+            output::size(r.bytes_rewritten),
+            r.packs_unindexed,
+            output::size(r.bytes_freed + r.bytes_incomplete),
+            if dry_run { " (dry run: nothing changed)" } else { "" }
+        );
+    }
+    Ok(0)
+}

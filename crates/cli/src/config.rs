@@ -1,0 +1,453 @@
+//! `backup.toml`: loading, `${ENV}` interpolation, validation with errors that
+//! name the file, the line and the key, and construction of the drivers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use respaldo_core::retention::RetentionPolicy;
+use respaldo_core::Source;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// A configuration or usage error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Where the repository is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// A local directory (absolute, or relative to the configuration file's
+    /// folder; `file://` accepted).
+    pub url: String,
+    /// Run a structural `verify` of every new snapshot right after it is written.
+    #[serde(default)]
+    pub verify_after_backup: bool,
+}
+
+/// Settings of backup runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    /// How many sources are backed up at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// zstd level for sources that do not set their own (1–19; 3 is fast and
+    /// compresses well).
+    #[serde(default = "default_level")]
+    pub compression_level: i32,
+    /// How long a command waits for another one's repository lock, in seconds.
+    #[serde(default = "default_lock_wait")]
+    pub lock_wait_secs: u64,
+}
+
+fn default_concurrency() -> usize {
+    2
+}
+fn default_level() -> i32 {
+    3
+}
+fn default_lock_wait() -> u64 {
+    60
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            concurrency: default_concurrency(),
+            compression_level: default_level(),
+            lock_wait_secs: default_lock_wait(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    repository: RepositoryConfig,
+    #[serde(default)]
+    retention: RetentionPolicy,
+    #[serde(default)]
+    backup: BackupSettings,
+    #[serde(default)]
+    sources: BTreeMap<String, toml::Value>,
+}
+
+/// Keys every source accepts besides its driver's own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonSourceKeys {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    compression_level: Option<i32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+const COMMON_KEYS: [&str; 3] = ["type", "enabled", "compression_level"];
+
+/// One configured source.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    /// Its name (`[sources.NAME]`).
+    pub name: String,
+    /// Driver type.
+    pub kind: String,
+    /// `enabled = false` leaves it out of runs.
+    pub enabled: bool,
+    /// zstd level.
+    pub compression_level: i32,
+    /// The driver.
+    pub source: Arc<dyn Source>,
+}
+
+/// A loaded configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its folder, which relative paths are resolved against.
+    pub base: PathBuf,
+    /// The repository.
+    pub repository: RepositoryConfig,
+    /// Retention rules.
+    pub retention: RetentionPolicy,
+    /// Backup settings.
+    pub backup: BackupSettings,
+    /// Sources, in name order.
+    pub sources: Vec<SourceSpec>,
+}
+
+/// The driver types this build knows.
+pub const DRIVERS: [&str; 2] = ["command", "files"];
+
+impl Config {
+    /// Finds the configuration: `-c`, else `$RESPALDO_CONFIG`, else `./backup.toml`.
+    pub fn locate(flag: Option<&Path>) -> PathBuf {
+        if let Some(p) = flag {
+            return p.to_path_buf();
+        }
+        match std::env::var_os("RESPALDO_CONFIG") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from("backup.toml"),
+        }
+    }
+
+    /// Loads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, UsageError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            UsageError(format!("cannot read configuration {}: {e}", path.display()))
+        })?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = abs
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        Self::parse(&text, &abs, &base)
+    }
+
+    /// Parses configuration text (`file` for messages, `base` for relative paths).
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, UsageError> {
+        let shown = file.display().to_string();
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+            UsageError(format!(
+                "{shown}: invalid TOML: {}",
+                e.to_string().trim_end()
+            ))
+        })?;
+        let at = |keys: &[String], msg: String| -> UsageError {
+            let line = locate(text, keys)
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default();
+            let key = if keys.is_empty() {
+                String::new()
+            } else {
+                format!(" {}:", keys.join("."))
+            };
+            UsageError(format!("{shown}{line}:{key} {msg}"))
+        };
+        let mut path = Vec::new();
+        interpolate(&mut value, &mut path).map_err(|(keys, msg)| at(&keys, msg))?;
+        let raw: RawConfig = typed(value, &[]).map_err(|(keys, msg)| at(&keys, msg))?;
+
+        let mut sources = Vec::new();
+        for (name, v) in raw.sources {
+            let keys = vec!["sources".to_string(), name.clone()];
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(at(
+                    &keys,
+                    "source names may only use letters, digits, `-` and `_`".into(),
+                ));
+            }
+            let toml::Value::Table(mut table) = v else {
+                return Err(at(&keys, "must be a table".into()));
+            };
+            let mut common = toml::Table::new();
+            for k in COMMON_KEYS {
+                if let Some(v) = table.remove(k) {
+                    common.insert(k.to_string(), v);
+                }
+            }
+            if !common.contains_key("type") {
+                return Err(at(
+                    &keys,
+                    format!("missing `type` (one of: {})", DRIVERS.join(", ")),
+                ));
+            }
+            let c: CommonSourceKeys =
+                typed(toml::Value::Table(common), &keys).map_err(|(k, m)| at(&k, m))?;
+            let level = c.compression_level.unwrap_or(raw.backup.compression_level);
+            if !(1..=19).contains(&level) {
+                let mut k = keys.clone();
+                k.push("compression_level".into());
+                return Err(at(&k, format!("{level} is out of range (1–19)")));
+            }
+            let source = build_driver(&c.kind, table, base, &keys).map_err(|(k, m)| at(&k, m))?;
+            sources.push(SourceSpec {
+                name,
+                kind: c.kind,
+                enabled: c.enabled,
+                compression_level: level,
+                source,
+            });
+        }
+        if !(1..=19).contains(&raw.backup.compression_level) {
+            return Err(at(
+                &["backup".into(), "compression_level".into()],
+                format!("{} is out of range (1–19)", raw.backup.compression_level),
+            ));
+        }
+        if raw.backup.concurrency == 0 {
+            return Err(at(
+                &["backup".into(), "concurrency".into()],
+                "must be at least 1".into(),
+            ));
+        }
+        let mut repository = raw.repository;
+        repository.url = resolve_repository_url(&repository.url, base)
+            .map_err(|m| at(&["repository".into(), "url".into()], m))?;
+        Ok(Config {
+            path: file.to_path_buf(),
+            base: base.to_path_buf(),
+            repository,
+            retention: raw.retention,
+            backup: raw.backup,
+            sources,
+        })
+    }
+
+    /// The source with this name.
+    pub fn source(&self, name: &str) -> Option<&SourceSpec> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+fn resolve_repository_url(url: &str, base: &Path) -> Result<String, String> {
+    if url.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        if scheme != "file" {
+            return Err(format!(
+                "`{scheme}://` repositories are not supported by this build (local directories only)"
+            ));
+        }
+    }
+    let p = url.strip_prefix("file://").unwrap_or(url);
+    Ok(base.join(p).to_string_lossy().into_owned())
+}
+
+type KeyError = (Vec<String>, String);
+
+/// Deserializes with the path of the failing key.
+fn typed<T: DeserializeOwned>(value: toml::Value, prefix: &[String]) -> Result<T, KeyError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut keys: Vec<String> = prefix.to_vec();
+        keys.extend(e.path().iter().filter_map(|s| match s {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+            _ => None,
+        }));
+        let msg = e.inner().to_string();
+        let msg = msg.trim_end().to_string();
+        if let Some(field) = msg
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            if keys.last().map(String::as_str) != Some(field) {
+                keys.push(field.to_string());
+            }
+        }
+        (keys, msg)
+    })
+}
+
+fn build_driver(
+    kind: &str,
+    table: toml::Table,
+    base: &Path,
+    keys: &[String],
+) -> Result<Arc<dyn Source>, KeyError> {
+    let here = || keys.to_vec();
+    let value = toml::Value::Table(table);
+    match kind {
+        "files" => {
+            let cfg = typed(value, keys)?;
+            respaldo_source_files::FilesSource::new(cfg, base)
+                .map(|s| Arc::new(s) as Arc<dyn Source>)
+                .map_err(|e| (here(), e.to_string()))
+        }
+        "command" => {
+            let cfg = typed(value, keys)?;
+            respaldo_source_command::CommandSource::new(cfg, base)
+                .map(|s| Arc::new(s) as Arc<dyn Source>)
+                .map_err(|e| (here(), e.to_string()))
+        }
+        other => {
+            let mut k = here();
+            k.push("type".into());
+            Err((
+                k,
+                format!(
+                    "unknown source type `{other}` (this build knows: {})",
+                    DRIVERS.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// Replaces `${NAME}` in every string with the environment variable; `$${`
+/// stays a literal `${`. A missing variable is an error naming the key.
+fn interpolate(v: &mut toml::Value, path: &mut Vec<String>) -> Result<(), KeyError> {
+    match v {
+        toml::Value::String(s) => {
+            *s = expand(s).map_err(|m| (path.clone(), m))?;
+        }
+        toml::Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                path.push(i.to_string());
+                interpolate(x, path)?;
+                path.pop();
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, x) in t.iter_mut() {
+                path.push(k.clone());
+                interpolate(x, path)?;
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(r) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = r;
+        } else if let Some(r) = after.strip_prefix("${") {
+            let end = r
+                .find('}')
+                .ok_or_else(|| format!("unterminated `${{` in `{s}`"))?;
+            let name = &r[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`${{{name}}}` is not a valid variable reference"));
+            }
+            let val = std::env::var(name)
+                .map_err(|_| format!("environment variable {name} is not set"))?;
+            out.push_str(&val);
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Finds the 1-based line of a key path in TOML text: the key's own line,
+/// else the line of the deepest table header on the path.
+pub fn locate(text: &str, keys: &[String]) -> Option<usize> {
+    if keys.is_empty() {
+        return None;
+    }
+    let split = |s: &str| -> Vec<String> {
+        s.split('.')
+            .map(|p| p.trim().trim_matches('"').trim_matches('\'').to_string())
+            .collect()
+    };
+    let mut table: Vec<String> = Vec::new();
+    let mut best: Option<(usize, usize)> = None; // (matched depth, line)
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.starts_with('#') || l.is_empty() {
+            continue;
+        }
+        let path: Vec<String> =
+            if let Some(h) = l.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
+                table = split(h);
+                table.clone()
+            } else if let Some(h) = l.strip_prefix('[').and_then(|h| h.split(']').next()) {
+                table = split(h);
+                table.clone()
+            } else if let Some((k, _)) = l.split_once('=') {
+                let mut p = table.clone();
+                p.extend(split(k));
+                p
+            } else {
+                continue;
+            };
+        let depth = path.iter().zip(keys).take_while(|(a, b)| a == b).count();
+        if depth == path.len().min(keys.len()) && depth > best.map(|b| b.0).unwrap_or(0) {
+            best = Some((depth, n + 1));
+            if depth == keys.len() {
+                break;
+            }
+        }
+    }
+    best.map(|b| b.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_keys() {
+        let text = "[repository]\nurl = \"/x\"\n\n[sources.models]\ntype = \"files\"\npathz = []\n";
+        let k = |s: &str| s.split('.').map(String::from).collect::<Vec<_>>();
+        assert_eq!(locate(text, &k("sources.models.pathz")), Some(6));
+        assert_eq!(locate(text, &k("sources.models.other")), Some(4));
+        assert_eq!(locate(text, &k("repository.url")), Some(2));
+    }
+
+    #[test]
+    fn expands_env() {
+        std::env::set_var("RESPALDO_TEST_X", "v");
+        assert_eq!(
+            expand("a${RESPALDO_TEST_X}b$${LIT}$").unwrap(),
+            "avb${LIT}$"
+        );
+        assert!(expand("${RESPALDO_TEST_MISSING_VAR}").is_err());
+        assert!(expand("${unterminated").is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! Human output: sizes, times, tables, and a progress line on terminals.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Local, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use respaldo_core::progress::Progress;
+
+/// `1.5 GiB`.
+pub fn size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Local time with its zone.
+pub fn time(t: &DateTime<Utc>) -> String {
+    t.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
+}
+
+/// `1.2s` / `3m04s`.
+pub fn duration(ms: u64) -> String {
+    if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
+/// Prints rows as aligned columns.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.clone()));
+        out.push('\n');
+    }
+    out
+}
+
+/// A progress line on stderr, when it is a terminal and output is not quiet.
+pub struct ProgressView {
+    bar: Option<ProgressBar>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressView {
+    /// Starts drawing `progress` if `enabled` and stderr is a terminal.
+    pub fn start(progress: Arc<Progress>, enabled: bool, verb: &'static str) -> Self {
+        if !enabled || !std::io::stderr().is_terminal() {
+            return ProgressView {
+                bar: None,
+                task: None,
+            };
+        }
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            loop {
+                let bytes = Progress::get(&progress.bytes);
+                let total = Progress::get(&progress.total);
+                let items = Progress::get(&progress.items);
+                let secs = start.elapsed().as_secs_f64().max(0.001);
+                let rate = bytes as f64 / secs;
+                let mut msg = format!(
+                    "{verb} {} items, {} ({}/s)",
+                    items,
+                    size(bytes),
+                    size(rate as u64)
+                );
+                if total > bytes && rate > 0.0 {
+                    let eta = (total - bytes) as f64 / rate;
+                    msg.push_str(&format!(
+                        " of {}, ETA {}",
+                        size(total),
+                        duration((eta * 1000.0) as u64)
+                    ));
+                }
+                let cur = progress.current();
+                if !cur.is_empty() {
+                    let short: String = cur
+                        .chars()
+                        .rev()
+                        .take(40)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    msg.push_str(&format!("  {short}"));
+                }
+                b.set_message(msg);
+                b.tick();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        ProgressView {
+            bar: Some(bar),
+            task: Some(task),
+        }
+    }
+
+    /// Removes the line.
+    pub fn finish(self) {
+        if let Some(t) = self.task {
+            t.abort();
+        }
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
