@@ -476,7 +476,8 @@ impl TreeWriterFs {
         fs::set_permissions(path, fs::Permissions::from_mode(e.mode & 0o7777))
             .map_err(io_err("chmod", path))?;
         let t = mtime(e);
-        filetime::set_file_times(path, t, t).map_err(io_err("setting times", path))
+        // Never opens the entry (a FIFO would block): utimensat on the path.
+        filetime::set_symlink_file_times(path, t, t).map_err(io_err("setting times", path))
     }
 }
 

@@ -1,0 +1,231 @@
+//! Helpers shared by the end-to-end tests: the respaldo binary, a project
+//! folder with a config, tree generation and comparison.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use rand::{Rng, RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+
+/// The respaldo binary: `$RESPALDO_BIN`, else `target/<profile>/respaldo`,
+/// built on first use.
+pub fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("RESPALDO_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("test exe");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "respaldo", "--bin", "respaldo"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build");
+        assert!(st.success(), "building respaldo failed");
+        dir.join("respaldo")
+    })
+}
+
+/// A project folder with a backup.toml, a repository and data.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// A new project whose config is `[repository] url = "repo"` plus `extra`.
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = Project { dir };
+        p.write_config(extra);
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.path().join("repo")
+    }
+
+    pub fn write_config(&self, extra: &str) {
+        std::fs::write(
+            self.path().join("backup.toml"),
+            format!("[repository]\nurl = \"repo\"\n\n{extra}"),
+        )
+        .unwrap();
+    }
+
+    /// Runs respaldo with `-c backup.toml` in the project folder.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(bin())
+            .current_dir(self.path())
+            .arg("-c")
+            .arg(self.path().join("backup.toml"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run respaldo");
+        out
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "respaldo {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs with --json and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let s = self.ok(&a);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("bad json from {args:?}: {e}: {s}"))
+    }
+
+    /// `backup --json`, returning the parsed output.
+    pub fn backup(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["backup"];
+        a.extend_from_slice(args);
+        self.json(&a)
+    }
+
+    /// Total size of the repository's files.
+    pub fn repo_size(&self) -> u64 {
+        dir_size(&self.repo())
+    }
+}
+
+pub fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    for e in walk(p) {
+        let m = std::fs::symlink_metadata(&e).unwrap();
+        if m.is_file() {
+            total += m.len();
+        }
+    }
+    total
+}
+
+/// Every path below `root` (not following symlinks), sorted.
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Deterministic random bytes.
+pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; n];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// Compressible text.
+pub fn text_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let words = ["alpha", "beta", "gamma", "delta", "respaldo", "backup", "restore", "chunk", "pack", "index"];
+    let mut v = Vec::with_capacity(n + 16);
+    while v.len() < n {
+        v.extend_from_slice(words[rng.gen_range(0..words.len())].as_bytes());
+        v.push(if rng.gen_ratio(1, 8) { b'\n' } else { b' ' });
+    }
+    v.truncate(n);
+    v
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    let mut f = std::fs::File::open(p).unwrap();
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
+/// Everything about a tree that a restore must preserve: per relative path,
+/// type, mode, owner, mtime (ns), size, content hash, link target.
+pub fn fingerprint(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut m = BTreeMap::new();
+    for p in walk(root) {
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let ft = md.file_type();
+        let rel = p.strip_prefix(root).unwrap().to_path_buf();
+        let kind = if ft.is_file() {
+            format!("file size={} sha={}", md.len(), sha256_file(&p))
+        } else if ft.is_dir() {
+            "dir".to_string()
+        } else if ft.is_symlink() {
+            format!("symlink -> {:?}", std::fs::read_link(&p).unwrap())
+        } else if ft.is_fifo() {
+            "fifo".to_string()
+        } else {
+            "other".to_string()
+        };
+        let mtime = if ft.is_dir() {
+            // A directory's mtime is restored last; compare it too.
+            format!("{}.{}", md.mtime(), md.mtime_nsec())
+        } else {
+            format!("{}.{}", md.mtime(), md.mtime_nsec())
+        };
+        let mode = if ft.is_symlink() { 0 } else { md.mode() & 0o7777 };
+        m.insert(rel, format!("{kind} mode={mode:o} uid={} gid={} mtime={mtime}", md.uid(), md.gid()));
+    }
+    m
+}
+
+/// Asserts two fingerprints are equal, showing the first differences.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let fa = fingerprint(a);
+    let fb = fingerprint(b);
+    if fa != fb {
+        let mut diffs = Vec::new();
+        for (k, v) in &fa {
+            match fb.get(k) {
+                None => diffs.push(format!("missing: {k:?}")),
+                Some(w) if w != v => diffs.push(format!("differs: {k:?}\n   {v}\n   {w}")),
+                _ => {}
+            }
+        }
+        for k in fb.keys() {
+            if !fa.contains_key(k) {
+                diffs.push(format!("extra: {k:?}"));
+            }
+        }
+        diffs.truncate(20);
+        panic!("trees differ:\n{}", diffs.join("\n"));
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,275 @@
+//! Files source round trips: every kind of entry and metadata survives
+//! backup → restore; unchanged files are not re-read; small changes store
+//! little; restores never overwrite without --force.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::*;
+
+fn set_mtime(p: &Path, secs: i64, nsec: u32) {
+    let t = filetime::FileTime::from_unix_time(secs, nsec);
+    filetime::set_symlink_file_times(p, t, t).unwrap();
+}
+
+/// Builds a tree with every case the files source must preserve.
+fn build_tree(root: &Path) {
+    let d = root.join("data");
+    std::fs::create_dir_all(d.join("nested/deeper/deepest")).unwrap();
+    std::fs::create_dir_all(d.join("empty-dir")).unwrap();
+    std::fs::write(d.join("plain.txt"), b"hello world\n").unwrap();
+    std::fs::write(d.join("nested/deeper/deepest/leaf.bin"), random_bytes(1, 100_000)).unwrap();
+    std::fs::write(d.join("empty-file"), b"").unwrap();
+    // Permissions.
+    std::fs::write(d.join("secret"), b"mode 600").unwrap();
+    std::fs::set_permissions(d.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(d.join("script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(d.join("script.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(d.join("setgid"), b"g").unwrap();
+    std::fs::set_permissions(d.join("setgid"), std::fs::Permissions::from_mode(0o2750)).unwrap();
+    std::fs::create_dir(d.join("private-dir")).unwrap();
+    std::fs::write(d.join("private-dir/inside"), b"x").unwrap();
+    std::fs::set_permissions(d.join("private-dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Symlinks: relative, absolute, dangling, to a directory.
+    std::os::unix::fs::symlink("plain.txt", d.join("link-rel")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", d.join("link-abs")).unwrap();
+    std::os::unix::fs::symlink("does/not/exist", d.join("link-dangling")).unwrap();
+    std::os::unix::fs::symlink("nested", d.join("link-dir")).unwrap();
+    // Odd names: unicode, spaces, newline, leading dash, not UTF-8.
+    std::fs::write(d.join("ñandú ☃ 漢字.txt"), "unicode".as_bytes()).unwrap();
+    std::fs::write(d.join("with space and\nnewline"), b"odd").unwrap();
+    std::fs::write(d.join("-dash"), b"dash").unwrap();
+    std::fs::write(d.join(OsStr::from_bytes(b"latin1-\xe9t\xe9")), b"not utf-8").unwrap();
+    // A FIFO.
+    let fifo = std::ffi::CString::new(d.join("pipe").as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    // Sparse: 64 MiB with data at two places.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(d.join("sparse.img")).unwrap();
+        f.seek(SeekFrom::Start(10 << 20)).unwrap();
+        f.write_all(&random_bytes(2, 8192)).unwrap();
+        f.seek(SeekFrom::Start(40 << 20)).unwrap();
+        f.write_all(b"middle").unwrap();
+        f.set_len(64 << 20).unwrap();
+    }
+    // Large: 150 MiB of mixed content.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(d.join("large.dat")).unwrap();
+        for i in 0..15 {
+            let block = if i % 2 == 0 { random_bytes(100 + i, 10 << 20) } else { text_bytes(100 + i, 10 << 20) };
+            f.write_all(&block).unwrap();
+        }
+    }
+    // Ownership by another user (root only).
+    if is_root() {
+        std::os::unix::fs::lchown(d.join("secret"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::lchown(d.join("link-rel"), Some(4321), Some(8765)).unwrap();
+        std::os::unix::fs::lchown(d.join("nested"), Some(1000), Some(1000)).unwrap();
+    }
+    // Distinct mtimes with nanoseconds, set last (children before parents).
+    let mut all = walk(&d);
+    all.reverse();
+    for (i, p) in all.iter().enumerate() {
+        set_mtime(p, 1_600_000_000 + i as i64 * 1000, 123_456_789);
+    }
+    set_mtime(&d, 1_500_000_000, 5);
+}
+
+#[test]
+fn every_kind_of_entry_round_trips() {
+    let p = Project::new("[sources.files]\ntype = \"files\"\npaths = [\"data\"]\n");
+    build_tree(p.path());
+    p.ok(&["init"]);
+    let b = p.backup(&["--tag", "first"]);
+    assert_eq!(b["sources"]["files"]["status"], "ok", "{b}");
+    assert!(b["sources"]["files"]["warnings"].as_array().unwrap().is_empty(), "{b}");
+
+    // Restore somewhere else and compare everything.
+    let out = p.path().join("restored");
+    p.ok(&["restore", "latest", "--source", "files", "--target", out.to_str().unwrap()]);
+    assert_same_tree(&p.path().join("data"), &out.join("data"));
+
+    // Holes stay holes.
+    let m = std::fs::metadata(out.join("data/sparse.img")).unwrap();
+    assert_eq!(m.len(), 64 << 20);
+    assert!(m.blocks() * 512 < 1 << 20, "sparse file uses {} bytes on disk", m.blocks() * 512);
+
+    // Into the live location after it is destroyed: identical again.
+    let before = fingerprint(&p.path().join("data"));
+    std::fs::remove_dir_all(p.path().join("data")).unwrap();
+    p.ok(&["restore", "latest", "--source", "files"]);
+    assert_eq!(before, fingerprint(&p.path().join("data")));
+
+    // --to writes the artifact as plain files.
+    let to = p.path().join("export");
+    p.ok(&["restore", "latest", "--to", to.to_str().unwrap()]);
+    assert_same_tree(&p.path().join("data"), &to.join("files/files/data"));
+
+    // A single file.
+    let one = p.path().join("one");
+    p.ok(&["restore", "latest", "--target", one.to_str().unwrap(), "--source", "files", "--path", "data/nested/deeper/deepest/leaf.bin"]);
+    assert_eq!(
+        sha256_file(&one.join("data/nested/deeper/deepest/leaf.bin")),
+        sha256_file(&p.path().join("data/nested/deeper/deepest/leaf.bin"))
+    );
+    assert!(!one.join("data/plain.txt").exists());
+
+    p.ok(&["verify", "--read-data"]);
+}
+
+#[test]
+fn restore_into_non_empty_target_refuses_and_changes_nothing() {
+    let p = Project::new("[sources.files]\ntype = \"files\"\npaths = [\"data\"]\n");
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    std::fs::write(p.path().join("data/a"), b"snapshot content").unwrap();
+    p.ok(&["init"]);
+    p.backup(&[]);
+
+    // Another directory that already has content.
+    let t = p.path().join("busy");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(t.join("keep-me"), b"precious").unwrap();
+    let before = fingerprint(&t);
+    let o = p.run(&["restore", "latest", "--source", "files", "--target", t.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+    assert_eq!(before, fingerprint(&t), "a refused restore changed the target");
+
+    // The live location with changed content: refused without --force.
+    std::fs::write(p.path().join("data/a"), b"live content").unwrap();
+    let o = p.run(&["restore", "latest", "--source", "files"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(std::fs::read(p.path().join("data/a")).unwrap(), b"live content");
+
+    // With --force it is overwritten.
+    p.ok(&["restore", "latest", "--source", "files", "--force"]);
+    assert_eq!(std::fs::read(p.path().join("data/a")).unwrap(), b"snapshot content");
+
+    // --dry-run changes nothing.
+    std::fs::write(p.path().join("data/a"), b"live again").unwrap();
+    let out = p.ok(&["restore", "latest", "--source", "files", "--force", "--dry-run"]);
+    assert!(out.contains("would restore"), "{out}");
+    assert_eq!(std::fs::read(p.path().join("data/a")).unwrap(), b"live again");
+}
+
+#[test]
+fn unchanged_tree_reads_nothing_and_adds_almost_nothing() {
+    // ~1 GiB: 8 large files of 112 MiB and 4096 small ones.
+    let p = Project::new("[sources.files]\ntype = \"files\"\npaths = [\"data\"]\n");
+    let d = p.path().join("data");
+    for i in 0..8u64 {
+        let dir = d.join(format!("big{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let content = if i % 2 == 0 { random_bytes(i, 112 << 20) } else { text_bytes(i, 112 << 20) };
+        std::fs::write(dir.join("file.dat"), content).unwrap();
+    }
+    for i in 0..4096u64 {
+        let dir = d.join(format!("small/{}", i % 64));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{i}.txt")), text_bytes(1000 + i, 4096 + (i as usize % 7) * 1000)).unwrap();
+    }
+    p.ok(&["init"]);
+    let first = p.backup(&[]);
+    let total = first["sources"]["files"]["bytes_total"].as_u64().unwrap();
+    assert!(total > 900 << 20, "tree is {total} bytes");
+    let size1 = p.repo_size();
+
+    let second = p.backup(&[]);
+    let s = &second["sources"]["files"];
+    assert_eq!(s["files_read"], 0, "unchanged files were read: {second}");
+    assert_eq!(s["bytes_read"], 0, "{second}");
+    assert_eq!(s["files_unchanged"], 8 + 4096, "{second}");
+    let size2 = p.repo_size();
+    assert!(
+        (size2 - size1) * 100 < size1,
+        "re-run added {} bytes to {}",
+        size2 - size1,
+        size1
+    );
+}
+
+#[test]
+fn one_byte_change_in_a_large_file_stores_about_one_chunk() {
+    let p = Project::new("[sources.files]\ntype = \"files\"\npaths = [\"data\"]\n");
+    let d = p.path().join("data");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut content = random_bytes(77, 100 << 20);
+    std::fs::write(d.join("big.bin"), &content).unwrap();
+    p.ok(&["init"]);
+    p.backup(&[]);
+    let before = p.repo_size();
+    content[55_555_555] ^= 0xff;
+    std::fs::write(d.join("big.bin"), &content).unwrap();
+    let b = p.backup(&[]);
+    assert_eq!(b["sources"]["files"]["files_read"], 1);
+    let added = p.repo_size() - before;
+    // One chunk is 1 MiB on average and at most 4 MiB; the listing and
+    // snapshot add a few KiB.
+    assert!(added < 5 << 20, "a 1-byte change added {added} bytes");
+    // And the restored file is the new one.
+    let out = p.path().join("out");
+    p.ok(&["restore", "latest", "--source", "files", "--target", out.to_str().unwrap()]);
+    assert_eq!(sha256_file(&out.join("data/big.bin")), sha256_file(&d.join("big.bin")));
+}
+
+#[test]
+fn exclude_max_age_and_relative_paths() {
+    let p = Project::new(
+        "[sources.logs]\ntype = \"files\"\npaths = [\"logs\", \"./app/../conf\"]\nexclude = [\"*.pyc\", \"**/__pycache__\", \"cache/**\"]\nmax_age = \"7d\"\n",
+    );
+    let root = p.path();
+    for f in ["logs/new.log", "logs/old.log", "logs/x.pyc", "logs/__pycache__/m.txt", "logs/cache/c.bin", "conf/app.toml"] {
+        std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+        std::fs::write(root.join(f), f.as_bytes()).unwrap();
+    }
+    set_mtime(&root.join("logs/old.log"), 1_000_000_000, 0);
+    p.ok(&["init"]);
+    p.backup(&[]);
+    let out = root.join("out");
+    p.ok(&["restore", "latest", "--target", out.to_str().unwrap(), "--source", "logs"]);
+    assert!(out.join("logs/new.log").exists());
+    assert!(out.join("conf/app.toml").exists());
+    for gone in ["logs/old.log", "logs/x.pyc", "logs/__pycache__", "logs/cache/c.bin"] {
+        assert!(!out.join(gone).exists(), "{gone} should have been left out");
+    }
+}
+
+#[test]
+fn a_file_changing_while_read_is_reported() {
+    let p = Project::new("[sources.files]\ntype = \"files\"\npaths = [\"data\"]\n");
+    let d = p.path().join("data");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("growing.log"), random_bytes(5, 200 << 20)).unwrap();
+    p.ok(&["init"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let path = d.join("growing.log");
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all(b"appended line\n").unwrap();
+                f.flush().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    let b = p.backup(&[]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let warnings = b["sources"]["files"]["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| w.as_str().unwrap().contains("changed while it was being read")),
+        "{b}"
+    );
+    let show = p.json(&["show", "latest"]);
+    assert!(show["sources"]["files"]["warnings"].as_array().unwrap().len() == 1, "{show}");
+}
