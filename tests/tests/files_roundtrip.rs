@@ -22,7 +22,11 @@ fn build_tree(root: &Path) {
     std::fs::create_dir_all(d.join("nested/deeper/deepest")).unwrap();
     std::fs::create_dir_all(d.join("empty-dir")).unwrap();
     std::fs::write(d.join("plain.txt"), b"hello world\n").unwrap();
-    std::fs::write(d.join("nested/deeper/deepest/leaf.bin"), random_bytes(1, 100_000)).unwrap();
+    std::fs::write(
+        d.join("nested/deeper/deepest/leaf.bin"),
+        random_bytes(1, 100_000),
+    )
+    .unwrap();
     std::fs::write(d.join("empty-file"), b"").unwrap();
     // Permissions.
     std::fs::write(d.join("secret"), b"mode 600").unwrap();
@@ -33,7 +37,11 @@ fn build_tree(root: &Path) {
     std::fs::set_permissions(d.join("setgid"), std::fs::Permissions::from_mode(0o2750)).unwrap();
     std::fs::create_dir(d.join("private-dir")).unwrap();
     std::fs::write(d.join("private-dir/inside"), b"x").unwrap();
-    std::fs::set_permissions(d.join("private-dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        d.join("private-dir"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
     // Symlinks: relative, absolute, dangling, to a directory.
     std::os::unix::fs::symlink("plain.txt", d.join("link-rel")).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", d.join("link-abs")).unwrap();
@@ -63,7 +71,11 @@ fn build_tree(root: &Path) {
         use std::io::Write;
         let mut f = std::fs::File::create(d.join("large.dat")).unwrap();
         for i in 0..15 {
-            let block = if i % 2 == 0 { random_bytes(100 + i, 10 << 20) } else { text_bytes(100 + i, 10 << 20) };
+            let block = if i % 2 == 0 {
+                random_bytes(100 + i, 10 << 20)
+            } else {
+                text_bytes(100 + i, 10 << 20)
+            };
             f.write_all(&block).unwrap();
         }
     }
@@ -89,17 +101,34 @@ fn every_kind_of_entry_round_trips() {
     p.ok(&["init"]);
     let b = p.backup(&["--tag", "first"]);
     assert_eq!(b["sources"]["files"]["status"], "ok", "{b}");
-    assert!(b["sources"]["files"]["warnings"].as_array().unwrap().is_empty(), "{b}");
+    assert!(
+        b["sources"]["files"]["warnings"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{b}"
+    );
 
     // Restore somewhere else and compare everything.
     let out = p.path().join("restored");
-    p.ok(&["restore", "latest", "--source", "files", "--target", out.to_str().unwrap()]);
+    p.ok(&[
+        "restore",
+        "latest",
+        "--source",
+        "files",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
     assert_same_tree(&p.path().join("data"), &out.join("data"));
 
     // Holes stay holes.
     let m = std::fs::metadata(out.join("data/sparse.img")).unwrap();
     assert_eq!(m.len(), 64 << 20);
-    assert!(m.blocks() * 512 < 1 << 20, "sparse file uses {} bytes on disk", m.blocks() * 512);
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "sparse file uses {} bytes on disk",
+        m.blocks() * 512
+    );
 
     // Into the live location after it is destroyed: identical again.
     let before = fingerprint(&p.path().join("data"));
@@ -114,7 +143,16 @@ fn every_kind_of_entry_round_trips() {
 
     // A single file.
     let one = p.path().join("one");
-    p.ok(&["restore", "latest", "--target", one.to_str().unwrap(), "--source", "files", "--path", "data/nested/deeper/deepest/leaf.bin"]);
+    p.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        one.to_str().unwrap(),
+        "--source",
+        "files",
+        "--path",
+        "data/nested/deeper/deepest/leaf.bin",
+    ]);
     assert_eq!(
         sha256_file(&one.join("data/nested/deeper/deepest/leaf.bin")),
         sha256_file(&p.path().join("data/nested/deeper/deepest/leaf.bin"))
@@ -137,26 +175,53 @@ fn restore_into_non_empty_target_refuses_and_changes_nothing() {
     std::fs::create_dir_all(&t).unwrap();
     std::fs::write(t.join("keep-me"), b"precious").unwrap();
     let before = fingerprint(&t);
-    let o = p.run(&["restore", "latest", "--source", "files", "--target", t.to_str().unwrap()]);
+    let o = p.run(&[
+        "restore",
+        "latest",
+        "--source",
+        "files",
+        "--target",
+        t.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
-    assert_eq!(before, fingerprint(&t), "a refused restore changed the target");
+    assert_eq!(
+        before,
+        fingerprint(&t),
+        "a refused restore changed the target"
+    );
 
     // The live location with changed content: refused without --force.
     std::fs::write(p.path().join("data/a"), b"live content").unwrap();
     let o = p.run(&["restore", "latest", "--source", "files"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert_eq!(std::fs::read(p.path().join("data/a")).unwrap(), b"live content");
+    assert_eq!(
+        std::fs::read(p.path().join("data/a")).unwrap(),
+        b"live content"
+    );
 
     // With --force it is overwritten.
     p.ok(&["restore", "latest", "--source", "files", "--force"]);
-    assert_eq!(std::fs::read(p.path().join("data/a")).unwrap(), b"snapshot content");
+    assert_eq!(
+        std::fs::read(p.path().join("data/a")).unwrap(),
+        b"snapshot content"
+    );
 
     // --dry-run changes nothing.
     std::fs::write(p.path().join("data/a"), b"live again").unwrap();
-    let out = p.ok(&["restore", "latest", "--source", "files", "--force", "--dry-run"]);
+    let out = p.ok(&[
+        "restore",
+        "latest",
+        "--source",
+        "files",
+        "--force",
+        "--dry-run",
+    ]);
     assert!(out.contains("would restore"), "{out}");
-    assert_eq!(std::fs::read(p.path().join("data/a")).unwrap(), b"live again");
+    assert_eq!(
+        std::fs::read(p.path().join("data/a")).unwrap(),
+        b"live again"
+    );
 }
 
 #[test]
@@ -167,13 +232,21 @@ fn unchanged_tree_reads_nothing_and_adds_almost_nothing() {
     for i in 0..8u64 {
         let dir = d.join(format!("big{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let content = if i % 2 == 0 { random_bytes(i, 112 << 20) } else { text_bytes(i, 112 << 20) };
+        let content = if i % 2 == 0 {
+            random_bytes(i, 112 << 20)
+        } else {
+            text_bytes(i, 112 << 20)
+        };
         std::fs::write(dir.join("file.dat"), content).unwrap();
     }
     for i in 0..4096u64 {
         let dir = d.join(format!("small/{}", i % 64));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("{i}.txt")), text_bytes(1000 + i, 4096 + (i as usize % 7) * 1000)).unwrap();
+        std::fs::write(
+            dir.join(format!("{i}.txt")),
+            text_bytes(1000 + i, 4096 + (i as usize % 7) * 1000),
+        )
+        .unwrap();
     }
     p.ok(&["init"]);
     let first = p.backup(&[]);
@@ -215,8 +288,18 @@ fn one_byte_change_in_a_large_file_stores_about_one_chunk() {
     assert!(added < 5 << 20, "a 1-byte change added {added} bytes");
     // And the restored file is the new one.
     let out = p.path().join("out");
-    p.ok(&["restore", "latest", "--source", "files", "--target", out.to_str().unwrap()]);
-    assert_eq!(sha256_file(&out.join("data/big.bin")), sha256_file(&d.join("big.bin")));
+    p.ok(&[
+        "restore",
+        "latest",
+        "--source",
+        "files",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        sha256_file(&out.join("data/big.bin")),
+        sha256_file(&d.join("big.bin"))
+    );
 }
 
 #[test]
@@ -225,7 +308,14 @@ fn exclude_max_age_and_relative_paths() {
         "[sources.logs]\ntype = \"files\"\npaths = [\"logs\", \"./app/../conf\"]\nexclude = [\"*.pyc\", \"**/__pycache__\", \"cache/**\"]\nmax_age = \"7d\"\n",
     );
     let root = p.path();
-    for f in ["logs/new.log", "logs/old.log", "logs/x.pyc", "logs/__pycache__/m.txt", "logs/cache/c.bin", "conf/app.toml"] {
+    for f in [
+        "logs/new.log",
+        "logs/old.log",
+        "logs/x.pyc",
+        "logs/__pycache__/m.txt",
+        "logs/cache/c.bin",
+        "conf/app.toml",
+    ] {
         std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
         std::fs::write(root.join(f), f.as_bytes()).unwrap();
     }
@@ -233,10 +323,22 @@ fn exclude_max_age_and_relative_paths() {
     p.ok(&["init"]);
     p.backup(&[]);
     let out = root.join("out");
-    p.ok(&["restore", "latest", "--target", out.to_str().unwrap(), "--source", "logs"]);
+    p.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+        "--source",
+        "logs",
+    ]);
     assert!(out.join("logs/new.log").exists());
     assert!(out.join("conf/app.toml").exists());
-    for gone in ["logs/old.log", "logs/x.pyc", "logs/__pycache__", "logs/cache/c.bin"] {
+    for gone in [
+        "logs/old.log",
+        "logs/x.pyc",
+        "logs/__pycache__",
+        "logs/cache/c.bin",
+    ] {
         assert!(!out.join(gone).exists(), "{gone} should have been left out");
     }
 }
@@ -267,9 +369,19 @@ fn a_file_changing_while_read_is_reported() {
     writer.join().unwrap();
     let warnings = b["sources"]["files"]["warnings"].as_array().unwrap();
     assert!(
-        warnings.iter().any(|w| w.as_str().unwrap().contains("changed while it was being read")),
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("changed while it was being read")),
         "{b}"
     );
     let show = p.json(&["show", "latest"]);
-    assert!(show["sources"]["files"]["warnings"].as_array().unwrap().len() == 1, "{show}");
+    assert!(
+        show["sources"]["files"]["warnings"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1,
+        "{show}"
+    );
 }

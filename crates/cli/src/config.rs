@@ -157,9 +157,18 @@ impl Config {
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, UsageError> {
         let shown = file.display().to_string();
         let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+            let pos = e
+                .span()
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+                    format!(":{line}:{col}")
+                })
+                .unwrap_or_default();
             UsageError(format!(
-                "{shown}: invalid TOML: {}",
-                e.to_string().trim_end()
+                "{shown}{pos}: invalid TOML: {}",
+                e.message().trim_end().replace('\n', " ")
             ))
         })?;
         let at = |keys: &[String], msg: String| -> UsageError {
@@ -280,7 +289,8 @@ fn typed<T: DeserializeOwned>(value: toml::Value, prefix: &[String]) -> Result<T
             _ => None,
         }));
         let msg = e.inner().to_string();
-        let msg = msg.trim_end().to_string();
+        // The TOML deserializer appends "in `table`"; the key path says it already.
+        let msg = msg.lines().next().unwrap_or("").trim_end().to_string();
         if let Some(field) = msg
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())

@@ -20,7 +20,11 @@ pub fn bin() -> &'static Path {
             return PathBuf::from(p);
         }
         let exe = std::env::current_exe().expect("test exe");
-        let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-q", "-p", "respaldo", "--bin", "respaldo"]);
@@ -126,7 +130,9 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd {
             let p = e.unwrap().path();
             if std::fs::symlink_metadata(&p).unwrap().is_dir() {
@@ -150,7 +156,10 @@ pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
 /// Compressible text.
 pub fn text_bytes(seed: u64, n: usize) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let words = ["alpha", "beta", "gamma", "delta", "respaldo", "backup", "restore", "chunk", "pack", "index"];
+    let words = [
+        "alpha", "beta", "gamma", "delta", "respaldo", "backup", "restore", "chunk", "pack",
+        "index",
+    ];
     let mut v = Vec::with_capacity(n + 16);
     while v.len() < n {
         v.extend_from_slice(words[rng.gen_range(0..words.len())].as_bytes());
@@ -192,8 +201,19 @@ pub fn fingerprint(root: &Path) -> BTreeMap<PathBuf, String> {
         } else {
             format!("{}.{}", md.mtime(), md.mtime_nsec())
         };
-        let mode = if ft.is_symlink() { 0 } else { md.mode() & 0o7777 };
-        m.insert(rel, format!("{kind} mode={mode:o} uid={} gid={} mtime={mtime}", md.uid(), md.gid()));
+        let mode = if ft.is_symlink() {
+            0
+        } else {
+            md.mode() & 0o7777
+        };
+        m.insert(
+            rel,
+            format!(
+                "{kind} mode={mode:o} uid={} gid={} mtime={mtime}",
+                md.uid(),
+                md.gid()
+            ),
+        );
     }
     m
 }
