@@ -63,7 +63,7 @@ impl BackupOutcome {
 pub fn latest_good(snapshots: &[SnapshotRef]) -> BTreeMap<String, SourceEntry> {
     let mut out = BTreeMap::new();
     let mut sorted: Vec<&SnapshotRef> = snapshots.iter().collect();
-    sorted.sort_by(|a, b| (b.snapshot.time, b.id).cmp(&(a.snapshot.time, a.id)));
+    sorted.sort_by_key(|s| std::cmp::Reverse((s.snapshot.time, s.id)));
     for s in sorted {
         for (name, e) in &s.snapshot.sources {
             if e.is_ok() && !out.contains_key(name) {

@@ -87,7 +87,7 @@ pub fn decide<Tz: chrono::TimeZone>(
             }
         })
         .collect();
-    out.sort_by(|a, b| (b.time, b.id).cmp(&(a.time, a.id)));
+    out.sort_by_key(|d| std::cmp::Reverse((d.time, d.id)));
     out
 }
 

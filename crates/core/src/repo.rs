@@ -314,7 +314,7 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        good.sort_by(|a, b| (b.snapshot.time, b.id).cmp(&(a.snapshot.time, a.id)));
+        good.sort_by_key(|s| std::cmp::Reverse((s.snapshot.time, s.id)));
         Ok((good, damaged))
     }
 

@@ -311,7 +311,7 @@ impl KeepRules {
             let newest = order[members[0]].time;
             let cutoff = within.cutoff(newest, tz);
             for &i in members {
-                if cutoff.map_or(true, |c| order[i].time >= c) {
+                if cutoff.is_none_or(|c| order[i].time >= c) {
                     out[i].push(format!("{prefix}within {within}"));
                 }
             }
