@@ -17,7 +17,12 @@ use crate::format::BlobKind;
 use crate::id::ObjectId;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::writer::{StreamWriter, WriteSession};
+use crate::writer::{Deferred, StreamWriter, WriteSession};
+
+/// Files whose content is still being stored, at most.
+const PENDING_FILES: usize = 512;
+/// Bytes of files whose content is still being stored, at most.
+const PENDING_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A path inside a tree, relative to the tree's root, as raw bytes (Unix
 /// names need not be UTF-8). Serialized as a string when it is UTF-8 and as
@@ -169,6 +174,8 @@ pub struct TreeWriter {
     size: u64,
     added: u64,
     progress: Arc<Progress>,
+    pending: VecDeque<(TreeEntry, Option<Deferred>)>,
+    pending_bytes: u64,
 }
 
 impl std::fmt::Debug for TreeWriter {
@@ -199,6 +206,8 @@ impl TreeWriter {
             size: 0,
             added: 0,
             progress,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
         }
     }
 
@@ -216,12 +225,46 @@ impl TreeWriter {
     /// Adds an entry whose content (if any) is already set: directories,
     /// symlinks, special files, and files reused from the parent.
     pub async fn add(&mut self, entry: TreeEntry) -> Result<()> {
+        self.enqueue(entry, None).await
+    }
+
+    async fn enqueue(&mut self, entry: TreeEntry, content: Option<Deferred>) -> Result<()> {
         if !entry.path.is_safe() {
             return Err(Error::Invalid(format!(
                 "unsafe path in tree: {}",
                 entry.path.display()
             )));
         }
+        if let Some(d) = &content {
+            self.pending_bytes += d.size();
+        }
+        self.pending.push_back((entry, content));
+        self.flush(false).await
+    }
+
+    /// Writes queued entries to the listing, in order: those whose content is
+    /// stored, and (to bound memory) the oldest ones when too many wait.
+    async fn flush(&mut self, all: bool) -> Result<()> {
+        while let Some((_, content)) = self.pending.front() {
+            let over = self.pending.len() > PENDING_FILES || self.pending_bytes > PENDING_BYTES;
+            if !(all || over || content.as_ref().is_none_or(|d| d.is_ready())) {
+                break;
+            }
+            let (mut entry, content) = self.pending.pop_front().expect("front exists");
+            if let Some(d) = content {
+                self.pending_bytes -= d.size();
+                let s = d.resolve().await?;
+                entry.size = s.size;
+                entry.chunks = s.chunks;
+                entry.sha256 = Some(s.sha256);
+                self.added += s.added;
+            }
+            self.write_entry(&entry).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_entry(&mut self, entry: &TreeEntry) -> Result<()> {
         self.summary.entries += 1;
         match entry.kind {
             EntryKind::File => {
@@ -232,7 +275,7 @@ impl TreeWriter {
             _ => {}
         }
         self.progress.add_item();
-        let mut line = serde_json::to_vec(&entry).map_err(|e| Error::Task(e.to_string()))?;
+        let mut line = serde_json::to_vec(entry).map_err(|e| Error::Task(e.to_string()))?;
         line.push(b'\n');
         self.listing.write(&line).await
     }
@@ -253,7 +296,8 @@ impl TreeWriter {
     }
 
     /// Ends the tree and returns the artifact.
-    pub async fn finish(self) -> Result<(Artifact, u64)> {
+    pub async fn finish(mut self) -> Result<(Artifact, u64)> {
+        self.flush(true).await?;
         let listing = self.listing.finish().await?;
         let artifact = Artifact {
             name: self.name,
@@ -291,19 +335,15 @@ impl FileWriter<'_> {
         self.data.write(data).await
     }
 
-    /// Ends the file; `update` may adjust the entry (e.g. metadata taken after
-    /// reading, or the changed-during-backup flag) before it is recorded. The
-    /// entry's size becomes the number of bytes actually written.
-    pub async fn finish(self, update: impl FnOnce(&mut TreeEntry)) -> Result<TreeEntry> {
-        let summary = self.data.finish().await?;
+    /// Ends the file; `update` may adjust the entry (e.g. the
+    /// changed-during-backup flag) before it is recorded. The entry's size
+    /// becomes the number of bytes actually written. The last chunks may still
+    /// be being stored when this returns; the entry is recorded once they are.
+    pub async fn finish(self, update: impl FnOnce(&mut TreeEntry)) -> Result<()> {
+        let content = self.data.finish_deferred().await?;
         let mut entry = self.entry;
         update(&mut entry);
-        entry.size = summary.size;
-        entry.chunks = summary.chunks;
-        entry.sha256 = Some(summary.sha256);
-        self.tree.added += summary.added;
-        self.tree.add(entry.clone()).await?;
-        Ok(entry)
+        self.tree.enqueue(entry, Some(content)).await
     }
 }
 

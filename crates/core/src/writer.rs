@@ -22,10 +22,11 @@ use crate::sink;
 /// Default pack size target.
 pub const PACK_TARGET: usize = 16 * 1024 * 1024;
 /// Packs uploading at once; the next full pack waits (backpressure).
-const UPLOADS_IN_FLIGHT: usize = 2;
+const UPLOADS_IN_FLIGHT: usize = 1;
 /// Chunks hashed and compressed at once per stream.
 const CHUNKS_IN_FLIGHT: usize = 4;
-/// Chunks below this size are processed inline rather than on a worker thread.
+/// Chunks up to this size are hashed and compressed on the async worker
+/// rather than on the blocking pool.
 const INLINE_CHUNK: usize = 64 * 1024;
 
 /// Counters of a write session.
@@ -330,15 +331,6 @@ impl StreamWriter {
     }
 
     async fn submit(&mut self, chunk: Bytes) -> Result<()> {
-        if chunk.len() <= INLINE_CHUNK && self.inflight.is_empty() {
-            let (id, added) = self
-                .session
-                .clone()
-                .store(self.kind, chunk, self.level)
-                .await?;
-            self.record(id, added);
-            return Ok(());
-        }
         let fut = self.session.clone().store(self.kind, chunk, self.level);
         self.inflight.push_back(tokio::spawn(fut));
         while self.inflight.len() >= CHUNKS_IN_FLIGHT {
@@ -364,20 +356,74 @@ impl StreamWriter {
     }
 
     /// Ends the stream.
-    pub async fn finish(mut self) -> Result<StreamSummary> {
+    pub async fn finish(self) -> Result<StreamSummary> {
+        self.finish_deferred().await?.resolve().await
+    }
+
+    /// Ends the stream without waiting for the last chunks to be stored, so
+    /// the caller can go on (e.g. with the next small file) meanwhile.
+    pub async fn finish_deferred(mut self) -> Result<Deferred> {
         for chunk in self.chunker.finish() {
             self.submit(chunk).await?;
         }
-        while !self.inflight.is_empty() {
-            self.drain_one().await?;
-        }
         let sha = std::mem::take(&mut self.sha);
-        Ok(StreamSummary {
+        Ok(Deferred {
             chunks: std::mem::take(&mut self.chunks),
             size: self.size,
             sha256: ObjectId(sha.finalize().into()),
             added: self.added,
+            inflight: std::mem::take(&mut self.inflight),
+            progress: self.progress.take(),
         })
+    }
+}
+
+/// A finished stream whose last chunks may still be being stored.
+#[derive(Debug)]
+pub struct Deferred {
+    chunks: Vec<ObjectId>,
+    size: u64,
+    sha256: ObjectId,
+    added: u64,
+    inflight: VecDeque<JoinHandle<Result<(ObjectId, u64)>>>,
+    progress: Option<Arc<Progress>>,
+}
+
+impl Deferred {
+    /// Plaintext length.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether every chunk is stored.
+    pub fn is_ready(&self) -> bool {
+        self.inflight.iter().all(|h| h.is_finished())
+    }
+
+    /// Waits for the remaining chunks.
+    pub async fn resolve(mut self) -> Result<StreamSummary> {
+        while let Some(h) = self.inflight.pop_front() {
+            let (id, added) = h.await??;
+            self.chunks.push(id);
+            self.added += added;
+            if let Some(p) = &self.progress {
+                p.stored.fetch_add(added, Ordering::Relaxed);
+            }
+        }
+        Ok(StreamSummary {
+            chunks: std::mem::take(&mut self.chunks),
+            size: self.size,
+            sha256: self.sha256,
+            added: self.added,
+        })
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        for h in &self.inflight {
+            h.abort();
+        }
     }
 }
 

@@ -232,7 +232,6 @@ impl Walker {
         };
         self.stats.files_read += 1;
         self.send(Msg::FileStart(entry.clone()))?;
-        let mut buf = vec![0u8; READ_BLOCK];
         let mut pos: u64 = 0;
         let mut failed = None;
         loop {
@@ -248,12 +247,16 @@ impl Walker {
                     break;
                 }
             }
+            // A fresh buffer sized to what is left, handed over without a copy.
+            let want = (m.size().saturating_sub(pos) as usize).clamp(4096, READ_BLOCK);
+            let mut buf = vec![0u8; want];
             match f.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     pos += n as u64;
                     self.stats.bytes_read += n as u64;
-                    self.send(Msg::Data(Bytes::copy_from_slice(&buf[..n])))?;
+                    buf.truncate(n);
+                    self.send(Msg::Data(Bytes::from(buf)))?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -309,7 +312,7 @@ pub(crate) async fn run(
     tree: &mut TreeWriter,
     ctx: &mut BackupContext,
 ) -> Result<WalkStats, FilesError> {
-    let (tx, mut rx) = mpsc::channel::<Msg>(64);
+    let (tx, mut rx) = mpsc::channel::<Msg>(8);
     let handle = tokio::task::spawn_blocking(move || {
         let mut w = Walker {
             opts,
