@@ -22,7 +22,7 @@ use crate::writer::{Deferred, StreamWriter, WriteSession};
 /// Files whose content is still being stored, at most.
 const PENDING_FILES: usize = 512;
 /// Bytes of files whose content is still being stored, at most.
-const PENDING_BYTES: u64 = 16 * 1024 * 1024;
+const PENDING_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A path inside a tree, relative to the tree's root, as raw bytes (Unix
 /// names need not be UTF-8). Serialized as a string when it is UTF-8 and as
