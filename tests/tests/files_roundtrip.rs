@@ -399,11 +399,33 @@ fn restore_never_writes_through_symlinks_outside_the_target() {
     std::fs::create_dir_all(&t).unwrap();
     std::os::unix::fs::symlink(&outside, t.join("data")).unwrap();
     // Refused without --force, and nothing changes.
-    let o = p.run(&["restore", "latest", "--source", "files", "--target", t.to_str().unwrap()]);
+    let o = p.run(&[
+        "restore",
+        "latest",
+        "--source",
+        "files",
+        "--target",
+        t.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     // With --force the symlink is replaced, never followed.
-    p.ok(&["restore", "latest", "--source", "files", "--target", t.to_str().unwrap(), "--force"]);
-    assert!(walk(&outside).is_empty(), "restore wrote outside its target: {:?}", walk(&outside));
+    p.ok(&[
+        "restore",
+        "latest",
+        "--source",
+        "files",
+        "--target",
+        t.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(
+        walk(&outside).is_empty(),
+        "restore wrote outside its target: {:?}",
+        walk(&outside)
+    );
     assert!(std::fs::symlink_metadata(t.join("data")).unwrap().is_dir());
-    assert_eq!(std::fs::read(t.join("data/inner/file")).unwrap(), b"content");
+    assert_eq!(
+        std::fs::read(t.join("data/inner/file")).unwrap(),
+        b"content"
+    );
 }

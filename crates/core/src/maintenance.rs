@@ -151,13 +151,7 @@ pub async fn prune(repo: &Arc<Repository>, dry_run: bool) -> Result<PruneReport>
     let used = used_chunks(repo, &snapshots).await?;
     repo.load_index().await?;
     let has_damage = !repo.index_damage().await?.is_empty();
-    let listed: HashMap<ObjectId, u64> = repo
-        .sink()
-        .list("packs/")
-        .await?
-        .into_iter()
-        .filter_map(|o| format::id_from_key(&o.key).map(|id| (id, o.size)))
-        .collect();
+    let listed = repo.list_packs().await?;
     let mut packs = repo.with_index(|i| i.pack_entries()).await?;
     let indexed: HashSet<ObjectId> = packs.iter().map(|p| p.id).collect();
     let mut delete: Vec<ObjectId> = Vec::new();

@@ -267,13 +267,13 @@ impl Repository {
         if self.index.read().await.scanned_unindexed {
             return Ok(());
         }
-        let listed = self.sink.list("packs/").await?;
+        let listed = self.list_packs().await?;
         let unknown: Vec<ObjectId> = {
             let g = self.index.read().await;
             listed
-                .iter()
-                .filter_map(|o| format::id_from_key(&o.key))
+                .keys()
                 .filter(|id| !g.index.has_pack(id))
+                .copied()
                 .collect()
         };
         let mut found = Vec::new();
@@ -290,6 +290,17 @@ impl Repository {
         }
         g.scanned_unindexed = true;
         Ok(())
+    }
+
+    /// Every pack in storage with its size (indexed or not).
+    pub async fn list_packs(&self) -> Result<std::collections::HashMap<ObjectId, u64>> {
+        Ok(self
+            .sink
+            .list("packs/")
+            .await?
+            .into_iter()
+            .filter_map(|o| format::id_from_key(&o.key).map(|id| (id, o.size)))
+            .collect())
     }
 
     /// Lists every snapshot, newest first. Damaged snapshot objects are

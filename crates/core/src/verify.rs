@@ -73,13 +73,7 @@ pub async fn verify(
     };
     report.snapshots_checked = selected.len();
 
-    let listed: HashMap<ObjectId, u64> = repo
-        .sink()
-        .list("packs/")
-        .await?
-        .into_iter()
-        .filter_map(|o| format::id_from_key(&o.key).map(|id| (id, o.size)))
-        .collect();
+    let listed = repo.list_packs().await?;
     let index_packs = repo.with_index(|i| i.packs().to_vec()).await?;
     for p in &index_packs {
         match listed.get(&p.id) {
