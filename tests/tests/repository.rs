@@ -283,3 +283,50 @@ fn command_source_round_trip_through_restore_command() {
             .unwrap()
     );
 }
+
+#[test]
+fn dry_run_backup_checks_and_writes_nothing_and_snapshots_lists() {
+    let p = Project::new(
+        "[sources.files]\ntype = \"files\"\npaths = [\"data\"]\n\n[sources.gone]\ntype = \"files\"\npaths = [\"missing\"]\n\n[sources.off]\ntype = \"files\"\npaths = [\"data\"]\nenabled = false\n",
+    );
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    std::fs::write(p.path().join("data/a"), b"a").unwrap();
+    p.ok(&["init"]);
+    let before = dir_size(&p.repo());
+    let o = p.run(&["backup", "--dry-run"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a failing check fails the dry run: {out}"
+    );
+    assert!(out.contains("`files`: check passed"), "{out}");
+    assert!(
+        out.contains("`gone`: CHECK FAILED") && out.contains("missing"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("`off`"),
+        "disabled sources are left out: {out}"
+    );
+    assert_eq!(
+        before,
+        dir_size(&p.repo()),
+        "dry run wrote to the repository"
+    );
+
+    p.backup(&["--source", "files", "--tag", "daily"]);
+    let o = p.run(&["backup", "--source", "off"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let table = p.ok(&["snapshots"]);
+    assert!(
+        table.contains("daily") && table.contains("files") && table.contains("1 snapshot(s)"),
+        "{table}"
+    );
+    let tagged = p.json(&["snapshots", "--tag", "weekly"]);
+    assert_eq!(tagged.as_array().unwrap().len(), 0);
+    assert!(
+        walk(&p.repo().join("locks")).is_empty(),
+        "locks left behind"
+    );
+}

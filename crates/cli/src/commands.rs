@@ -615,6 +615,8 @@ async fn restore_cmd(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
         return Ok(0);
     }
     let progress = Arc::new(Progress::default());
+    // A shared lock: prune (exclusive) cannot remove data while it is read.
+    let lock = repo.lock(false, "restore", ctx.lock_wait()).await?;
     let view = ctx.progress(&progress, "restoring");
     let mut failures = 0;
     let mut reports = Vec::new();
@@ -674,6 +676,7 @@ async fn restore_cmd(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
         }
     }
     view.finish();
+    lock.release().await?;
     if ctx.cli.json {
         println!("{}", serde_json::Value::Array(reports));
     } else {
