@@ -237,7 +237,7 @@ pub fn decode_blob(
     let raw: Bytes = match header.compression {
         Compression::None => Bytes::copy_from_slice(stored),
         Compression::Zstd => {
-            let v = zstd::bulk::decompress(stored, header.raw_len as usize)
+            let v = with_decompressor(|d| d.decompress(stored, header.raw_len as usize))
                 .map_err(|e| format!("decompression failed: {e}"))?;
             Bytes::from(v)
         }
@@ -249,6 +249,37 @@ pub fn decode_blob(
         return Err("content does not match its id".into());
     }
     Ok(raw)
+}
+
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses with this thread's reusable zstd context at `level` (creating
+/// a context per chunk costs time and churns memory).
+pub fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        c.as_mut().expect("set above").1.compress(data)
+    })
+}
+
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        f(d.as_mut().expect("set above"))
+    })
 }
 
 /// Wraps a JSON document (index fragment or snapshot) for storage: magic,

@@ -66,7 +66,7 @@ fn looks_incompressible(data: &[u8], level: i32) -> bool {
     }
     let start = data.len() / 2 - SAMPLE / 2;
     let sample = &data[start..start + SAMPLE];
-    match zstd::bulk::compress(sample, level) {
+    match format::compress(sample, level) {
         Ok(c) => c.len() as f64 > SAMPLE as f64 * 0.98,
         Err(_) => false,
     }
@@ -131,7 +131,7 @@ impl WriteSession {
         let compressed = if looks_incompressible(data, level) {
             Vec::new()
         } else {
-            zstd::bulk::compress(data, level).map_err(|e| Error::Task(format!("zstd: {e}")))?
+            format::compress(data, level).map_err(|e| Error::Task(format!("zstd: {e}")))?
         };
         let (compression, payload): (Compression, &[u8]) =
             if !compressed.is_empty() && compressed.len() < data.len() {
