@@ -52,6 +52,9 @@ fn build_tree(root: &Path) {
     std::fs::write(d.join("with space and\nnewline"), b"odd").unwrap();
     std::fs::write(d.join("-dash"), b"dash").unwrap();
     std::fs::write(d.join(OsStr::from_bytes(b"latin1-\xe9t\xe9")), b"not utf-8").unwrap();
+    // Hard links: two names, one inode.
+    std::fs::write(d.join("hardlink-a"), b"shared inode").unwrap();
+    std::fs::hard_link(d.join("hardlink-a"), d.join("nested/hardlink-b")).unwrap();
     // A FIFO.
     let fifo = std::ffi::CString::new(d.join("pipe").as_os_str().as_bytes()).unwrap();
     // SAFETY: valid path.
@@ -120,6 +123,15 @@ fn every_kind_of_entry_round_trips() {
         out.to_str().unwrap(),
     ]);
     assert_same_tree(&p.path().join("data"), &out.join("data"));
+
+    // Hard links stay one inode.
+    let ia = std::fs::metadata(out.join("data/hardlink-a"))
+        .unwrap()
+        .ino();
+    let ib = std::fs::metadata(out.join("data/nested/hardlink-b"))
+        .unwrap()
+        .ino();
+    assert_eq!(ia, ib, "hard links were restored as copies");
 
     // Holes stay holes.
     let m = std::fs::metadata(out.join("data/sparse.img")).unwrap();

@@ -169,7 +169,7 @@ pub async fn restore_tree(
                     match reader.next_entry().await? {
                         None => entries_done = true,
                         Some(e) if selected(&e.path, &opts.paths) => {
-                            if e.kind == EntryKind::File {
+                            if e.kind == EntryKind::File && e.hardlink.is_none() {
                                 progress.add_total(e.size);
                             }
                             chunks.extend(e.chunks.iter().copied());
@@ -334,6 +334,28 @@ impl TreeWriterFs {
                 }
                 self.verified.insert(path.clone());
                 self.dirs.push((path, e));
+            }
+            EntryKind::File if e.hardlink.is_some() => {
+                self.clear(&path, false)?;
+                let first = e.hardlink.as_ref().expect("checked");
+                if !first.is_safe() {
+                    return Err(Error::corrupt(
+                        "tree listing",
+                        format!("unsafe link `{}`", first.display()),
+                    ));
+                }
+                let original = self.dest.join(first.as_path());
+                match std::fs::hard_link(&original, &path) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        self.stats.warnings.push(format!(
+                            "{}: hard link to {} not restored (its first name was not restored)",
+                            path.display(),
+                            first.display()
+                        ))
+                    }
+                    Err(err) => return Err(Error::io("creating hard link", &path, err)),
+                }
             }
             EntryKind::File => {
                 self.clear(&path, false)?;

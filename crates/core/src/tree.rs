@@ -141,6 +141,10 @@ pub struct TreeEntry {
     /// SHA-256 of a regular file's content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<ObjectId>,
+    /// For the second and later names of a hard-linked file: the path (in
+    /// this tree) of its first name, which holds the content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardlink: Option<RawPath>,
     /// Set when the file changed while it was being read; its content may be
     /// inconsistent (a warning was reported).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -153,6 +157,7 @@ impl TreeEntry {
     pub fn unchanged_since(&self, parent: &TreeEntry) -> bool {
         self.kind == EntryKind::File
             && parent.kind == EntryKind::File
+            && parent.hardlink.is_none()
             && !parent.changed_during_backup
             && parent.sha256.is_some()
             && self.size == parent.size
@@ -267,7 +272,7 @@ impl TreeWriter {
     async fn write_entry(&mut self, entry: &TreeEntry) -> Result<()> {
         self.summary.entries += 1;
         match entry.kind {
-            EntryKind::File => {
+            EntryKind::File if entry.hardlink.is_none() => {
                 self.summary.files += 1;
                 self.size += entry.size;
             }

@@ -87,6 +87,8 @@ struct Walker {
     opts: WalkOptions,
     tx: mpsc::Sender<Msg>,
     stats: WalkStats,
+    /// First name of each multiply-linked file, by (device, inode).
+    links: HashMap<(u64, u64), RawPath>,
 }
 
 fn ns(secs: i64, nsec: i64) -> i64 {
@@ -124,6 +126,7 @@ fn entry_from(rel: RawPath, m: &Metadata) -> Option<TreeEntry> {
         rdev: matches!(kind, EntryKind::Char | EntryKind::Block).then(|| m.rdev()),
         chunks: Vec::new(),
         sha256: None,
+        hardlink: None,
         changed_during_backup: false,
     })
 }
@@ -215,6 +218,14 @@ impl Walker {
             if m.modified().map(|t| t < min).unwrap_or(false) {
                 return Ok(());
             }
+        }
+        if m.nlink() > 1 {
+            let key = (m.dev(), m.ino());
+            if let Some(first) = self.links.get(&key) {
+                entry.hardlink = Some(first.clone());
+                return self.send(Msg::Entry(entry));
+            }
+            self.links.insert(key, entry.path.clone());
         }
         self.stats.files += 1;
         if let Some(parent) = self.opts.parent.get(&entry.path) {
@@ -318,6 +329,7 @@ pub(crate) async fn run(
             opts,
             tx,
             stats: WalkStats::default(),
+            links: HashMap::new(),
         };
         let r = w.walk();
         (r, w.stats)
