@@ -120,11 +120,13 @@ impl WriteSession {
         level: i32,
     ) -> Result<(ObjectId, Option<Bytes>)> {
         let id = ObjectId::keyed(&self.key, data);
-        let is_new = self
+        // Only a look: the id becomes known once its blob is in a pack
+        // buffer (add_encoded), never before it is stored.
+        let is_new = !self
             .known
             .lock()
             .map_err(|_| Error::Task("poisoned".into()))?
-            .insert(id);
+            .contains(&id);
         if !is_new {
             return Ok((id, None));
         }
@@ -179,6 +181,14 @@ impl WriteSession {
         blob: Bytes,
     ) -> Result<()> {
         let mut pack = self.pack.lock().await;
+        if !self
+            .known
+            .lock()
+            .map_err(|_| Error::Task("poisoned".into()))?
+            .insert(id)
+        {
+            return Ok(()); // stored meanwhile by another task
+        }
         let offset = pack.buf.len() as u32;
         let header = BlobHeader::decode(&blob).map_err(Error::Task)?;
         pack.buf.extend_from_slice(&blob);
@@ -191,20 +201,25 @@ impl WriteSession {
         });
         self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
         if pack.buf.len() >= self.pack_target {
+            // Wait for an upload slot before taking the pack out, so nothing
+            // awaits while a full pack is held outside the session.
+            let permit = self.permit().await?;
             let full = std::mem::replace(&mut *pack, PackBuf::new());
-            self.upload(full).await?;
+            self.upload(full, permit)?;
         }
         Ok(())
     }
 
     /// Starts uploading a full pack; waits while too many are in flight.
-    async fn upload(&self, pack: PackBuf) -> Result<()> {
-        let permit = self
-            .permits
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.permits
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| Error::Task("upload semaphore closed".into()))?;
+            .map_err(|_| Error::Task("upload semaphore closed".into()))
+    }
+
+    fn upload(&self, pack: PackBuf, permit: tokio::sync::OwnedSemaphorePermit) -> Result<()> {
         let repo = self.repo.clone();
         let bytes = pack.buf.freeze();
         let blobs = pack.blobs;
@@ -239,8 +254,9 @@ impl WriteSession {
         {
             let mut pack = self.pack.lock().await;
             if !pack.blobs.is_empty() {
+                let permit = self.permit().await?;
                 let full = std::mem::replace(&mut *pack, PackBuf::new());
-                self.upload(full).await?;
+                self.upload(full, permit)?;
             }
         }
         let handles = std::mem::take(
@@ -436,22 +452,6 @@ impl Deferred {
             sha256: self.sha256,
             added: self.added,
         })
-    }
-}
-
-impl Drop for Deferred {
-    fn drop(&mut self) {
-        for h in &self.inflight {
-            h.abort();
-        }
-    }
-}
-
-impl Drop for StreamWriter {
-    fn drop(&mut self) {
-        for h in &self.inflight {
-            h.abort();
-        }
     }
 }
 

@@ -225,14 +225,17 @@ impl Walker {
                 entry.hardlink = Some(first.clone());
                 return self.send(Msg::Entry(entry));
             }
-            self.links.insert(key, entry.path.clone());
         }
+        let link_key = (m.nlink() > 1).then(|| (m.dev(), m.ino()));
         self.stats.files += 1;
         if let Some(parent) = self.opts.parent.get(&entry.path) {
             if entry.unchanged_since(parent) {
                 entry.chunks = parent.chunks.clone();
                 entry.sha256 = parent.sha256;
                 self.stats.files_unchanged += 1;
+                if let Some(k) = link_key {
+                    self.links.insert(k, entry.path.clone());
+                }
                 return self.send(Msg::Entry(entry));
             }
         }
@@ -241,6 +244,10 @@ impl Walker {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return self.warn(format!("cannot read {}: {e}; skipped", path.display())),
         };
+        // Registered only once the first name is really stored.
+        if let Some(k) = link_key {
+            self.links.insert(k, entry.path.clone());
+        }
         self.stats.files_read += 1;
         self.send(Msg::FileStart(entry.clone()))?;
         let mut pos: u64 = 0;
