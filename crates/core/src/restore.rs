@@ -557,6 +557,13 @@ pub async fn export_source(
     opts: &TreeRestoreOptions,
     progress: &Arc<Progress>,
 ) -> Result<Vec<PathBuf>> {
+    let plain = |n: &str| !n.is_empty() && !n.contains('/') && n != "." && n != "..";
+    if !plain(source) || entry.artifacts.iter().any(|a| !plain(&a.name)) {
+        return Err(Error::corrupt(
+            format!("source `{source}`"),
+            "source or artifact name is not a plain file name; refusing to write outside the target",
+        ));
+    }
     let base = dir.join(source);
     fs::create_dir_all(&base).map_err(|e| Error::io("creating", &base, e))?;
     let mut written = Vec::new();
