@@ -10,7 +10,7 @@ use respaldo_core::maintenance;
 use respaldo_core::progress::Progress;
 use respaldo_core::restore::{self, TreeRestoreOptions};
 use respaldo_core::snapshot::{self, SnapshotRef};
-use respaldo_core::source::{RestoreContext, RestoreTarget};
+use respaldo_core::source::{RestoreContext, RestoreTarget, Selection};
 use respaldo_core::tree::RawPath;
 use respaldo_core::verify::{self, VerifyOptions};
 use respaldo_core::{Error, Repository};
@@ -108,7 +108,9 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             target,
             to,
             paths,
+            selection,
             force,
+            no_safety_snapshot,
             dry_run,
         } => {
             let req = RestoreRequest {
@@ -117,11 +119,19 @@ pub async fn run(cli: &Cli) -> Result<u8> {
                 target: target.as_deref(),
                 to: to.as_deref(),
                 paths,
+                selection: Selection {
+                    tables: selection.tables.clone(),
+                    schemas: selection.schemas.clone(),
+                    schema_only: selection.schema_only,
+                    keys: selection.keys.clone(),
+                },
                 force: *force,
+                safety_snapshot: !*no_safety_snapshot,
                 dry_run: *dry_run,
             };
             restore_cmd(&ctx, req).await
         }
+        Command::TestRestore { sources } => test_restore(&ctx, sources).await,
         Command::Dump { snapshot, what } => dump(&ctx, snapshot, what).await,
         Command::Verify {
             snapshot,
@@ -508,13 +518,27 @@ struct RestoreRequest<'a> {
     target: Option<&'a str>,
     to: Option<&'a Path>,
     paths: &'a [String],
+    selection: Selection,
     force: bool,
+    safety_snapshot: bool,
     dry_run: bool,
 }
 
 async fn restore_cmd(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
     if req.target.is_some() && req.sources.len() != 1 {
         return Err(usage("--target needs exactly one --source"));
+    }
+    if !req.selection.options_set().is_empty() && req.sources.len() != 1 {
+        return Err(usage(format!(
+            "{} needs exactly one --source",
+            req.selection.options_set().join(", ")
+        )));
+    }
+    if !req.selection.options_set().is_empty() && req.to.is_some() {
+        return Err(usage(format!(
+            "{} cannot be combined with --to (it writes whole artifacts)",
+            req.selection.options_set().join(", ")
+        )));
     }
     let filter: Vec<RawPath> = req
         .paths
@@ -617,6 +641,12 @@ async fn restore_cmd(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
     let progress = Arc::new(Progress::default());
     // A shared lock: prune (exclusive) cannot remove data while it is read.
     let lock = repo.lock(false, "restore", ctx.lock_wait()).await?;
+    if req.force && req.safety_snapshot && req.to.is_none() && req.target.is_none() {
+        if let Err(e) = safety_snapshot(ctx, &repo, &plan).await {
+            lock.release().await?;
+            return Err(e);
+        }
+    }
     let view = ctx.progress(&progress, "restoring");
     let mut failures = 0;
     let mut reports = Vec::new();
@@ -643,6 +673,7 @@ async fn restore_cmd(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
                 entry,
                 force: req.force,
                 paths: filter.clone(),
+                selection: req.selection.clone(),
                 progress: progress.clone(),
             };
             let target = match req.target {
@@ -691,6 +722,147 @@ async fn restore_cmd(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
                 }
             }
         }
+    }
+    Ok(if failures > 0 { 1 } else { 0 })
+}
+
+/// Backs up the live state of the sources about to be overwritten, tagged
+/// `pre-restore`, so a mistaken restore can itself be undone. Any failure
+/// stops the restore before anything changed.
+async fn safety_snapshot(
+    ctx: &Ctx<'_>,
+    repo: &Arc<Repository>,
+    plan: &[(String, &SnapshotRef)],
+) -> Result<()> {
+    let jobs: Vec<BackupJob> = plan
+        .iter()
+        .filter_map(|(name, _)| ctx.config.source(name))
+        .map(|s| BackupJob {
+            name: s.name.clone(),
+            source: s.source.clone(),
+            compression_level: s.compression_level,
+        })
+        .collect();
+    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    ctx.say(format!(
+        "taking a safety snapshot of {} before overwriting it",
+        names.join(", ")
+    ));
+    let progress = Arc::new(Progress::default());
+    let view = ctx.progress(&progress, "safety snapshot");
+    let opts = BackupOptions {
+        tags: vec![snapshot::PRE_RESTORE_TAG.to_string()],
+        concurrency: ctx.config.backup.concurrency,
+        host: respaldo_core::lock::hostname(),
+    };
+    let outcome = engine::backup(repo, jobs, &opts, progress).await;
+    view.finish();
+    let outcome = outcome.context("safety snapshot failed; nothing was restored")?;
+    let failed = outcome.failures();
+    if let Some((name, msg)) = failed.first() {
+        return Err(anyhow!(
+            "safety snapshot of `{name}` failed ({msg}); nothing was restored \
+             (use --no-safety-snapshot to restore anyway)"
+        ));
+    }
+    if let Some(id) = outcome.snapshot_id {
+        ctx.say(format!(
+            "safety snapshot {} taken (tag `{}`)",
+            id.short(),
+            snapshot::PRE_RESTORE_TAG
+        ));
+    }
+    Ok(())
+}
+
+/// `test-restore`: every selected source's latest good backup goes through
+/// its driver's throwaway restore and checks.
+async fn test_restore(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
+    for n in names {
+        if ctx.config.source(n).is_none() {
+            return Err(usage(format!("no source named `{n}`")));
+        }
+    }
+    let repo = ctx.repo().await?;
+    let list = load_snapshots(ctx, &repo).await?;
+    let lock = repo.lock(false, "test-restore", ctx.lock_wait()).await?;
+    let progress = Arc::new(Progress::default());
+    let total = std::time::Instant::now();
+    let mut results = Vec::new();
+    let mut failures = 0;
+    for spec in ctx
+        .config
+        .sources
+        .iter()
+        .filter(|s| s.enabled && (names.is_empty() || names.contains(&s.name)))
+    {
+        let started = std::time::Instant::now();
+        let result: Result<(String, Vec<String>)> = async {
+            let s = resolve(&list, "latest", Some(&spec.name))?;
+            let rctx = RestoreContext {
+                repo: repo.clone(),
+                snapshot_id: s.id,
+                source_name: spec.name.clone(),
+                entry: s.snapshot.sources[&spec.name].clone(),
+                force: false,
+                paths: Vec::new(),
+                selection: Selection::default(),
+                progress: progress.clone(),
+            };
+            let report = spec
+                .source
+                .test_restore(&rctx)
+                .await
+                .map_err(|e| Error::Source {
+                    name: spec.name.clone(),
+                    kind: spec.kind.clone(),
+                    source: e,
+                })?;
+            Ok((s.id.to_hex(), report.lines))
+        }
+        .await;
+        let ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok((id, lines)) => {
+                for l in &lines {
+                    ctx.say(format!("{}: {l}", spec.name));
+                }
+                ctx.say(format!(
+                    "{}: test restore ok in {}",
+                    spec.name,
+                    output::duration(ms)
+                ));
+                results.push(json!({"source": spec.name, "snapshot": id, "ok": true,
+                    "duration_ms": ms, "lines": lines}));
+            }
+            Err(e) => {
+                failures += 1;
+                let msg = describe(&e);
+                eprintln!(
+                    "{}: TEST RESTORE FAILED after {}: {msg}",
+                    spec.name,
+                    output::duration(ms)
+                );
+                results.push(
+                    json!({"source": spec.name, "ok": false, "duration_ms": ms, "error": msg}),
+                );
+            }
+        }
+    }
+    lock.release().await?;
+    let total_ms = total.elapsed().as_millis() as u64;
+    if ctx.cli.json {
+        println!(
+            "{}",
+            json!({"sources": results, "duration_ms": total_ms, "ok": failures == 0})
+        );
+    } else {
+        println!(
+            "test restore: {} of {} sources ok, total time {} (RTO)",
+            results.len() - failures,
+            results.len(),
+            output::duration(total_ms)
+        );
     }
     Ok(if failures > 0 { 1 } else { 0 })
 }

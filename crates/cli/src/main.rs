@@ -92,12 +92,27 @@ pub enum Command {
         /// Only these paths of file trees (repeatable), relative to the tree.
         #[arg(long = "path", value_name = "PATH")]
         paths: Vec<String>,
-        /// Overwrite existing data.
+        /// Only part of a source (tables, schemas, keys).
+        #[command(flatten)]
+        selection: SelectionArgs,
+        /// Overwrite existing data. Restoring over live data first takes a
+        /// safety snapshot of it, tagged `pre-restore`.
         #[arg(long)]
         force: bool,
+        /// With --force into the live system: skip the safety snapshot.
+        #[arg(long, requires = "force")]
+        no_safety_snapshot: bool,
         /// Show what would be restored where; change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Restore each source's latest good backup into a throwaway target (a
+    /// scratch database, a temporary server or volume), check it against what
+    /// was recorded, remove it, and report the time taken (the RTO).
+    TestRestore {
+        /// Only this source (repeatable).
+        #[arg(long = "source", value_name = "NAME")]
+        sources: Vec<String>,
     },
     /// Write one artifact's plain bytes to stdout.
     Dump {
@@ -129,6 +144,23 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// Partial-restore options; each driver accepts the ones that apply to it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SelectionArgs {
+    /// Databases: only this table, `table` or `schema.table` (repeatable).
+    #[arg(long = "table", value_name = "TABLE")]
+    pub tables: Vec<String>,
+    /// Databases: only this schema (repeatable).
+    #[arg(long = "schema", value_name = "SCHEMA")]
+    pub schemas: Vec<String>,
+    /// Databases: definitions only, no data.
+    #[arg(long)]
+    pub schema_only: bool,
+    /// Key-value stores: only keys matching this glob, e.g. 'session:*' (repeatable).
+    #[arg(long = "keys", value_name = "PATTERN")]
+    pub keys: Vec<String>,
 }
 
 /// `config` subcommands.

@@ -21,6 +21,7 @@
 //! snapshot intact.
 
 pub mod artifact;
+pub mod check;
 pub mod chunker;
 pub mod duration;
 pub mod engine;

@@ -101,3 +101,107 @@ pub fn failure_message(what: &str, status: &ExitStatus, tail: &StderrTail) -> St
         )
     }
 }
+
+/// Errors of running a child process for a driver.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The program could not be started.
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program ended badly; the message carries its stderr tail.
+    #[error("{0}")]
+    Failed(String),
+    /// Storing or reading the repository failed.
+    #[error(transparent)]
+    Core(#[from] crate::Error),
+}
+
+fn spawn(
+    cmd: &mut tokio::process::Command,
+    what: &str,
+) -> Result<tokio::process::Child, ProcessError> {
+    cmd.kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ProcessError::Spawn {
+            program: what.to_string(),
+            source,
+        })
+}
+
+/// Runs `cmd` and stores its standard output as the stream artifact `name`
+/// of `ctx`, streamed with backpressure. Fails when the program cannot start,
+/// exits non-zero or is killed (the message names `what` and carries the end
+/// of its stderr), or when storing fails (the program is then killed).
+pub async fn store_stdout(
+    ctx: &mut crate::source::BackupContext,
+    name: &str,
+    mut cmd: tokio::process::Command,
+    what: &str,
+) -> Result<crate::artifact::Artifact, ProcessError> {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn(&mut cmd, what)?;
+    let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
+    let stdout = child.stdout.take().expect("piped");
+    let stored = ctx.add_stream(name, stdout).await;
+    if stored.is_err() {
+        let _ = child.start_kill();
+    }
+    let status = child.wait().await.map_err(|source| ProcessError::Spawn {
+        program: what.to_string(),
+        source,
+    })?;
+    let _ = drain.await;
+    let artifact = stored?;
+    if !status.success() {
+        return Err(ProcessError::Failed(failure_message(what, &status, &tail)));
+    }
+    Ok(artifact)
+}
+
+/// Runs `cmd` with the stream artifact on its standard input and waits for
+/// it. Returns the number of bytes fed and what the program wrote to its
+/// standard output (at most the last 4 KiB). A program that exits non-zero
+/// fails with the end of its stderr.
+pub async fn feed_stdin(
+    ctx: &crate::source::RestoreContext,
+    artifact: &crate::artifact::Artifact,
+    mut cmd: tokio::process::Command,
+    what: &str,
+) -> Result<(u64, String), ProcessError> {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn(&mut cmd, what)?;
+    let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
+    let (out, out_drain) = StderrTail::capture(child.stdout.take().expect("piped"));
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut reader = ctx.open_stream(artifact);
+    let copied = tokio::io::copy(&mut reader, &mut stdin).await;
+    let _ = stdin.shutdown().await;
+    drop(stdin);
+    if copied.is_err() {
+        let _ = child.start_kill();
+    }
+    let status = child.wait().await.map_err(|source| ProcessError::Spawn {
+        program: what.to_string(),
+        source,
+    })?;
+    let _ = drain.await;
+    let _ = out_drain.await;
+    if !status.success() {
+        return Err(ProcessError::Failed(failure_message(what, &status, &tail)));
+    }
+    let n = copied.map_err(|e| ProcessError::Failed(format!("feeding {what}: {e}")))?;
+    Ok((n, out.text()))
+}

@@ -126,8 +126,13 @@ impl SnapshotRef {
     }
 }
 
+/// The tag of the safety snapshot taken before a restore overwrites live
+/// data. `latest` never resolves to such a snapshot.
+pub const PRE_RESTORE_TAG: &str = "pre-restore";
+
 /// Resolves a user's snapshot reference: `latest`, a full id or a unique id
-/// prefix. With `source`, `latest` means that source's latest *good* backup.
+/// prefix. With `source`, `latest` means that source's latest *good* backup
+/// (safety snapshots tagged [`PRE_RESTORE_TAG`] excluded).
 pub fn resolve<'a>(
     snapshots: &'a [SnapshotRef],
     spec: &str,
@@ -141,6 +146,7 @@ pub fn resolve<'a>(
         return snapshots
             .iter()
             .filter(usable)
+            .filter(|s| !s.snapshot.tags.iter().any(|t| t == PRE_RESTORE_TAG))
             .max_by_key(|s| (s.snapshot.time, s.id))
             .ok_or_else(|| match source {
                 Some(name) => format!("no good backup of source `{name}` in the repository"),

@@ -59,6 +59,54 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, BoxError>;
+
+    /// Restores the snapshot into a throwaway target the driver provides (a
+    /// scratch database on the same server, a temporary server or volume),
+    /// checks it against what the backup recorded, and removes the target.
+    /// Drivers without such a target say so.
+    async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
+        Err(format!(
+            "the `{}` driver has no throwaway target for test-restore of `{}`",
+            self.kind(),
+            ctx.source_name
+        )
+        .into())
+    }
+}
+
+/// Which part of a source to restore, beyond whole artifacts. Drivers
+/// interpret what applies to them and refuse the rest
+/// ([`RestoreContext::refuse_selection`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Only these tables (`table` or `schema.table`) — `--table`.
+    pub tables: Vec<String>,
+    /// Only these schemas — `--schema`.
+    pub schemas: Vec<String>,
+    /// Definitions only, no data — `--schema-only`.
+    pub schema_only: bool,
+    /// Only keys matching these glob patterns — `--keys`.
+    pub keys: Vec<String>,
+}
+
+impl Selection {
+    /// The command-line options that are set, as `--flag` names.
+    pub fn options_set(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.tables.is_empty() {
+            v.push("--table");
+        }
+        if !self.schemas.is_empty() {
+            v.push("--schema");
+        }
+        if self.schema_only {
+            v.push("--schema-only");
+        }
+        if !self.keys.is_empty() {
+            v.push("--keys");
+        }
+        v
+    }
 }
 
 /// What a source's backup writes into.
@@ -244,6 +292,8 @@ pub struct RestoreContext {
     pub force: bool,
     /// Only restore these paths (and what is below them) of tree artifacts.
     pub paths: Vec<RawPath>,
+    /// Only restore this part of the source (tables, schemas, keys).
+    pub selection: Selection,
     /// Progress counters.
     pub progress: Arc<Progress>,
 }
@@ -258,6 +308,28 @@ impl RestoreContext {
                 self.source_name
             ))
         })
+    }
+
+    /// Fails when a selection option the driver does not support is set
+    /// (`supported` lists the `--flag` names it handles).
+    pub fn refuse_selection(&self, kind: &str, supported: &[&str]) -> Result<()> {
+        let mut bad: Vec<&str> = self
+            .selection
+            .options_set()
+            .into_iter()
+            .filter(|o| !supported.contains(o))
+            .collect();
+        if !self.paths.is_empty() && !supported.contains(&"--path") {
+            bad.push("--path");
+        }
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Invalid(format!(
+            "{} cannot be used with source `{}` (type `{kind}`)",
+            bad.join(", "),
+            self.source_name
+        )))
     }
 
     /// A reader over a stream artifact's bytes; every chunk is checked.

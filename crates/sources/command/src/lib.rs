@@ -19,15 +19,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use async_trait::async_trait;
 use respaldo_core::error::BoxError;
-use respaldo_core::process::{failure_message, find_program, StderrTail};
+use respaldo_core::process::{feed_stdin, find_program, store_stdout};
 use respaldo_core::secret::Secret;
 use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// Configuration of a `command` source.
@@ -69,18 +67,9 @@ pub enum CommandError {
     /// The program is not installed.
     #[error("`{0}` not found on PATH")]
     NotFound(String),
-    /// The command could not be started.
-    #[error("cannot start `{program}`: {source}")]
-    Spawn {
-        /// The program.
-        program: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The command failed.
-    #[error("{0}")]
-    Failed(String),
+    /// Running the command failed.
+    #[error(transparent)]
+    Process(#[from] respaldo_core::process::ProcessError),
     /// A secret could not be resolved.
     #[error("environment variable {name}: {message}")]
     Secret {
@@ -174,37 +163,9 @@ impl Source for CommandSource {
 
     async fn backup(&self, ctx: &mut BackupContext) -> Result<(), BoxError> {
         let program = self.config.command[0].clone();
-        let mut child = self
-            .command(&self.config.command)
-            .await?
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| CommandError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
-        let stdout = child.stdout.take().expect("piped");
-        let stored = ctx.add_stream(&self.config.artifact, stdout).await;
-        if stored.is_err() {
-            let _ = child.start_kill();
-        }
-        let status = child.wait().await.map_err(|source| CommandError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-        let _ = drain.await;
-        let artifact = stored.map_err(CommandError::from)?;
-        if !status.success() {
-            return Err(CommandError::Failed(failure_message(
-                &format!("`{program}`"),
-                &status,
-                &tail,
-            ))
-            .into());
-        }
+        let cmd = self.command(&self.config.command).await?;
+        let artifact =
+            store_stdout(ctx, &self.config.artifact, cmd, &format!("`{program}`")).await?;
         ctx.set_metadata("command", program);
         ctx.set_metadata("bytes", artifact.size);
         Ok(())
@@ -215,6 +176,7 @@ impl Source for CommandSource {
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, BoxError> {
+        ctx.refuse_selection("command", &[])?;
         let argv = self.config.restore_command.as_ref().ok_or_else(|| {
             CommandError::Config(format!(
                 "source `{}` has no restore_command; use `restore --to DIR` or `dump`",
@@ -227,35 +189,8 @@ impl Source for CommandSource {
         if let RestoreTarget::Other(t) = target {
             cmd.env("RESPALDO_TARGET", t);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| CommandError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
-        let mut stdin = child.stdin.take().expect("piped");
-        let mut reader = ctx.open_stream(&artifact);
-        let copied = tokio::io::copy(&mut reader, &mut stdin).await;
-        let _ = stdin.shutdown().await;
-        drop(stdin);
-        let status = child.wait().await.map_err(|source| CommandError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-        let _ = drain.await;
-        if !status.success() {
-            return Err(CommandError::Failed(failure_message(
-                &format!("restore command `{program}`"),
-                &status,
-                &tail,
-            ))
-            .into());
-        }
-        let n = copied.map_err(|e| CommandError::Failed(format!("feeding `{program}`: {e}")))?;
+        let (n, _) =
+            feed_stdin(ctx, &artifact, cmd, &format!("restore command `{program}`")).await?;
         Ok(RestoreReport {
             lines: vec![format!("piped {n} bytes into `{program}`")],
         })

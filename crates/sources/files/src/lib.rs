@@ -213,6 +213,7 @@ impl Source for FilesSource {
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, BoxError> {
+        ctx.refuse_selection("files", &["--path"])?;
         let artifact = ctx.artifact("files")?;
         let recorded_root = artifact
             .tree
