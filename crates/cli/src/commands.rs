@@ -240,6 +240,7 @@ async fn backup(
             "no source selected (check --source/--type and `enabled`)",
         ));
     }
+    let names_run: Vec<String> = jobs.iter().map(|j| format!("`{}`", j.name)).collect();
     let repo = ctx.repo().await?;
     if dry_run {
         let checks = engine::check_sources(&jobs).await;
@@ -270,7 +271,10 @@ async fn backup(
         Ok(o) => o,
         Err(e) => {
             let _ = lock.release().await;
-            return Err(anyhow::Error::from(e).context("backup failed, no snapshot was written"));
+            return Err(anyhow::Error::from(e).context(format!(
+                "backup of {} failed, no snapshot was written",
+                names_run.join(", ")
+            )));
         }
     };
     let mut verify_problems = Vec::new();

@@ -187,21 +187,42 @@ pub async fn feed_stdin(
     let (out, out_drain) = StderrTail::capture(child.stdout.take().expect("piped"));
     let mut stdin = child.stdin.take().expect("piped");
     let mut reader = ctx.open_stream(artifact);
-    let copied = tokio::io::copy(&mut reader, &mut stdin).await;
+    // A program may stop reading once it has what it needs (pg_restore of
+    // one table): a broken pipe ends the feeding, its exit status decides.
+    // A repository read error kills it: it must not finish on partial input.
+    let mut fed = 0u64;
+    let mut read_error = None;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                read_error = Some(e);
+                let _ = child.start_kill();
+                break;
+            }
+        };
+        if stdin.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        fed += n as u64;
+    }
     let _ = stdin.shutdown().await;
     drop(stdin);
-    if copied.is_err() {
-        let _ = child.start_kill();
-    }
     let status = child.wait().await.map_err(|source| ProcessError::Spawn {
         program: what.to_string(),
         source,
     })?;
     let _ = drain.await;
     let _ = out_drain.await;
+    if let Some(e) = read_error {
+        return Err(ProcessError::Failed(format!(
+            "reading the backup for {what}: {e}"
+        )));
+    }
     if !status.success() {
         return Err(ProcessError::Failed(failure_message(what, &status, &tail)));
     }
-    let n = copied.map_err(|e| ProcessError::Failed(format!("feeding {what}: {e}")))?;
-    Ok((n, out.text()))
+    Ok((fed, out.text()))
 }

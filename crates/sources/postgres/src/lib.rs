@@ -1,0 +1,334 @@
+//! # respaldo-source-postgres
+//!
+//! The `postgres` source. Two modes:
+//!
+//! * **dump** (default): `pg_dump` of one database, a list, or every database
+//!   on the server (plus roles and tablespaces from
+//!   `pg_dumpall --globals-only`), streamed straight into the repository —
+//!   custom format written uncompressed so day-over-day dumps deduplicate, or
+//!   plain SQL. pg_dump runs inside a snapshot exported from the driver's own
+//!   `REPEATABLE READ` transaction, in which the driver also counts every
+//!   table's rows: the counts recorded describe exactly the data dumped, and
+//!   every restore is checked against them.
+//! * **csv**: chosen tables, filtered by a `WHERE` clause (one tenant, say),
+//!   exported as one CSV file per table with `COPY … TO STDOUT` in one
+//!   consistent transaction, and restored with `COPY … FROM STDIN`.
+//!
+//! Restores go through `pg_restore` or `psql`, streamed from the repository:
+//! into the configured database (replacing it only with `--force`), into
+//! another database or server (`--target postgres://host/newdb`), or only
+//! some tables or schemas, or only the schema.
+//!
+//! ```toml
+//! [sources.shop]
+//! type = "postgres"
+//! url = "postgres://backup@localhost:5432/shop"
+//! password = { env = "SHOP_DB_PASSWORD" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use respaldo_core::error::BoxError;
+use respaldo_core::secret::{Secret, SecretValue};
+use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
+use serde::{Deserialize, Serialize};
+
+mod backup;
+mod conn;
+mod csv;
+mod restore;
+mod tools;
+
+pub use conn::Endpoint;
+
+/// Configuration of a `postgres` source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// The server and default database: `postgres://user@host:port/db`, with
+    /// libpq parameters such as `?sslmode=disable` (the driver's own
+    /// connection does not speak TLS: use `disable` or `prefer`). Never put a
+    /// password here.
+    pub url: String,
+    /// The password, by reference (`{ env = "…" }`, `{ file = "…" }`,
+    /// `{ command = […] }`). Without it, `PGPASSWORD` and the pgpass file
+    /// (`PGPASSFILE`, else `~/.pgpass`) are used, as libpq does.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// `dump` (pg_dump, default) or `csv` (chosen tables as CSV files).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Databases to dump: names, or `["*"]` for every database on the server
+    /// that accepts connections (templates excluded). Default: the URL's
+    /// database.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Also dump roles and tablespaces (`pg_dumpall --globals-only`). Default:
+    /// on when `databases = ["*"]`, off otherwise.
+    #[serde(default)]
+    pub globals: Option<bool>,
+    /// `custom` (default; restored with pg_restore, allows table-level
+    /// restores) or `plain` (SQL, restored with psql).
+    #[serde(default)]
+    pub format: Format,
+    /// Dump only the definitions, no data.
+    #[serde(default)]
+    pub schema_only: bool,
+    /// Dump only the data, no definitions.
+    #[serde(default)]
+    pub data_only: bool,
+    /// Only these schemas (pg_dump `--schema` patterns).
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    /// Leave out these schemas (pg_dump `--exclude-schema` patterns).
+    #[serde(default)]
+    pub exclude_schemas: Vec<String>,
+    /// dump mode: only these tables (pg_dump `--table` patterns, `table` or
+    /// `schema.table`). csv mode: the tables to export, in the order they are
+    /// restored (parents before children).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Leave out these tables (pg_dump `--exclude-table` patterns).
+    #[serde(default)]
+    pub exclude_tables: Vec<String>,
+    /// csv mode: the condition rows must meet, e.g. `tenant_id = 42`, applied
+    /// to every table (default: every row).
+    #[serde(default, rename = "where")]
+    pub where_clause: Option<String>,
+    /// Folder holding pg_dump, pg_dumpall, pg_restore and psql (default: found
+    /// on `PATH`). Their major version must be at least the server's.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// Database used for server-wide work (listing, creating and dropping
+    /// databases).
+    #[serde(default = "default_maintenance_db")]
+    pub maintenance_db: String,
+}
+
+fn default_maintenance_db() -> String {
+    "postgres".into()
+}
+
+/// What the source backs up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// pg_dump of whole databases.
+    #[default]
+    Dump,
+    /// Chosen tables, filtered, as CSV.
+    Csv,
+}
+
+/// pg_dump output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// pg_dump's custom archive, uncompressed.
+    #[default]
+    Custom,
+    /// Plain SQL.
+    Plain,
+}
+
+/// Errors of the postgres source.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// Invalid configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The server refused or could not be reached.
+    #[error("cannot connect to {server} as {user}: {message}")]
+    Connect {
+        /// `host:port/db`.
+        server: String,
+        /// The login user.
+        user: String,
+        /// Why.
+        message: String,
+    },
+    /// A query failed.
+    #[error("{server}: {what}: {message}")]
+    Query {
+        /// `host:port/db`.
+        server: String,
+        /// What the driver was doing.
+        what: String,
+        /// The server's message.
+        message: String,
+    },
+    /// A client program is missing.
+    #[error("`{0}` not found (install the PostgreSQL client programs or set `bin_dir`)")]
+    NotFound(String),
+    /// The client programs are older than the server.
+    #[error("{program} is version {client} but the server {server} runs {server_version}; a pg_dump older than the server cannot dump it (install PostgreSQL {server_version} client programs or set `bin_dir`)")]
+    TooOld {
+        /// The program.
+        program: String,
+        /// Its major version.
+        client: u32,
+        /// `host:port/db`.
+        server: String,
+        /// The server's major version.
+        server_version: u32,
+    },
+    /// The restore would overwrite data.
+    #[error("{0}")]
+    Refused(String),
+    /// Rows counted after the restore differ from the backup's.
+    #[error("{0}")]
+    Mismatch(String),
+    /// Reading an artifact back from the repository failed.
+    #[error("reading {artifact} from the repository: {source}")]
+    Read {
+        /// The artifact.
+        artifact: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A client program failed.
+    #[error(transparent)]
+    Process(#[from] respaldo_core::process::ProcessError),
+    /// The repository failed.
+    #[error(transparent)]
+    Core(#[from] respaldo_core::Error),
+}
+
+/// What a backup recorded about one database (the `databases` metadata).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DatabaseRecord {
+    /// The artifact holding its dump (or, in csv mode, unused).
+    pub artifact: String,
+    /// Format of the dump.
+    pub format: Format,
+    /// `pg_database_size` at backup time.
+    pub size_bytes: u64,
+    /// The database owner.
+    pub owner: String,
+    /// Rows per `schema.table`, counted in the dump's snapshot.
+    pub rows: BTreeMap<String, u64>,
+}
+
+/// The `postgres` source.
+#[derive(Debug)]
+pub struct PostgresSource {
+    config: PostgresConfig,
+    endpoint: Endpoint,
+}
+
+impl PostgresSource {
+    /// Checks and builds the source; `base` is the configuration file's folder.
+    pub fn new(mut config: PostgresConfig, base: &std::path::Path) -> Result<Self, PgError> {
+        let endpoint = Endpoint::parse(&config.url)?;
+        if let Some(p) = config.password.as_mut() {
+            p.rebase(base);
+        }
+        if let Some(b) = config.bin_dir.as_mut() {
+            *b = base.join(&*b);
+        }
+        if config.schema_only && config.data_only {
+            return Err(PgError::Config(
+                "`schema_only` and `data_only` exclude each other".into(),
+            ));
+        }
+        let all = config.databases.iter().any(|d| d == "*");
+        if all && config.databases.len() > 1 {
+            return Err(PgError::Config(
+                "`databases = [\"*\"]` means every database; list names or use \"*\" alone".into(),
+            ));
+        }
+        if config.databases.is_empty() && endpoint.database().is_none() {
+            return Err(PgError::Config(
+                "name a database in `url` (postgres://host/db) or set `databases`".into(),
+            ));
+        }
+        if config.mode == Mode::Csv {
+            if config.tables.is_empty() {
+                return Err(PgError::Config(
+                    "csv mode needs `tables` (the tables to export)".into(),
+                ));
+            }
+            if !config.databases.is_empty() || config.globals == Some(true) {
+                return Err(PgError::Config(
+                    "csv mode exports from the URL's database; `databases` and `globals` do not apply"
+                        .into(),
+                ));
+            }
+            if endpoint.database().is_none() {
+                return Err(PgError::Config("csv mode needs a database in `url`".into()));
+            }
+        } else if config.where_clause.is_some() {
+            return Err(PgError::Config("`where` applies to csv mode only".into()));
+        }
+        Ok(PostgresSource { config, endpoint })
+    }
+
+    fn all_databases(&self) -> bool {
+        self.config.databases.iter().any(|d| d == "*")
+    }
+
+    fn dump_globals(&self) -> bool {
+        self.config.globals.unwrap_or_else(|| self.all_databases())
+    }
+
+    async fn password(&self) -> Result<Option<String>, PgError> {
+        let configured: Option<SecretValue> = match &self.config.password {
+            Some(s) => Some(
+                s.resolve()
+                    .await
+                    .map_err(|m| PgError::Config(format!("password: {m}")))?,
+            ),
+            None => None,
+        };
+        Ok(self.endpoint.password(configured.as_ref()))
+    }
+
+    fn maintenance(&self) -> Endpoint {
+        self.endpoint.with_database(&self.config.maintenance_db)
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn check(&self) -> Result<(), BoxError> {
+        let password = self.password().await?;
+        let ep = match self.endpoint.database() {
+            Some(_) if !self.all_databases() => self.endpoint.clone(),
+            _ => self.maintenance(),
+        };
+        let client = ep.connect(password.as_deref()).await?;
+        if self.config.mode == Mode::Dump {
+            let server = backup::server_major(&client, &ep).await?;
+            let tools = tools::Tools::find(self.config.bin_dir.as_deref())?;
+            tools.check_version(server, &ep.display()).await?;
+        }
+        Ok(())
+    }
+
+    async fn backup(&self, ctx: &mut BackupContext) -> Result<(), BoxError> {
+        match self.config.mode {
+            Mode::Dump => self.backup_dump(ctx).await?,
+            Mode::Csv => self.backup_csv(ctx).await?,
+        }
+        Ok(())
+    }
+
+    async fn restore(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestoreReport, BoxError> {
+        Ok(self.restore_snapshot(ctx, target).await?)
+    }
+
+    async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
+        Ok(self.test_restore_snapshot(ctx).await?)
+    }
+}
