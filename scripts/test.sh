@@ -18,6 +18,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# An S3-compatible server for the object-store tests (moto's server mode).
+command -v moto_server >/dev/null 2>&1 || python3 -m pip install --quiet 'moto[server]'
+
 # Build once (the binary the end-to-end tests run), then run every test.
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

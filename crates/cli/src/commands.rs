@@ -15,6 +15,7 @@ use respaldo_core::tree::RawPath;
 use respaldo_core::verify::{self, VerifyOptions};
 use respaldo_core::{Error, Repository};
 use respaldo_sink_local::LocalSink;
+use respaldo_sink_object_store::ObjectStoreSink;
 use serde_json::json;
 
 use crate::config::{Config, UsageError};
@@ -69,12 +70,19 @@ impl Ctx<'_> {
         ProgressView::start(p.clone(), !self.cli.quiet && !self.cli.json, verb)
     }
 
-    fn sink(&self) -> Arc<dyn respaldo_core::Sink> {
-        Arc::new(LocalSink::new(&self.config.repository.url))
+    async fn sink(&self) -> Result<Arc<dyn respaldo_core::Sink>> {
+        let r = &self.config.repository;
+        if ObjectStoreSink::handles(&r.url) {
+            let sink = ObjectStoreSink::connect(&r.url, &r.s3.clone().unwrap_or_default())
+                .await
+                .map_err(|e| usage(e.to_string()))?;
+            return Ok(Arc::new(sink));
+        }
+        Ok(Arc::new(LocalSink::new(&r.url)))
     }
 
     async fn repo(&self) -> Result<Arc<Repository>> {
-        Ok(Repository::open(self.sink()).await?)
+        Ok(Repository::open(self.sink().await?).await?)
     }
 
     fn lock_wait(&self) -> Duration {
@@ -170,7 +178,7 @@ fn config_check(ctx: &Ctx<'_>) -> Result<u8> {
 }
 
 async fn init(ctx: &Ctx<'_>) -> Result<u8> {
-    let repo = Repository::init(ctx.sink()).await?;
+    let repo = Repository::init(ctx.sink().await?).await?;
     if ctx.cli.json {
         println!(
             "{}",

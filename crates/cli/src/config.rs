@@ -20,8 +20,12 @@ pub struct UsageError(pub String);
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
     /// A local directory (absolute, or relative to the configuration file's
-    /// folder; `file://` accepted).
+    /// folder; `file://` accepted), or an object store: `s3://bucket/prefix`,
+    /// `gs://bucket/prefix`, `az://container/prefix`.
     pub url: String,
+    /// S3 settings (endpoint, region, path style, keys by reference, retries).
+    #[serde(default)]
+    pub s3: Option<respaldo_sink_object_store::S3Options>,
     /// Run a structural `verify` of every new snapshot right after it is written.
     #[serde(default)]
     pub verify_after_backup: bool,
@@ -266,10 +270,13 @@ fn resolve_repository_url(url: &str, base: &Path) -> Result<String, String> {
     if url.is_empty() {
         return Err("must not be empty".into());
     }
+    if respaldo_sink_object_store::ObjectStoreSink::handles(url) {
+        return Ok(url.to_string());
+    }
     if let Some((scheme, _)) = url.split_once("://") {
         if scheme != "file" {
             return Err(format!(
-                "`{scheme}://` repositories are not supported by this build (local directories only)"
+                "`{scheme}://` repositories are not supported (a directory, file://, s3://, gs:// or az://)"
             ));
         }
     }

@@ -6,5 +6,6 @@
 
 pub mod conformance;
 mod faulty;
+pub mod moto;
 
 pub use faulty::{Fault, FaultySink};
