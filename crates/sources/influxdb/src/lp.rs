@@ -242,5 +242,18 @@ mod tests {
         ];
         push_row(&mut out, b"m", &cols, &kinds, &row).unwrap();
         assert_eq!(out, b"m f=0.30000000000000004 5\n");
+        // JSON floats are parsed exactly (serde_json's `float_roundtrip`).
+        let v: Value = serde_json::from_str("9.428571428571427").unwrap();
+        let mut out = Vec::new();
+        let row = [
+            json!(5),
+            json!(null),
+            v,
+            json!(null),
+            json!(null),
+            json!(null),
+        ];
+        push_row(&mut out, b"m", &cols, &kinds, &row).unwrap();
+        assert_eq!(out, b"m f=9.428571428571427 5\n");
     }
 }
