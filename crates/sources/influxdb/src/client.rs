@@ -186,6 +186,7 @@ impl Client {
             query: q.to_string(),
             stream: Box::pin(resp.bytes_stream()),
             buf: Vec::new(),
+            scanned: 0,
             ready: VecDeque::new(),
             done: false,
         })
@@ -240,6 +241,8 @@ pub struct Chunks<'a> {
     query: String,
     stream: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
     ready: VecDeque<Series>,
     done: bool,
 }
@@ -252,11 +255,13 @@ impl Chunks<'_> {
             if let Some(s) = self.ready.pop_front() {
                 return Ok(Some(s));
             }
-            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+            if let Some(nl) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=self.scanned + nl).collect();
+                self.scanned = 0;
                 self.parse(&line)?;
                 continue;
             }
+            self.scanned = self.buf.len();
             if self.done {
                 let line = std::mem::take(&mut self.buf);
                 self.parse(&line)?;

@@ -414,7 +414,7 @@ impl InfluxSource {
             }
         }
         for (meta, target) in plan {
-            if existing.contains(target) {
+            if existing.contains(target) && force {
                 c.query(None, &format!("DROP DATABASE {}", ident(target)))
                     .await?;
             }
@@ -486,14 +486,22 @@ fn cq_for(query: &str, target: &str) -> Option<String> {
     (db == target).then(|| query.to_string())
 }
 
+/// Creates `db` (or keeps it, when it exists and is empty) with exactly the
+/// retention policies `rps`.
 async fn create_database(c: &Client, db: &str, rps: &[RetentionPolicy]) -> Result<(), InfluxError> {
     c.query(None, &format!("CREATE DATABASE {}", ident(db)))
         .await?;
+    let present: Vec<String> = c
+        .query(None, &format!("SHOW RETENTION POLICIES ON {}", ident(db)))
+        .await?
+        .iter()
+        .flat_map(|s| s.values.iter().map(|r| str_at(r, Some(0))))
+        .collect();
     // The default policy last, so it ends up the default.
     let mut ordered: Vec<&RetentionPolicy> = rps.iter().filter(|r| !r.default).collect();
     ordered.extend(rps.iter().filter(|r| r.default));
     for rp in &ordered {
-        let verb = if rp.name == "autogen" {
+        let verb = if present.contains(&rp.name) {
             "ALTER"
         } else {
             "CREATE"
@@ -512,10 +520,13 @@ async fn create_database(c: &Client, db: &str, rps: &[RetentionPolicy]) -> Resul
         )
         .await?;
     }
-    if !rps.iter().any(|r| r.name == "autogen") {
+    for name in present
+        .iter()
+        .filter(|p| !rps.iter().any(|r| &r.name == *p))
+    {
         c.query(
             None,
-            &format!("DROP RETENTION POLICY \"autogen\" ON {}", ident(db)),
+            &format!("DROP RETENTION POLICY {} ON {}", ident(name), ident(db)),
         )
         .await?;
     }
