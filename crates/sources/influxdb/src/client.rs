@@ -288,3 +288,76 @@ impl Chunks<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server answering each request with the next status of `statuses`
+    /// (the last one repeats); returns its URL and the request counter.
+    async fn fake(statuses: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let n = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let i = n.fetch_add(1, Ordering::SeqCst);
+                let status = statuses[i.min(statuses.len() - 1)];
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then the body by Content-Length.
+                let body_start = loop {
+                    let k = s.read(&mut buf).await.unwrap();
+                    req.extend_from_slice(&buf[..k]);
+                    if let Some(p) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break p + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&req[..body_start]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap_or(0);
+                while req.len() < body_start + len {
+                    let k = s.read(&mut buf).await.unwrap();
+                    req.extend_from_slice(&buf[..k]);
+                }
+                let body = r#"{"error":"boom"}"#;
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn writes_retry_server_errors_but_not_client_errors() {
+        let (url, seen) = fake(vec![503, 500, 204]).await;
+        let c = Client::new(&url, None).unwrap();
+        c.write("db", "rp", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+
+        let (url, seen) = fake(vec![400]).await;
+        let c = Client::new(&url, None).unwrap();
+        let e = c
+            .write("db", "rp", Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        assert!(e.to_string().contains("HTTP 400: boom"), "{e}");
+
+        let (url, _) = fake(vec![401]).await;
+        let c = Client::new(&url, None).unwrap();
+        let e = c.query(None, "SHOW DATABASES").await.unwrap_err();
+        assert!(matches!(e, InfluxError::Auth { .. }), "{e}");
+    }
+}
