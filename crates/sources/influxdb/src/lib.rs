@@ -687,8 +687,7 @@ async fn write_lines(
     let mut scanned = 0;
     let mut scanner = lp::LineScanner::default();
     let mut rp = String::new();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut in_batch = 0usize;
+    let mut batcher = Batcher::new(c, db);
     let mut total = 0u64;
     let mut eof = false;
     loop {
@@ -712,7 +711,7 @@ async fn write_lines(
             scanned = end;
             if line.starts_with(b"#") {
                 if let Some(name) = line.strip_prefix(RP_PREFIX) {
-                    flush(c, db, &rp, &mut gz, &mut in_batch).await?;
+                    batcher.flush(&rp).await?;
                     rp = String::from_utf8_lossy(name).trim_end().to_string();
                 }
                 continue;
@@ -725,14 +724,10 @@ async fn write_lines(
                     "artifact `{artifact}`: points before any retention policy section"
                 )));
             }
-            gz.write_all(line).expect("writing to memory");
-            if !line.ends_with(b"\n") {
-                gz.write_all(b"\n").expect("writing to memory");
-            }
-            in_batch += 1;
+            batcher.push(line);
             total += 1;
-            if in_batch >= batch {
-                flush(c, db, &rp, &mut gz, &mut in_batch).await?;
+            if batcher.lines >= batch {
+                batcher.flush(&rp).await?;
             }
         }
         buf.drain(..start);
@@ -752,27 +747,80 @@ async fn write_lines(
         buf.truncate(len + n);
         eof = n == 0;
     }
-    flush(c, db, &rp, &mut gz, &mut in_batch).await?;
+    batcher.flush(&rp).await?;
+    batcher.finish().await?;
     Ok(total)
 }
 
-async fn flush(
-    c: &Client,
-    db: &str,
-    rp: &str,
-    gz: &mut flate2::write::GzEncoder<Vec<u8>>,
-    in_batch: &mut usize,
-) -> Result<(), InfluxError> {
-    let full = std::mem::replace(
-        gz,
-        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
-    );
-    if *in_batch == 0 {
-        return Ok(());
+/// Writes still in flight at once during a restore.
+const WRITES_IN_FLIGHT: usize = 2;
+
+/// Gathers lines into gzip'd batches and sends them, a bounded number at once.
+struct Batcher {
+    client: Client,
+    db: String,
+    gz: flate2::write::GzEncoder<Vec<u8>>,
+    lines: usize,
+    writes: tokio::task::JoinSet<Result<(), InfluxError>>,
+}
+
+impl Batcher {
+    fn new(client: &Client, db: &str) -> Self {
+        Batcher {
+            client: client.clone(),
+            db: db.to_string(),
+            gz: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+            lines: 0,
+            writes: tokio::task::JoinSet::new(),
+        }
     }
-    *in_batch = 0;
-    let body = full.finish().expect("writing to memory");
-    c.write(db, rp, body.into()).await
+
+    fn push(&mut self, line: &[u8]) {
+        self.gz.write_all(line).expect("writing to memory");
+        if !line.ends_with(b"\n") {
+            self.gz.write_all(b"\n").expect("writing to memory");
+        }
+        self.lines += 1;
+    }
+
+    /// Sends the gathered lines to retention policy `rp`.
+    async fn flush(&mut self, rp: &str) -> Result<(), InfluxError> {
+        if self.lines == 0 {
+            return Ok(());
+        }
+        self.lines = 0;
+        let full = std::mem::replace(
+            &mut self.gz,
+            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+        );
+        let body = full.finish().expect("writing to memory");
+        while self.writes.len() >= WRITES_IN_FLIGHT {
+            self.wait_one().await?;
+        }
+        let (c, db, rp) = (self.client.clone(), self.db.clone(), rp.to_string());
+        self.writes
+            .spawn(async move { c.write(&db, &rp, body.into()).await });
+        Ok(())
+    }
+
+    async fn wait_one(&mut self) -> Result<(), InfluxError> {
+        match self.writes.join_next().await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(InfluxError::Protocol {
+                url: self.client.url.clone(),
+                message: format!("write task failed: {e}"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every write in flight.
+    async fn finish(mut self) -> Result<(), InfluxError> {
+        while !self.writes.is_empty() {
+            self.wait_one().await?;
+        }
+        Ok(())
+    }
 }
 
 /// Where `--target` points: a server URL and an optional database.
