@@ -255,6 +255,11 @@ impl InfluxSource {
                 config.url
             )));
         }
+        if has_userinfo(&config.url) {
+            return Err(InfluxError::Config(
+                "`url` must not hold credentials; use `user` and `password`".into(),
+            ));
+        }
         if config.password.is_some() && config.user.is_none() {
             return Err(InfluxError::Config("`password` requires `user`".into()));
         }
@@ -823,6 +828,14 @@ impl Batcher {
     }
 }
 
+/// Whether an `http(s)://` URL carries `user[:password]@`.
+fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/')
+        .next()
+        .is_some_and(|host| host.contains('@'))
+}
+
 /// Where `--target` points: a server URL and an optional database.
 fn parse_target(t: &str, live: &str) -> Result<(String, Option<String>), InfluxError> {
     if let Some(rest) = t
@@ -833,8 +846,10 @@ fn parse_target(t: &str, live: &str) -> Result<(String, Option<String>), InfluxE
         let (scheme, rest) = rest;
         let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
         let db = db.trim_matches('/');
-        if host.is_empty() {
-            return Err(InfluxError::Config(format!("--target `{t}`: no host")));
+        if host.is_empty() || host.contains('@') {
+            return Err(InfluxError::Config(
+                "--target: expected http://host:port[/database], without credentials".into(),
+            ));
         }
         return Ok((
             format!("{scheme}{host}"),
@@ -962,6 +977,12 @@ mod tests {
             (live.into(), Some("copy".into()))
         );
         assert!(parse_target("a/b", live).is_err());
+        assert!(parse_target("http://u:pw@b:1/x", live)
+            .unwrap_err()
+            .to_string()
+            .contains("without credentials"));
+        assert!(has_userinfo("http://u:pw@h:8086"));
+        assert!(!has_userinfo("http://h:8086/a@b"));
     }
 
     #[test]
