@@ -158,6 +158,9 @@ pub enum InfluxError {
         /// The database.
         db: String,
     },
+    /// The repository stopped reading the export (its own error is reported).
+    #[error("the repository stopped reading the export")]
+    StoreClosed,
     /// The snapshot's metadata is not what this driver wrote.
     #[error("snapshot metadata: {0}")]
     Metadata(String),
@@ -385,8 +388,11 @@ impl InfluxSource {
             r
         };
         let (produced, stored) = tokio::join!(producer, ctx.add_stream(&meta.artifact, reader));
-        let (points, values) = produced?;
-        stored?;
+        let (points, values) = match (produced, stored) {
+            (Err(InfluxError::StoreClosed), Err(e)) | (Ok(_), Err(e)) => return Err(e.into()),
+            (Err(e), _) => return Err(e),
+            (Ok(counts), Ok(_)) => counts,
+        };
         meta.points = points;
         meta.values = values;
         Ok(meta)
@@ -461,7 +467,8 @@ impl InfluxSource {
         Ok(())
     }
 
-    fn plan(ctx: &RestoreContext) -> Result<Vec<DatabaseMeta>, InfluxError> {
+    /// The databases the snapshot holds, by name.
+    fn plan(ctx: &RestoreContext) -> Result<BTreeMap<String, DatabaseMeta>, InfluxError> {
         let dbs = ctx
             .entry
             .metadata
@@ -470,16 +477,8 @@ impl InfluxSource {
             .ok_or_else(|| InfluxError::Metadata("no `databases`".into()))?;
         let dbs: BTreeMap<String, DatabaseMeta> =
             serde_json::from_value(dbs).map_err(|e| InfluxError::Metadata(e.to_string()))?;
-        Ok(dbs.into_values().collect())
+        Ok(dbs)
     }
-}
-
-/// The database name a metadata entry's artifact belongs to.
-fn db_of(meta: &DatabaseMeta) -> String {
-    meta.artifact
-        .strip_suffix(".lp")
-        .unwrap_or(&meta.artifact)
-        .to_string()
 }
 
 /// The continuous query statement for database `target`: unchanged when it
@@ -575,10 +574,7 @@ async fn export(
     since_ns: Option<i64>,
     tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
 ) -> Result<(Counts, Counts), InfluxError> {
-    let closed = || InfluxError::Protocol {
-        url: c.url.clone(),
-        message: "the repository stopped reading the export".into(),
-    };
+    let closed = || InfluxError::StoreClosed;
     let mut points = Counts::new();
     let mut values = Counts::new();
     let mut header = b"# DML\n# CONTEXT-DATABASE: ".to_vec();
@@ -925,8 +921,8 @@ impl Source for InfluxSource {
         }
         let plan: Vec<(DatabaseMeta, String)> = metas
             .into_iter()
-            .map(|m| {
-                let t = rename.clone().unwrap_or_else(|| db_of(&m));
+            .map(|(db, m)| {
+                let t = rename.clone().unwrap_or(db);
                 (m, t)
             })
             .collect();
@@ -940,7 +936,7 @@ impl Source for InfluxSource {
     async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
         let c = self.client(&self.config.url).await?;
         let mut report = RestoreReport::default();
-        for meta in Self::plan(ctx)? {
+        for meta in Self::plan(ctx)?.into_values() {
             let scratch = format!("respaldo_test_restore_{}_{}", std::process::id(), now_ns());
             let plan = [(meta, scratch.clone())];
             let r = self.restore_into(ctx, &c, &plan, false, &mut report).await;
