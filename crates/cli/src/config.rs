@@ -130,7 +130,7 @@ pub struct Config {
 }
 
 /// The driver types this build knows.
-pub const DRIVERS: [&str; 3] = ["command", "files", "postgres"];
+pub const DRIVERS: [&str; 4] = ["command", "files", "influxdb", "postgres"];
 
 impl Config {
     /// Finds the configuration: `-c`, else `$RESPALDO_CONFIG`, else `./backup.toml`.
@@ -328,6 +328,12 @@ fn build_driver(
         "command" => {
             let cfg = typed(value, keys)?;
             respaldo_source_command::CommandSource::new(cfg, base)
+                .map(|s| Arc::new(s) as Arc<dyn Source>)
+                .map_err(|e| (here(), e.to_string()))
+        }
+        "influxdb" => {
+            let cfg = typed(value, keys)?;
+            respaldo_source_influxdb::InfluxSource::new(cfg, base)
                 .map(|s| Arc::new(s) as Arc<dyn Source>)
                 .map_err(|e| (here(), e.to_string()))
         }

@@ -1,0 +1,990 @@
+//! # respaldo-source-influxdb
+//!
+//! The `influxdb` source backs up InfluxDB 1.x databases logically, through
+//! the HTTP API, while the server keeps running.
+//!
+//! **Backup.** For every configured database (or every database but
+//! `_internal`), the retention policies (duration, shard group duration,
+//! replication, default flag) and continuous queries are recorded in the
+//! snapshot metadata. Then, for each retention policy and each measurement
+//! in it, `SELECT * FROM "db"."rp"."m"` is read with a chunked response
+//! (`epoch=ns`, 10 000 rows a chunk) and every chunk is turned into line
+//! protocol as it arrives, so a large measurement never sits in memory.
+//! Field types come from `SHOW FIELD KEYS` (integers keep their `i` suffix)
+//! and tag keys from `SHOW TAG KEYS`; names, tags and strings are escaped as
+//! the line protocol requires. Each database becomes one artifact,
+//! `<db>.lp`, in the format of `influx -import`: a `# DML` header, then a
+//! `# CONTEXT-RETENTION-POLICY: rp` line before each policy's points. Points
+//! and field values per measurement are recorded in the metadata.
+//!
+//! **Restore.** The database is created, its retention policies recreated as
+//! they were, the points written back to their own policy with `/write` in
+//! gzip'd batches (retried with backoff on server errors and timeouts), and
+//! the continuous queries recreated. A database that has measurements is
+//! refused unless `--force`, which drops it first. `--target
+//! http://host:8086/db` restores into another server and/or database
+//! (`--target db` another database on the same server). Afterwards the
+//! field values per measurement (`SELECT COUNT(*)`) are compared with what
+//! the backup recorded.
+//!
+//! Users, privileges and InfluxDB 2.x are not handled.
+//!
+//! ```toml
+//! [sources.metrics]
+//! type = "influxdb"
+//! url = "http://localhost:8086"
+//! databases = ["energy"]          # default: all
+//! user = "backup"
+//! password = { file = "/etc/respaldo/influx.pw" }
+//! since = "30d"                   # optional: only the last 30 days
+//! ```
+
+mod client;
+mod lp;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use respaldo_core::check::compare_counts;
+use respaldo_core::duration::parse_duration;
+use respaldo_core::error::BoxError;
+use respaldo_core::secret::Secret;
+use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+
+use client::{ident, Client};
+use lp::Column;
+
+/// Configuration of an `influxdb` source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxConfig {
+    /// Base URL of the InfluxDB 1.x HTTP API, e.g. `http://localhost:8086`.
+    pub url: String,
+    /// Databases to back up. Default: every database except `_internal`.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// User name, when authentication is enabled. The user needs read access
+    /// for backups and admin rights for restores.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The user's password, by reference (`{ env = "…" }`, `{ file = "…" }`,
+    /// `{ command = […] }`). Requires `user`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Only export points newer than this (`"30d"`, `"12h"`): a partial
+    /// export. Default: every point.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Lines per `/write` request on restore (each sent gzip'd).
+    #[serde(default = "default_batch")]
+    pub batch_lines: usize,
+}
+
+fn default_batch() -> usize {
+    5000
+}
+
+/// Errors of the InfluxDB source. Messages name the server and database,
+/// never a password.
+#[derive(Debug, thiserror::Error)]
+pub enum InfluxError {
+    /// Invalid configuration or target.
+    #[error("{0}")]
+    Config(String),
+    /// The server cannot be reached.
+    #[error("cannot reach InfluxDB at {url}: {message}")]
+    Unreachable {
+        /// Base URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The server refused the credentials.
+    #[error("InfluxDB at {url} refused the credentials: {message}")]
+    Auth {
+        /// Base URL.
+        url: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server answered with an HTTP error.
+    #[error("InfluxDB at {url} answered HTTP {status}: {message}")]
+    Server {
+        /// Base URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// A statement failed.
+    #[error("InfluxDB at {url}: `{query}` failed: {message}")]
+    Query {
+        /// Base URL.
+        url: String,
+        /// The statement.
+        query: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server's answer could not be understood.
+    #[error("InfluxDB at {url}: {message}")]
+    Protocol {
+        /// Base URL.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A database does not exist.
+    #[error("database `{db}` does not exist on InfluxDB at {url}")]
+    NoDatabase {
+        /// Base URL.
+        url: String,
+        /// The database.
+        db: String,
+    },
+    /// Restoring would overwrite data.
+    #[error("database `{db}` on InfluxDB at {url} already has measurements; use --force to drop and recreate it")]
+    NotEmpty {
+        /// Base URL.
+        url: String,
+        /// The database.
+        db: String,
+    },
+    /// The repository stopped reading the export (its own error is reported).
+    #[error("the repository stopped reading the export")]
+    StoreClosed,
+    /// The snapshot's metadata is not what this driver wrote.
+    #[error("snapshot metadata: {0}")]
+    Metadata(String),
+    /// A secret could not be resolved.
+    #[error("password: {0}")]
+    Secret(String),
+    /// The repository failed.
+    #[error(transparent)]
+    Core(#[from] respaldo_core::Error),
+    /// Reading an artifact failed.
+    #[error("reading artifact `{artifact}`: {source}")]
+    Read {
+        /// The artifact.
+        artifact: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A retention policy as `SHOW RETENTION POLICIES` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    /// Name.
+    pub name: String,
+    /// Duration (`0s` = infinite).
+    pub duration: String,
+    /// Shard group duration.
+    pub shard_duration: String,
+    /// Replication factor.
+    pub replication: u64,
+    /// The database's default policy.
+    pub default: bool,
+}
+
+/// A continuous query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContinuousQuery {
+    /// Name.
+    pub name: String,
+    /// The full `CREATE CONTINUOUS QUERY` statement.
+    pub query: String,
+}
+
+/// Per retention policy, per measurement counts.
+type Counts = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// What the backup records for one database.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DatabaseMeta {
+    /// The artifact holding its points.
+    pub artifact: String,
+    /// Its retention policies.
+    pub retention_policies: Vec<RetentionPolicy>,
+    /// Its continuous queries.
+    pub continuous_queries: Vec<ContinuousQuery>,
+    /// Points exported, per retention policy and measurement.
+    pub points: Counts,
+    /// Field values exported (what `SELECT COUNT(*)` sums to), per retention
+    /// policy and measurement.
+    pub values: Counts,
+}
+
+/// The `influxdb` source.
+#[derive(Debug)]
+pub struct InfluxSource {
+    config: InfluxConfig,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn str_at(row: &[Value], i: Option<usize>) -> String {
+    i.and_then(|i| row.get(i))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn flatten(c: &Counts) -> BTreeMap<String, u64> {
+    c.iter()
+        .flat_map(|(rp, ms)| ms.iter().map(move |(m, n)| (format!("{rp}.{m}"), *n)))
+        .collect()
+}
+
+impl InfluxSource {
+    /// Builds the source; `base` is the configuration file's folder.
+    pub fn new(mut config: InfluxConfig, base: &Path) -> Result<Self, InfluxError> {
+        if !config.url.starts_with("http://") && !config.url.starts_with("https://") {
+            return Err(InfluxError::Config(format!(
+                "`url` must start with http:// or https://, not `{}`",
+                config.url
+            )));
+        }
+        if has_userinfo(&config.url) {
+            return Err(InfluxError::Config(
+                "`url` must not hold credentials; use `user` and `password`".into(),
+            ));
+        }
+        if config.password.is_some() && config.user.is_none() {
+            return Err(InfluxError::Config("`password` requires `user`".into()));
+        }
+        if let Some(s) = &config.since {
+            parse_duration(s).map_err(|e| InfluxError::Config(format!("`since`: {e}")))?;
+        }
+        if config.batch_lines == 0 {
+            return Err(InfluxError::Config(
+                "`batch_lines` must be at least 1".into(),
+            ));
+        }
+        if let Some(p) = &mut config.password {
+            p.rebase(base);
+        }
+        Ok(InfluxSource { config })
+    }
+
+    async fn client(&self, url: &str) -> Result<Client, InfluxError> {
+        let auth = match (&self.config.user, &self.config.password) {
+            (Some(u), Some(p)) => Some((
+                u.clone(),
+                Some(p.resolve().await.map_err(InfluxError::Secret)?),
+            )),
+            (Some(u), None) => Some((u.clone(), None)),
+            (None, _) => None,
+        };
+        Client::new(url, auth)
+    }
+
+    /// The databases on the server (without `_internal`).
+    async fn databases(c: &Client) -> Result<Vec<String>, InfluxError> {
+        let series = c.query(None, "SHOW DATABASES").await?;
+        Ok(series
+            .iter()
+            .flat_map(|s| s.values.iter().map(|r| str_at(r, Some(0))))
+            .filter(|d| d != "_internal")
+            .collect())
+    }
+
+    async fn selected(&self, c: &Client) -> Result<Vec<String>, InfluxError> {
+        let all = Self::databases(c).await?;
+        if self.config.databases.is_empty() {
+            return Ok(all);
+        }
+        for db in &self.config.databases {
+            if !all.contains(db) {
+                return Err(InfluxError::NoDatabase {
+                    url: c.url.clone(),
+                    db: db.clone(),
+                });
+            }
+        }
+        Ok(self.config.databases.clone())
+    }
+
+    async fn backup_db(
+        &self,
+        c: &Client,
+        ctx: &mut BackupContext,
+        db: &str,
+        since_ns: Option<i64>,
+    ) -> Result<DatabaseMeta, InfluxError> {
+        let mut meta = DatabaseMeta {
+            artifact: format!("{db}.lp"),
+            ..Default::default()
+        };
+        for s in c
+            .query(None, &format!("SHOW RETENTION POLICIES ON {}", ident(db)))
+            .await?
+        {
+            let (n, d, sd, r, def) = (
+                s.col("name"),
+                s.col("duration"),
+                s.col("shardGroupDuration"),
+                s.col("replicaN"),
+                s.col("default"),
+            );
+            for row in &s.values {
+                meta.retention_policies.push(RetentionPolicy {
+                    name: str_at(row, n),
+                    duration: str_at(row, d),
+                    shard_duration: str_at(row, sd),
+                    replication: r
+                        .and_then(|i| row.get(i))
+                        .and_then(Value::as_u64)
+                        .unwrap_or(1),
+                    default: def
+                        .and_then(|i| row.get(i))
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                });
+            }
+        }
+        for s in c.query(None, "SHOW CONTINUOUS QUERIES").await? {
+            if s.name != db {
+                continue;
+            }
+            let (n, q) = (s.col("name"), s.col("query"));
+            for row in &s.values {
+                meta.continuous_queries.push(ContinuousQuery {
+                    name: str_at(row, n),
+                    query: str_at(row, q),
+                });
+            }
+        }
+
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let reader = tokio_util::io::StreamReader::new(Box::pin(stream));
+        let rps: Vec<String> = meta
+            .retention_policies
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let producer = async {
+            let r = export(c, db, &rps, since_ns, &tx).await;
+            if let Err(e) = &r {
+                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+            }
+            drop(tx);
+            r
+        };
+        let (produced, stored) = tokio::join!(producer, ctx.add_stream(&meta.artifact, reader));
+        let (points, values) = match (produced, stored) {
+            (Err(InfluxError::StoreClosed), Err(e)) | (Ok(_), Err(e)) => return Err(e.into()),
+            (Err(e), _) => return Err(e),
+            (Ok(counts), Ok(_)) => counts,
+        };
+        meta.points = points;
+        meta.values = values;
+        Ok(meta)
+    }
+
+    async fn restore_into(
+        &self,
+        ctx: &RestoreContext,
+        c: &Client,
+        plan: &[(DatabaseMeta, String)],
+        force: bool,
+        report: &mut RestoreReport,
+    ) -> Result<(), InfluxError> {
+        let existing = Self::databases(c).await?;
+        // Refuse before changing anything.
+        for (_, target) in plan {
+            if existing.contains(target) && !force {
+                let s = c
+                    .query(
+                        None,
+                        &format!("SHOW MEASUREMENTS ON {} LIMIT 1", ident(target)),
+                    )
+                    .await?;
+                if s.iter().any(|s| !s.values.is_empty()) {
+                    return Err(InfluxError::NotEmpty {
+                        url: c.url.clone(),
+                        db: target.clone(),
+                    });
+                }
+            }
+        }
+        for (meta, target) in plan {
+            if existing.contains(target) && force {
+                c.query(None, &format!("DROP DATABASE {}", ident(target)))
+                    .await?;
+            }
+            create_database(c, target, &meta.retention_policies).await?;
+            let artifact = ctx.artifact(&meta.artifact)?.clone();
+            let reader = ctx.open_stream(&artifact);
+            let lines =
+                write_lines(c, target, reader, self.config.batch_lines, &meta.artifact).await?;
+            let mut skipped = Vec::new();
+            for cq in &meta.continuous_queries {
+                if let Some(q) = cq_for(&cq.query, target) {
+                    c.query(None, &q).await?;
+                } else {
+                    skipped.push(cq.name.clone());
+                }
+            }
+            let restored = count_values(c, target, &meta.retention_policies).await?;
+            let check = compare_counts(&flatten(&meta.values), &flatten(&restored), |_| true, true);
+            let line = check.line("field value", "measurements");
+            if !check.ok() {
+                return Err(InfluxError::Protocol {
+                    url: c.url.clone(),
+                    message: format!("database `{target}`: {line}"),
+                });
+            }
+            report.lines.push(format!(
+                "database `{target}` on {}: {lines} points written, {} retention policies, {} continuous queries; {line}",
+                c.url,
+                meta.retention_policies.len(),
+                meta.continuous_queries.len() - skipped.len(),
+            ));
+            if !skipped.is_empty() {
+                report.lines.push(format!(
+                    "continuous queries not recreated in `{target}` (they name the original database): {}",
+                    skipped.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The databases the snapshot holds, by name.
+    fn plan(ctx: &RestoreContext) -> Result<BTreeMap<String, DatabaseMeta>, InfluxError> {
+        let dbs = ctx
+            .entry
+            .metadata
+            .get("databases")
+            .cloned()
+            .ok_or_else(|| InfluxError::Metadata("no `databases`".into()))?;
+        let dbs: BTreeMap<String, DatabaseMeta> =
+            serde_json::from_value(dbs).map_err(|e| InfluxError::Metadata(e.to_string()))?;
+        Ok(dbs)
+    }
+}
+
+/// The continuous query statement for database `target`: unchanged when it
+/// is the database it was defined on, else `None` (its text names the
+/// original database throughout).
+fn cq_for(query: &str, target: &str) -> Option<String> {
+    let on = query.split_whitespace().nth(5)?;
+    let db = on.trim_matches('"');
+    (db == target).then(|| query.to_string())
+}
+
+/// Creates `db` (or keeps it, when it exists and is empty) with exactly the
+/// retention policies `rps`.
+async fn create_database(c: &Client, db: &str, rps: &[RetentionPolicy]) -> Result<(), InfluxError> {
+    c.query(None, &format!("CREATE DATABASE {}", ident(db)))
+        .await?;
+    let present: Vec<String> = c
+        .query(None, &format!("SHOW RETENTION POLICIES ON {}", ident(db)))
+        .await?
+        .iter()
+        .flat_map(|s| s.values.iter().map(|r| str_at(r, Some(0))))
+        .collect();
+    // The default policy last, so it ends up the default.
+    let mut ordered: Vec<&RetentionPolicy> = rps.iter().filter(|r| !r.default).collect();
+    ordered.extend(rps.iter().filter(|r| r.default));
+    for rp in &ordered {
+        let verb = if present.contains(&rp.name) {
+            "ALTER"
+        } else {
+            "CREATE"
+        };
+        c.query(
+            None,
+            &format!(
+                "{verb} RETENTION POLICY {} ON {} DURATION {} REPLICATION {} SHARD DURATION {}{}",
+                ident(&rp.name),
+                ident(db),
+                rp.duration,
+                rp.replication,
+                rp.shard_duration,
+                if rp.default { " DEFAULT" } else { "" }
+            ),
+        )
+        .await?;
+    }
+    for name in present
+        .iter()
+        .filter(|p| !rps.iter().any(|r| &r.name == *p))
+    {
+        c.query(
+            None,
+            &format!("DROP RETENTION POLICY {} ON {}", ident(name), ident(db)),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Field values per retention policy and measurement, from `SELECT COUNT(*)`.
+async fn count_values(
+    c: &Client,
+    db: &str,
+    rps: &[RetentionPolicy],
+) -> Result<Counts, InfluxError> {
+    let mut out = Counts::new();
+    for rp in rps {
+        let q = format!(
+            "SELECT COUNT(*) FROM {}.{}./.*/",
+            ident(db),
+            ident(&rp.name)
+        );
+        for s in c.query(Some(db), &q).await? {
+            let mut n = 0;
+            for row in &s.values {
+                for (col, v) in s.columns.iter().zip(row) {
+                    if col != "time" {
+                        n += v.as_u64().unwrap_or(0);
+                    }
+                }
+            }
+            out.entry(rp.name.clone()).or_default().insert(s.name, n);
+        }
+    }
+    Ok(out)
+}
+
+/// Exports every retention policy's measurements of `db` as line protocol
+/// into `tx`; returns points and field values per policy and measurement.
+async fn export(
+    c: &Client,
+    db: &str,
+    rps: &[String],
+    since_ns: Option<i64>,
+    tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+) -> Result<(Counts, Counts), InfluxError> {
+    let closed = || InfluxError::StoreClosed;
+    let mut points = Counts::new();
+    let mut values = Counts::new();
+    let mut header = b"# DML\n# CONTEXT-DATABASE: ".to_vec();
+    header.extend_from_slice(db.as_bytes());
+    header.push(b'\n');
+    tx.send(Ok(header.into())).await.map_err(|_| closed())?;
+    for rp in rps {
+        let from = format!("{}./.*/", ident(rp));
+        let mut fields: BTreeMap<String, BTreeMap<String, Column>> = BTreeMap::new();
+        for s in c
+            .query(
+                Some(db),
+                &format!("SHOW FIELD KEYS ON {} FROM {from}", ident(db)),
+            )
+            .await?
+        {
+            let m = fields.entry(s.name.clone()).or_default();
+            let (k, t) = (s.col("fieldKey"), s.col("fieldType"));
+            for row in &s.values {
+                let key = str_at(row, k);
+                let ty = str_at(row, t);
+                let kind = Column::from_field_type(&ty).ok_or_else(|| InfluxError::Protocol {
+                    url: c.url.clone(),
+                    message: format!("field `{key}` of `{}`: unknown type `{ty}`", s.name),
+                })?;
+                m.entry(key).or_insert(kind);
+            }
+        }
+        let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in c
+            .query(
+                Some(db),
+                &format!("SHOW TAG KEYS ON {} FROM {from}", ident(db)),
+            )
+            .await?
+        {
+            tags.insert(
+                s.name,
+                s.values.iter().map(|r| str_at(r, Some(0))).collect(),
+            );
+        }
+        let section = format!("# CONTEXT-RETENTION-POLICY: {rp}\n");
+        tx.send(Ok(section.into_bytes().into()))
+            .await
+            .map_err(|_| closed())?;
+        for (m, fkinds) in &fields {
+            let mut q = format!("SELECT * FROM {}.{}.{}", ident(db), ident(rp), ident(m));
+            if let Some(t) = since_ns {
+                q.push_str(&format!(" WHERE time >= {t}"));
+            }
+            let mut head = Vec::new();
+            lp::push_measurement(&mut head, m);
+            let mtags = tags.get(m).cloned().unwrap_or_default();
+            let (mut np, mut nv) = (0u64, 0u64);
+            let mut chunks = c.query_chunks(db, &q).await?;
+            while let Some(s) = chunks.next().await? {
+                let kinds = s
+                    .columns
+                    .iter()
+                    .map(|col| {
+                        if col == "time" {
+                            Ok(Column::Time)
+                        } else if let Some(k) = fkinds.get(col) {
+                            Ok(*k)
+                        } else if mtags.contains(col) {
+                            Ok(Column::Tag)
+                        } else {
+                            Err(InfluxError::Protocol {
+                                url: c.url.clone(),
+                                message: format!(
+                                    "`{db}.{rp}.{m}`: column `{col}` is neither a tag nor a field"
+                                ),
+                            })
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut out = Vec::with_capacity(s.values.len() * 64);
+                for row in &s.values {
+                    let n =
+                        lp::push_row(&mut out, &head, &s.columns, &kinds, row).map_err(|e| {
+                            InfluxError::Protocol {
+                                url: c.url.clone(),
+                                message: format!("`{db}.{rp}.{m}`: {e}"),
+                            }
+                        })?;
+                    if n > 0 {
+                        np += 1;
+                        nv += n;
+                    }
+                }
+                tx.send(Ok(out.into())).await.map_err(|_| closed())?;
+            }
+            points.entry(rp.clone()).or_default().insert(m.clone(), np);
+            values.entry(rp.clone()).or_default().insert(m.clone(), nv);
+        }
+    }
+    Ok((points, values))
+}
+
+/// Reads line protocol from `reader` and writes it to `db` in gzip'd batches
+/// of `batch` lines, each to the retention policy its section names.
+async fn write_lines(
+    c: &Client,
+    db: &str,
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    batch: usize,
+    artifact: &str,
+) -> Result<u64, InfluxError> {
+    const RP_PREFIX: &[u8] = b"# CONTEXT-RETENTION-POLICY: ";
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut scanned = 0;
+    let mut scanner = lp::LineScanner::default();
+    let mut rp = String::new();
+    let mut batcher = Batcher::new(c, db);
+    let mut total = 0u64;
+    let mut eof = false;
+    loop {
+        // Take every complete line from the buffer.
+        let mut start = 0;
+        loop {
+            let end = match scanner.next_end(&buf, scanned.max(start)) {
+                Some(e) => Some(e),
+                None if eof && start < buf.len() => {
+                    // A last line without a newline.
+                    Some(buf.len())
+                }
+                None => None,
+            };
+            let Some(end) = end else {
+                scanned = buf.len();
+                break;
+            };
+            let line = &buf[start..end];
+            start = end;
+            scanned = end;
+            if line.starts_with(b"#") {
+                if let Some(name) = line.strip_prefix(RP_PREFIX) {
+                    batcher.flush(&rp).await?;
+                    rp = String::from_utf8_lossy(name).trim_end().to_string();
+                }
+                continue;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if rp.is_empty() {
+                return Err(InfluxError::Metadata(format!(
+                    "artifact `{artifact}`: points before any retention policy section"
+                )));
+            }
+            batcher.push(line);
+            total += 1;
+            if batcher.lines >= batch {
+                batcher.flush(&rp).await?;
+            }
+        }
+        buf.drain(..start);
+        scanned -= start;
+        if eof {
+            break;
+        }
+        let len = buf.len();
+        buf.resize(len + (1 << 20), 0);
+        let n = reader
+            .read(&mut buf[len..])
+            .await
+            .map_err(|source| InfluxError::Read {
+                artifact: artifact.to_string(),
+                source,
+            })?;
+        buf.truncate(len + n);
+        eof = n == 0;
+    }
+    batcher.flush(&rp).await?;
+    batcher.finish().await?;
+    Ok(total)
+}
+
+/// Writes still in flight at once during a restore.
+const WRITES_IN_FLIGHT: usize = 2;
+
+/// Gathers lines into gzip'd batches and sends them, a bounded number at once.
+struct Batcher {
+    client: Client,
+    db: String,
+    gz: flate2::write::GzEncoder<Vec<u8>>,
+    lines: usize,
+    writes: tokio::task::JoinSet<Result<(), InfluxError>>,
+}
+
+impl Batcher {
+    fn new(client: &Client, db: &str) -> Self {
+        Batcher {
+            client: client.clone(),
+            db: db.to_string(),
+            gz: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+            lines: 0,
+            writes: tokio::task::JoinSet::new(),
+        }
+    }
+
+    fn push(&mut self, line: &[u8]) {
+        self.gz.write_all(line).expect("writing to memory");
+        if !line.ends_with(b"\n") {
+            self.gz.write_all(b"\n").expect("writing to memory");
+        }
+        self.lines += 1;
+    }
+
+    /// Sends the gathered lines to retention policy `rp`.
+    async fn flush(&mut self, rp: &str) -> Result<(), InfluxError> {
+        if self.lines == 0 {
+            return Ok(());
+        }
+        self.lines = 0;
+        let full = std::mem::replace(
+            &mut self.gz,
+            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+        );
+        let body = full.finish().expect("writing to memory");
+        while self.writes.len() >= WRITES_IN_FLIGHT {
+            self.wait_one().await?;
+        }
+        let (c, db, rp) = (self.client.clone(), self.db.clone(), rp.to_string());
+        self.writes
+            .spawn(async move { c.write(&db, &rp, body.into()).await });
+        Ok(())
+    }
+
+    async fn wait_one(&mut self) -> Result<(), InfluxError> {
+        match self.writes.join_next().await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(InfluxError::Protocol {
+                url: self.client.url.clone(),
+                message: format!("write task failed: {e}"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every write in flight.
+    async fn finish(mut self) -> Result<(), InfluxError> {
+        while !self.writes.is_empty() {
+            self.wait_one().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether an `http(s)://` URL carries `user[:password]@`.
+fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/')
+        .next()
+        .is_some_and(|host| host.contains('@'))
+}
+
+/// Where `--target` points: a server URL and an optional database.
+fn parse_target(t: &str, live: &str) -> Result<(String, Option<String>), InfluxError> {
+    if let Some(rest) = t
+        .strip_prefix("http://")
+        .map(|r| ("http://", r))
+        .or_else(|| t.strip_prefix("https://").map(|r| ("https://", r)))
+    {
+        let (scheme, rest) = rest;
+        let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
+        let db = db.trim_matches('/');
+        if host.is_empty() || host.contains('@') {
+            return Err(InfluxError::Config(
+                "--target: expected http://host:port[/database], without credentials".into(),
+            ));
+        }
+        return Ok((
+            format!("{scheme}{host}"),
+            (!db.is_empty()).then(|| db.to_string()),
+        ));
+    }
+    if t.is_empty() || t.contains('/') {
+        return Err(InfluxError::Config(format!(
+            "--target `{t}`: expected http://host:8086[/database] or a database name"
+        )));
+    }
+    Ok((live.to_string(), Some(t.to_string())))
+}
+
+#[async_trait]
+impl Source for InfluxSource {
+    fn kind(&self) -> &'static str {
+        "influxdb"
+    }
+
+    async fn check(&self) -> Result<(), BoxError> {
+        let c = self.client(&self.config.url).await?;
+        self.selected(&c).await?;
+        Ok(())
+    }
+
+    async fn backup(&self, ctx: &mut BackupContext) -> Result<(), BoxError> {
+        let c = self.client(&self.config.url).await?;
+        let dbs = self.selected(&c).await?;
+        let since_ns = self
+            .config
+            .since
+            .as_deref()
+            .map(|s| parse_duration(s).map(|d| now_ns() - d.as_nanos() as i64))
+            .transpose()
+            .map_err(InfluxError::Config)?;
+        let mut all = serde_json::Map::new();
+        let mut total = 0u64;
+        for db in &dbs {
+            let meta = self.backup_db(&c, ctx, db, since_ns).await?;
+            total += flatten(&meta.points).values().sum::<u64>();
+            all.insert(
+                db.clone(),
+                serde_json::to_value(&meta).map_err(|e| InfluxError::Metadata(e.to_string()))?,
+            );
+        }
+        ctx.set_metadata("url", self.config.url.clone());
+        ctx.set_metadata("databases", Value::Object(all));
+        ctx.set_metadata("points", total);
+        if let Some(s) = &self.config.since {
+            ctx.set_metadata("since", s.clone());
+        }
+        Ok(())
+    }
+
+    async fn restore(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestoreReport, BoxError> {
+        ctx.refuse_selection("influxdb", &[])?;
+        let metas = Self::plan(ctx)?;
+        let (url, rename) = match target {
+            RestoreTarget::Live => (self.config.url.clone(), None),
+            RestoreTarget::Other(t) => parse_target(t, &self.config.url)?,
+        };
+        if rename.is_some() && metas.len() != 1 {
+            return Err(InfluxError::Config(format!(
+                "--target names one database but the snapshot has {} (restore without a database in --target)",
+                metas.len()
+            ))
+            .into());
+        }
+        let plan: Vec<(DatabaseMeta, String)> = metas
+            .into_iter()
+            .map(|(db, m)| {
+                let t = rename.clone().unwrap_or(db);
+                (m, t)
+            })
+            .collect();
+        let c = self.client(&url).await?;
+        let mut report = RestoreReport::default();
+        self.restore_into(ctx, &c, &plan, ctx.force, &mut report)
+            .await?;
+        Ok(report)
+    }
+
+    async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
+        let c = self.client(&self.config.url).await?;
+        let mut report = RestoreReport::default();
+        for meta in Self::plan(ctx)?.into_values() {
+            let scratch = format!("respaldo_test_restore_{}_{}", std::process::id(), now_ns());
+            let plan = [(meta, scratch.clone())];
+            let r = self.restore_into(ctx, &c, &plan, false, &mut report).await;
+            let dropped = c
+                .query(None, &format!("DROP DATABASE {}", ident(&scratch)))
+                .await;
+            r?;
+            dropped?;
+            report
+                .lines
+                .push(format!("scratch database `{scratch}` dropped"));
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let live = "http://a:8086";
+        assert_eq!(
+            parse_target("http://b:9999/other", live).unwrap(),
+            ("http://b:9999".into(), Some("other".into()))
+        );
+        assert_eq!(
+            parse_target("http://b:9999", live).unwrap(),
+            ("http://b:9999".into(), None)
+        );
+        assert_eq!(
+            parse_target("copy", live).unwrap(),
+            (live.into(), Some("copy".into()))
+        );
+        assert!(parse_target("a/b", live).is_err());
+        assert!(parse_target("http://u:pw@b:1/x", live)
+            .unwrap_err()
+            .to_string()
+            .contains("without credentials"));
+        assert!(has_userinfo("http://u:pw@h:8086"));
+        assert!(!has_userinfo("http://h:8086/a@b"));
+    }
+
+    #[test]
+    fn continuous_queries_keep_their_database() {
+        let q = "CREATE CONTINUOUS QUERY cq1 ON d1 BEGIN SELECT mean(x) INTO d1.short.m FROM d1.autogen.cpu GROUP BY time(1h) END";
+        assert_eq!(cq_for(q, "d1").as_deref(), Some(q));
+        assert_eq!(cq_for(q, "d2"), None);
+    }
+}
