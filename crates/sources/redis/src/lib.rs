@@ -278,8 +278,8 @@ fn parse_url(url: &str) -> Result<Endpoint, RedisError> {
     let (user, password) = match auth {
         None => (None, None),
         Some(a) => match a.split_once(':') {
-            Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
-            None => ((!a.is_empty()).then(|| a.to_string()), None),
+            Some((u, p)) => ((!u.is_empty()).then(|| unescape(u)), Some(unescape(p))),
+            None => ((!a.is_empty()).then(|| unescape(a)), None),
         },
     };
     Ok(Endpoint {
@@ -289,6 +289,30 @@ fn parse_url(url: &str) -> Result<Endpoint, RedisError> {
         user,
         password,
     })
+}
+
+/// Percent-decoding of URL user names and passwords (`%40` is `@`).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Endpoint {
@@ -366,52 +390,50 @@ impl RedisSource {
 
     /// `BGSAVE` (or the one in progress), followed until it finished.
     async fn bgsave(&self, c: &mut Conn) -> Result<(), RedisError> {
-        let persistence = |s: String| info_fields(&s);
-        let before = lastsave(c).await?;
-        let p = persistence(c.text(&["INFO", "persistence"]).await?);
-        let mut in_progress = p.get("rdb_bgsave_in_progress").map(String::as_str) == Some("1");
-        if !in_progress {
-            match c.cmd(&["BGSAVE"]).await {
-                Ok(_) => {}
-                // Another save (ours from another source, a replica's sync)
-                // is running: its result is as fresh as ours would be.
-                Err(RedisError::Command { message, .. })
-                    if message.contains("Background save already in progress") =>
-                {
-                    in_progress = true;
-                }
-                Err(RedisError::Command { message, .. }) if message.contains("BGSAVE SCHEDULE") => {
-                    c.cmd(&["BGSAVE", "SCHEDULE"]).await?;
-                }
-                Err(RedisError::Command { addr, message, .. }) => {
-                    return Err(RedisError::Bgsave { addr, message })
-                }
-                Err(e) => return Err(e),
-            }
-        }
         let deadline = Instant::now() + Duration::from_secs(self.config.timeout);
+        let failed = |c: &Conn| {
+            RedisError::Bgsave {
+            addr: c.addr.clone(),
+            message: "the server reports rdb_last_bgsave_status:err (is its `dir` writable, is the disk full? its log has the reason)".into(),
+        }
+        };
         let mut wait = Duration::from_millis(5);
+        // `started`: our BGSAVE forked (it runs from its reply on);
+        // `scheduled`: it waits for an AOF rewrite, so it is done once
+        // LASTSAVE moves or it was seen running.
+        let mut started = false;
+        let mut scheduled = None;
         loop {
-            let p = persistence(c.text(&["INFO", "persistence"]).await?);
+            let p = info_fields(&c.text(&["INFO", "persistence"]).await?);
             let busy = p.get("rdb_bgsave_in_progress").map(String::as_str) == Some("1");
-            let last = lastsave(c).await?;
-            if !busy && (last != before || in_progress) {
-                if p.get("rdb_last_bgsave_status").map(String::as_str) != Some("ok") {
-                    return Err(RedisError::Bgsave {
-                        addr: c.addr.clone(),
-                        message: "the server reports rdb_last_bgsave_status:err (is its `dir` writable, is the disk full? its log has the reason)".into(),
-                    });
+            let ok = p.get("rdb_last_bgsave_status").map(String::as_str) == Some("ok");
+            if let Some((before, seen)) = scheduled.as_mut() {
+                *seen |= busy;
+                if !busy && (*seen || lastsave(c).await? != *before) {
+                    return if ok { Ok(()) } else { Err(failed(c)) };
                 }
-                return Ok(());
-            }
-            if !busy && p.get("rdb_last_bgsave_status").map(String::as_str) == Some("err") {
-                let aof = p.get("aof_rewrite_in_progress").map(String::as_str) == Some("1");
-                if !aof {
-                    return Err(RedisError::Bgsave {
-                        addr: c.addr.clone(),
-                        message: "the server reports rdb_last_bgsave_status:err (is its `dir` writable, is the disk full? its log has the reason)".into(),
-                    });
+            } else if started && !busy {
+                return if ok { Ok(()) } else { Err(failed(c)) };
+            } else if !started && !busy {
+                // A save that was running (another backup's, or a replica's,
+                // possibly diskless) is waited for, then ours starts.
+                let before = lastsave(c).await?;
+                match c.cmd(&["BGSAVE"]).await {
+                    Ok(_) => started = true,
+                    Err(RedisError::Command { message, .. })
+                        if message.contains("already in progress") => {}
+                    Err(RedisError::Command { message, .. })
+                        if message.contains("BGSAVE SCHEDULE") =>
+                    {
+                        c.cmd(&["BGSAVE", "SCHEDULE"]).await?;
+                        scheduled = Some((before, false));
+                    }
+                    Err(RedisError::Command { addr, message, .. }) => {
+                        return Err(RedisError::Bgsave { addr, message })
+                    }
+                    Err(e) => return Err(e),
                 }
+                continue;
             }
             if Instant::now() > deadline {
                 return Err(RedisError::Bgsave {
@@ -1015,6 +1037,8 @@ mod tests {
         assert_eq!(e.user.as_deref(), Some("app"));
         assert_eq!(e.password.as_deref(), Some("pw"));
         assert_eq!(format!("{e:?}"), "redis://example.org:6380");
+        let e = parse_url("redis://:p%40ss%20x@h").unwrap();
+        assert_eq!(e.password.as_deref(), Some("p@ss x"));
         let e = parse_url("redis://localhost").unwrap();
         assert_eq!((e.addr.as_str(), e.db), ("localhost:6379", None));
         assert!(e.is_local());
