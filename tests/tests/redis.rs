@@ -256,6 +256,69 @@ fn wrong_password_unreachable_and_failing_bgsave_leave_no_good_snapshot() {
     assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
 }
 
+/// Shuts the server on `port` down when dropped (a daemonized one too).
+struct Shutdown(u16);
+
+impl Drop for Shutdown {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("redis-cli")
+            .args(["-p", &self.0.to_string(), "SHUTDOWN", "NOSAVE"])
+            .output();
+    }
+}
+
+#[test]
+fn file_mode_restore_stops_places_the_rdb_and_restarts() {
+    let a = Redis::start(None);
+    let _guard = Shutdown(a.port);
+    populate(&a);
+    let digest = a.digest();
+    let port = a.port.to_string();
+    let dir = a.path().to_str().unwrap().to_string();
+    let toml = |extra: &str| {
+        source(
+            &a.url(),
+            &format!(
+                "[sources.cache.file_restore]\nstop = [\"redis-cli\", \"-p\", \"{port}\", \"SHUTDOWN\", \"NOSAVE\"]\n\
+                 start = [\"redis-server\", \"--port\", \"{port}\", \"--bind\", \"127.0.0.1\", \"--dir\", \"{dir}\", \
+                 \"--daemonize\", \"yes\", \"--save\", \"\", \"--enable-debug-command\", \"yes\", \
+                 \"--logfile\", \"{dir}/log2\"]\n{extra}"
+            ),
+        )
+    };
+    let p = Project::new(&toml(""));
+    p.ok(&["init"]);
+    p.backup(&[]);
+    a.cli(&["SET", "after", "backup"]);
+
+    // Not empty: refused without --force.
+    let o = p.run(&["restore", "latest", "--source", "cache"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is not empty"), "{}", stderr(&o));
+    // appendonly: refused with a clear message, nothing changed.
+    a.cli(&["CONFIG", "SET", "appendonly", "yes"]);
+    let o = p.run(&[
+        "restore",
+        "latest",
+        "--source",
+        "cache",
+        "--force",
+        "--no-safety-snapshot",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("appendonly yes"), "{}", stderr(&o));
+    assert_eq!(a.cli(&["GET", "after"]), "backup");
+    a.cli(&["CONFIG", "SET", "appendonly", "no"]);
+
+    let out = ok_all(&p, &["restore", "latest", "--source", "cache", "--force"]);
+    assert!(out.contains("restarted the server"), "{out}");
+    assert!(
+        out.contains("key counts match (3 databases, 175 in all)"),
+        "{out}"
+    );
+    assert_eq!(a.digest(), digest);
+}
+
 #[test]
 fn the_example_config_parses() {
     let path =

@@ -98,6 +98,34 @@ pub struct RedisConfig {
     /// Keys sent per pipelined batch of `RESTORE` commands (default 1000).
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Restore into the configured server by replacing its dump file
+    /// (stop, place the RDB atomically, start, check it loaded) instead of
+    /// replaying keys. Used by `restore` without `--target` and `--keys`.
+    #[serde(default)]
+    pub file_restore: Option<FileRestore>,
+}
+
+/// How to restore by file into a server this host manages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRestore {
+    /// Program and arguments that stop the server, e.g.
+    /// `["systemctl", "stop", "redis-server"]` or `["docker", "stop", "redis"]`.
+    pub stop: Vec<String>,
+    /// Program and arguments that start it again.
+    pub start: Vec<String>,
+    /// The server's data directory as seen from this host (default: its
+    /// `dir`, from `CONFIG GET`; set it for a server in a container).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Seconds to wait for the server to stop, and to start and load the
+    /// snapshot (default 300 each).
+    #[serde(default = "default_start_timeout")]
+    pub timeout: u64,
+}
+
+fn default_start_timeout() -> u64 {
+    300
 }
 
 fn default_timeout() -> u64 {
@@ -200,6 +228,14 @@ pub enum RedisError {
         addr: String,
         /// The comparison.
         line: String,
+    },
+    /// A file-mode restore step failed.
+    #[error("file restore into redis://{addr}: {message}")]
+    FileRestore {
+        /// host:port
+        addr: String,
+        /// What failed.
+        message: String,
     },
     /// A throwaway server for test-restore could not be run.
     #[error("test-restore server: {0}")]
@@ -368,6 +404,18 @@ impl RedisSource {
         }
         if let Some(p) = config.password.as_mut() {
             p.rebase(base);
+        }
+        if let Some(f) = config.file_restore.as_mut() {
+            if f.stop.first().is_none_or(|p| p.is_empty())
+                || f.start.first().is_none_or(|p| p.is_empty())
+            {
+                return Err(RedisError::Config(
+                    "`file_restore.stop` and `file_restore.start` must name a program".into(),
+                ));
+            }
+            if let Some(d) = f.dir.as_mut() {
+                *d = base.join(&*d);
+            }
         }
         Ok(RedisSource { config, endpoint })
     }
@@ -689,6 +737,154 @@ impl RedisSource {
     }
 }
 
+impl RedisSource {
+    /// File mode: stop the server, place the RDB atomically, start it,
+    /// wait until it loaded, compare the counts.
+    async fn restore_file(
+        &self,
+        ctx: &RestoreContext,
+        ep: &Endpoint,
+        f: &FileRestore,
+    ) -> Result<RestoreReport, RedisError> {
+        use tokio::io::AsyncWriteExt;
+        let addr = ep.addr.clone();
+        let fail = |message: String| RedisError::FileRestore {
+            addr: addr.clone(),
+            message,
+        };
+        let artifact = ctx.artifact(ARTIFACT)?.clone();
+        let mut c = ep.connect().await?;
+        let before = keyspace(&mut c).await?;
+        if before.values().sum::<u64>() > 0 && !ctx.force {
+            return Err(RedisError::NotEmpty {
+                addr,
+                summary: summary(&before),
+            });
+        }
+        let get = |r: Reply| match r {
+            Reply::Array(Some(v)) => v.get(1).and_then(Reply::text),
+            _ => None,
+        };
+        if get(c.cmd(&["CONFIG", "GET", "appendonly"]).await?).as_deref() == Some("yes") {
+            return Err(fail(
+                "the server runs with `appendonly yes`: its AOF would be loaded instead of the restored RDB; nothing was changed (turn appendonly off for the restore, or restore live with --target)".into(),
+            ));
+        }
+        let name = get(c.cmd(&["CONFIG", "GET", "dbfilename"]).await?)
+            .ok_or_else(|| fail("CONFIG GET dbfilename gave nothing".into()))?;
+        let dir = match &f.dir {
+            Some(d) => d.clone(),
+            None => PathBuf::from(
+                get(c.cmd(&["CONFIG", "GET", "dir"]).await?)
+                    .ok_or_else(|| fail("CONFIG GET dir gave nothing".into()))?,
+            ),
+        };
+        drop(c);
+        let dest = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.respaldo-{}", std::process::id()));
+        let written = async {
+            let mut out = tokio::fs::File::create(&tmp).await?;
+            tokio::io::copy(&mut ctx.open_stream(&artifact), &mut out).await?;
+            out.flush().await?;
+            out.sync_all().await?;
+            let owner = std::fs::metadata(&dest).or_else(|_| std::fs::metadata(&dir))?;
+            use std::os::unix::fs::MetadataExt;
+            std::os::unix::fs::chown(&tmp, Some(owner.uid()), Some(owner.gid()))?;
+            Ok::<_, std::io::Error>(())
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(fail(format!("writing {}: {e}", tmp.display())));
+        }
+        let mut lines = Vec::new();
+        if let Err(e) = run(&f.stop).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(fail(format!("stop command: {e}; nothing was changed")));
+        }
+        let deadline = Instant::now() + Duration::from_secs(f.timeout);
+        while Conn::connect(&ep.addr).await.is_ok() {
+            if Instant::now() > deadline {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(fail(format!(
+                    "the server still answers {} s after the stop command",
+                    f.timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let placed = std::fs::rename(&tmp, &dest)
+            .and_then(|()| std::fs::File::open(&dir).and_then(|d| d.sync_all()));
+        let started = run(&f.start).await;
+        placed.map_err(|e| fail(format!("placing {}: {e}", dest.display())))?;
+        started.map_err(|e| fail(format!("start command: {e}")))?;
+        lines.push(format!(
+            "placed the snapshot as {} and restarted the server",
+            dest.display()
+        ));
+        // Wait until it answers and has loaded the file.
+        let deadline = Instant::now() + Duration::from_secs(f.timeout);
+        let mut c = loop {
+            let up = match ep.connect().await {
+                Ok(mut c) => match c.text(&["INFO", "persistence"]).await {
+                    Ok(i) if info_fields(&i).get("loading").map(String::as_str) == Some("0") => {
+                        Some(c)
+                    }
+                    _ => None,
+                },
+                Err(_) => None,
+            };
+            if let Some(c) = up {
+                break c;
+            }
+            if Instant::now() > deadline {
+                return Err(fail(format!(
+                    "the server did not come back within {} s",
+                    f.timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let recorded: BTreeMap<String, u64> = ctx
+            .entry
+            .metadata
+            .get("keys")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let check = compare_counts(&recorded, &keyspace(&mut c).await?, |_| true, true);
+        let line = check.line("key", "databases");
+        if !check.ok() {
+            return Err(RedisError::Counts { addr, line });
+        }
+        lines.push(line);
+        Ok(RestoreReport { lines })
+    }
+}
+
+/// Runs a configured command and waits for it.
+async fn run(argv: &[String]) -> Result<(), String> {
+    use respaldo_core::process::{failure_message, StderrTail};
+    let (prog, args) = argv.split_first().ok_or("empty command")?;
+    let path = find_program(prog).ok_or_else(|| format!("`{prog}` not found on PATH"))?;
+    let mut child = tokio::process::Command::new(path)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
+    let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
+    let status = child.wait().await.map_err(|e| format!("`{prog}`: {e}"))?;
+    // A daemon it started may keep the pipe open: don't wait for it long.
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(failure_message(&format!("`{prog}`"), &status, &tail))
+    }
+}
+
 /// `LASTSAVE`: when the last successful save finished.
 async fn lastsave(c: &mut Conn) -> Result<i64, RedisError> {
     match c.cmd(&["LASTSAVE"]).await? {
@@ -980,7 +1176,12 @@ impl Source for RedisSource {
             RestoreTarget::Live => self.live().await?,
             RestoreTarget::Other(url) => parse_url(url)?,
         };
-        Ok(self.restore_into(ctx, &ep, ctx.force).await?)
+        match &self.config.file_restore {
+            Some(f) if *target == RestoreTarget::Live && ctx.selection.keys.is_empty() => {
+                Ok(self.restore_file(ctx, &ep, f).await?)
+            }
+            _ => Ok(self.restore_into(ctx, &ep, ctx.force).await?),
+        }
     }
 
     async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
