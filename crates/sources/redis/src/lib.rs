@@ -494,16 +494,24 @@ impl RedisSource {
         }
     }
 
-    /// The server's dump file, when it is on this host and readable.
-    async fn local_dump(c: &mut Conn) -> Option<PathBuf> {
-        let get = |r: Reply| match r {
-            Reply::Array(Some(v)) => v.get(1).and_then(Reply::text),
-            _ => None,
-        };
-        let dir = get(c.cmd(&["CONFIG", "GET", "dir"]).await.ok()?)?;
-        let name = get(c.cmd(&["CONFIG", "GET", "dbfilename"]).await.ok()?)?;
+    /// The server's dump file, opened, when it is on this host, readable,
+    /// and written when the server's last save finished (so a file of
+    /// another server at the same path, e.g. one in a container, is not
+    /// taken for it).
+    async fn local_dump(c: &mut Conn) -> Option<(PathBuf, std::fs::File)> {
+        let dir = config_get(c, "dir").await.ok()??;
+        let name = config_get(c, "dbfilename").await.ok()??;
+        let last = lastsave(c).await.ok()?;
         let p = PathBuf::from(dir).join(name);
-        std::fs::File::open(&p).ok().map(|_| p)
+        let f = std::fs::File::open(&p).ok()?;
+        let mtime = f
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        ((mtime - last).abs() <= 2).then_some((p, f))
     }
 
     /// Stores `reader` as the artifact while walking it (structure,
@@ -761,21 +769,19 @@ impl RedisSource {
                 summary: summary(&before),
             });
         }
-        let get = |r: Reply| match r {
-            Reply::Array(Some(v)) => v.get(1).and_then(Reply::text),
-            _ => None,
-        };
-        if get(c.cmd(&["CONFIG", "GET", "appendonly"]).await?).as_deref() == Some("yes") {
+        if config_get(&mut c, "appendonly").await?.as_deref() == Some("yes") {
             return Err(fail(
                 "the server runs with `appendonly yes`: its AOF would be loaded instead of the restored RDB; nothing was changed (turn appendonly off for the restore, or restore live with --target)".into(),
             ));
         }
-        let name = get(c.cmd(&["CONFIG", "GET", "dbfilename"]).await?)
+        let name = config_get(&mut c, "dbfilename")
+            .await?
             .ok_or_else(|| fail("CONFIG GET dbfilename gave nothing".into()))?;
         let dir = match &f.dir {
             Some(d) => d.clone(),
             None => PathBuf::from(
-                get(c.cmd(&["CONFIG", "GET", "dir"]).await?)
+                config_get(&mut c, "dir")
+                    .await?
                     .ok_or_else(|| fail("CONFIG GET dir gave nothing".into()))?,
             ),
         };
@@ -883,6 +889,14 @@ async fn run(argv: &[String]) -> Result<(), String> {
     } else {
         Err(failure_message(&format!("`{prog}`"), &status, &tail))
     }
+}
+
+/// `CONFIG GET name`: its value, if the server has it.
+async fn config_get(c: &mut Conn, name: &str) -> Result<Option<String>, RedisError> {
+    Ok(match c.cmd(&["CONFIG", "GET", name]).await? {
+        Reply::Array(Some(v)) => v.get(1).and_then(Reply::text),
+        _ => None,
+    })
 }
 
 /// `LASTSAVE`: when the last successful save finished.
@@ -1113,7 +1127,7 @@ impl Source for RedisSource {
                     Some(p) => Some(p),
                     None if t == Transfer::File => {
                         return Err(RedisError::Config(format!(
-                            "transfer = \"file\": the dump file of redis://{} is not readable on this host",
+                            "transfer = \"file\": the dump file of redis://{} is not readable on this host (or is not the one its last BGSAVE wrote)",
                             ep.addr
                         ))
                         .into())
@@ -1123,14 +1137,10 @@ impl Source for RedisSource {
             }
         };
         let (keys, rdb_version, how) = match file {
-            Some(p) => {
-                let f = tokio::fs::File::open(&p)
-                    .await
-                    .map_err(|e| RedisError::Io {
-                        addr: ep.addr.clone(),
-                        message: format!("opening {}: {e}", p.display()),
-                    })?;
-                let (k, v) = self.store(ctx, &ep.addr, f).await?;
+            Some((p, f)) => {
+                let (k, v) = self
+                    .store(ctx, &ep.addr, tokio::fs::File::from_std(f))
+                    .await?;
                 (k, v, format!("file {}", p.display()))
             }
             None => {
