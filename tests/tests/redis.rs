@@ -156,7 +156,7 @@ fn replication_transfer_with_password_and_key_filter() {
     let digest = a.digest();
     let p = Project::new(&source(
         &a.url(),
-        "transfer = \"replication\"\npassword = { env = \"TEST_REDIS_PW\" }",
+        "transfer = \"replication\"\nbatch = 7\npassword = { env = \"TEST_REDIS_PW\" }",
     ));
     p.ok(&["init"]);
     let o = std::process::Command::new(bin())

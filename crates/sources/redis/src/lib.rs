@@ -669,11 +669,11 @@ impl RedisSource {
                     let payload = r.payload(value);
                     batch.add(&mut c, db, key, expire_ms, &payload).await?;
                     if batch.keys.len() >= self.config.batch || batch.bytes >= 16 << 20 {
-                        batch.finish(&mut c, r.version).await?;
+                        batch.send(&mut c, r.version).await?;
                     }
                 }
                 Item::Function(f) => {
-                    batch.finish(&mut c, r.version).await?;
+                    batch.drain(&mut c, r.version).await?;
                     let payload = r.payload(f);
                     let mut args: Vec<&[u8]> = vec![b"FUNCTION", b"RESTORE", &payload];
                     if force {
@@ -693,7 +693,7 @@ impl RedisSource {
                 Item::ModuleAux => module_aux += 1,
             }
         }
-        batch.finish(&mut c, r.version).await?;
+        batch.drain(&mut c, r.version).await?;
         let secs = started.elapsed().as_secs_f64().max(0.001);
         lines.push(format!(
             "restored {} keys into redis://{addr} in {secs:.1} s ({:.0} keys/s)",
@@ -948,12 +948,16 @@ fn channel_reader(
     tokio_util::io::StreamReader::new(Box::pin(s))
 }
 
-/// A pipelined batch of `RESTORE` commands in flight.
+/// Pipelined batches of `RESTORE` commands: one is being queued while the
+/// replies of the previous one are read, so the server is never idle
+/// waiting for the next batch.
 #[derive(Default)]
 struct Batch {
     db: Option<u64>,
     /// (db, key) of each queued RESTORE, None for a SELECT.
     keys: Vec<Option<(u64, Vec<u8>)>>,
+    /// The same for the batch sent whose replies are not read yet.
+    inflight: Vec<Option<(u64, Vec<u8>)>>,
     bytes: usize,
     restored: u64,
     per_db: BTreeMap<String, u64>,
@@ -988,13 +992,29 @@ impl Batch {
         Ok(())
     }
 
-    async fn finish(&mut self, c: &mut Conn, version: u16) -> Result<(), RedisError> {
-        if self.keys.is_empty() {
-            return Ok(());
-        }
+    /// Sends the queued batch, then reads the replies of the previous one.
+    async fn send(&mut self, c: &mut Conn, version: u16) -> Result<(), RedisError> {
         c.flush().await?;
+        let previous = std::mem::replace(&mut self.inflight, std::mem::take(&mut self.keys));
+        self.bytes = 0;
+        self.replies(c, previous, version).await
+    }
+
+    /// Sends everything and reads every reply.
+    async fn drain(&mut self, c: &mut Conn, version: u16) -> Result<(), RedisError> {
+        self.send(c, version).await?;
+        let last = std::mem::take(&mut self.inflight);
+        self.replies(c, last, version).await
+    }
+
+    async fn replies(
+        &mut self,
+        c: &mut Conn,
+        keys: Vec<Option<(u64, Vec<u8>)>>,
+        version: u16,
+    ) -> Result<(), RedisError> {
         let mut first_err = None;
-        for k in std::mem::take(&mut self.keys) {
+        for k in keys {
             let reply = c.read().await?;
             match (reply, k) {
                 (Reply::Error(e), Some((db, key))) => {
@@ -1026,7 +1046,6 @@ impl Batch {
                 (_, None) => {}
             }
         }
-        self.bytes = 0;
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
