@@ -216,6 +216,29 @@ fn replication_transfer_with_password_and_key_filter() {
     assert_eq!(third.dbsize(1), 100);
     assert_eq!(third.dbsize(5), 1);
     assert_eq!(third.cli(&["-n", "1", "GET", "session:7"]), "user 7");
+    assert_eq!(
+        third.cli(&["FUNCTION", "LIST"]),
+        "",
+        "a partial restore leaves functions"
+    );
+
+    // /N in the target: only that database.
+    let fourth = Redis::start(None);
+    let target = format!("{}/5", fourth.url());
+    let out = ok_all(
+        &p,
+        &[
+            "restore", "latest", "--source", "cache", "--target", &target,
+        ],
+    );
+    assert!(
+        out.contains("key counts match (1 databases, 2 in all)"),
+        "{out}"
+    );
+    assert_eq!(
+        (fourth.dbsize(0), fourth.dbsize(1), fourth.dbsize(5)),
+        (0, 0, 2)
+    );
 }
 
 #[test]

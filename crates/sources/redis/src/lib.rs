@@ -446,42 +446,32 @@ impl RedisSource {
         }
         };
         let mut wait = Duration::from_millis(5);
-        // `started`: our BGSAVE forked (it runs from its reply on);
-        // `scheduled`: it waits for an AOF rewrite, so it is done once
-        // LASTSAVE moves or it was seen running.
+        // `started`: our BGSAVE forked (it runs from its reply on).
         let mut started = false;
-        let mut scheduled = None;
         loop {
             let p = info_fields(&c.text(&["INFO", "persistence"]).await?);
             let busy = p.get("rdb_bgsave_in_progress").map(String::as_str) == Some("1");
             let ok = p.get("rdb_last_bgsave_status").map(String::as_str) == Some("ok");
-            if let Some((before, seen)) = scheduled.as_mut() {
-                *seen |= busy;
-                if !busy && (*seen || lastsave(c).await? != *before) {
-                    return if ok { Ok(()) } else { Err(failed(c)) };
-                }
-            } else if started && !busy {
+            if started && !busy {
                 return if ok { Ok(()) } else { Err(failed(c)) };
-            } else if !started && !busy {
+            }
+            if !started && !busy {
                 // A save that was running (another backup's, or a replica's,
-                // possibly diskless) is waited for, then ours starts.
-                let before = lastsave(c).await?;
+                // possibly diskless) was waited for; an AOF rewrite is waited
+                // for too (BGSAVE is retried); then ours starts.
                 match c.cmd(&["BGSAVE"]).await {
-                    Ok(_) => started = true,
+                    Ok(_) => {
+                        started = true;
+                        continue;
+                    }
                     Err(RedisError::Command { message, .. })
-                        if message.contains("already in progress") => {}
-                    Err(RedisError::Command { message, .. })
-                        if message.contains("BGSAVE SCHEDULE") =>
-                    {
-                        c.cmd(&["BGSAVE", "SCHEDULE"]).await?;
-                        scheduled = Some((before, false));
+                        if message.contains("in progress") || message.contains("child process") => {
                     }
                     Err(RedisError::Command { addr, message, .. }) => {
                         return Err(RedisError::Bgsave { addr, message })
                     }
                     Err(e) => return Err(e),
                 }
-                continue;
             }
             if Instant::now() > deadline {
                 return Err(RedisError::Bgsave {
@@ -672,6 +662,8 @@ impl RedisSource {
                         batch.send(&mut c, r.version).await?;
                     }
                 }
+                // Functions are server-wide: a partial restore leaves them.
+                Item::Function(_) if partial => {}
                 Item::Function(f) => {
                     batch.drain(&mut c, r.version).await?;
                     let payload = r.payload(f);
