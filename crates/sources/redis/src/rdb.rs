@@ -134,6 +134,9 @@ impl<R: AsyncRead + Unpin> RdbReader<R> {
     }
 
     async fn take_into(&mut self, out: &mut [u8]) -> Result<(), RdbError> {
+        if self.take_buffered(out) {
+            return Ok(());
+        }
         let mut at = 0;
         while at < out.len() {
             let b = self.r.fill_buf().await?;
@@ -157,6 +160,24 @@ impl<R: AsyncRead + Unpin> RdbReader<R> {
         let mut b = [0u8; 1];
         self.take_into(&mut b).await?;
         Ok(b[0])
+    }
+
+    /// Takes `out.len()` bytes from what is already buffered, without
+    /// awaiting (the common case); false when the buffer is too short.
+    fn take_buffered(&mut self, out: &mut [u8]) -> bool {
+        let b = self.r.buffer();
+        if b.len() < out.len() {
+            return false;
+        }
+        let n = out.len();
+        out.copy_from_slice(&b[..n]);
+        self.crc = crc64::update(self.crc, &b[..n]);
+        if self.capture {
+            self.buf.extend_from_slice(&b[..n]);
+        }
+        self.r.consume(n);
+        self.offset += n as u64;
+        true
     }
 
     async fn len_or_enc(&mut self) -> Result<Len, RdbError> {
