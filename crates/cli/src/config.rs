@@ -130,7 +130,7 @@ pub struct Config {
 }
 
 /// The driver types this build knows.
-pub const DRIVERS: [&str; 4] = ["command", "files", "influxdb", "postgres"];
+pub const DRIVERS: [&str; 5] = ["command", "files", "influxdb", "postgres", "redis"];
 
 impl Config {
     /// Finds the configuration: `-c`, else `$RESPALDO_CONFIG`, else `./backup.toml`.
@@ -340,6 +340,12 @@ fn build_driver(
         "postgres" => {
             let cfg = typed(value, keys)?;
             respaldo_source_postgres::PostgresSource::new(cfg, base)
+                .map(|s| Arc::new(s) as Arc<dyn Source>)
+                .map_err(|e| (here(), e.to_string()))
+        }
+        "redis" => {
+            let cfg = typed(value, keys)?;
+            respaldo_source_redis::RedisSource::new(cfg, base)
                 .map(|s| Arc::new(s) as Arc<dyn Source>)
                 .map_err(|e| (here(), e.to_string()))
         }

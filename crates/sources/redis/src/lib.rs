@@ -1,0 +1,1272 @@
+//! # respaldo-source-redis
+//!
+//! The `redis` source. **Backup** takes a consistent RDB snapshot of every
+//! database and stores it as the stream artifact `dump.rdb`:
+//!
+//! * `transfer = "file"`: `BGSAVE` (or waiting for the one in progress),
+//!   followed through `INFO persistence` until it finished, then the server's
+//!   `dir`/`dbfilename` is read from this host;
+//! * `transfer = "replication"`: the RDB is streamed over the replication
+//!   protocol (`SYNC`, like `redis-cli --rdb`), which works for a remote
+//!   server; the server forks its own snapshot for it;
+//! * `transfer = "auto"` (default): the file when the server is on this host
+//!   and its dump file is readable, otherwise replication.
+//!
+//! While it is stored, the RDB is walked: its magic, version, structure and
+//! trailing CRC-64 are checked and the keys of each database are counted
+//! (recorded in the snapshot with the server version).
+//!
+//! **Restore** (`restore --source cache [--target redis://host:port[/db]]`)
+//! replays every key into a running server with pipelined
+//! `RESTORE key ttl payload ABSTTL REPLACE`, the `DUMP` payload built from the
+//! RDB's own value encoding; function libraries are loaded with
+//! `FUNCTION RESTORE`. Without `--force` a server that holds keys is refused
+//! untouched; with `--force` (and no `--keys`) it is flushed first. Keys whose
+//! expiry has passed are skipped. Afterwards the keys per database are
+//! compared with the counts recorded at backup. `--keys 'session:*'` restores
+//! only matching keys; `/N` at the end of the target URL only database N.
+//!
+//! **test-restore** starts a throwaway `redis-server` on a free port, restores
+//! into it, compares the counts and stops it.
+//!
+//! ```toml
+//! [sources.cache]
+//! type = "redis"
+//! url = "redis://localhost:6379"
+//! password = { file = "/etc/respaldo/redis.pw" }
+//! ```
+
+mod crc64;
+mod rdb;
+mod resp;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use respaldo_core::check::compare_counts;
+use respaldo_core::error::BoxError;
+use respaldo_core::process::find_program;
+use respaldo_core::secret::Secret;
+use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::rdb::{Item, RdbError, RdbReader};
+use crate::resp::{info_fields, Conn, Reply};
+
+/// The artifact name.
+const ARTIFACT: &str = "dump.rdb";
+
+/// How the RDB gets from the server to respaldo.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transfer {
+    /// The dump file when the server runs on this host and the file is
+    /// readable, else replication.
+    #[default]
+    Auto,
+    /// `BGSAVE`, then read the server's dump file (`dir`/`dbfilename`).
+    File,
+    /// Stream the RDB over the replication protocol (`SYNC`).
+    Replication,
+}
+
+/// Configuration of a `redis` source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// The server: `redis://[user@]host[:port]`. A password must not be
+    /// written here: use `password`. TLS (`rediss://`) is not supported yet.
+    pub url: String,
+    /// ACL user name (overrides a user in `url`); default: the default user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password (`requirepass` or the ACL user's), by reference:
+    /// `{ env = "REDIS_PASSWORD" }`, `{ file = "…" }`, `{ command = […] }`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// `auto` (default), `file` or `replication`; see the crate docs.
+    #[serde(default)]
+    pub transfer: Transfer,
+    /// How long to wait for the server's `BGSAVE` or replication snapshot,
+    /// in seconds (default 3600).
+    #[serde(default = "default_timeout")]
+    pub timeout: u64,
+    /// Keys sent per pipelined batch of `RESTORE` commands (default 1000).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Restore into the configured server by replacing its dump file
+    /// (stop, place the RDB atomically, start, check it loaded) instead of
+    /// replaying keys. Used by `restore` without `--target` and `--keys`.
+    #[serde(default)]
+    pub file_restore: Option<FileRestore>,
+}
+
+/// How to restore by file into a server this host manages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRestore {
+    /// Program and arguments that stop the server, e.g.
+    /// `["systemctl", "stop", "redis-server"]` or `["docker", "stop", "redis"]`.
+    pub stop: Vec<String>,
+    /// Program and arguments that start it again.
+    pub start: Vec<String>,
+    /// The server's data directory as seen from this host (default: its
+    /// `dir`, from `CONFIG GET`; set it for a server in a container).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Seconds to wait for the server to stop, and to start and load the
+    /// snapshot (default 300 each).
+    #[serde(default = "default_start_timeout")]
+    pub timeout: u64,
+}
+
+fn default_start_timeout() -> u64 {
+    300
+}
+
+fn default_timeout() -> u64 {
+    3600
+}
+
+fn default_batch() -> usize {
+    1000
+}
+
+/// Errors of the redis source. Messages name the server, never a password.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// Invalid configuration or target.
+    #[error("{0}")]
+    Config(String),
+    /// The server cannot be reached.
+    #[error("cannot connect to redis://{addr}: {message}")]
+    Connect {
+        /// host:port
+        addr: String,
+        /// Why.
+        message: String,
+    },
+    /// The connection failed.
+    #[error("connection to redis://{addr} failed: {message}")]
+    Io {
+        /// host:port
+        addr: String,
+        /// Why.
+        message: String,
+    },
+    /// The server answered something unexpected.
+    #[error("redis://{addr}: {message}")]
+    Protocol {
+        /// host:port
+        addr: String,
+        /// What.
+        message: String,
+    },
+    /// Authentication failed or is needed.
+    #[error("authentication to redis://{addr} failed: {message}")]
+    Auth {
+        /// host:port
+        addr: String,
+        /// The server's answer.
+        message: String,
+    },
+    /// A command failed.
+    #[error("{command} on redis://{addr} failed: {message}")]
+    Command {
+        /// host:port
+        addr: String,
+        /// The command name.
+        command: String,
+        /// The server's answer.
+        message: String,
+    },
+    /// The server's snapshot failed.
+    #[error("BGSAVE on redis://{addr} failed: {message}")]
+    Bgsave {
+        /// host:port
+        addr: String,
+        /// What the server reported.
+        message: String,
+    },
+    /// The target holds keys and `--force` was not given.
+    #[error("redis://{addr} is not empty ({summary}); nothing was changed (use --force to flush it and restore)")]
+    NotEmpty {
+        /// host:port
+        addr: String,
+        /// Keys per db.
+        summary: String,
+    },
+    /// The RDB is invalid.
+    #[error("RDB from redis://{addr}: {source}")]
+    Rdb {
+        /// host:port
+        addr: String,
+        /// What is wrong.
+        #[source]
+        source: RdbError,
+    },
+    /// A key could not be restored.
+    #[error("restoring key `{key}` (db {db}) into redis://{addr} failed: {message}")]
+    Restore {
+        /// host:port
+        addr: String,
+        /// db
+        db: u64,
+        /// The key.
+        key: String,
+        /// The server's answer.
+        message: String,
+    },
+    /// Counts after the restore differ from the backup's.
+    #[error("redis://{addr}: {line}")]
+    Counts {
+        /// host:port
+        addr: String,
+        /// The comparison.
+        line: String,
+    },
+    /// A file-mode restore step failed.
+    #[error("file restore into redis://{addr}: {message}")]
+    FileRestore {
+        /// host:port
+        addr: String,
+        /// What failed.
+        message: String,
+    },
+    /// A throwaway server for test-restore could not be run.
+    #[error("test-restore server: {0}")]
+    Throwaway(String),
+    /// Storing or reading the repository failed.
+    #[error(transparent)]
+    Core(#[from] respaldo_core::Error),
+}
+
+/// Where to connect, with credentials.
+#[derive(Clone)]
+struct Endpoint {
+    host: String,
+    addr: String,
+    db: Option<u64>,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "redis://{}", self.addr)
+    }
+}
+
+/// Parses `redis://[user[:password]@]host[:port][/db]`.
+fn parse_url(url: &str) -> Result<Endpoint, RedisError> {
+    let bad = |m: &str| RedisError::Config(format!("bad redis URL: {m}"));
+    if url.starts_with("rediss://") {
+        return Err(RedisError::Config(
+            "TLS (rediss://) is not supported by the redis source yet".into(),
+        ));
+    }
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| bad("it must start with redis://"))?;
+    let (auth, hostpart) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let (hostport, db) = match hostpart.split_once('/') {
+        Some((h, "")) => (h, None),
+        Some((h, d)) => (
+            h,
+            Some(
+                d.parse::<u64>()
+                    .map_err(|_| bad("the path must be a database number"))?,
+            ),
+        ),
+        None => (hostpart, None),
+    };
+    let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+        let (h, p) = h.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+        (h.to_string(), p.strip_prefix(':').unwrap_or(""))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (hostport.to_string(), ""),
+        }
+    };
+    let host = if host.is_empty() {
+        "localhost".to_string()
+    } else {
+        host
+    };
+    let port: u16 = if port.is_empty() {
+        6379
+    } else {
+        port.parse().map_err(|_| bad("bad port"))?
+    };
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let (user, password) = match auth {
+        None => (None, None),
+        Some(a) => match a.split_once(':') {
+            Some((u, p)) => ((!u.is_empty()).then(|| unescape(u)), Some(unescape(p))),
+            None => ((!a.is_empty()).then(|| unescape(a)), None),
+        },
+    };
+    Ok(Endpoint {
+        host,
+        addr,
+        db,
+        user,
+        password,
+    })
+}
+
+/// Percent-decoding of URL user names and passwords (`%40` is `@`).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Endpoint {
+    /// Connects and authenticates.
+    async fn connect(&self) -> Result<Conn, RedisError> {
+        let mut c = Conn::connect(&self.addr).await?;
+        let auth_err = |e: RedisError| match e {
+            RedisError::Command { addr, message, .. } => RedisError::Auth { addr, message },
+            e => e,
+        };
+        match (&self.user, &self.password) {
+            (Some(u), Some(p)) => {
+                c.cmd(&["AUTH", u, p]).await.map_err(auth_err)?;
+            }
+            (None, Some(p)) => {
+                c.cmd(&["AUTH", p]).await.map_err(auth_err)?;
+            }
+            _ => {
+                c.cmd(&["PING"]).await.map_err(auth_err)?;
+            }
+        }
+        Ok(c)
+    }
+
+    fn is_local(&self) -> bool {
+        matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "::1")
+    }
+}
+
+/// The `redis` source.
+#[derive(Debug)]
+pub struct RedisSource {
+    config: RedisConfig,
+    endpoint: Endpoint,
+}
+
+impl RedisSource {
+    /// Builds the source; `base` is the configuration file's folder.
+    pub fn new(mut config: RedisConfig, base: &std::path::Path) -> Result<Self, RedisError> {
+        let endpoint = parse_url(&config.url)?;
+        if endpoint.password.is_some() {
+            return Err(RedisError::Config(
+                "`url` must not contain a password; use `password = { env = \"…\" }`".into(),
+            ));
+        }
+        if endpoint.db.is_some() {
+            return Err(RedisError::Config(
+                "`url` must not name a database: every database is backed up".into(),
+            ));
+        }
+        if config.batch == 0 {
+            return Err(RedisError::Config("`batch` must be at least 1".into()));
+        }
+        if let Some(p) = config.password.as_mut() {
+            p.rebase(base);
+        }
+        if let Some(f) = config.file_restore.as_mut() {
+            if f.stop.first().is_none_or(|p| p.is_empty())
+                || f.start.first().is_none_or(|p| p.is_empty())
+            {
+                return Err(RedisError::Config(
+                    "`file_restore.stop` and `file_restore.start` must name a program".into(),
+                ));
+            }
+            if let Some(d) = f.dir.as_mut() {
+                *d = base.join(&*d);
+            }
+        }
+        Ok(RedisSource { config, endpoint })
+    }
+
+    /// The configured server with its credentials resolved.
+    async fn live(&self) -> Result<Endpoint, RedisError> {
+        let mut e = self.endpoint.clone();
+        if let Some(u) = &self.config.username {
+            e.user = Some(u.clone());
+        }
+        if let Some(p) = &self.config.password {
+            let v = p
+                .resolve()
+                .await
+                .map_err(|m| RedisError::Config(format!("password: {m}")))?;
+            e.password = Some(v.expose().to_string());
+        }
+        Ok(e)
+    }
+
+    /// `BGSAVE` (or the one in progress), followed until it finished.
+    async fn bgsave(&self, c: &mut Conn) -> Result<(), RedisError> {
+        let deadline = Instant::now() + Duration::from_secs(self.config.timeout);
+        let failed = |c: &Conn| {
+            RedisError::Bgsave {
+            addr: c.addr.clone(),
+            message: "the server reports rdb_last_bgsave_status:err (is its `dir` writable, is the disk full? its log has the reason)".into(),
+        }
+        };
+        let mut wait = Duration::from_millis(5);
+        // `started`: our BGSAVE forked (it runs from its reply on).
+        let mut started = false;
+        loop {
+            let p = info_fields(&c.text(&["INFO", "persistence"]).await?);
+            let busy = p.get("rdb_bgsave_in_progress").map(String::as_str) == Some("1");
+            let ok = p.get("rdb_last_bgsave_status").map(String::as_str) == Some("ok");
+            if started && !busy {
+                return if ok { Ok(()) } else { Err(failed(c)) };
+            }
+            if !started && !busy {
+                // A save that was running (another backup's, or a replica's,
+                // possibly diskless) was waited for; an AOF rewrite is waited
+                // for too (BGSAVE is retried); then ours starts.
+                match c.cmd(&["BGSAVE"]).await {
+                    Ok(_) => {
+                        started = true;
+                        continue;
+                    }
+                    Err(RedisError::Command { message, .. })
+                        if message.contains("in progress") || message.contains("child process") => {
+                    }
+                    Err(RedisError::Command { addr, message, .. }) => {
+                        return Err(RedisError::Bgsave { addr, message })
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(RedisError::Bgsave {
+                    addr: c.addr.clone(),
+                    message: format!("not finished after {} s", self.config.timeout),
+                });
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The server's dump file, opened, when it is on this host, readable,
+    /// and written when the server's last save finished (so a file of
+    /// another server at the same path, e.g. one in a container, is not
+    /// taken for it).
+    async fn local_dump(c: &mut Conn) -> Option<(PathBuf, std::fs::File)> {
+        let dir = config_get(c, "dir").await.ok()??;
+        let name = config_get(c, "dbfilename").await.ok()??;
+        let last = lastsave(c).await.ok()?;
+        let p = PathBuf::from(dir).join(name);
+        let f = std::fs::File::open(&p).ok()?;
+        let mtime = f
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        ((mtime - last).abs() <= 2).then_some((p, f))
+    }
+
+    /// Stores `reader` as the artifact while walking it (structure,
+    /// checksum, keys per db). Returns the keys per db and the RDB version.
+    async fn store(
+        &self,
+        ctx: &mut BackupContext,
+        addr: &str,
+        mut reader: impl AsyncRead + Unpin + Send,
+    ) -> Result<(BTreeMap<String, u64>, u16), RedisError> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let (ptx, prx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let parser = tokio::spawn(async move {
+            let mut r = RdbReader::new(channel_reader(prx), false).await?;
+            let mut keys = BTreeMap::new();
+            while let Some(item) = r.next().await? {
+                if let Item::Key { db, .. } = item {
+                    *keys.entry(format!("db{db}")).or_insert(0u64) += 1;
+                }
+            }
+            Ok::<_, RdbError>((keys, r.version))
+        });
+        let pump = async move {
+            loop {
+                let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+                match reader.read_buf(&mut buf).await {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        let b = buf.freeze();
+                        if ptx.send(Ok(b.clone())).await.is_err() {
+                            let _ = tx
+                                .send(Err(std::io::Error::other("the RDB is invalid")))
+                                .await;
+                            return;
+                        }
+                        if tx.send(Ok(b)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(std::io::Error::new(e.kind(), e.to_string())))
+                            .await;
+                        let _ = ptx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        };
+        let (stored, ()) = tokio::join!(ctx.add_stream(ARTIFACT, channel_reader(rx)), pump);
+        let parsed = parser.await.map_err(|e| RedisError::Io {
+            addr: addr.to_string(),
+            message: format!("RDB check task failed: {e}"),
+        })?;
+        let parsed = parsed.map_err(|source| RedisError::Rdb {
+            addr: addr.to_string(),
+            source,
+        });
+        match (stored, parsed) {
+            (
+                Err(e),
+                Err(RedisError::Rdb {
+                    source: RdbError::Io(_),
+                    ..
+                }),
+            ) => Err(e.into()),
+            (_, Err(e)) => Err(e),
+            (Err(e), _) => Err(e.into()),
+            (Ok(_), Ok(v)) => Ok(v),
+        }
+    }
+
+    /// Restores the artifact into `ep`.
+    async fn restore_into(
+        &self,
+        ctx: &RestoreContext,
+        ep: &Endpoint,
+        force: bool,
+    ) -> Result<RestoreReport, RedisError> {
+        let addr = ep.addr.clone();
+        let artifact = ctx.artifact(ARTIFACT)?.clone();
+        let patterns = {
+            let mut b = globset::GlobSetBuilder::new();
+            for p in &ctx.selection.keys {
+                let g = globset::GlobBuilder::new(p)
+                    .literal_separator(false)
+                    .backslash_escape(true)
+                    .build()
+                    .map_err(|e| RedisError::Config(format!("--keys `{p}`: {e}")))?;
+                b.add(g);
+            }
+            b.build()
+                .map_err(|e| RedisError::Config(format!("--keys: {e}")))?
+        };
+        let partial = !ctx.selection.keys.is_empty() || ep.db.is_some();
+        let mut c = ep.connect().await?;
+        let mut lines = Vec::new();
+
+        let before = keyspace(&mut c).await?;
+        let existing: u64 = before.values().sum();
+        if existing > 0 {
+            if !force {
+                return Err(RedisError::NotEmpty {
+                    addr,
+                    summary: summary(&before),
+                });
+            }
+            if !partial {
+                c.cmd(&["FLUSHALL"]).await?;
+                lines.push(format!(
+                    "flushed redis://{addr} ({existing} keys) before restoring"
+                ));
+            }
+        }
+
+        let mut r = RdbReader::new(ctx.open_stream(&artifact), true)
+            .await
+            .map_err(|source| RedisError::Rdb {
+                addr: addr.clone(),
+                source,
+            })?;
+        let rdb = |source| RedisError::Rdb {
+            addr: addr.clone(),
+            source,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut batch = Batch::default();
+        let mut selected: BTreeMap<String, u64> = BTreeMap::new();
+        let mut expired: BTreeMap<String, u64> = BTreeMap::new();
+        let mut functions = 0u64;
+        let mut module_aux = 0u64;
+        let started = Instant::now();
+        while let Some(item) = r.next().await.map_err(rdb)? {
+            match item {
+                Item::Key {
+                    db,
+                    key,
+                    expire_ms,
+                    value,
+                } => {
+                    if ep.db.is_some_and(|d| d != db) {
+                        continue;
+                    }
+                    if !ctx.selection.keys.is_empty() && !patterns.is_match(key_path(&key)) {
+                        continue;
+                    }
+                    *selected.entry(format!("db{db}")).or_insert(0) += 1;
+                    if expire_ms.is_some_and(|t| t <= now) {
+                        *expired.entry(format!("db{db}")).or_insert(0) += 1;
+                        continue;
+                    }
+                    let payload = r.payload(value);
+                    batch.add(&mut c, db, key, expire_ms, &payload).await?;
+                    if batch.keys.len() >= self.config.batch || batch.bytes >= 16 << 20 {
+                        batch.send(&mut c, r.version).await?;
+                    }
+                }
+                // Functions are server-wide: a partial restore leaves them.
+                Item::Function(_) if partial => {}
+                Item::Function(f) => {
+                    batch.drain(&mut c, r.version).await?;
+                    let payload = r.payload(f);
+                    let mut args: Vec<&[u8]> = vec![b"FUNCTION", b"RESTORE", &payload];
+                    if force {
+                        args.push(b"REPLACE");
+                    }
+                    c.send(&args).await?;
+                    c.flush().await?;
+                    if let Reply::Error(e) = c.read().await? {
+                        return Err(RedisError::Command {
+                            addr: addr.clone(),
+                            command: "FUNCTION RESTORE".into(),
+                            message: e,
+                        });
+                    }
+                    functions += 1;
+                }
+                Item::ModuleAux => module_aux += 1,
+            }
+        }
+        batch.drain(&mut c, r.version).await?;
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        lines.push(format!(
+            "restored {} keys into redis://{addr} in {secs:.1} s ({:.0} keys/s)",
+            batch.restored,
+            batch.restored as f64 / secs
+        ));
+        let n_expired: u64 = expired.values().sum();
+        if n_expired > 0 {
+            lines.push(format!(
+                "{n_expired} keys had expired since the backup and were not restored"
+            ));
+        }
+        if functions > 0 {
+            lines.push(format!("restored {functions} function libraries"));
+        }
+        if module_aux > 0 {
+            lines.push(format!(
+                "skipped {module_aux} module auxiliary records (module data is not restored)"
+            ));
+        }
+
+        // Counts: the whole backup against the server, or (partial) what was
+        // selected against what the server accepted.
+        let (recorded, mut restored, strict) = if partial {
+            (selected, batch.per_db.clone(), existing == 0)
+        } else {
+            let recorded: BTreeMap<String, u64> = ctx
+                .entry
+                .metadata
+                .get("keys")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            (recorded, keyspace(&mut c).await?, true)
+        };
+        for (db, n) in &expired {
+            *restored.entry(db.clone()).or_insert(0) += n;
+        }
+        let check = compare_counts(&recorded, &restored, |_| true, strict);
+        let line = check.line("key", "databases");
+        if !check.ok() {
+            return Err(RedisError::Counts { addr, line });
+        }
+        lines.push(if n_expired > 0 {
+            format!("{line}, expired keys counted as restored")
+        } else {
+            line
+        });
+        Ok(RestoreReport { lines })
+    }
+}
+
+impl RedisSource {
+    /// File mode: stop the server, place the RDB atomically, start it,
+    /// wait until it loaded, compare the counts.
+    async fn restore_file(
+        &self,
+        ctx: &RestoreContext,
+        ep: &Endpoint,
+        f: &FileRestore,
+    ) -> Result<RestoreReport, RedisError> {
+        use tokio::io::AsyncWriteExt;
+        let addr = ep.addr.clone();
+        let fail = |message: String| RedisError::FileRestore {
+            addr: addr.clone(),
+            message,
+        };
+        let artifact = ctx.artifact(ARTIFACT)?.clone();
+        let mut c = ep.connect().await?;
+        let before = keyspace(&mut c).await?;
+        if before.values().sum::<u64>() > 0 && !ctx.force {
+            return Err(RedisError::NotEmpty {
+                addr,
+                summary: summary(&before),
+            });
+        }
+        if config_get(&mut c, "appendonly").await?.as_deref() == Some("yes") {
+            return Err(fail(
+                "the server runs with `appendonly yes`: its AOF would be loaded instead of the restored RDB; nothing was changed (turn appendonly off for the restore, or restore live with --target)".into(),
+            ));
+        }
+        let name = config_get(&mut c, "dbfilename")
+            .await?
+            .ok_or_else(|| fail("CONFIG GET dbfilename gave nothing".into()))?;
+        let dir = match &f.dir {
+            Some(d) => d.clone(),
+            None => PathBuf::from(
+                config_get(&mut c, "dir")
+                    .await?
+                    .ok_or_else(|| fail("CONFIG GET dir gave nothing".into()))?,
+            ),
+        };
+        drop(c);
+        let dest = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.respaldo-{}", std::process::id()));
+        let written = async {
+            let mut out = tokio::fs::File::create(&tmp).await?;
+            tokio::io::copy(&mut ctx.open_stream(&artifact), &mut out).await?;
+            out.flush().await?;
+            out.sync_all().await?;
+            let owner = std::fs::metadata(&dest).or_else(|_| std::fs::metadata(&dir))?;
+            use std::os::unix::fs::MetadataExt;
+            std::os::unix::fs::chown(&tmp, Some(owner.uid()), Some(owner.gid()))?;
+            Ok::<_, std::io::Error>(())
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(fail(format!("writing {}: {e}", tmp.display())));
+        }
+        let mut lines = Vec::new();
+        if let Err(e) = run(&f.stop).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(fail(format!("stop command: {e}; nothing was changed")));
+        }
+        let deadline = Instant::now() + Duration::from_secs(f.timeout);
+        while Conn::connect(&ep.addr).await.is_ok() {
+            if Instant::now() > deadline {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(fail(format!(
+                    "the server still answers {} s after the stop command",
+                    f.timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let placed = std::fs::rename(&tmp, &dest)
+            .and_then(|()| std::fs::File::open(&dir).and_then(|d| d.sync_all()));
+        let started = run(&f.start).await;
+        placed.map_err(|e| fail(format!("placing {}: {e}", dest.display())))?;
+        started.map_err(|e| fail(format!("start command: {e}")))?;
+        lines.push(format!(
+            "placed the snapshot as {} and restarted the server",
+            dest.display()
+        ));
+        // Wait until it answers and has loaded the file.
+        let deadline = Instant::now() + Duration::from_secs(f.timeout);
+        let mut c = loop {
+            let up = match ep.connect().await {
+                Ok(mut c) => match c.text(&["INFO", "persistence"]).await {
+                    Ok(i) if info_fields(&i).get("loading").map(String::as_str) == Some("0") => {
+                        Some(c)
+                    }
+                    _ => None,
+                },
+                Err(_) => None,
+            };
+            if let Some(c) = up {
+                break c;
+            }
+            if Instant::now() > deadline {
+                return Err(fail(format!(
+                    "the server did not come back within {} s",
+                    f.timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let recorded: BTreeMap<String, u64> = ctx
+            .entry
+            .metadata
+            .get("keys")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let check = compare_counts(&recorded, &keyspace(&mut c).await?, |_| true, true);
+        let line = check.line("key", "databases");
+        if !check.ok() {
+            return Err(RedisError::Counts { addr, line });
+        }
+        lines.push(line);
+        Ok(RestoreReport { lines })
+    }
+}
+
+/// Runs a configured command and waits for it.
+async fn run(argv: &[String]) -> Result<(), String> {
+    use respaldo_core::process::{failure_message, StderrTail};
+    let (prog, args) = argv.split_first().ok_or("empty command")?;
+    let path = find_program(prog).ok_or_else(|| format!("`{prog}` not found on PATH"))?;
+    let mut child = tokio::process::Command::new(path)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
+    let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
+    let status = child.wait().await.map_err(|e| format!("`{prog}`: {e}"))?;
+    // A daemon it started may keep the pipe open: don't wait for it long.
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(failure_message(&format!("`{prog}`"), &status, &tail))
+    }
+}
+
+/// `CONFIG GET name`: its value, if the server has it.
+async fn config_get(c: &mut Conn, name: &str) -> Result<Option<String>, RedisError> {
+    Ok(match c.cmd(&["CONFIG", "GET", name]).await? {
+        Reply::Array(Some(v)) => v.get(1).and_then(Reply::text),
+        _ => None,
+    })
+}
+
+/// `LASTSAVE`: when the last successful save finished.
+async fn lastsave(c: &mut Conn) -> Result<i64, RedisError> {
+    match c.cmd(&["LASTSAVE"]).await? {
+        Reply::Int(t) => Ok(t),
+        r => Err(RedisError::Protocol {
+            addr: c.addr.clone(),
+            message: format!("unexpected LASTSAVE reply {r:?}"),
+        }),
+    }
+}
+
+/// Keys per db from `INFO keyspace`.
+async fn keyspace(c: &mut Conn) -> Result<BTreeMap<String, u64>, RedisError> {
+    let info = c.text(&["INFO", "keyspace"]).await?;
+    Ok(info_fields(&info)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("db"))
+        .map(|(k, v)| {
+            let n = v
+                .split(',')
+                .find_map(|f| f.strip_prefix("keys="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            (k, n)
+        })
+        .collect())
+}
+
+fn summary(m: &BTreeMap<String, u64>) -> String {
+    m.iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(db, n)| format!("{db}: {n} keys"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn key_path(key: &[u8]) -> &std::path::Path {
+    use std::os::unix::ffi::OsStrExt;
+    std::path::Path::new(std::ffi::OsStr::from_bytes(key))
+}
+
+/// An `AsyncRead` over a channel of byte chunks.
+fn channel_reader(
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+) -> impl AsyncRead + Send + Unpin + 'static {
+    let s = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    tokio_util::io::StreamReader::new(Box::pin(s))
+}
+
+/// Pipelined batches of `RESTORE` commands: one is being queued while the
+/// replies of the previous one are read, so the server is never idle
+/// waiting for the next batch.
+#[derive(Default)]
+struct Batch {
+    db: Option<u64>,
+    /// (db, key) of each queued RESTORE, None for a SELECT.
+    keys: Vec<Option<(u64, Vec<u8>)>>,
+    /// The same for the batch sent whose replies are not read yet.
+    inflight: Vec<Option<(u64, Vec<u8>)>>,
+    bytes: usize,
+    restored: u64,
+    per_db: BTreeMap<String, u64>,
+}
+
+impl Batch {
+    async fn add(
+        &mut self,
+        c: &mut Conn,
+        db: u64,
+        key: Vec<u8>,
+        expire_ms: Option<i64>,
+        payload: &[u8],
+    ) -> Result<(), RedisError> {
+        if self.db != Some(db) {
+            c.send(&[b"SELECT", db.to_string().as_bytes()]).await?;
+            self.keys.push(None);
+            self.db = Some(db);
+        }
+        let ttl = expire_ms.unwrap_or(0).to_string();
+        c.send(&[
+            b"RESTORE",
+            &key,
+            ttl.as_bytes(),
+            payload,
+            b"ABSTTL",
+            b"REPLACE",
+        ])
+        .await?;
+        self.bytes += payload.len() + key.len();
+        self.keys.push(Some((db, key)));
+        Ok(())
+    }
+
+    /// Sends the queued batch, then reads the replies of the previous one.
+    async fn send(&mut self, c: &mut Conn, version: u16) -> Result<(), RedisError> {
+        c.flush().await?;
+        let previous = std::mem::replace(&mut self.inflight, std::mem::take(&mut self.keys));
+        self.bytes = 0;
+        self.replies(c, previous, version).await
+    }
+
+    /// Sends everything and reads every reply.
+    async fn drain(&mut self, c: &mut Conn, version: u16) -> Result<(), RedisError> {
+        self.send(c, version).await?;
+        let last = std::mem::take(&mut self.inflight);
+        self.replies(c, last, version).await
+    }
+
+    async fn replies(
+        &mut self,
+        c: &mut Conn,
+        keys: Vec<Option<(u64, Vec<u8>)>>,
+        version: u16,
+    ) -> Result<(), RedisError> {
+        let mut first_err = None;
+        for k in keys {
+            let reply = c.read().await?;
+            match (reply, k) {
+                (Reply::Error(e), Some((db, key))) => {
+                    if first_err.is_none() {
+                        let hint = if e.contains("payload version") {
+                            format!(" (the snapshot's RDB version {version} may be newer than this server supports)")
+                        } else {
+                            String::new()
+                        };
+                        first_err = Some(RedisError::Restore {
+                            addr: c.addr.clone(),
+                            db,
+                            key: String::from_utf8_lossy(&key).into_owned(),
+                            message: format!("{e}{hint}"),
+                        });
+                    }
+                }
+                (Reply::Error(e), None) => {
+                    first_err.get_or_insert(RedisError::Command {
+                        addr: c.addr.clone(),
+                        command: "SELECT".into(),
+                        message: e,
+                    });
+                }
+                (_, Some((db, _))) => {
+                    self.restored += 1;
+                    *self.per_db.entry(format!("db{db}")).or_insert(0) += 1;
+                }
+                (_, None) => {}
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A `redis-server` on a free local port in a temporary directory, killed
+/// when dropped.
+struct Throwaway {
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Throwaway {
+    async fn start() -> Result<Throwaway, RedisError> {
+        let err = |m: String| RedisError::Throwaway(m);
+        let bin = find_program("redis-server")
+            .ok_or_else(|| err("`redis-server` not found on PATH".into()))?;
+        let dir = tempfile::tempdir().map_err(|e| err(format!("temporary directory: {e}")))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| err(format!("no free port: {e}")))?
+            .port();
+        let child = tokio::process::Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| err(format!("cannot start redis-server: {e}")))?;
+        let mut t = Throwaway {
+            child,
+            _dir: dir,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = t.child.try_wait() {
+                return Err(err(format!(
+                    "redis-server on port {port} {}",
+                    respaldo_core::process::describe_exit(&st)
+                )));
+            }
+            if let Ok(mut c) = Conn::connect(&t.addr).await {
+                if c.cmd(&["PING"]).await.is_ok() {
+                    return Ok(t);
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = t.child.start_kill();
+                return Err(err(format!("redis-server on port {port} did not start")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            host: "127.0.0.1".into(),
+            addr: self.addr.clone(),
+            db: None,
+            user: None,
+            password: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Source for RedisSource {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn check(&self) -> Result<(), BoxError> {
+        let ep = self.live().await?;
+        ep.connect().await?;
+        Ok(())
+    }
+
+    async fn backup(&self, ctx: &mut BackupContext) -> Result<(), BoxError> {
+        let ep = self.live().await?;
+        let mut c = ep.connect().await?;
+        let server = info_fields(&c.text(&["INFO", "server"]).await?);
+        let version = server.get("redis_version").cloned().unwrap_or_default();
+
+        let file = match self.config.transfer {
+            Transfer::Replication => None,
+            Transfer::Auto if !ep.is_local() => None,
+            t => {
+                self.bgsave(&mut c).await?;
+                match Self::local_dump(&mut c).await {
+                    Some(p) => Some(p),
+                    None if t == Transfer::File => {
+                        return Err(RedisError::Config(format!(
+                            "transfer = \"file\": the dump file of redis://{} is not readable on this host (or is not the one its last BGSAVE wrote)",
+                            ep.addr
+                        ))
+                        .into())
+                    }
+                    None => None,
+                }
+            }
+        };
+        let (keys, rdb_version, how) = match file {
+            Some((p, f)) => {
+                let (k, v) = self
+                    .store(ctx, &ep.addr, tokio::fs::File::from_std(f))
+                    .await?;
+                (k, v, format!("file {}", p.display()))
+            }
+            None => {
+                let mut s = ep.connect().await?;
+                // Redis ≥ 7: a snapshot only, no command stream afterwards.
+                let _ = s.cmd(&["REPLCONF", "rdb-only", "1"]).await;
+                s.send(&[b"SYNC"]).await?;
+                s.flush().await?;
+                let len =
+                    tokio::time::timeout(Duration::from_secs(self.config.timeout), s.rdb_header())
+                        .await
+                        .map_err(|_| RedisError::Bgsave {
+                            addr: ep.addr.clone(),
+                            message: format!("no snapshot after {} s", self.config.timeout),
+                        })??;
+                let addr = ep.addr.clone();
+                let body = ExactLen {
+                    inner: (&mut s.r).take(len),
+                    left: len,
+                };
+                let (k, v) = self.store(ctx, &addr, body).await?;
+                (k, v, "replication (SYNC)".to_string())
+            }
+        };
+        ctx.set_metadata("redis_version", version);
+        ctx.set_metadata("rdb_version", rdb_version);
+        ctx.set_metadata("transfer", how);
+        ctx.set_metadata("keys_total", keys.values().sum::<u64>());
+        ctx.set_metadata(
+            "keys",
+            serde_json::to_value(&keys).unwrap_or(serde_json::Value::Null),
+        );
+        Ok(())
+    }
+
+    async fn restore(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestoreReport, BoxError> {
+        ctx.refuse_selection("redis", &["--keys"])?;
+        let ep = match target {
+            RestoreTarget::Live => self.live().await?,
+            RestoreTarget::Other(url) => parse_url(url)?,
+        };
+        match &self.config.file_restore {
+            Some(f) if *target == RestoreTarget::Live && ctx.selection.keys.is_empty() => {
+                Ok(self.restore_file(ctx, &ep, f).await?)
+            }
+            _ => Ok(self.restore_into(ctx, &ep, ctx.force).await?),
+        }
+    }
+
+    async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
+        let t = Throwaway::start().await?;
+        let mut report = self.restore_into(ctx, &t.endpoint(), false).await?;
+        report
+            .lines
+            .push("throwaway redis-server stopped and removed".into());
+        drop(t);
+        Ok(report)
+    }
+}
+
+/// A reader that fails when fewer than the announced bytes arrive.
+struct ExactLen<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for ExactLen<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = r {
+            let n = (buf.filled().len() - before) as u64;
+            if n == 0 && self.left > 0 {
+                return std::task::Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the server closed the replication stream {} bytes early",
+                        self.left
+                    ),
+                )));
+            }
+            self.left -= n;
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let e = parse_url("redis://app:pw@example.org:6380/2").unwrap();
+        assert_eq!(e.addr, "example.org:6380");
+        assert_eq!(e.db, Some(2));
+        assert_eq!(e.user.as_deref(), Some("app"));
+        assert_eq!(e.password.as_deref(), Some("pw"));
+        assert_eq!(format!("{e:?}"), "redis://example.org:6380");
+        let e = parse_url("redis://:p%40ss%20x@h").unwrap();
+        assert_eq!(e.password.as_deref(), Some("p@ss x"));
+        let e = parse_url("redis://localhost").unwrap();
+        assert_eq!((e.addr.as_str(), e.db), ("localhost:6379", None));
+        assert!(e.is_local());
+        assert_eq!(parse_url("redis://[::1]:7000").unwrap().addr, "[::1]:7000");
+        assert!(parse_url("http://x").is_err());
+        assert!(parse_url("rediss://x").is_err());
+        assert!(parse_url("redis://x/abc").is_err());
+    }
+}

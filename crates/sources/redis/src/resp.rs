@@ -1,0 +1,223 @@
+//! A minimal RESP2 client on a plain TCP connection: commands (pipelined or
+//! one at a time), replies, and the raw byte stream the replication protocol
+//! sends after `SYNC`.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::RedisError;
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// `+OK`
+    Status(String),
+    /// `-ERR …`
+    Error(String),
+    /// `:42`
+    Int(i64),
+    /// `$…` (None for a null bulk).
+    Bulk(Option<Vec<u8>>),
+    /// `*…` (None for a null array).
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// The reply as text (status or bulk).
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Reply::Status(s) => Some(s.clone()),
+            Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one server. `addr` (host:port) names it in messages.
+#[derive(Debug)]
+pub struct Conn {
+    pub(crate) addr: String,
+    pub(crate) r: BufReader<OwnedReadHalf>,
+    w: BufWriter<OwnedWriteHalf>,
+}
+
+impl Conn {
+    /// Connects to `addr` (`host:port`).
+    pub async fn connect(addr: &str) -> Result<Conn, RedisError> {
+        let io = |e: std::io::Error| RedisError::Connect {
+            addr: addr.to_string(),
+            message: e.to_string(),
+        };
+        let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| RedisError::Connect {
+                addr: addr.to_string(),
+                message: "timed out".into(),
+            })?
+            .map_err(io)?;
+        let _ = s.set_nodelay(true);
+        let (r, w) = s.into_split();
+        Ok(Conn {
+            addr: addr.to_string(),
+            r: BufReader::with_capacity(256 * 1024, r),
+            w: BufWriter::with_capacity(256 * 1024, w),
+        })
+    }
+
+    fn io_err(&self, e: std::io::Error) -> RedisError {
+        RedisError::Io {
+            addr: self.addr.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Queues a command (sent on [`Conn::flush`]).
+    pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), RedisError> {
+        let mut head = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            head.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            if a.len() < 4096 {
+                head.extend_from_slice(a);
+                head.extend_from_slice(b"\r\n");
+            } else {
+                self.w.write_all(&head).await.map_err(|e| self.io_err(e))?;
+                self.w.write_all(a).await.map_err(|e| self.io_err(e))?;
+                head.clear();
+                head.extend_from_slice(b"\r\n");
+            }
+        }
+        self.w.write_all(&head).await.map_err(|e| self.io_err(e))
+    }
+
+    /// Sends what was queued.
+    pub async fn flush(&mut self) -> Result<(), RedisError> {
+        self.w.flush().await.map_err(|e| self.io_err(e))
+    }
+
+    async fn line(&mut self) -> Result<String, RedisError> {
+        let mut l = Vec::new();
+        let n = self
+            .r
+            .read_until(b'\n', &mut l)
+            .await
+            .map_err(|e| self.io_err(e))?;
+        if n == 0 {
+            return Err(RedisError::Io {
+                addr: self.addr.clone(),
+                message: "connection closed by the server".into(),
+            });
+        }
+        while l.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+            l.pop();
+        }
+        Ok(String::from_utf8_lossy(&l).into_owned())
+    }
+
+    fn protocol(&self, what: String) -> RedisError {
+        RedisError::Protocol {
+            addr: self.addr.clone(),
+            message: what,
+        }
+    }
+
+    /// Reads one reply (errors are returned as [`Reply::Error`]).
+    pub async fn read(&mut self) -> Result<Reply, RedisError> {
+        let l = self.line().await?;
+        let (t, rest) = l.split_at(l.len().min(1));
+        let num = |c: &Conn| {
+            rest.parse::<i64>()
+                .map_err(|_| c.protocol(format!("bad reply line `{l}`")))
+        };
+        Ok(match t {
+            "+" => Reply::Status(rest.to_string()),
+            "-" => Reply::Error(rest.to_string()),
+            ":" => Reply::Int(num(self)?),
+            "$" => {
+                let n = num(self)?;
+                if n < 0 {
+                    Reply::Bulk(None)
+                } else {
+                    let mut b = vec![0u8; n as usize + 2];
+                    self.r
+                        .read_exact(&mut b)
+                        .await
+                        .map_err(|e| self.io_err(e))?;
+                    b.truncate(n as usize);
+                    Reply::Bulk(Some(b))
+                }
+            }
+            "*" => {
+                let n = num(self)?;
+                if n < 0 {
+                    Reply::Array(None)
+                } else {
+                    let mut v = Vec::with_capacity(n.min(1024) as usize);
+                    for _ in 0..n {
+                        v.push(Box::pin(self.read()).await?);
+                    }
+                    Reply::Array(Some(v))
+                }
+            }
+            _ => return Err(self.protocol(format!("unexpected reply `{l}`"))),
+        })
+    }
+
+    /// Runs one command; a server error becomes [`RedisError::Command`].
+    pub async fn cmd(&mut self, args: &[&str]) -> Result<Reply, RedisError> {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        self.send(&a).await?;
+        self.flush().await?;
+        match self.read().await? {
+            Reply::Error(e) => Err(RedisError::Command {
+                addr: self.addr.clone(),
+                command: args.first().copied().unwrap_or("").to_uppercase(),
+                message: e,
+            }),
+            r => Ok(r),
+        }
+    }
+
+    /// Runs a command whose reply is text (`INFO`, `CONFIG GET` values).
+    pub async fn text(&mut self, args: &[&str]) -> Result<String, RedisError> {
+        let r = self.cmd(args).await?;
+        r.text()
+            .ok_or_else(|| self.protocol(format!("unexpected reply to {}: {r:?}", args[0])))
+    }
+
+    /// After `SYNC`: skips the keep-alive newlines and reads the `$<len>`
+    /// header of the RDB payload.
+    pub async fn rdb_header(&mut self) -> Result<u64, RedisError> {
+        loop {
+            let l = self.line().await?;
+            if l.is_empty() {
+                continue;
+            }
+            if let Some(e) = l.strip_prefix('-') {
+                return Err(RedisError::Command {
+                    addr: self.addr.clone(),
+                    command: "SYNC".into(),
+                    message: e.to_string(),
+                });
+            }
+            return l
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| self.protocol(format!("unexpected SYNC reply `{l}`")));
+        }
+    }
+}
+
+/// `INFO` text as `field → value`.
+pub fn info_fields(info: &str) -> std::collections::BTreeMap<String, String> {
+    info.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
