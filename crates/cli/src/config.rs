@@ -126,7 +126,7 @@ pub struct Config {
 }
 
 /// The driver types this build knows.
-pub const DRIVERS: [&str; 2] = ["command", "files"];
+pub const DRIVERS: [&str; 3] = ["command", "docker", "files"];
 
 impl Config {
     /// Finds the configuration: `-c`, else `$RESPALDO_CONFIG`, else `./backup.toml`.
@@ -321,6 +321,12 @@ fn build_driver(
         "command" => {
             let cfg = typed(value, keys)?;
             respaldo_source_command::CommandSource::new(cfg, base)
+                .map(|s| Arc::new(s) as Arc<dyn Source>)
+                .map_err(|e| (here(), e.to_string()))
+        }
+        "docker" => {
+            let cfg = typed(value, keys)?;
+            respaldo_source_docker::DockerSource::new(cfg)
                 .map(|s| Arc::new(s) as Arc<dyn Source>)
                 .map_err(|e| (here(), e.to_string()))
         }
