@@ -46,10 +46,19 @@ fn volume_round_trip_in_place_and_into_a_new_volume() {
     let v = Volume::new("data", &[&label, "team=shop"]);
     v.sh(POPULATE);
     let before = v.listing();
-    assert!(
-        before.contains("1234:5678") && before.contains("-> /nonexistent"),
-        "{before}"
-    );
+    for want in [
+        ". directory 750 0:1000",
+        "./a/b/c/f.txt regular file 600 1234:5678 6 links=1 1577934245",
+        "./a/link symbolic link 777 0:0 9 -> b/c/f.txt",
+        "-> /nonexistent",
+        "./empty directory 1777",
+        "./private directory 700 999:998",
+        "./private/hard regular file 644 999:998 3072000 links=2",
+    ] {
+        assert!(before.contains(want), "{want:?} not in:\n{before}");
+    }
+    let long = format!("./a/{}", "n".repeat(110));
+    assert!(before.contains(&long), "{before}");
     let p = Project::new(&source(&format!(
         "labels = [\"{label}\"]\nhelper_image = \"{BUSYBOX}\""
     )));

@@ -125,7 +125,7 @@ impl Volume {
             "cd /v && find . | sort | while read -r p; do \
                s=$(stat -c '%F %a %u:%g %s' \"$p\"); \
                if [ -L \"$p\" ]; then s=\"$s -> $(readlink \"$p\")\"; \
-               elif [ -f \"$p\" ]; then s=\"$s $(stat -c %Y \"$p\") $(sha256sum < \"$p\" | cut -c1-16)\"; \
+               elif [ -f \"$p\" ]; then s=\"$s links=$(stat -c %h \"$p\") $(stat -c %Y \"$p\") $(sha256sum < \"$p\" | cut -c1-16)\"; \
                elif [ -d \"$p\" ]; then s=\"$s $(stat -c %Y \"$p\")\"; fi; \
                echo \"$p $s\"; done",
         )
