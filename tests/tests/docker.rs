@@ -185,7 +185,7 @@ fn containers_are_stopped_for_the_copy_and_always_started_again() {
 
     // SIGTERM during the copy of a big volume: containers run again, the
     // process ends by the signal, no helper container is left.
-    v.sh("dd if=/dev/urandom of=/v/big bs=1M count=400 2>/dev/null");
+    v.sh("dd if=/dev/urandom of=/v/big bs=1M count=256 2>/dev/null");
     let child = Command::new(bin())
         .current_dir(p.path())
         .args(["-c", "backup.toml", "backup"])
@@ -220,15 +220,60 @@ fn containers_are_stopped_for_the_copy_and_always_started_again() {
     p.backup(&[]);
     assert!(app.running());
 
-    // pause = true: paused, not restarted.
+    // pause = true with exec hooks: paused (not restarted); `before` runs
+    // before the copy, `after` once the container runs again.
     p.write_config(&source(&format!(
-        "volumes = [\"{}\"]\nstop_containers = true\npause = true",
-        v.name
+        "volumes = [\"{v}\"]\nstop_containers = true\nstop_timeout = 1\npause = true\n\
+         exec.\"{c}\" = {{ before = [\"sh\", \"-c\", \"echo flushed > /data/flushed\"], \
+         after = [\"sh\", \"-c\", \"echo resumed > /data/resumed\"] }}",
+        v = v.name,
+        c = app.name
     )));
     let a2 = app.started_at();
-    p.backup(&[]);
+    let id = p.backup(&[])["id"].as_str().unwrap().to_string();
     assert!(app.running());
     assert_eq!(app.started_at(), a2, "pause restarted the container");
+    let copy = Volume::future("copy");
+    p.ok(&["restore", &id, "--source", "vol", "--target", &copy.name]);
+    let l = copy.listing();
+    assert!(l.contains("./flushed ") && !l.contains("./resumed"), "{l}");
+    assert!(v.listing().contains("./resumed "));
+
+    // A failing `before` hook fails the backup; nothing stays paused.
+    p.write_config(&source(&format!(
+        "volumes = [\"{v}\"]\nstop_containers = true\nstop_timeout = 1\n\
+         exec.\"{c}\" = {{ before = [\"sh\", \"-c\", \"echo no space >&2; exit 3\"] }}",
+        v = v.name,
+        c = app.name
+    )));
+    let o = p.run(&["backup"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("exited with 3: no space"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(app.running() && app.inspect("{{.State.Paused}}") == "false");
+
+    // Restore in place: the container is stopped, started after and
+    // health-checked; the report says so.
+    p.write_config(&source(&format!(
+        "volumes = [\"{}\"]\nstop_containers = true\nstop_timeout = 1\nhelper_image = \"{BUSYBOX}\"\n\
+         health_timeout = \"30s\"",
+        v.name
+    )));
+    let a3 = app.started_at();
+    let out = ok_all(&p, &["restore", &id, "--source", "vol", "--force"]);
+    assert!(
+        out.contains("started again: ")
+            && out.contains(&app.name)
+            && out.contains("health check passed")
+            && out.contains("counts match"),
+        "{out}"
+    );
+    assert!(app.running());
+    assert_ne!(app.started_at(), a3, "not stopped for the restore");
+    assert_eq!(v.listing(), l);
 }
 
 #[test]

@@ -9,7 +9,12 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use bollard::query_parameters::{RemoveContainerOptions, StopContainerOptions};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptions, RemoveContainerOptions, StopContainerOptions,
+};
 use bollard::Docker;
 use tokio::sync::Mutex;
 
@@ -60,6 +65,8 @@ fn ensure_listener() {
             let mut reg = registry().lock().await;
             reg.terminating = true;
             let held: Vec<Held> = reg.held.drain().flat_map(|(_, v)| v).collect();
+            // The lock stays held until the process ends: nothing new is
+            // stopped or created meanwhile.
             let helpers: Vec<String> = reg.helpers.drain().map(|(k, _)| k).collect();
             if let Ok(docker) = connect() {
                 for h in held.iter().rev() {
@@ -75,7 +82,11 @@ fn ensure_listener() {
                     }
                 }
                 for id in helpers {
-                    let _ = remove_container(&docker, &id).await;
+                    if let Err(e) = remove_container(&docker, &id).await {
+                        eprintln!(
+                            "respaldo: interrupted; cannot remove helper container {id}: {e}"
+                        );
+                    }
                 }
             }
             // Let the signal do what it would have done without us.
@@ -259,21 +270,41 @@ impl Drop for Quiesced {
 #[derive(Debug)]
 pub(crate) struct Helper {
     docker: Docker,
-    /// Container id.
+    /// Container name.
     pub id: String,
     removed: bool,
 }
 
 impl Helper {
-    /// Registers a created helper container.
-    pub async fn new(docker: &Docker, id: String) -> Self {
+    /// Creates (does not start) a helper container from `body`. The
+    /// registry lock is held across the creation so that a signal either
+    /// comes first (nothing is created) or removes it.
+    pub async fn create(docker: &Docker, body: ContainerCreateBody) -> Result<Self, DockerError> {
+        static N: AtomicU64 = AtomicU64::new(0);
         ensure_listener();
-        registry().lock().await.helpers.insert(id.clone(), ());
-        Helper {
-            docker: docker.clone(),
-            id,
-            removed: false,
+        let name = format!(
+            "respaldo-helper-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut reg = registry().lock().await;
+        if reg.terminating {
+            return Err(DockerError::Interrupted);
         }
+        let opts = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| DockerError::api("creating a helper container".into(), e))?;
+        reg.helpers.insert(name.clone(), ());
+        Ok(Helper {
+            docker: docker.clone(),
+            id: name,
+            removed: false,
+        })
     }
 
     /// Removes the container.

@@ -40,8 +40,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions,
-    ListContainersOptions, ListVolumesOptions, UploadToContainerOptions,
+    CreateImageOptions, DownloadFromContainerOptions, ListContainersOptions, ListVolumesOptions,
+    UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -101,6 +101,26 @@ pub struct DockerConfig {
     /// is reported; a container that does not become healthy fails the restore.
     #[serde(default)]
     pub health_timeout: Option<String>,
+    /// Commands run inside a container (by container name) around the copy:
+    /// `before` runs while it is still running (before it is stopped or
+    /// paused; e.g. a flush), `after` once it runs again. A failing `before`
+    /// fails the copy (containers already stopped are started again); a
+    /// failing `after` fails it too, after every container was started.
+    #[serde(default)]
+    pub exec: BTreeMap<String, ExecHooks>,
+}
+
+/// Commands run inside one container around a copy (no shell: use
+/// `["sh", "-c", "…"]` for one).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecHooks {
+    /// Program and arguments run before the container is stopped or paused.
+    #[serde(default)]
+    pub before: Option<Vec<String>>,
+    /// Program and arguments run after the container runs again.
+    #[serde(default)]
+    pub after: Option<Vec<String>>,
 }
 
 fn default_stop_timeout() -> u64 {
@@ -146,6 +166,18 @@ pub enum DockerError {
     /// A check after a restore failed.
     #[error("{0}")]
     Check(String),
+    /// An exec hook exited non-zero.
+    #[error("`{command}` in container {container} exited with {code}: {output}")]
+    Hook {
+        /// The container.
+        container: String,
+        /// The program run.
+        command: String,
+        /// Its exit status.
+        code: i64,
+        /// The end of its output.
+        output: String,
+    },
     /// Repository error.
     #[error(transparent)]
     Core(#[from] respaldo_core::Error),
@@ -302,6 +334,11 @@ impl DockerSource {
 
     async fn quiesce(&self, docker: &Docker, volume: &str) -> Result<Quiesced, DockerError> {
         let list = self.to_stop(docker, volume).await?;
+        for (_, name) in &list {
+            if let Some(argv) = self.config.exec.get(name).and_then(|h| h.before.as_ref()) {
+                run_exec(docker, name, argv).await?;
+            }
+        }
         Quiesced::new(
             docker,
             list,
@@ -309,6 +346,17 @@ impl DockerSource {
             Duration::from_secs(self.config.stop_timeout),
         )
         .await
+    }
+
+    /// Starts the held containers again, then runs their `after` hooks.
+    async fn resume(&self, docker: &Docker, held: Quiesced) -> Result<Vec<String>, DockerError> {
+        let names = held.release().await?;
+        for name in &names {
+            if let Some(argv) = self.config.exec.get(name).and_then(|h| h.after.as_ref()) {
+                run_exec(docker, name, argv).await?;
+            }
+        }
+        Ok(names)
     }
 
     async fn backup_volume(
@@ -340,7 +388,7 @@ impl DockerSource {
             Ok(stats)
         }
         .await;
-        let restarted = held.release().await;
+        let restarted = self.resume(docker, held).await;
         let stats = copied?;
         let names = restarted?;
         if !names.is_empty() {
@@ -426,7 +474,7 @@ impl DockerSource {
             Ok((written, after))
         }
         .await;
-        let restarted = held.release().await;
+        let restarted = self.resume(docker, held).await;
         let (written, after) = result?;
         let names = restarted?;
         lines.push(format!(
@@ -499,12 +547,7 @@ impl DockerSource {
             labels: Some(HashMap::from([("respaldo.helper".into(), "true".into())])),
             ..Default::default()
         };
-        let id = docker
-            .create_container(None::<CreateContainerOptions>, body)
-            .await
-            .map_err(|e| DockerError::api(format!("creating a container of `{image}`"), e))?
-            .id;
-        let helper = Helper::new(docker, id).await;
+        let helper = Helper::create(docker, body).await?;
         let r: Result<(), DockerError> = async {
             docker
                 .start_container(&helper.id, None)
@@ -596,6 +639,51 @@ impl DockerSource {
     }
 }
 
+/// Runs `argv` inside a running container; fails unless it exits 0.
+async fn run_exec(docker: &Docker, container: &str, argv: &[String]) -> Result<(), DockerError> {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    let what = || format!("running `{}` in container {container}", argv.join(" "));
+    let opts = CreateExecOptions {
+        cmd: Some(argv.to_vec()),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let exec = docker
+        .create_exec(container, opts)
+        .await
+        .map_err(|e| DockerError::api(what(), e))?
+        .id;
+    let mut tail = Vec::new();
+    if let StartExecResults::Attached { mut output, .. } = docker
+        .start_exec(&exec, None)
+        .await
+        .map_err(|e| DockerError::api(what(), e))?
+    {
+        while let Some(chunk) = output.next().await {
+            tail.extend_from_slice(&chunk.map_err(|e| DockerError::api(what(), e))?.into_bytes());
+            if tail.len() > 4096 {
+                tail.drain(..tail.len() - 4096);
+            }
+        }
+    }
+    let code = docker
+        .inspect_exec(&exec)
+        .await
+        .map_err(|e| DockerError::api(what(), e))?
+        .exit_code
+        .unwrap_or(-1);
+    if code != 0 {
+        return Err(DockerError::Hook {
+            container: container.to_string(),
+            command: argv.join(" "),
+            code,
+            output: String::from_utf8_lossy(&tail).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn volume_mount(volume: &str, read_only: bool) -> Mount {
     Mount {
         target: Some(format!("/{MOUNT}")),
@@ -672,17 +760,7 @@ async fn create_helper(
         }),
         ..Default::default()
     };
-    let id = docker
-        .create_container(None::<CreateContainerOptions>, body)
-        .await
-        .map_err(|e| {
-            DockerError::api(
-                format!("creating a helper container for volume `{volume}`"),
-                e,
-            )
-        })?
-        .id;
-    Ok(Helper::new(docker, id).await)
+    Helper::create(docker, body).await
 }
 
 fn download(
