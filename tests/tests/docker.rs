@@ -101,6 +101,35 @@ fn volume_round_trip_in_place_and_into_a_new_volume() {
     assert_eq!(v.listing(), before);
     drop(user);
 
+    // One file: only it (and its parent dirs' metadata) is written back.
+    v.sh("echo changed > /v/a/b/c/f.txt && echo keep > /v/unrelated");
+    let o = p.run(&["restore", &id, "--source", "vol", "--path", "a/b/c/f.txt"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = ok_all(
+        &p,
+        &[
+            "restore",
+            &id,
+            "--source",
+            "vol",
+            "--path",
+            "a/b/c/f.txt",
+            "--force",
+        ],
+    );
+    assert!(out.contains("partial restore: 4 entries"), "{out}");
+    let after = v.listing();
+    let (kept, rest): (Vec<&str>, Vec<&str>) =
+        after.lines().partition(|l| l.starts_with("./unrelated "));
+    assert_eq!(kept.len(), 1, "{after}");
+    assert_eq!(rest.join("\n") + "\n", before);
+    v.sh("rm /v/unrelated");
+
+    // Unchanged volume: the next backup adds (almost) nothing.
+    let again = p.backup(&[]);
+    let added = again["sources"]["vol"]["bytes_added"].as_u64().unwrap();
+    assert!(added < 10_000, "{again}");
+
     // test-restore: throwaway volume, counts and hashes, removed after.
     let out = ok_all(&p, &["test-restore", "--source", "vol"]);
     assert!(out.contains("file hashes match"), "{out}");

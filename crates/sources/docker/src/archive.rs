@@ -256,8 +256,12 @@ where
 }
 
 /// Reads a volume's archive and returns the counts and each regular file's
-/// SHA-256 (for checking a restore).
-pub(crate) async fn scan<S>(stream: S) -> Result<(Counts, BTreeMap<RawPath, [u8; 32]>), DockerError>
+/// SHA-256 (for checking a restore), of the entries `paths` selects (all when
+/// empty).
+pub(crate) async fn scan<S>(
+    stream: S,
+    paths: Vec<RawPath>,
+) -> Result<(Counts, BTreeMap<RawPath, [u8; 32]>), DockerError>
 where
     S: Stream<Item = Result<Bytes, bollard::errors::Error>> + Send + 'static,
 {
@@ -273,6 +277,9 @@ where
             let Some(path) = relative(&e.path_bytes())? else {
                 continue;
             };
+            if !respaldo_core::restore::selected(&path, &paths) {
+                continue;
+            }
             let entry = entry_of(path, &e)?;
             count(&mut counts, entry.kind, entry.hardlink.is_some());
             if entry.kind == EntryKind::File && entry.hardlink.is_none() {
@@ -379,11 +386,13 @@ pub(crate) struct WriteStats {
 }
 
 /// Writes the tar stream of a tree artifact (entries under `volume/`, the
-/// root's own metadata first) into `w`.
+/// root's own metadata first) into `w`; with `paths`, only those paths and
+/// what is below them.
 pub(crate) async fn write_tree<W: AsyncWrite + Unpin>(
     repo: &Arc<Repository>,
     artifact: &Artifact,
     root: RootMeta,
+    paths: &[RawPath],
     mut w: W,
 ) -> Result<WriteStats, DockerError> {
     let io = |e: std::io::Error| DockerError::Archive(format!("sending the archive: {e}"));
@@ -400,6 +409,9 @@ pub(crate) async fn write_tree<W: AsyncWrite + Unpin>(
         .map_err(io)?;
     let mut reader = TreeReader::new(repo.clone(), artifact)?;
     while let Some(e) = reader.next_entry().await? {
+        if !respaldo_core::restore::selected(&e.path, paths) {
+            continue;
+        }
         if !e.path.is_safe() {
             return Err(DockerError::Archive(format!(
                 "unsafe path in the backup: {}",

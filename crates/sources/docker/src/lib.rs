@@ -448,7 +448,8 @@ impl DockerSource {
                 .into());
             }
             let held = self.quiesce(docker, target).await?;
-            if nonempty {
+            // With --path only the selected entries are replaced.
+            if nonempty && ctx.paths.is_empty() {
                 if let Err(e) = self.empty_volume(docker, target, meta).await {
                     let _ = held.release().await;
                     return Err(e);
@@ -466,11 +467,11 @@ impl DockerSource {
         };
         let result: Result<_, DockerError> = async {
             let helper = create_helper(docker, target, false).await?;
-            let r = upload_tree(docker, &helper.id, ctx, &artifact, meta.root).await;
+            let r = upload_tree(docker, &helper.id, ctx, &artifact, meta.root, &ctx.paths).await;
             let removed = helper.remove().await;
             let written = r?;
             removed?;
-            let (after, _) = scan_volume(docker, target).await?;
+            let (after, _) = scan_volume(docker, target, &ctx.paths).await?;
             Ok((written, after))
         }
         .await;
@@ -481,12 +482,39 @@ impl DockerSource {
             "restored {} bytes into volume `{target}`",
             written.bytes
         ));
-        let check = compare_counts(&meta.counts, &after, |_| true, true);
-        let line = check.line(&format!("volume `{target}` entry"), "types");
-        if !check.ok() {
-            return Err(DockerError::Check(line));
+        if ctx.paths.is_empty() {
+            let check = compare_counts(&meta.counts, &after, |_| true, true);
+            let line = check.line(&format!("volume `{target}` entry"), "types");
+            if !check.ok() {
+                return Err(DockerError::Check(line));
+            }
+            lines.push(line);
+        } else {
+            // Only what was selected was written (nothing was emptied):
+            // the volume must now hold at least that many of each type
+            // under the selected paths.
+            let short: Vec<String> = written
+                .counts
+                .iter()
+                .filter(|(k, n)| after.get(*k).copied().unwrap_or(0) < **n)
+                .map(|(k, n)| {
+                    format!(
+                        "{k}: sent {n}, volume holds {}",
+                        after.get(k).copied().unwrap_or(0)
+                    )
+                })
+                .collect();
+            if !short.is_empty() {
+                return Err(DockerError::Check(format!(
+                    "partial restore incomplete: {}",
+                    short.join("; ")
+                )));
+            }
+            let n: u64 = written.counts.values().sum();
+            lines.push(format!(
+                "partial restore: {n} entries under the selected paths"
+            ));
         }
-        lines.push(line);
         if !names.is_empty() {
             lines.push(format!("started again: {}", names.join(", ")));
             if let Some(t) = self.health_timeout {
@@ -780,6 +808,7 @@ async fn upload_tree(
     ctx: &RestoreContext,
     artifact: &respaldo_core::artifact::Artifact,
     root: RootMeta,
+    paths: &[respaldo_core::tree::RawPath],
 ) -> Result<archive::WriteStats, DockerError> {
     let (w, r) = tokio::io::duplex(256 * 1024);
     let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(r));
@@ -793,8 +822,10 @@ async fn upload_tree(
             .await
             .map_err(|e| DockerError::api("uploading the archive".into(), e))
     };
-    let (written, uploaded) =
-        tokio::join!(archive::write_tree(&ctx.repo, artifact, root, w), upload);
+    let (written, uploaded) = tokio::join!(
+        archive::write_tree(&ctx.repo, artifact, root, paths, w),
+        upload
+    );
     uploaded?;
     written
 }
@@ -803,9 +834,10 @@ async fn upload_tree(
 async fn scan_volume(
     docker: &Docker,
     volume: &str,
+    paths: &[respaldo_core::tree::RawPath],
 ) -> Result<(Counts, BTreeMap<respaldo_core::tree::RawPath, [u8; 32]>), DockerError> {
     let helper = create_helper(docker, volume, true).await?;
-    let r = archive::scan(download(docker, &helper.id)).await;
+    let r = archive::scan(download(docker, &helper.id), paths.to_vec()).await;
     helper.remove().await?;
     r
 }
@@ -853,7 +885,7 @@ impl Source for DockerSource {
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, BoxError> {
-        ctx.refuse_selection("docker", &[])?;
+        ctx.refuse_selection("docker", &["--path"])?;
         let recorded = Self::recorded(ctx)?;
         let docker = self.engine().await?;
         let plan: Vec<(String, String)> = match target {
@@ -907,10 +939,10 @@ impl Source for DockerSource {
                 ensure_helper_image(&docker).await?;
                 let artifact = ctx.artifact(source)?.clone();
                 let helper = create_helper(&docker, &scratch, false).await?;
-                let up = upload_tree(&docker, &helper.id, ctx, &artifact, meta.root).await;
+                let up = upload_tree(&docker, &helper.id, ctx, &artifact, meta.root, &[]).await;
                 helper.remove().await?;
                 up?;
-                let (counts, hashes) = scan_volume(&docker, &scratch).await?;
+                let (counts, hashes) = scan_volume(&docker, &scratch, &[]).await?;
                 let check = compare_counts(&meta.counts, &counts, |_| true, true);
                 let line = check.line(&format!("volume `{source}` entry"), "types");
                 if !check.ok() {
