@@ -288,8 +288,8 @@ fn containers_are_stopped_for_the_copy_and_always_started_again() {
     // health-checked; the report says so.
     p.write_config(&source(&format!(
         "volumes = [\"{}\"]\nstop_containers = true\nstop_timeout = 1\nhelper_image = \"{BUSYBOX}\"\n\
-         health_timeout = \"30s\"",
-        v.name
+         health_timeout = \"30s\"\nhealth_command = [\"docker\", \"exec\", \"{}\", \"sh\", \"-c\", \"test -s /data/blob\"]",
+        v.name, app.name
     )));
     let a3 = app.started_at();
     let out = ok_all(&p, &["restore", &id, "--source", "vol", "--force"]);
@@ -297,6 +297,7 @@ fn containers_are_stopped_for_the_copy_and_always_started_again() {
         out.contains("started again: ")
             && out.contains(&app.name)
             && out.contains("health check passed")
+            && out.contains("health command `docker exec")
             && out.contains("counts match"),
         "{out}"
     );

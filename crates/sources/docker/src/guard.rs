@@ -211,7 +211,9 @@ impl Quiesced {
                 drop(reg);
                 let action = if pause { "pause" } else { "stop" };
                 let err = DockerError::api(format!("cannot {action} container {}", h.name), e);
-                q.release().await.ok();
+                if let Err(e) = q.release().await {
+                    tracing::error!("{e}");
+                }
                 return Err(err);
             }
             tracing::info!(

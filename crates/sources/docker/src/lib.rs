@@ -101,6 +101,12 @@ pub struct DockerConfig {
     /// is reported; a container that does not become healthy fails the restore.
     #[serde(default)]
     pub health_timeout: Option<String>,
+    /// After a restore, a program run on this host (no shell) until it exits
+    /// 0, at most `health_timeout` (default 60s) — e.g.
+    /// `["curl", "-fsS", "http://localhost:3000/api/health"]`. The result is
+    /// reported; a check that never passes fails the restore.
+    #[serde(default)]
+    pub health_command: Option<Vec<String>>,
     /// Commands run inside a container (by container name) around the copy:
     /// `before` runs while it is still running (before it is stopped or
     /// paused; e.g. a flush), `after` once it runs again. A failing `before`
@@ -237,6 +243,15 @@ impl DockerSource {
         {
             return Err(DockerError::Config(
                 "set at least one of `volumes`, `labels` or `compose_project`".into(),
+            ));
+        }
+        if config
+            .health_command
+            .as_ref()
+            .is_some_and(|c| c.first().is_none_or(|p| p.is_empty()))
+        {
+            return Err(DockerError::Config(
+                "`health_command` must name a program".into(),
             ));
         }
         if config.pause && !config.stop_containers {
@@ -521,6 +536,10 @@ impl DockerSource {
                 lines.push(self.health_check(docker, &names, t).await?);
             }
         }
+        if let Some(argv) = &self.config.health_command {
+            let t = self.health_timeout.unwrap_or(Duration::from_secs(60));
+            lines.push(health_command(argv, t).await?);
+        }
         Ok(lines)
     }
 
@@ -664,6 +683,43 @@ impl DockerSource {
             }
         }
         Ok(format!("health check passed: {}", healthy.join(", ")))
+    }
+}
+
+/// Runs `argv` on this host every half second until it exits 0 or `timeout`
+/// has passed.
+async fn health_command(argv: &[String], timeout: Duration) -> Result<String, DockerError> {
+    let shown = argv.join(" ");
+    let program = respaldo_core::process::find_program(&argv[0]).ok_or_else(|| {
+        DockerError::Config(format!("health_command: `{}` not found on PATH", argv[0]))
+    })?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let started = tokio::time::Instant::now();
+    loop {
+        let out = tokio::process::Command::new(&program)
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| DockerError::Config(format!("health_command `{shown}`: {e}")))?;
+        if out.status.success() {
+            return Ok(format!(
+                "health command `{shown}` passed after {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut err = String::from_utf8_lossy(&out.stdout).into_owned();
+            err.push_str(&String::from_utf8_lossy(&out.stderr));
+            return Err(DockerError::Check(format!(
+                "health command `{shown}` still failing after {}s ({}): {}",
+                timeout.as_secs(),
+                respaldo_core::process::describe_exit(&out.status),
+                err.trim()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
