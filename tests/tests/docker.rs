@@ -208,6 +208,11 @@ fn containers_are_stopped_for_the_copy_and_always_started_again() {
     let a1 = app.started_at();
     let o = full.run(&["backup"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("No space left on device"),
+        "{}",
+        stderr(&o)
+    );
     assert!(app.running() && side.running(), "{}", stderr(&o));
     assert_ne!(app.started_at(), a1, "not stopped before the failing copy");
     assert_eq!(helpers_of(&v.name).trim(), "");
