@@ -926,7 +926,12 @@ impl Source for DockerSource {
             let meta = self
                 .backup_volume(&docker, &name, ctx)
                 .await
-                .map_err(|e| format!("volume `{name}`: {e}"))?;
+                .map_err(|e| -> BoxError {
+                    match e {
+                        DockerError::NoVolume(_) => Box::new(e),
+                        e => format!("volume `{name}`: {e}").into(),
+                    }
+                })?;
             metas.insert(name, meta);
         }
         ctx.set_metadata(
