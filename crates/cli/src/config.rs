@@ -130,7 +130,7 @@ pub struct Config {
 }
 
 /// The driver types this build knows.
-pub const DRIVERS: [&str; 5] = ["command", "files", "influxdb", "postgres", "redis"];
+pub const DRIVERS: [&str; 6] = ["command", "docker", "files", "influxdb", "postgres", "redis"];
 
 impl Config {
     /// Finds the configuration: `-c`, else `$RESPALDO_CONFIG`, else `./backup.toml`.
@@ -328,6 +328,12 @@ fn build_driver(
         "command" => {
             let cfg = typed(value, keys)?;
             respaldo_source_command::CommandSource::new(cfg, base)
+                .map(|s| Arc::new(s) as Arc<dyn Source>)
+                .map_err(|e| (here(), e.to_string()))
+        }
+        "docker" => {
+            let cfg = typed(value, keys)?;
+            respaldo_source_docker::DockerSource::new(cfg)
                 .map(|s| Arc::new(s) as Arc<dyn Source>)
                 .map_err(|e| (here(), e.to_string()))
         }

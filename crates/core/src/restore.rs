@@ -101,7 +101,9 @@ pub struct TreeRestoreStats {
     pub warnings: Vec<String>,
 }
 
-fn selected(path: &RawPath, filter: &[RawPath]) -> bool {
+/// Whether `path` is one of `filter`, below one, or a directory above one
+/// (an empty filter selects everything): the `--path` rule of tree restores.
+pub fn selected(path: &RawPath, filter: &[RawPath]) -> bool {
     filter.is_empty()
         || filter.iter().any(|f| {
             path.0 == f.0
