@@ -23,4 +23,7 @@ command -v moto_server >/dev/null 2>&1 || python3 -m pip install --quiet 'moto[s
 
 # Build once (the binary the end-to-end tests run), then run every test.
 cargo build --workspace --all-targets --locked
+# The end-to-end tests run this binary (built with the workspace's features)
+# instead of building their own.
+export RESPALDO_BIN="$PWD/target/debug/respaldo"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

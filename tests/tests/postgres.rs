@@ -6,6 +6,7 @@ mod common;
 #[path = "common/postgres.rs"]
 mod pg;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use common::{stderr, Project};
@@ -392,6 +393,22 @@ fn failures_are_clear_and_leave_the_last_good_backup() {
     ));
     assert_backup_fails(&p, 1, "pg_dump");
 
+    // A pg_dump older than the server.
+    let old = p.path().join("old-tools");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(
+        old.join("pg_dump"),
+        "#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.3'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(old.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.write_config(&source_config(
+        "db",
+        &pg.url("db"),
+        "bin_dir = \"old-tools\"",
+    ));
+    assert_backup_fails(&p, 1, "is version 12 but the server");
+
     // pg_dump killed mid-stream (after 1 MB of output).
     let tools = p.path().join("killing-tools");
     std::fs::create_dir(&tools).unwrap();
@@ -401,7 +418,6 @@ fn failures_are_clear_and_leave_the_last_good_backup() {
         real = real.display()
     );
     std::fs::write(tools.join("pg_dump"), script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
         tools.join("pg_dump"),
         std::fs::Permissions::from_mode(0o755),
@@ -561,6 +577,45 @@ fn tenant_csv_export_and_restore() {
         "5000",
         "only tenant 42's rows were replaced"
     );
+}
+
+#[test]
+fn tls_connections_follow_sslmode() {
+    let pg = Pg::start_tls();
+    pg.psql("postgres", "CREATE DATABASE db");
+    pg.psql(
+        "db",
+        "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g",
+    );
+    let ca = pg.ca_cert();
+    let url = |mode: &str| {
+        format!(
+            "{}?sslmode={mode}&sslrootcert={}",
+            pg.url("db"),
+            ca.display()
+        )
+    };
+    // Encrypted without checking the certificate, and with it.
+    for mode in ["require", "verify-full"] {
+        let p = project(&source_config("db", &url(mode), ""));
+        let b = p.backup(&[]);
+        assert_eq!(b["sources"]["db"]["status"], "ok", "{mode}: {b}");
+        let target = format!(
+            "{}?sslmode={mode}&sslrootcert={}",
+            pg.url(&format!("db_{}", mode.replace('-', "_"))),
+            ca.display()
+        );
+        let out = say(
+            &p,
+            &["restore", "latest", "--source", "db", "--target", &target],
+        );
+        assert!(out.contains("row counts match"), "{out}");
+    }
+    // The server only accepts TLS: sslmode=disable is refused, clearly.
+    let p = project(&source_config("db", &url("disable"), ""));
+    let out = p.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no encryption"), "{}", stderr(&out));
 }
 
 #[test]

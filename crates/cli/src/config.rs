@@ -130,7 +130,9 @@ pub struct Config {
 }
 
 /// The driver types this build knows.
-pub const DRIVERS: [&str; 6] = ["command", "docker", "files", "influxdb", "postgres", "redis"];
+pub const DRIVERS: [&str; 6] = [
+    "command", "docker", "files", "influxdb", "postgres", "redis",
+];
 
 impl Config {
     /// Finds the configuration: `-c`, else `$RESPALDO_CONFIG`, else `./backup.toml`.

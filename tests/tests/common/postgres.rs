@@ -59,6 +59,21 @@ pub struct Pg {
 impl Pg {
     /// initdb + start, waiting until it accepts connections.
     pub fn start() -> Pg {
+        Pg::start_with(false)
+    }
+
+    /// A server that accepts TCP connections only over TLS, with a
+    /// self-signed certificate for 127.0.0.1 (`ca_cert()`).
+    pub fn start_tls() -> Pg {
+        Pg::start_with(true)
+    }
+
+    /// The self-signed certificate of a `start_tls` server.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn start_with(tls: bool) -> Pg {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("respaldo-pg")
@@ -89,6 +104,50 @@ impl Pg {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if tls {
+            // A CA and a server certificate for 127.0.0.1 signed by it.
+            let script = "set -e
+                openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=respaldo-test-ca -keyout ca.key -out ca.crt
+                openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr
+                printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext
+                openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt";
+            let out = Command::new("sh")
+                .args(["-c", script])
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for f in ["server.crt", "server.key"] {
+                std::fs::rename(dir.path().join(f), data.join(f)).unwrap();
+            }
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            )
+            .unwrap();
+            std::fs::write(
+                data.join("postgresql.auto.conf"),
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            )
+            .unwrap();
+            if crate::common::is_root() {
+                let st = Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&data)
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+        }
         let mut pg = Pg {
             dir,
             port: 0,

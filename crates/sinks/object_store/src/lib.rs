@@ -113,68 +113,69 @@ impl ObjectStoreSink {
         let client = object_store::ClientOptions::new()
             .with_timeout(timeout)
             .with_connect_timeout(Duration::from_secs(10));
-        let store: Arc<dyn ObjectStore> = match parsed.scheme() {
-            "s3" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(&bucket)
-                    .with_retry(retry(s3.max_retries))
-                    .with_client_options(client);
-                if let Some(r) = &s3.region {
-                    b = b.with_region(r);
-                } else if std::env::var_os("AWS_REGION").is_none()
-                    && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-                {
-                    b = b.with_region("us-east-1");
-                }
-                if let Some(e) = &s3.endpoint {
-                    b = b
-                        .with_endpoint(e)
-                        .with_allow_http(e.starts_with("http://"))
-                        .with_virtual_hosted_style_request(!s3.path_style.unwrap_or(true));
-                } else if let Some(p) = s3.path_style {
-                    b = b.with_virtual_hosted_style_request(!p);
-                }
-                for (secret, set) in [
-                    (&s3.access_key_id, "access_key_id"),
-                    (&s3.secret_access_key, "secret_access_key"),
-                ] {
-                    if let Some(s) = secret {
-                        let v = s.resolve().await.map_err(|m| {
-                            ObjectStoreError::Config(format!("repository.s3.{set}: {m}"))
-                        })?;
-                        b = if set == "access_key_id" {
-                            b.with_access_key_id(v.expose())
-                        } else {
-                            b.with_secret_access_key(v.expose())
-                        };
+        let store: Arc<dyn ObjectStore> =
+            match parsed.scheme() {
+                "s3" => {
+                    let mut b = object_store::aws::AmazonS3Builder::from_env()
+                        .with_bucket_name(&bucket)
+                        .with_retry(retry(s3.max_retries))
+                        .with_client_options(client);
+                    if let Some(r) = &s3.region {
+                        b = b.with_region(r);
+                    } else if std::env::var_os("AWS_REGION").is_none()
+                        && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+                    {
+                        b = b.with_region("us-east-1");
                     }
-                }
-                Arc::new(
-                    b.build().map_err(|e| {
+                    if let Some(e) = &s3.endpoint {
+                        b = b
+                            .with_endpoint(e)
+                            .with_allow_http(e.starts_with("http://"))
+                            .with_virtual_hosted_style_request(!s3.path_style.unwrap_or(true));
+                    } else if let Some(p) = s3.path_style {
+                        b = b.with_virtual_hosted_style_request(!p);
+                    }
+                    for (secret, set) in [
+                        (&s3.access_key_id, "access_key_id"),
+                        (&s3.secret_access_key, "secret_access_key"),
+                    ] {
+                        if let Some(s) = secret {
+                            let v = s.resolve().await.map_err(|m| {
+                                ObjectStoreError::Config(format!("repository.s3.{set}: {m}"))
+                            })?;
+                            b = if set == "access_key_id" {
+                                b.with_access_key_id(v.expose())
+                            } else {
+                                b.with_secret_access_key(v.expose())
+                            };
+                        }
+                    }
+                    Arc::new(b.build().map_err(|e| {
                         ObjectStoreError::Config(format!("S3 repository `{url}`: {e}"))
-                    })?,
-                )
-            }
-            "gs" => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(&bucket)
-                    .with_retry(retry(s3.max_retries))
-                    .with_client_options(client)
-                    .build()
-                    .map_err(|e| ObjectStoreError::Config(format!("`{url}`: {e}")))?,
-            ),
-            "az" => Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_container_name(&bucket)
-                    .with_retry(retry(s3.max_retries))
-                    .with_client_options(client)
-                    .build()
-                    .map_err(|e| ObjectStoreError::Config(format!("`{url}`: {e}")))?,
-            ),
-            other => return Err(ObjectStoreError::Config(format!(
+                    })?)
+                }
+                "gs" => Arc::new(
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_bucket_name(&bucket)
+                        .with_retry(retry(s3.max_retries))
+                        .with_client_options(client)
+                        .build()
+                        .map_err(|e| ObjectStoreError::Config(format!("`{url}`: {e}")))?,
+                ),
+                "az" => Arc::new(
+                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_container_name(&bucket)
+                        .with_retry(retry(s3.max_retries))
+                        .with_client_options(client)
+                        .build()
+                        .map_err(|e| ObjectStoreError::Config(format!("`{url}`: {e}")))?,
+                ),
+                other => {
+                    return Err(ObjectStoreError::Config(format!(
                 "unsupported repository scheme `{other}://` (s3://, gs://, az:// or a directory)"
-            ))),
-        };
+            )))
+                }
+            };
         Ok(ObjectStoreSink {
             store,
             prefix,

@@ -9,6 +9,7 @@ use respaldo_core::secret::SecretValue;
 use tokio_postgres::{Client, NoTls};
 use url::Url;
 
+use crate::tls::{connector, SslMode};
 use crate::PgError;
 
 /// A server and database, as a `postgres://` URL that never holds a password.
@@ -119,8 +120,29 @@ impl Endpoint {
 
     /// Connects for the driver's own queries.
     pub async fn connect(&self, password: Option<&str>) -> Result<Client, PgError> {
-        let mut cfg = tokio_postgres::Config::from_str(self.url.as_str())
+        // sslmode and sslrootcert are handled here (tokio-postgres knows
+        // only some modes); the rest of the URL goes to tokio-postgres.
+        let param = |k: &str| {
+            self.url
+                .query_pairs()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.into_owned())
+        };
+        let mode = SslMode::parse(param("sslmode").as_deref())?;
+        let mut url = self.url.clone();
+        let rest: Vec<(String, String)> = self
+            .url
+            .query_pairs()
+            .filter(|(n, _)| n != "sslmode" && n != "sslrootcert")
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        url.set_query(None);
+        if !rest.is_empty() {
+            url.query_pairs_mut().extend_pairs(rest);
+        }
+        let mut cfg = tokio_postgres::Config::from_str(url.as_str())
             .map_err(|e| PgError::Config(format!("cannot use `{}`: {e}", self.display())))?;
+        cfg.ssl_mode(mode.client_mode());
         if cfg.get_user().is_none() {
             cfg.user(self.user());
         }
@@ -128,11 +150,22 @@ impl Endpoint {
             cfg.password(p);
         }
         cfg.application_name("respaldo");
-        let (client, connection) = cfg.connect(NoTls).await.map_err(|e| PgError::Connect {
+        let fail = |e: tokio_postgres::Error| PgError::Connect {
             server: self.display(),
             user: self.user(),
             message: message(&e),
-        })?;
+        };
+        if mode == SslMode::Disable {
+            let (client, connection) = cfg.connect(NoTls).await.map_err(fail)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("postgres connection ended: {e}");
+                }
+            });
+            return Ok(client);
+        }
+        let tls = connector(mode, param("sslrootcert").as_deref())?;
+        let (client, connection) = cfg.connect(tls).await.map_err(fail)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("postgres connection ended: {e}");

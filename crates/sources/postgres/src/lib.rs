@@ -39,6 +39,7 @@ mod backup;
 mod conn;
 mod csv;
 mod restore;
+mod tls;
 mod tools;
 
 pub use conn::Endpoint;
@@ -48,9 +49,9 @@ pub use conn::Endpoint;
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// The server and default database: `postgres://user@host:port/db`, with
-    /// libpq parameters such as `?sslmode=disable` (the driver's own
-    /// connection does not speak TLS: use `disable` or `prefer`). Never put a
-    /// password here.
+    /// libpq parameters such as `?sslmode=require` (`disable`, `allow`,
+    /// `prefer` — the default —, `require`, `verify-ca`, `verify-full`, with
+    /// `sslrootcert=/path/ca.pem`). Never put a password here.
     pub url: String,
     /// The password, by reference (`{ env = "…" }`, `{ file = "…" }`,
     /// `{ command = […] }`). Without it, `PGPASSWORD` and the pgpass file
