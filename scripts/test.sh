@@ -26,4 +26,4 @@ cargo build --workspace --all-targets --locked
 # The end-to-end tests run this binary (built with the workspace's features)
 # instead of building their own.
 export RESPALDO_BIN="$PWD/target/debug/respaldo"
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"

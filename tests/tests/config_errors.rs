@@ -174,7 +174,7 @@ fn repository_url_scheme_not_supported_is_a_config_error() {
     let p = Project::new(GOOD_SOURCE);
     std::fs::write(
         p.path().join("backup.toml"),
-        format!("[repository]\nurl = \"s3://bucket/x\"\n{GOOD_SOURCE}"),
+        format!("[repository]\nurl = \"ftp://bucket/x\"\n{GOOD_SOURCE}"),
     )
     .unwrap();
     let o = p.run(&["init"]);

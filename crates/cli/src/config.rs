@@ -320,43 +320,35 @@ fn build_driver(
 ) -> Result<Arc<dyn Source>, KeyError> {
     let here = || keys.to_vec();
     let value = toml::Value::Table(table);
+    /// Deserializes the driver's config (errors name the key) and builds it.
+    fn make<C, S, E>(
+        value: toml::Value,
+        keys: &[String],
+        new: impl FnOnce(C) -> Result<S, E>,
+    ) -> Result<Arc<dyn Source>, KeyError>
+    where
+        C: DeserializeOwned,
+        S: Source + 'static,
+        E: std::fmt::Display,
+    {
+        let cfg = typed(value, keys)?;
+        new(cfg)
+            .map(|s| Arc::new(s) as Arc<dyn Source>)
+            .map_err(|e| (keys.to_vec(), e.to_string()))
+    }
+    use respaldo_source_command::CommandSource;
+    use respaldo_source_docker::DockerSource;
+    use respaldo_source_files::FilesSource;
+    use respaldo_source_influxdb::InfluxSource;
+    use respaldo_source_postgres::PostgresSource;
+    use respaldo_source_redis::RedisSource;
     match kind {
-        "files" => {
-            let cfg = typed(value, keys)?;
-            respaldo_source_files::FilesSource::new(cfg, base)
-                .map(|s| Arc::new(s) as Arc<dyn Source>)
-                .map_err(|e| (here(), e.to_string()))
-        }
-        "command" => {
-            let cfg = typed(value, keys)?;
-            respaldo_source_command::CommandSource::new(cfg, base)
-                .map(|s| Arc::new(s) as Arc<dyn Source>)
-                .map_err(|e| (here(), e.to_string()))
-        }
-        "docker" => {
-            let cfg = typed(value, keys)?;
-            respaldo_source_docker::DockerSource::new(cfg)
-                .map(|s| Arc::new(s) as Arc<dyn Source>)
-                .map_err(|e| (here(), e.to_string()))
-        }
-        "influxdb" => {
-            let cfg = typed(value, keys)?;
-            respaldo_source_influxdb::InfluxSource::new(cfg, base)
-                .map(|s| Arc::new(s) as Arc<dyn Source>)
-                .map_err(|e| (here(), e.to_string()))
-        }
-        "postgres" => {
-            let cfg = typed(value, keys)?;
-            respaldo_source_postgres::PostgresSource::new(cfg, base)
-                .map(|s| Arc::new(s) as Arc<dyn Source>)
-                .map_err(|e| (here(), e.to_string()))
-        }
-        "redis" => {
-            let cfg = typed(value, keys)?;
-            respaldo_source_redis::RedisSource::new(cfg, base)
-                .map(|s| Arc::new(s) as Arc<dyn Source>)
-                .map_err(|e| (here(), e.to_string()))
-        }
+        "files" => make(value, keys, |c| FilesSource::new(c, base)),
+        "command" => make(value, keys, |c| CommandSource::new(c, base)),
+        "docker" => make(value, keys, DockerSource::new),
+        "influxdb" => make(value, keys, |c| InfluxSource::new(c, base)),
+        "postgres" => make(value, keys, |c| PostgresSource::new(c, base)),
+        "redis" => make(value, keys, |c| RedisSource::new(c, base)),
         other => {
             let mut k = here();
             k.push("type".into());
