@@ -480,7 +480,7 @@ impl RedisSource {
                 });
             }
             tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(200));
+            wait = (wait * 2).min(Duration::from_millis(20));
         }
     }
 
