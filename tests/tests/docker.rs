@@ -291,9 +291,23 @@ fn containers_are_stopped_for_the_copy_and_always_started_again() {
 
     // Restore in place: the container is stopped, started after and
     // health-checked; the report says so.
+    // The health URL answers 503 twice, then 200.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let health = format!("http://{}/health", http.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for (i, conn) in http.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let status = if i < 2 { "503 Service Unavailable" } else { "200 OK" };
+            let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
     p.write_config(&source(&format!(
         "volumes = [\"{}\"]\nstop_containers = true\nstop_timeout = 1\nhelper_image = \"{BUSYBOX}\"\n\
-         health_timeout = \"30s\"\nhealth_command = [\"docker\", \"exec\", \"{}\", \"sh\", \"-c\", \"test -s /data/blob\"]",
+         health_timeout = \"30s\"\nhealth_command = [\"docker\", \"exec\", \"{}\", \"sh\", \"-c\", \"test -s /data/blob\"]\n\
+         health_url = \"{health}\"",
         v.name, app.name
     )));
     let a3 = app.started_at();
@@ -303,6 +317,7 @@ fn containers_are_stopped_for_the_copy_and_always_started_again() {
             && out.contains(&app.name)
             && out.contains("health check passed")
             && out.contains("health command `docker exec")
+            && out.contains(&format!("health URL {health} answered 200 OK"))
             && out.contains("counts match"),
         "{out}"
     );

@@ -107,6 +107,12 @@ pub struct DockerConfig {
     /// reported; a check that never passes fails the restore.
     #[serde(default)]
     pub health_command: Option<Vec<String>>,
+    /// After a restore, an `http://` or `https://` URL fetched until it
+    /// answers 2xx, at most `health_timeout` (default 60s) — e.g.
+    /// `"http://localhost:3000/api/health"`. The result is reported; a URL
+    /// that never answers 2xx fails the restore.
+    #[serde(default)]
+    pub health_url: Option<String>,
     /// Commands run inside a container (by container name) around the copy:
     /// `before` runs while it is still running (before it is stopped or
     /// paused; e.g. a flush), `after` once it runs again. A failing `before`
@@ -540,6 +546,10 @@ impl DockerSource {
             let t = self.health_timeout.unwrap_or(Duration::from_secs(60));
             lines.push(health_command(argv, t).await?);
         }
+        if let Some(url) = &self.config.health_url {
+            let t = self.health_timeout.unwrap_or(Duration::from_secs(60));
+            lines.push(health_url(url, t).await?);
+        }
         Ok(lines)
     }
 
@@ -717,6 +727,36 @@ async fn health_command(argv: &[String], timeout: Duration) -> Result<String, Do
                 timeout.as_secs(),
                 respaldo_core::process::describe_exit(&out.status),
                 err.trim()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Fetches `url` until it answers 2xx or `timeout` passes.
+async fn health_url(url: &str, timeout: Duration) -> Result<String, DockerError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| DockerError::Config(format!("health_url: {e}")))?;
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    loop {
+        let last = match client.get(url).send().await {
+            Ok(r) if r.status().is_success() => {
+                return Ok(format!(
+                    "health URL {url} answered {} after {:.1}s",
+                    r.status(),
+                    started.elapsed().as_secs_f64()
+                ))
+            }
+            Ok(r) => format!("it answered {}", r.status()),
+            Err(e) => format!("{e}"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(DockerError::Check(format!(
+                "health URL {url} still failing after {}s: {last}",
+                timeout.as_secs()
             )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
