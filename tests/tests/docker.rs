@@ -300,8 +300,15 @@ fn containers_are_stopped_for_the_copy_and_always_started_again() {
             let Ok(mut conn) = conn else { continue };
             let mut buf = [0u8; 1024];
             let _ = conn.read(&mut buf);
-            let status = if i < 2 { "503 Service Unavailable" } else { "200 OK" };
-            let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let status = if i < 2 {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
         }
     });
     p.write_config(&source(&format!(

@@ -5,6 +5,7 @@
 //! that injects failures for fault-injection tests.
 
 pub mod conformance;
+pub mod docker;
 mod faulty;
 pub mod moto;
 

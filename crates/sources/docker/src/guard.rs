@@ -336,3 +336,60 @@ impl Drop for Helper {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use respaldo_testing::docker::{busybox_image, docker, unique, BUSYBOX};
+
+    /// A panic in the task that stopped the containers still restarts them:
+    /// the guard's `Drop` runs during unwinding.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_task_still_restarts_its_containers() {
+        busybox_image();
+        let name = unique("panic");
+        docker(&["run", "-d", "--name", &name, BUSYBOX, "sleep", "3600"]);
+        let engine = Docker::connect_with_local_defaults().unwrap();
+        let id = docker(&["inspect", "-f", "{{.Id}}", &name])
+            .trim()
+            .to_string();
+        let started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &name]);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = {
+            let engine = engine.clone();
+            let (id, name) = (id.clone(), name.clone());
+            tokio::spawn(async move {
+                let _held = Quiesced::new(
+                    &engine,
+                    vec![(id, name.clone())],
+                    false,
+                    Duration::from_secs(1),
+                )
+                .await
+                .unwrap();
+                let state = docker(&["inspect", "-f", "{{.State.Running}}", &name]);
+                assert_eq!(state.trim(), "false", "stopped while held");
+                tx.send(()).unwrap();
+                panic!("a bug while the container is stopped");
+            })
+        };
+        rx.await.unwrap();
+        assert!(task.await.unwrap_err().is_panic());
+        // The restart runs on its own thread: poll for it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let running = loop {
+            let r = docker(&["inspect", "-f", "{{.State.Running}}", &name]);
+            if r.trim() == "true" || std::time::Instant::now() > deadline {
+                break r.trim() == "true";
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let restarted = docker(&["inspect", "-f", "{{.State.StartedAt}}", &name]);
+        docker(&["rm", "-f", &name]);
+        assert!(
+            running,
+            "the container was not started again after the panic"
+        );
+        assert_ne!(restarted, started, "it was never stopped");
+    }
+}
