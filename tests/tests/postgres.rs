@@ -365,6 +365,23 @@ fn assert_backup_fails(p: &Project, good_before: usize, expect: &str) {
     );
 }
 
+/// Points the source at a `bin_dir` holding only a `pg_dump` shell script
+/// with `body` (or nothing at all).
+fn fake_tools(p: &Project, pg: &Pg, dir: &str, body: Option<&str>) {
+    let tools = p.path().join(dir);
+    std::fs::create_dir(&tools).unwrap();
+    if let Some(body) = body {
+        let path = tools.join("pg_dump");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    p.write_config(&source_config(
+        "db",
+        &pg.url("db"),
+        &format!("bin_dir = \"{dir}\""),
+    ));
+}
+
 #[test]
 fn failures_are_clear_and_leave_the_last_good_backup() {
     let mut pg = Pg::start();
@@ -384,50 +401,25 @@ fn failures_are_clear_and_leave_the_last_good_backup() {
     std::fs::write(p.path().join("pw"), PASSWORD).unwrap();
 
     // Missing pg_dump.
-    let empty = p.path().join("no-tools");
-    std::fs::create_dir(&empty).unwrap();
-    p.write_config(&source_config(
-        "db",
-        &pg.url("db"),
-        "bin_dir = \"no-tools\"",
-    ));
+    fake_tools(&p, &pg, "no-tools", None);
     assert_backup_fails(&p, 1, "pg_dump");
 
     // A pg_dump older than the server.
-    let old = p.path().join("old-tools");
-    std::fs::create_dir(&old).unwrap();
-    std::fs::write(
-        old.join("pg_dump"),
-        "#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.3'\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(old.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    p.write_config(&source_config(
-        "db",
-        &pg.url("db"),
-        "bin_dir = \"old-tools\"",
-    ));
+    fake_tools(
+        &p,
+        &pg,
+        "old-tools",
+        Some("echo 'pg_dump (PostgreSQL) 12.3'"),
+    );
     assert_backup_fails(&p, 1, "is version 12 but the server");
 
     // pg_dump killed mid-stream (after 1 MB of output).
-    let tools = p.path().join("killing-tools");
-    std::fs::create_dir(&tools).unwrap();
     let real = pg::bin_dir().join("pg_dump");
     let script = format!(
-        "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {real} --version; fi\n{real} \"$@\" | head -c 1000000\nkill -KILL $$\n",
+        "if [ \"$1\" = --version ]; then exec {real} --version; fi\n{real} \"$@\" | head -c 1000000\nkill -KILL $$",
         real = real.display()
     );
-    std::fs::write(tools.join("pg_dump"), script).unwrap();
-    std::fs::set_permissions(
-        tools.join("pg_dump"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    p.write_config(&source_config(
-        "db",
-        &pg.url("db"),
-        "bin_dir = \"killing-tools\"",
-    ));
+    fake_tools(&p, &pg, "killing-tools", Some(&script));
     assert_backup_fails(&p, 1, "killed by signal 9");
 
     // Server down.

@@ -168,23 +168,21 @@ pub async fn store_stdout(
 }
 
 /// Runs `cmd` with the stream artifact on its standard input and waits for
-/// it. Returns the number of bytes fed and what the program wrote to its
-/// standard output (at most the last 4 KiB). A program that exits non-zero
-/// fails with the end of its stderr.
+/// it (its standard output is discarded). Returns the number of bytes fed.
+/// A program that exits non-zero fails with the end of its stderr.
 pub async fn feed_stdin(
     ctx: &crate::source::RestoreContext,
     artifact: &crate::artifact::Artifact,
     mut cmd: tokio::process::Command,
     what: &str,
-) -> Result<(u64, String), ProcessError> {
+) -> Result<u64, ProcessError> {
     use std::process::Stdio;
     use tokio::io::AsyncWriteExt;
     cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = spawn(&mut cmd, what)?;
     let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
-    let (out, out_drain) = StderrTail::capture(child.stdout.take().expect("piped"));
     let mut stdin = child.stdin.take().expect("piped");
     let mut reader = ctx.open_stream(artifact);
     // A program may stop reading once it has what it needs (pg_restore of
@@ -215,7 +213,6 @@ pub async fn feed_stdin(
         source,
     })?;
     let _ = drain.await;
-    let _ = out_drain.await;
     if let Some(e) = read_error {
         return Err(ProcessError::Failed(format!(
             "reading the backup for {what}: {e}"
@@ -224,5 +221,36 @@ pub async fn feed_stdin(
     if !status.success() {
         return Err(ProcessError::Failed(failure_message(what, &status, &tail)));
     }
-    Ok((fed, out.text()))
+    Ok(fed)
+}
+
+/// Runs a configured command (`argv`, no shell) to completion, its standard
+/// output discarded. Fails when it is not found, cannot start, or exits
+/// non-zero (with the end of its stderr). A daemon it starts may keep stderr
+/// open: that is waited for at most a second.
+pub async fn run(argv: &[String]) -> Result<(), ProcessError> {
+    use std::process::Stdio;
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| ProcessError::Failed("empty command".into()))?;
+    let path = find_program(prog)
+        .ok_or_else(|| ProcessError::Failed(format!("`{prog}` not found on PATH")))?;
+    let what = format!("`{prog}`");
+    let mut cmd = tokio::process::Command::new(path);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = spawn(&mut cmd, &what)?;
+    let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
+    let status = child.wait().await.map_err(|source| ProcessError::Spawn {
+        program: what.clone(),
+        source,
+    })?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(ProcessError::Failed(failure_message(&what, &status, &tail)))
+    }
 }

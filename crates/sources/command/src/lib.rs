@@ -189,8 +189,7 @@ impl Source for CommandSource {
         if let RestoreTarget::Other(t) = target {
             cmd.env("RESPALDO_TARGET", t);
         }
-        let (n, _) =
-            feed_stdin(ctx, &artifact, cmd, &format!("restore command `{program}`")).await?;
+        let n = feed_stdin(ctx, &artifact, cmd, &format!("restore command `{program}`")).await?;
         Ok(RestoreReport {
             lines: vec![format!("piped {n} bytes into `{program}`")],
         })

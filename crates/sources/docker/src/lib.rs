@@ -700,36 +700,27 @@ impl DockerSource {
 /// has passed.
 async fn health_command(argv: &[String], timeout: Duration) -> Result<String, DockerError> {
     let shown = argv.join(" ");
-    let program = respaldo_core::process::find_program(&argv[0]).ok_or_else(|| {
+    respaldo_core::process::find_program(&argv[0]).ok_or_else(|| {
         DockerError::Config(format!("health_command: `{}` not found on PATH", argv[0]))
     })?;
-    let deadline = tokio::time::Instant::now() + timeout;
     let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
     loop {
-        let out = tokio::process::Command::new(&program)
-            .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| DockerError::Config(format!("health_command `{shown}`: {e}")))?;
-        if out.status.success() {
-            return Ok(format!(
-                "health command `{shown}` passed after {:.1}s",
-                started.elapsed().as_secs_f64()
-            ));
+        match respaldo_core::process::run(argv).await {
+            Ok(()) => {
+                return Ok(format!(
+                    "health command `{shown}` passed after {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ))
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(DockerError::Check(format!(
+                    "health command `{shown}` still failing after {}s: {e}",
+                    timeout.as_secs()
+                )))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
-        if tokio::time::Instant::now() >= deadline {
-            let mut err = String::from_utf8_lossy(&out.stdout).into_owned();
-            err.push_str(&String::from_utf8_lossy(&out.stderr));
-            return Err(DockerError::Check(format!(
-                "health command `{shown}` still failing after {}s ({}): {}",
-                timeout.as_secs(),
-                respaldo_core::process::describe_exit(&out.status),
-                err.trim()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -7,21 +7,13 @@ use respaldo_core::process::store_stdout;
 use respaldo_core::source::BackupContext;
 use tokio_postgres::Client;
 
-use crate::conn::{message, qualified};
+use crate::conn::{qualified, query_err};
 use crate::tools::Tools;
 use crate::{DatabaseRecord, Endpoint, Format, PgError, PostgresSource};
 
 /// Schemas that belong to the server, never counted.
 const SYSTEM_SCHEMAS: &str =
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
-
-pub(crate) fn query_err(ep: &Endpoint, what: &str, e: tokio_postgres::Error) -> PgError {
-    PgError::Query {
-        server: ep.display(),
-        what: what.to_string(),
-        message: message(&e),
-    }
-}
 
 /// The server's major version (`server_version_num / 10000`).
 pub(crate) async fn server_major(client: &Client, ep: &Endpoint) -> Result<u32, PgError> {

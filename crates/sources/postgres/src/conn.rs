@@ -191,6 +191,15 @@ pub fn message(e: &tokio_postgres::Error) -> String {
     s
 }
 
+/// A failed query on `ep`, saying what the driver was doing.
+pub(crate) fn query_err(ep: &Endpoint, what: &str, e: tokio_postgres::Error) -> PgError {
+    PgError::Query {
+        server: ep.display(),
+        what: what.to_string(),
+        message: message(&e),
+    }
+}
+
 /// Quotes an SQL identifier.
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

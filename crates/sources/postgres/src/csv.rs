@@ -13,8 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio_postgres::Client;
 use tokio_util::io::StreamReader;
 
-use crate::backup::query_err;
-use crate::conn::{ident, qualified};
+use crate::conn::{ident, qualified, query_err};
 use crate::{Endpoint, PgError, PostgresSource};
 
 /// `schema.table` or `table` as SQL.

@@ -11,10 +11,8 @@ use respaldo_core::process::feed_stdin;
 use respaldo_core::source::{RestoreContext, RestoreReport, RestoreTarget, Selection};
 use tokio_postgres::Client;
 
-use crate::backup::{
-    count_rows, has_user_objects, pattern_matches, query_err, server_major, user_tables,
-};
-use crate::conn::{ident, qualified};
+use crate::backup::{count_rows, has_user_objects, pattern_matches, server_major, user_tables};
+use crate::conn::{ident, qualified, query_err};
 use crate::tools::Tools;
 use crate::{DatabaseRecord, Endpoint, Format, Mode, PgError, PostgresSource};
 

@@ -48,7 +48,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use respaldo_core::check::compare_counts;
 use respaldo_core::error::BoxError;
-use respaldo_core::process::find_program;
+use respaldo_core::process::{find_program, run};
 use respaldo_core::secret::Secret;
 use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
 use serde::Deserialize;
@@ -856,30 +856,6 @@ impl RedisSource {
         }
         lines.push(line);
         Ok(RestoreReport { lines })
-    }
-}
-
-/// Runs a configured command and waits for it.
-async fn run(argv: &[String]) -> Result<(), String> {
-    use respaldo_core::process::{failure_message, StderrTail};
-    let (prog, args) = argv.split_first().ok_or("empty command")?;
-    let path = find_program(prog).ok_or_else(|| format!("`{prog}` not found on PATH"))?;
-    let mut child = tokio::process::Command::new(path)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
-    let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
-    let status = child.wait().await.map_err(|e| format!("`{prog}`: {e}"))?;
-    // A daemon it started may keep the pipe open: don't wait for it long.
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(failure_message(&format!("`{prog}`"), &status, &tail))
     }
 }
 
