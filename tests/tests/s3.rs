@@ -117,3 +117,293 @@ fn unreachable_store_is_a_clear_failure() {
         stderr(&o)
     );
 }
+
+/// Runs with extra environment variables.
+fn run_env(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(common::bin())
+        .current_dir(dir)
+        .args(["-c", "backup.toml"])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&ok(dir, &a)).unwrap()
+}
+
+fn s3_repo(url: &str, endpoint: &str, extra_s3: &str) -> String {
+    format!("url = \"{url}\"\n\n[repository.s3]\nendpoint = \"{endpoint}\"\n{extra_s3}\n")
+}
+
+const FILES_SOURCE: &str = "\n[sources.data]\ntype = \"files\"\npaths = [\"data\"]\n";
+
+/// An encrypted repository copied local → S3 → local restores identically;
+/// copying again sends nothing.
+#[test]
+fn copy_local_to_s3_to_local() {
+    let moto = Moto::start();
+    moto.create_bucket("offsite");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("big.bin"), common::random_bytes(3, 24 << 20)).unwrap();
+    std::fs::write(data.join("sub/a.txt"), b"first").unwrap();
+    let recipient = ok(d, &["key", "generate", "--output", "id.key"]);
+    let keys = format!("recipients = [\"{}\"]\nidentity_file = \"id.key\"\n", recipient.trim());
+    let offsite = format!(
+        "[repositories.offsite]\nurl = \"s3://offsite/shop\"\n\n[repositories.offsite.s3]\nendpoint = \"{}\"\n",
+        moto.endpoint()
+    );
+    std::fs::write(
+        d.join("backup.toml"),
+        format!("[repository]\nurl = \"repo\"\n{keys}\n{offsite}{FILES_SOURCE}"),
+    )
+    .unwrap();
+    ok(d, &["init"]);
+    ok(d, &["backup"]);
+    std::fs::write(data.join("sub/a.txt"), b"second").unwrap();
+    ok(d, &["backup"]);
+    ok(d, &["init", "--repository", "offsite"]);
+    let first = json(d, &["copy", "--to", "offsite"]);
+    assert_eq!(first["copied"].as_array().unwrap().len(), 2, "{first}");
+    assert!(first["chunks_copied"].as_u64().unwrap() > 0);
+    let again = json(d, &["copy", "--to", "offsite"]);
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["already_present"], 2);
+    assert_eq!(again["chunks_copied"], 0);
+
+    // Now from S3 to a second local repository, then restore from it.
+    std::fs::write(
+        d.join("backup.toml"),
+        format!(
+            "[repository]\n{}{keys}\n[repositories.back]\nurl = \"back\"\n{FILES_SOURCE}",
+            s3_repo("s3://offsite/shop", &moto.endpoint(), "")
+        ),
+    )
+    .unwrap();
+    ok(d, &["verify", "--read-data"]);
+    ok(d, &["init", "--repository", "back"]);
+    let back = json(d, &["copy", "--to", "back", "latest"]);
+    assert_eq!(back["copied"].as_array().unwrap().len(), 1, "{back}");
+    std::fs::write(
+        d.join("backup.toml"),
+        format!("[repository]\nurl = \"back\"\n{keys}{FILES_SOURCE}"),
+    )
+    .unwrap();
+    ok(d, &["verify", "--read-data"]);
+    let out = d.join("out");
+    ok(
+        d,
+        &["restore", "latest", "--source", "data", "--target", out.to_str().unwrap()],
+    );
+    assert_same_tree(&data, &out.join("data"));
+}
+
+/// Writes a project whose repository is reached through `endpoint`.
+fn project_via(d: &std::path::Path, endpoint: &str, extra_s3: &str) {
+    std::fs::write(
+        d.join("backup.toml"),
+        format!(
+            "[repository]\n{}{FILES_SOURCE}",
+            s3_repo("s3://backups/repo", endpoint, extra_s3)
+        ),
+    )
+    .unwrap();
+}
+
+fn snapshot_count(d: &std::path::Path) -> usize {
+    json(d, &["snapshots"]).as_array().unwrap().len()
+}
+
+/// 500s, 503s, a connection dropped mid-upload and a hung request on the way
+/// to S3: the backup retries and completes.
+#[test]
+fn backup_survives_s3_faults() {
+    use respaldo_testing::s3proxy::{FaultProxy, HttpFault};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    std::fs::write(d.join("data/big.bin"), common::random_bytes(5, 40 << 20)).unwrap();
+    project_via(d, &moto.endpoint(), "");
+    ok(d, &["init"]);
+
+    let uploads = Arc::new(AtomicU64::new(0));
+    let proxy = FaultProxy::start(moto.port, {
+        let uploads = uploads.clone();
+        move |r| {
+            if r.method != "PUT" && r.method != "POST" {
+                return HttpFault::Pass;
+            }
+            match uploads.fetch_add(1, Ordering::SeqCst) {
+                1 => HttpFault::Status(500),
+                3 => HttpFault::DropMidBody,
+                5 => HttpFault::Status(503),
+                7 => HttpFault::Hang(Duration::from_secs(4)),
+                _ => HttpFault::Pass,
+            }
+        }
+    });
+    project_via(d, &proxy.endpoint(), "timeout_secs = 2\n");
+    ok(d, &["backup"]);
+    assert_eq!(proxy.faults_injected(), 4);
+    project_via(d, &moto.endpoint(), "");
+    ok(d, &["verify", "--read-data"]);
+    let out = d.join("out");
+    ok(
+        d,
+        &["restore", "latest", "--source", "data", "--target", out.to_str().unwrap()],
+    );
+    assert_same_tree(&d.join("data"), &out.join("data"));
+}
+
+/// When S3 keeps failing, the backup fails with exit 1 and writes no
+/// snapshot; the repository stays sound and the earlier snapshot restores.
+#[test]
+fn persistent_s3_failure_leaves_no_snapshot() {
+    use respaldo_testing::s3proxy::{FaultProxy, HttpFault};
+
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    std::fs::write(d.join("data/a.bin"), common::random_bytes(8, 3 << 20)).unwrap();
+    project_via(d, &moto.endpoint(), "");
+    ok(d, &["init"]);
+    ok(d, &["backup"]);
+    std::fs::write(d.join("data/b.bin"), common::random_bytes(9, 20 << 20)).unwrap();
+    let proxy = FaultProxy::start(moto.port, |r| {
+        if r.target.contains("/packs/") && (r.method == "PUT" || r.method == "POST") {
+            HttpFault::Status(500)
+        } else {
+            HttpFault::Pass
+        }
+    });
+    project_via(d, &proxy.endpoint(), "max_retries = 2\n");
+    let o = run(d, &["backup"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("s3://backups/repo"), "{}", stderr(&o));
+    assert!(proxy.faults_injected() >= 3);
+    project_via(d, &moto.endpoint(), "");
+    assert_eq!(snapshot_count(d), 1);
+    ok(d, &["verify", "--read-data"]);
+    let out = d.join("out");
+    ok(
+        d,
+        &["restore", "latest", "--source", "data", "--target", out.to_str().unwrap()],
+    );
+    assert!(out.join("data/a.bin").exists() && !out.join("data/b.bin").exists());
+}
+
+/// A writer whose credentials may not delete (append-only bucket) backs up
+/// and copies; forget fails clearly there and works where delete is allowed.
+#[test]
+fn append_only_writer() {
+    use respaldo_testing::s3proxy::{FaultProxy, HttpFault};
+
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    std::fs::write(d.join("data/a.txt"), b"one").unwrap();
+    let proxy = FaultProxy::start(moto.port, |r| {
+        if r.method == "DELETE" || (r.method == "POST" && r.target.contains("?delete")) {
+            HttpFault::Status(403)
+        } else {
+            HttpFault::Pass
+        }
+    });
+    project_via(d, &proxy.endpoint(), "");
+    ok(d, &["init"]);
+    ok(d, &["backup"]);
+    std::fs::write(d.join("data/a.txt"), b"two").unwrap();
+    ok(d, &["backup"]);
+    assert!(proxy.faults_injected() >= 2, "lock deletes were attempted and denied");
+    assert_eq!(snapshot_count(d), 2);
+    std::fs::write(
+        d.join("backup.toml"),
+        std::fs::read_to_string(d.join("backup.toml")).unwrap() + "\n[retention]\nkeep_last = 1\n",
+    )
+    .unwrap();
+    let o = run(d, &["forget"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("403") || stderr(&o).contains("AccessDenied"), "{}", stderr(&o));
+    // Where delete is allowed: forget and prune, which also clears the
+    // released locks the writer left.
+    let direct = std::fs::read_to_string(d.join("backup.toml"))
+        .unwrap()
+        .replace(&proxy.endpoint(), &moto.endpoint());
+    std::fs::write(d.join("backup.toml"), direct).unwrap();
+    ok(d, &["forget", "--prune"]);
+    assert_eq!(snapshot_count(d), 1);
+    ok(d, &["verify", "--read-data"]);
+}
+
+/// A 2 GiB stream uploads to S3 with bounded memory.
+#[test]
+fn two_gib_upload_has_bounded_memory() {
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("backup.toml"),
+        format!(
+            "[repository]\n{}\n[sources.big]\ntype = \"command\"\n\
+             command = [\"head\", \"-c\", \"2147483648\", \"/dev/urandom\"]\nartifact = \"big.bin\"\n",
+            s3_repo("s3://backups/big", &moto.endpoint(), "")
+        ),
+    )
+    .unwrap();
+    ok(d, &["init"]);
+    let mut child = Command::new(common::bin())
+        .current_dir(d)
+        .args(["-c", "backup.toml", "--json", "backup"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(s) = std::fs::read_to_string(&status_file) {
+            if let Some(v) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak_kib = peak_kib.max(v);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(b["sources"]["big"]["bytes_total"], 2147483648u64);
+    eprintln!("peak RSS of a 2 GiB upload: {} MiB", peak_kib / 1024);
+    assert!(peak_kib > 0, "no RSS sample");
+    assert!(
+        peak_kib < 256 * 1024,
+        "peak RSS {} MiB for a 2 GiB upload",
+        peak_kib / 1024
+    );
+}

@@ -20,7 +20,8 @@ use serde_json::json;
 
 use crate::config::{Config, UsageError};
 use crate::output::{self, ProgressView};
-use crate::{Cli, Command, ConfigAction};
+use crate::keys;
+use crate::{Cli, Command, ConfigAction, KeyAction};
 
 /// The exit code for an error: 2 for usage and configuration, 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
@@ -72,17 +73,25 @@ impl Ctx<'_> {
 
     async fn sink(&self) -> Result<Arc<dyn respaldo_core::Sink>> {
         let r = &self.config.repository;
-        if ObjectStoreSink::handles(&r.url) {
-            let sink = ObjectStoreSink::connect(&r.url, &r.s3.clone().unwrap_or_default())
-                .await
-                .map_err(|e| usage(e.to_string()))?;
-            return Ok(Arc::new(sink));
-        }
-        Ok(Arc::new(LocalSink::new(&r.url)))
+        sink_for(&r.url, r.s3.as_ref()).await
     }
 
     async fn repo(&self) -> Result<Arc<Repository>> {
-        Ok(Repository::open(self.sink().await?).await?)
+        let keys = keys::material(&self.config.repository).await?;
+        Ok(Repository::open_with(self.sink().await?, &keys).await?)
+    }
+
+    /// The sink of a `[repositories.NAME]`.
+    async fn named_sink(&self, name: &str) -> Result<Arc<dyn respaldo_core::Sink>> {
+        let r = self.config.repositories.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.config.repositories.keys().map(String::as_str).collect();
+            usage(format!(
+                "no [repositories.{name}] in {} (configured: {})",
+                self.config.path.display(),
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        })?;
+        sink_for(&r.url, r.s3.as_ref()).await
     }
 
     fn lock_wait(&self) -> Duration {
@@ -90,8 +99,27 @@ impl Ctx<'_> {
     }
 }
 
+async fn sink_for(
+    url: &str,
+    s3: Option<&respaldo_sink_object_store::S3Options>,
+) -> Result<Arc<dyn respaldo_core::Sink>> {
+    if ObjectStoreSink::handles(url) {
+        let sink = ObjectStoreSink::connect(url, &s3.cloned().unwrap_or_default())
+            .await
+            .map_err(|e| usage(e.to_string()))?;
+        return Ok(Arc::new(sink));
+    }
+    Ok(Arc::new(LocalSink::new(url)))
+}
+
 /// Runs the command; returns the exit code.
 pub async fn run(cli: &Cli) -> Result<u8> {
+    if let Command::Key {
+        action: KeyAction::Generate { output },
+    } = &cli.command
+    {
+        return keys::generate(output, cli.json);
+    }
     let path = Config::locate(cli.config.as_deref());
     let config = Config::load(&path)?;
     let ctx = Ctx { cli, config };
@@ -99,7 +127,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Config {
             action: ConfigAction::Check,
         } => config_check(&ctx),
-        Command::Init => init(&ctx).await,
+        Command::Init { repository } => init(&ctx, repository.as_deref()).await,
         Command::Backup {
             sources,
             types,
@@ -147,6 +175,8 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         } => verify_cmd(&ctx, snapshot.as_deref(), *read_data).await,
         Command::Forget { prune, dry_run } => forget(&ctx, *prune, *dry_run).await,
         Command::Prune { dry_run } => prune(&ctx, *dry_run).await,
+        Command::Copy { to, snapshots } => copy_cmd(&ctx, to, snapshots).await,
+        Command::Key { .. } => unreachable!("handled before the configuration is loaded"),
     }
 }
 
@@ -177,18 +207,83 @@ fn config_check(ctx: &Ctx<'_>) -> Result<u8> {
     Ok(0)
 }
 
-async fn init(ctx: &Ctx<'_>) -> Result<u8> {
-    let repo = Repository::init(ctx.sink().await?).await?;
+async fn init(ctx: &Ctx<'_>, named: Option<&str>) -> Result<u8> {
+    let keys = keys::material(&ctx.config.repository).await?;
+    let (repo, url) = match named {
+        None => (
+            Repository::init_with(ctx.sink().await?, &keys, None).await?,
+            ctx.config.repository.url.clone(),
+        ),
+        Some(name) => {
+            let sink = ctx.named_sink(name).await?;
+            let main = ctx.repo().await?;
+            (
+                Repository::init_with(sink, &keys, Some(&main)).await?,
+                ctx.config.repositories[name].url.clone(),
+            )
+        }
+    };
+    let encryption = &repo.config().encryption;
     if ctx.cli.json {
         println!(
             "{}",
-            json!({"repository": ctx.config.repository.url, "id": repo.config().id})
+            json!({"repository": url, "id": repo.config().id, "encryption": encryption})
         );
     } else {
         println!(
-            "created repository {} at {}",
+            "created repository {} at {url} (encryption: {encryption})",
             repo.config().id,
-            ctx.config.repository.url
+        );
+    }
+    Ok(0)
+}
+
+async fn copy_cmd(ctx: &Ctx<'_>, to: &str, specs: &[String]) -> Result<u8> {
+    let src = ctx.repo().await?;
+    src.require_readable("copy")?;
+    let keys = keys::material(&ctx.config.repository).await?;
+    let dst = Repository::open_with(ctx.named_sink(to).await?, &keys).await?;
+    let src_lock = src.lock(false, "copy", ctx.lock_wait()).await?;
+    let dst_lock = dst.lock(false, "copy", ctx.lock_wait()).await?;
+    let all = load_snapshots(ctx, &src).await?;
+    let selected: Vec<SnapshotRef> = if specs.is_empty() {
+        all.clone()
+    } else {
+        specs
+            .iter()
+            .map(|spec| snapshot::resolve(&all, spec, None).cloned().map_err(usage))
+            .collect::<Result<_>>()?
+    };
+    let progress = Arc::new(Progress::default());
+    let view = ctx.progress(&progress, "copied");
+    let result = respaldo_core::copy::copy(&src, &dst, &selected, &progress).await;
+    view.finish();
+    dst_lock.release().await?;
+    src_lock.release().await?;
+    let report = result?;
+    if ctx.cli.json {
+        let copied: Vec<_> = report
+            .snapshots_copied
+            .iter()
+            .map(|(from, to)| json!({"source_id": from.to_hex(), "id": to.to_hex()}))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "to": to,
+                "copied": copied,
+                "already_present": report.snapshots_present,
+                "chunks_copied": report.chunks_copied,
+                "bytes_copied": report.bytes_copied,
+            })
+        );
+    } else {
+        println!(
+            "copied {} snapshot(s) to {to} ({} already there): {} chunk(s), {}",
+            report.snapshots_copied.len(),
+            report.snapshots_present,
+            report.chunks_copied,
+            output::size(report.bytes_copied)
         );
     }
     Ok(0)
@@ -286,7 +381,12 @@ async fn backup(
         }
     };
     let mut verify_problems = Vec::new();
-    if let (Some(id), true) = (outcome.snapshot_id, c.repository.verify_after_backup) {
+    let can_verify = c.repository.verify_after_backup
+        && repo
+            .require_readable("verify")
+            .inspect_err(|e| tracing::warn!("verify_after_backup skipped: {e}"))
+            .is_ok();
+    if let (Some(id), true) = (outcome.snapshot_id, can_verify) {
         let r = verify::verify(
             &repo,
             &VerifyOptions {
@@ -461,6 +561,9 @@ async fn show(ctx: &Ctx<'_>, spec: &str) -> Result<u8> {
     if ctx.cli.json {
         let mut v = serde_json::to_value(&s.snapshot)?;
         v["id"] = json!(s.id.to_hex());
+        if s.snapshot.sealed.is_some() {
+            v["sealed"] = json!(true);
+        }
         println!("{v}");
         return Ok(0);
     }
@@ -485,15 +588,23 @@ async fn show(ctx: &Ctx<'_>, spec: &str) -> Result<u8> {
         output::size(snap.stats.bytes_added),
         snap.stats.packs_added
     );
+    if snap.sealed.is_some() {
+        println!("sealed   artifacts, metadata and errors need the identity to be shown");
+    }
     for (name, e) in &snap.sources {
         println!();
-        match &e.error {
-            None => println!(
+        if e.is_ok() {
+            println!(
                 "source {name} ({}): ok in {}",
                 e.kind,
                 output::duration(e.duration_ms)
-            ),
-            Some(err) => println!("source {name} ({}): FAILED: {err}", e.kind),
+            );
+        } else {
+            println!(
+                "source {name} ({}): FAILED: {}",
+                e.kind,
+                e.error.as_deref().unwrap_or("(sealed)")
+            );
         }
         for a in &e.artifacts {
             let extra = a
@@ -564,6 +675,7 @@ async fn restore_cmd(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
         )));
     }
     let repo = ctx.repo().await?;
+    repo.require_readable("restore")?;
     let list = load_snapshots(ctx, &repo).await?;
     // Which (source, snapshot) pairs to restore.
     let mut plan: Vec<(String, &SnapshotRef)> = Vec::new();
@@ -796,6 +908,7 @@ async fn test_restore(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
         }
     }
     let repo = ctx.repo().await?;
+    repo.require_readable("test-restore")?;
     let list = load_snapshots(ctx, &repo).await?;
     let lock = repo.lock(false, "test-restore", ctx.lock_wait()).await?;
     let progress = Arc::new(Progress::default());
@@ -901,6 +1014,7 @@ async fn dump(ctx: &Ctx<'_>, spec: &str, what: &str) -> Result<u8> {
         None => (what, None),
     };
     let repo = ctx.repo().await?;
+    repo.require_readable("dump")?;
     let list = load_snapshots(ctx, &repo).await?;
     let s = resolve(&list, spec, Some(source))?;
     let entry = s.good(source).ok_or_else(|| {

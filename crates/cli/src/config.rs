@@ -29,6 +29,35 @@ pub struct RepositoryConfig {
     /// Run a structural `verify` of every new snapshot right after it is written.
     #[serde(default)]
     pub verify_after_backup: bool,
+    /// Encrypt the repository (at `init`) to these age X25519 public keys
+    /// (`age1…`, from `respaldo key generate`). A host that has only these can
+    /// back up, deduplicate, list snapshots and forget, but cannot read any
+    /// backup: restore, dump, verify, prune and copy need `identity_file`.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// The age identity file (`AGE-SECRET-KEY-1…`, mode 0600) that reads an
+    /// encrypted repository; `~` is expanded. Default: $RESPALDO_IDENTITY_FILE.
+    /// Only where restores run.
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// Encrypt with a passphrase instead of recipients (every host that has it
+    /// can read and write). By reference: `"${VAR}"`, `{ env = "VAR" }`,
+    /// `{ file = "path" }` or `{ command = [...] }`, never inline.
+    #[serde(default)]
+    pub passphrase: Option<respaldo_core::secret::Secret>,
+}
+
+/// Another repository, for `copy --to NAME` (`[repositories.NAME]`). It is
+/// created with `respaldo init --repository NAME` and shares the chunking,
+/// chunk ids and encryption keys of `[repository]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedRepositoryConfig {
+    /// A local directory or `s3://`, `gs://`, `az://` URL, as for `[repository]`.
+    pub url: String,
+    /// S3 settings (endpoint, region, path style, keys by reference, retries).
+    #[serde(default)]
+    pub s3: Option<respaldo_sink_object_store::S3Options>,
 }
 
 /// Settings of backup runs.
@@ -71,6 +100,8 @@ impl Default for BackupSettings {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     repository: RepositoryConfig,
+    #[serde(default)]
+    repositories: BTreeMap<String, NamedRepositoryConfig>,
     #[serde(default)]
     retention: RetentionPolicy,
     #[serde(default)]
@@ -121,6 +152,8 @@ pub struct Config {
     pub base: PathBuf,
     /// The repository.
     pub repository: RepositoryConfig,
+    /// More repositories (`[repositories.NAME]`), for `copy`.
+    pub repositories: BTreeMap<String, NamedRepositoryConfig>,
     /// Retention rules.
     pub retention: RetentionPolicy,
     /// Backup settings.
@@ -252,10 +285,36 @@ impl Config {
         let mut repository = raw.repository;
         repository.url = resolve_repository_url(&repository.url, base)
             .map_err(|m| at(&["repository".into(), "url".into()], m))?;
+        for (i, r) in repository.recipients.iter().enumerate() {
+            respaldo_core::crypto::check_recipient(r).map_err(|e| {
+                at(
+                    &["repository".into(), "recipients".into()],
+                    format!("entry {}: {e}", i + 1),
+                )
+            })?;
+        }
+        if !repository.recipients.is_empty() && repository.passphrase.is_some() {
+            return Err(at(
+                &["repository".into(), "passphrase".into()],
+                "use either `recipients` or `passphrase`, not both".into(),
+            ));
+        }
+        if let Some(p) = &mut repository.passphrase {
+            p.rebase(base);
+        }
+        if let Some(f) = &repository.identity_file {
+            repository.identity_file = Some(expand_home(f, base));
+        }
+        let mut repositories = raw.repositories;
+        for (name, r) in &mut repositories {
+            r.url = resolve_repository_url(&r.url, base)
+                .map_err(|m| at(&["repositories".into(), name.clone(), "url".into()], m))?;
+        }
         Ok(Config {
             path: file.to_path_buf(),
             base: base.to_path_buf(),
             repository,
+            repositories,
             retention: raw.retention,
             backup: raw.backup,
             sources,
@@ -484,5 +543,19 @@ mod tests {
         );
         assert!(expand("${RESPALDO_TEST_MISSING_VAR}").is_err());
         assert!(expand("${unterminated").is_err());
+    }
+}
+
+/// `~/x` → `$HOME/x`; a relative path is taken from the configuration's folder.
+pub fn expand_home(path: &Path, base: &Path) -> PathBuf {
+    if let Ok(rest) = path.strip_prefix("~") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    if path.is_relative() {
+        base.join(path)
+    } else {
+        path.to_path_buf()
     }
 }

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod config;
+mod keys;
 mod output;
 
 /// Back up and restore whole application stacks from one backup.toml.
@@ -45,8 +46,14 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Create the repository.
-    Init,
+    /// Create the repository (encrypted when `recipients` or `passphrase` is
+    /// set), or with --repository NAME a `[repositories.NAME]` that shares its
+    /// chunk ids and keys, for `copy`.
+    Init {
+        /// Create this `[repositories.NAME]` instead.
+        #[arg(long, value_name = "NAME")]
+        repository: Option<String>,
+    },
     /// Back up the configured sources; prints the new snapshot id.
     Backup {
         /// Only this source (repeatable).
@@ -143,6 +150,33 @@ pub enum Command {
         /// Show what would be removed.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Replicate snapshots to another repository (`[repositories.NAME]`),
+    /// sending only the chunks it lacks; snapshots already there are skipped.
+    Copy {
+        /// The destination: a `[repositories.NAME]`.
+        #[arg(long, value_name = "NAME")]
+        to: String,
+        /// Snapshots (ids, prefixes or `latest`); default: all.
+        snapshots: Vec<String>,
+    },
+    /// Encryption keys.
+    Key {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+/// `key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Write a new age identity to FILE (mode 0600, never overwritten) and
+    /// print its public recipient (`age1…`) on stdout, for `recipients`.
+    Generate {
+        /// Where to write the identity.
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
     },
 }
 

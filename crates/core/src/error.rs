@@ -45,6 +45,9 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// A key is missing or wrong (encrypted repository).
+    #[error("{0}")]
+    KeyRequired(String),
     /// The repository was written by an incompatible version.
     #[error("unsupported repository format: {0}")]
     Unsupported(String),
@@ -108,7 +111,10 @@ impl Error {
     /// Whether the error is a usage/configuration problem (CLI exit code 2) rather
     /// than a failed operation (exit code 1).
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Invalid(_) | Error::SnapshotNotFound(_))
+        matches!(
+            self,
+            Error::Invalid(_) | Error::SnapshotNotFound(_) | Error::KeyRequired(_)
+        )
     }
 }
 

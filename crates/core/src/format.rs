@@ -4,6 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::EncryptionConfig;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
 
@@ -59,8 +60,11 @@ pub struct RepoConfig {
     /// Key of the keyed chunk-id hash (hex). In an encrypted repository this is
     /// sealed to the recipients (see docs/format.md); here it is `"plain:<hex>"`.
     pub chunk_id_key: String,
-    /// Encryption scheme; `"none"` in format version 1 without encryption.
+    /// Encryption scheme: `"none"`, or `"age-x25519"` (see docs/format.md).
     pub encryption: String,
+    /// Parameters of an encrypted repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_params: Option<EncryptionConfig>,
     /// Creation time.
     pub created: chrono::DateTime<chrono::Utc>,
 }
@@ -77,24 +81,24 @@ impl RepoConfig {
             chunker: ChunkerParams::default(),
             chunk_id_key: format!("plain:{}", hex::encode(key)),
             encryption: "none".into(),
+            encryption_params: None,
             created: chrono::Utc::now(),
         }
     }
 
-    /// Checks the version and decodes the chunk-id key.
-    pub fn chunk_key(&self) -> Result<[u8; 32]> {
+    /// Checks that this build reads the repository's format version.
+    pub fn check_version(&self) -> Result<()> {
         if self.format != "respaldo" || self.version != FORMAT_VERSION {
             return Err(Error::Unsupported(format!(
                 "repository format {} version {} (this build reads version {FORMAT_VERSION})",
                 self.format, self.version
             )));
         }
-        if self.encryption != "none" {
-            return Err(Error::Unsupported(format!(
-                "encryption scheme `{}`",
-                self.encryption
-            )));
-        }
+        Ok(())
+    }
+
+    /// The chunk-id key of an unencrypted repository.
+    pub fn plain_chunk_key(&self) -> Result<[u8; 32]> {
         let hex_key = self
             .chunk_id_key
             .strip_prefix("plain:")
@@ -202,26 +206,71 @@ impl BlobHeader {
     }
 }
 
-/// Writes the 12-byte pack header.
-pub fn pack_header(out: &mut BytesMut) {
+/// Writes the 12-byte pack header; an encrypted pack's header goes on with
+/// the length (u32 BE) and bytes of its sealed pack key.
+pub fn pack_header(out: &mut BytesMut, sealed_key: Option<&[u8]>) {
     out.put_slice(PACK_MAGIC);
     out.put_u8(FORMAT_VERSION as u8);
-    out.put_u8(0); // flags: bit 0 = encrypted (reserved for a later version)
+    out.put_u8(u8::from(sealed_key.is_some())); // flags: bit 0 = encrypted
     out.put_u16(0);
+    if let Some(k) = sealed_key {
+        out.put_u32(k.len() as u32);
+        out.put_slice(k);
+    }
 }
 
-/// Checks a pack header.
-pub fn check_pack_header(buf: &[u8]) -> std::result::Result<(), String> {
+/// A parsed pack header.
+#[derive(Debug)]
+pub struct PackHeader<'a> {
+    /// Where the first blob starts.
+    pub data_start: usize,
+    /// The sealed pack key of an encrypted pack.
+    pub sealed_key: Option<&'a [u8]>,
+}
+
+/// Length of the fixed part of an encrypted pack's header (before the key).
+pub const ENCRYPTED_PACK_PREFIX: usize = PACK_HEADER_LEN + 4;
+
+/// Parses a pack header. For an encrypted pack, `buf` must hold the sealed
+/// key too (its length is in the first [`ENCRYPTED_PACK_PREFIX`] bytes).
+pub fn parse_pack_header(buf: &[u8]) -> std::result::Result<PackHeader<'_>, String> {
     if buf.len() < PACK_HEADER_LEN || &buf[..8] != PACK_MAGIC {
         return Err("bad pack magic".into());
     }
-    if buf[8] != FORMAT_VERSION as u8 || buf[9] != 0 {
+    if buf[8] != FORMAT_VERSION as u8 || buf[9] > 1 {
         return Err(format!(
             "unsupported pack version {} flags {}",
             buf[8], buf[9]
         ));
     }
-    Ok(())
+    if buf[9] == 0 {
+        return Ok(PackHeader {
+            data_start: PACK_HEADER_LEN,
+            sealed_key: None,
+        });
+    }
+    let len = sealed_key_len(buf)?;
+    let end = ENCRYPTED_PACK_PREFIX + len;
+    if buf.len() < end {
+        return Err("truncated pack key".into());
+    }
+    Ok(PackHeader {
+        data_start: end,
+        sealed_key: Some(&buf[ENCRYPTED_PACK_PREFIX..end]),
+    })
+}
+
+/// The sealed key length of an encrypted pack, from its first
+/// [`ENCRYPTED_PACK_PREFIX`] bytes.
+pub fn sealed_key_len(buf: &[u8]) -> std::result::Result<usize, String> {
+    if buf.len() < ENCRYPTED_PACK_PREFIX {
+        return Err("truncated pack header".into());
+    }
+    let len = u32::from_be_bytes(buf[PACK_HEADER_LEN..ENCRYPTED_PACK_PREFIX].try_into().expect("4 bytes"));
+    if len > 64 * 1024 {
+        return Err("implausible pack key length".into());
+    }
+    Ok(len as usize)
 }
 
 /// Decodes one blob payload (given the header and the stored bytes) into

@@ -23,6 +23,8 @@
 pub mod artifact;
 pub mod check;
 pub mod chunker;
+pub mod copy;
+pub mod crypto;
 pub mod duration;
 pub mod engine;
 pub mod error;

@@ -32,6 +32,11 @@ pub struct LockInfo {
     pub exclusive: bool,
     /// When taken or last refreshed.
     pub time: DateTime<Utc>,
+    /// Set when the holder finished but could not delete the lock (a writer
+    /// without delete permission, e.g. an append-only bucket): others treat it
+    /// as absent, and a prune run removes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 impl LockInfo {
@@ -49,7 +54,7 @@ impl LockInfo {
     }
 
     fn is_stale(&self, host: &str) -> bool {
-        if Utc::now() - self.time > LEASE {
+        if self.released || Utc::now() - self.time > LEASE {
             return true;
         }
         // SAFETY: kill with signal 0 only checks that the process exists.
@@ -65,6 +70,7 @@ impl LockInfo {
 pub struct RepoLock {
     sink: Arc<dyn Sink>,
     key: String,
+    info: LockInfo,
     refresher: tokio::task::JoinHandle<()>,
 }
 
@@ -72,7 +78,25 @@ impl RepoLock {
     /// Releases the lock.
     pub async fn release(self) -> Result<()> {
         self.refresher.abort();
-        self.sink.delete(&self.key).await
+        remove(&self.sink, &self.key, &self.info).await
+    }
+}
+
+/// Removes a lock object; a writer that may not delete (append-only storage)
+/// overwrites it with a `released` marker instead.
+async fn remove(sink: &Arc<dyn Sink>, key: &str, info: &LockInfo) -> Result<()> {
+    match sink.delete(key).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let released = LockInfo {
+                released: true,
+                time: Utc::now(),
+                ..info.clone()
+            };
+            put_info(sink, key, &released).await.map_err(|_| e)?;
+            tracing::debug!("lock {key} marked released (cannot delete it)");
+            Ok(())
+        }
     }
 }
 
@@ -104,6 +128,7 @@ impl Repository {
             command: command.to_string(),
             exclusive,
             time: Utc::now(),
+            released: false,
         };
         let deadline = tokio::time::Instant::now() + wait;
         let sink = self.sink().clone();
@@ -123,8 +148,12 @@ impl Repository {
                     Err(e) => return Err(e),
                 };
                 if other.is_stale(&host) {
-                    tracing::warn!("removing stale lock: {}", other.describe());
-                    sink.delete(&obj.key).await?;
+                    if !other.released {
+                        tracing::warn!("removing stale lock: {}", other.describe());
+                    }
+                    if let Err(e) = sink.delete(&obj.key).await {
+                        tracing::debug!("cannot remove stale lock {}: {e}", obj.key);
+                    }
                     continue;
                 }
                 if exclusive || other.exclusive {
@@ -132,7 +161,7 @@ impl Repository {
                 }
             }
             let Some(other) = conflict else { break };
-            sink.delete(&key).await?;
+            remove(&sink, &key, &info).await?;
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Locked(format!(
                     "repository {} is locked: {}; waited {}s",
@@ -161,6 +190,7 @@ impl Repository {
         Ok(RepoLock {
             sink,
             key,
+            info,
             refresher,
         })
     }

@@ -116,6 +116,7 @@ pub async fn used_chunks(
     repo: &Arc<Repository>,
     snapshots: &[SnapshotRef],
 ) -> Result<HashSet<ObjectId>> {
+    repo.require_readable("prune")?;
     let mut used = HashSet::new();
     for s in snapshots {
         for e in s.snapshot.sources.values().filter(|e| e.is_ok()) {
@@ -223,9 +224,8 @@ pub async fn prune(repo: &Arc<Repository>, dry_run: bool) -> Result<PruneReport>
                     "index entry out of range",
                 ));
             }
-            session
-                .add_encoded(b.id, b.kind, bytes.slice(start..end))
-                .await?;
+            let encoded = repo.open_frame(&p.id, &bytes, bytes.slice(start..end))?;
+            session.add_encoded(b.id, b.kind, encoded).await?;
         }
         report.bytes_freed += p.size;
         delete.push(p.id);

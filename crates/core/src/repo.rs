@@ -7,8 +7,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::RwLock;
 
+use crate::crypto::{self, Crypto, KeyMaterial};
 use crate::error::{Error, Result};
-use crate::format::{self, BlobHeader, RepoConfig, BLOB_HEADER_LEN, PACK_HEADER_LEN};
+use crate::format::{self, BlobHeader, RepoConfig, BLOB_HEADER_LEN};
 use crate::id::ObjectId;
 use crate::index::{BlobEntry, Index, IndexFragment, PackEntry};
 use crate::sink::{self, Sink};
@@ -32,6 +33,7 @@ pub struct Repository {
     sink: Arc<dyn Sink>,
     config: RepoConfig,
     key: [u8; 32],
+    crypto: Option<Crypto>,
     index: RwLock<LoadedIndex>,
 }
 
@@ -45,19 +47,49 @@ struct LoadedIndex {
 }
 
 impl Repository {
-    /// Creates a new repository in an empty location.
+    /// Creates a new unencrypted repository in an empty location.
     pub async fn init(sink: Arc<dyn Sink>) -> Result<Arc<Self>> {
+        Self::init_with(sink, &KeyMaterial::default(), None).await
+    }
+
+    /// Creates a new repository in an empty location, encrypted when `keys`
+    /// has recipients or a passphrase. With `like`, the new repository shares
+    /// that one's chunking parameters, chunk-id key and encryption, so that
+    /// snapshots can be copied between them chunk by chunk.
+    pub async fn init_with(
+        sink: Arc<dyn Sink>,
+        keys: &KeyMaterial,
+        like: Option<&Repository>,
+    ) -> Result<Arc<Self>> {
         if !sink.list("config").await?.is_empty() {
             return Err(Error::AlreadyInitialized(sink.location()));
         }
-        let config = RepoConfig::generate();
+        let mut config = RepoConfig::generate();
+        if let Some(other) = like {
+            let fresh = config;
+            config = other.config.clone();
+            config.id = fresh.id;
+            config.created = fresh.created;
+        } else if !keys.is_empty() {
+            let (params, sealed_key, _) = Crypto::create(keys)?;
+            config.encryption = crypto::SCHEME.into();
+            config.encryption_params = Some(params);
+            config.chunk_id_key = format!("age:{sealed_key}");
+        }
         let bytes = serde_json::to_vec_pretty(&config).map_err(|e| Error::Task(e.to_string()))?;
         sink.put("config", sink::once(Bytes::from(bytes))).await?;
-        Self::open(sink).await
+        Self::open_with(sink, keys).await
     }
 
-    /// Opens an existing repository (the index is loaded on first use).
+    /// Opens an existing unencrypted repository.
     pub async fn open(sink: Arc<dyn Sink>) -> Result<Arc<Self>> {
+        Self::open_with(sink, &KeyMaterial::default()).await
+    }
+
+    /// Opens an existing repository with the given keys (the index is loaded
+    /// on first use). An encrypted repository opens with recipients only
+    /// (write, list, forget) or with an identity (everything).
+    pub async fn open_with(sink: Arc<dyn Sink>, keys: &KeyMaterial) -> Result<Arc<Self>> {
         let raw = match sink.get("config").await {
             Ok(b) => b,
             Err(Error::NotFound { .. }) => return Err(Error::NotInitialized(sink.location())),
@@ -65,13 +97,52 @@ impl Repository {
         };
         let config: RepoConfig = serde_json::from_slice(&raw)
             .map_err(|e| Error::corrupt("repository config", e.to_string()))?;
-        let key = config.chunk_key()?;
+        config.check_version()?;
+        let (crypto, key) = match (config.encryption.as_str(), &config.encryption_params) {
+            ("none", None) => (None, config.plain_chunk_key()?),
+            (crypto::SCHEME, Some(params)) => {
+                let sealed = config
+                    .chunk_id_key
+                    .strip_prefix("age:")
+                    .ok_or_else(|| Error::corrupt("repository config", "bad chunk_id_key"))?;
+                let (c, k) = Crypto::open(keys, params, sealed)
+                    .map_err(|e| in_repo(e, &sink.location()))?;
+                (Some(c), k)
+            }
+            (other, _) => {
+                return Err(Error::Unsupported(format!("encryption scheme `{other}`")));
+            }
+        };
         Ok(Arc::new(Repository {
             sink,
             config,
             key,
+            crypto,
             index: RwLock::new(LoadedIndex::default()),
         }))
+    }
+
+    /// Whether the repository is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.crypto.is_some()
+    }
+
+    /// Fails with a clear message when the repository is encrypted and no
+    /// identity was given: `what` is the operation (e.g. "restore").
+    pub fn require_readable(&self, what: &str) -> Result<()> {
+        match &self.crypto {
+            Some(c) if !c.can_read() => Err(in_repo(
+                crypto::identity_required(&format!("data ({what})")),
+                &self.sink.location(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this repository can exchange chunks with `other` as they are:
+    /// same chunking parameters and chunk-id key.
+    pub fn shares_chunks_with(&self, other: &Repository) -> bool {
+        self.config.chunker == other.config.chunker && self.key == other.key
     }
 
     /// The storage backend.
@@ -87,6 +158,34 @@ impl Repository {
     /// The chunk-id key.
     pub(crate) fn chunk_key(&self) -> &[u8; 32] {
         &self.key
+    }
+
+    /// The keys of an encrypted repository.
+    pub(crate) fn crypto(&self) -> Option<&Crypto> {
+        self.crypto.as_ref()
+    }
+
+    /// The key of an encrypted pack (cached; read from the pack header once).
+    async fn pack_key(&self, crypto: &Crypto, pack: &ObjectId) -> Result<[u8; 32]> {
+        if let Some(k) = crypto.cached_pack_key(pack) {
+            return Ok(k);
+        }
+        if !crypto.can_read() {
+            return Err(crypto::identity_required(&format!("pack {}", pack.short())));
+        }
+        let key = format::pack_key(pack);
+        let what = || format!("pack {}", pack.short());
+        let prefix = self
+            .sink
+            .get_range(&key, 0..format::ENCRYPTED_PACK_PREFIX as u64)
+            .await?;
+        let len = format::sealed_key_len(&prefix).map_err(|d| Error::corrupt(what(), d))?;
+        let start = format::ENCRYPTED_PACK_PREFIX as u64;
+        let sealed = self
+            .sink
+            .get_range(&key, start..start + len as u64)
+            .await?;
+        crypto.unseal_pack_key(pack, &sealed)
     }
 
     /// Loads every index fragment (once). Damaged fragments are recorded and
@@ -184,6 +283,16 @@ impl Repository {
 
     /// Reads and checks one blob's plaintext.
     pub async fn read_blob(&self, id: &ObjectId) -> Result<Bytes> {
+        let (encoded, what) = self.read_encoded(id).await?;
+        let header = BlobHeader::decode(&encoded).map_err(|d| Error::corrupt(what.clone(), d))?;
+        format::decode_blob(&header, &encoded[BLOB_HEADER_LEN..], &self.key)
+            .map_err(|d| Error::corrupt(what, d))
+    }
+
+    /// Reads one blob as encoded (header and stored payload), decrypted when
+    /// the repository is encrypted, with its header checked against `id`.
+    /// Returns it and a name for errors.
+    pub(crate) async fn read_encoded(&self, id: &ObjectId) -> Result<(Bytes, String)> {
         self.load_index().await?;
         let found = self.index.read().await.index.get(id);
         let (pack, loc) = match found {
@@ -199,7 +308,7 @@ impl Repository {
             }
         };
         let key = format::pack_key(&pack.id);
-        let what = || format!("pack {} (chunk {})", pack.id.short(), id.short());
+        let what = format!("pack {} (chunk {})", pack.id.short(), id.short());
         let raw = self
             .sink
             .get_range(
@@ -208,19 +317,56 @@ impl Repository {
             )
             .await
             .map_err(|e| match e {
-                Error::NotFound { .. } => Error::corrupt(what(), "pack is missing"),
+                Error::NotFound { .. } => Error::corrupt(what.clone(), "pack is missing"),
                 e => e,
             })?;
-        let header = BlobHeader::decode(&raw).map_err(|d| Error::corrupt(what(), d))?;
+        let encoded = match &self.crypto {
+            None => raw,
+            Some(c) => {
+                let k = self.pack_key(c, &pack.id).await?;
+                Bytes::from(
+                    crypto::decrypt_blob(&k, &raw).map_err(|d| Error::corrupt(what.clone(), d))?,
+                )
+            }
+        };
+        let header = BlobHeader::decode(&encoded).map_err(|d| Error::corrupt(what.clone(), d))?;
         if header.id != *id {
-            return Err(Error::corrupt(what(), "blob header names another chunk"));
+            return Err(Error::corrupt(what, "blob header names another chunk"));
         }
-        format::decode_blob(&header, &raw[BLOB_HEADER_LEN..], &self.key)
-            .map_err(|d| Error::corrupt(what(), d))
+        Ok((encoded, what))
+    }
+
+    /// The encoded blob (header and payload) stored as `frame` in pack `pack`,
+    /// whose whole bytes are `pack_bytes`: decrypted in an encrypted repository.
+    pub(crate) fn open_frame(
+        &self,
+        pack: &ObjectId,
+        pack_bytes: &[u8],
+        frame: Bytes,
+    ) -> Result<Bytes> {
+        let Some(c) = &self.crypto else {
+            return Ok(frame);
+        };
+        let what = || format!("pack {}", pack.short());
+        let key = match c.cached_pack_key(pack) {
+            Some(k) => k,
+            None => {
+                let header =
+                    format::parse_pack_header(pack_bytes).map_err(|d| Error::corrupt(what(), d))?;
+                let sealed = header
+                    .sealed_key
+                    .ok_or_else(|| Error::corrupt(what(), "unencrypted pack"))?;
+                c.unseal_pack_key(pack, sealed)?
+            }
+        };
+        Ok(Bytes::from(
+            crypto::decrypt_blob(&key, &frame).map_err(|d| Error::corrupt(what(), d))?,
+        ))
     }
 
     /// Parses a whole pack into its index entry, checking every blob when
-    /// `check_data` is set. Used by verify and by index recovery.
+    /// `check_data` is set. Used by verify and by index recovery. An
+    /// encrypted pack needs the identity.
     pub fn parse_pack(
         &self,
         id: &ObjectId,
@@ -230,18 +376,47 @@ impl Repository {
         if ObjectId::sha256(bytes) != *id {
             return Err("content does not match its name (SHA-256 mismatch)".into());
         }
-        format::check_pack_header(bytes)?;
+        let header = format::parse_pack_header(bytes)?;
+        let pack_key = match (header.sealed_key, &self.crypto) {
+            (None, None) => None,
+            (Some(sealed), Some(c)) => {
+                Some(c.unseal_pack_key(id, sealed).map_err(|e| e.to_string())?)
+            }
+            (None, Some(_)) => return Err("unencrypted pack in an encrypted repository".into()),
+            (Some(_), None) => return Err("encrypted pack in an unencrypted repository".into()),
+        };
         let mut blobs = Vec::new();
-        let mut pos = PACK_HEADER_LEN;
+        let mut pos = header.data_start;
         while pos < bytes.len() {
-            let h =
-                BlobHeader::decode(&bytes[pos..]).map_err(|e| format!("at offset {pos}: {e}"))?;
-            let end = pos + BLOB_HEADER_LEN + h.stored_len as usize;
-            if end > bytes.len() {
-                return Err(format!("blob at offset {pos} runs past the end"));
+            let decrypted;
+            let (encoded, end): (&[u8], usize) = match &pack_key {
+                None => {
+                    let h = BlobHeader::decode(&bytes[pos..])
+                        .map_err(|e| format!("at offset {pos}: {e}"))?;
+                    let end = pos + BLOB_HEADER_LEN + h.stored_len as usize;
+                    if end > bytes.len() {
+                        return Err(format!("blob at offset {pos} runs past the end"));
+                    }
+                    (&bytes[pos..end], end)
+                }
+                Some(k) => {
+                    let end = pos
+                        + crypto::frame_len(&bytes[pos..])
+                            .map_err(|e| format!("at offset {pos}: {e}"))?;
+                    if end > bytes.len() {
+                        return Err(format!("blob at offset {pos} runs past the end"));
+                    }
+                    decrypted = crypto::decrypt_blob(k, &bytes[pos..end])
+                        .map_err(|e| format!("blob at offset {pos}: {e}"))?;
+                    (&decrypted, end)
+                }
+            };
+            let h = BlobHeader::decode(encoded).map_err(|e| format!("at offset {pos}: {e}"))?;
+            if BLOB_HEADER_LEN + h.stored_len as usize != encoded.len() {
+                return Err(format!("blob at offset {pos} has a bad length"));
             }
             if check_data {
-                format::decode_blob(&h, &bytes[pos + BLOB_HEADER_LEN..end], &self.key)
+                format::decode_blob(&h, &encoded[BLOB_HEADER_LEN..], &self.key)
                     .map_err(|e| format!("chunk {} at offset {pos}: {e}", h.id.short()))?;
             }
             blobs.push(BlobEntry {
@@ -333,14 +508,34 @@ impl Repository {
         let id = format::id_from_key(key)
             .ok_or_else(|| Error::corrupt(format!("snapshot object {key}"), "bad name"))?;
         let bytes = self.sink.get(key).await?;
-        let snapshot: Snapshot =
-            format::open_document(&format!("snapshot {}", id.short()), &id, &bytes)?;
+        let what = format!("snapshot {}", id.short());
+        let mut snapshot: Snapshot = format::open_document(&what, &id, &bytes)?;
+        if let (Some(sealed), Some(c)) = (&snapshot.sealed, &self.crypto) {
+            if c.can_read() {
+                let json = c.open_sealed(&what, &crypto::unb64(&what, sealed)?)?;
+                snapshot = serde_json::from_slice(&json)
+                    .map_err(|e| Error::corrupt(&what, format!("bad sealed part: {e}")))?;
+            }
+        }
         Ok(SnapshotRef { id, snapshot })
     }
 
-    /// Writes a snapshot: the commit point of a run.
+    /// Writes a snapshot: the commit point of a run. In an encrypted
+    /// repository only what listing and retention need stays readable; the
+    /// rest is sealed to the recipients.
     pub async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<ObjectId> {
-        let (id, bytes) = format::seal_document(snapshot)?;
+        let stored = match &self.crypto {
+            None => std::borrow::Cow::Borrowed(snapshot),
+            Some(c) => {
+                let mut full = snapshot.clone();
+                full.sealed = None;
+                let json = serde_json::to_vec(&full).map_err(|e| Error::Task(e.to_string()))?;
+                let mut visible = full.redacted();
+                visible.sealed = Some(crypto::b64(&c.seal(&json)?));
+                std::borrow::Cow::Owned(visible)
+            }
+        };
+        let (id, bytes) = format::seal_document(stored.as_ref())?;
         self.sink
             .put(&format::snapshot_key(&id), sink::once(bytes))
             .await?;
@@ -386,5 +581,13 @@ impl Repository {
     /// Reads every chunk of a list into a `Vec` of buffers, for small data.
     pub async fn read_all(self: &Arc<Self>, ids: Vec<ObjectId>) -> Result<Vec<Bytes>> {
         self.chunk_stream(ids, 4).try_collect().await
+    }
+}
+
+/// Adds the repository location to a key error.
+fn in_repo(e: Error, location: &str) -> Error {
+    match e {
+        Error::KeyRequired(m) => Error::KeyRequired(format!("repository {location}: {m}")),
+        e => e,
     }
 }

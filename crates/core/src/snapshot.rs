@@ -27,6 +27,36 @@ pub struct Snapshot {
     pub sources: BTreeMap<String, SourceEntry>,
     /// Run totals.
     pub stats: RunStats,
+    /// The id of this snapshot in the repository it was first written to,
+    /// when it was copied from there (`copy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<ObjectId>,
+    /// Encrypted repositories: everything but what listing and retention
+    /// need, sealed to the recipients (base64 age). Set when the snapshot was
+    /// read without an identity; its artifacts are then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+}
+
+impl Snapshot {
+    /// What stays readable without an identity: times, host, tags, program
+    /// version, run totals, and per source its type, outcome, timing and
+    /// counters. Artifacts, metadata, errors and warnings are dropped.
+    pub fn redacted(&self) -> Snapshot {
+        let mut s = self.clone();
+        for e in s.sources.values_mut() {
+            e.error = None;
+            e.artifacts.clear();
+            e.metadata.clear();
+            e.warnings.clear();
+        }
+        s
+    }
+
+    /// The id this snapshot has in the repository it was first written to.
+    pub fn origin_or(&self, id: ObjectId) -> ObjectId {
+        self.origin.unwrap_or(id)
+    }
 }
 
 /// Whether a source's backup in a snapshot succeeded.

@@ -53,6 +53,7 @@ pub async fn verify(
     opts: &VerifyOptions,
     progress: &Arc<Progress>,
 ) -> Result<VerifyReport> {
+    repo.require_readable("verify")?;
     let mut report = VerifyReport::default();
     for d in repo.index_damage().await? {
         report.problems.push(format!(

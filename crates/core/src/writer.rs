@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::chunker::Chunker;
+use crate::crypto::{self, Crypto};
 use crate::error::{Error, Result};
 use crate::format::{self, BlobHeader, BlobKind, Compression, BLOB_HEADER_LEN};
 use crate::id::ObjectId;
@@ -48,7 +49,7 @@ struct PackBuf {
 impl PackBuf {
     fn new() -> Self {
         let mut buf = BytesMut::with_capacity(PACK_TARGET + 4 * 1024 * 1024);
-        format::pack_header(&mut buf);
+        format::pack_header(&mut buf, None);
         PackBuf {
             buf,
             blobs: Vec::new(),
@@ -221,20 +222,30 @@ impl WriteSession {
 
     fn upload(&self, pack: PackBuf, permit: tokio::sync::OwnedSemaphorePermit) -> Result<()> {
         let repo = self.repo.clone();
-        let bytes = pack.buf.freeze();
-        let blobs = pack.blobs;
+        let overhead = if repo.is_encrypted() {
+            pack.blobs.len() * crypto::BLOB_OVERHEAD
+        } else {
+            0
+        };
         self.stats
             .bytes_added
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            .fetch_add((pack.buf.len() + overhead) as u64, Ordering::Relaxed);
         self.stats.packs_added.fetch_add(1, Ordering::Relaxed);
         let handle = tokio::spawn(async move {
             let _permit = permit;
-            let size = bytes.len() as u64;
-            let id = tokio::task::spawn_blocking({
-                let bytes = bytes.clone();
-                move || ObjectId::sha256(&bytes)
+            let (bytes, blobs, id) = tokio::task::spawn_blocking({
+                let repo = repo.clone();
+                move || -> Result<(Bytes, Vec<BlobEntry>, ObjectId)> {
+                    let (bytes, blobs) = match repo.crypto() {
+                        None => (pack.buf.freeze(), pack.blobs),
+                        Some(c) => seal_pack(c, &pack)?,
+                    };
+                    let id = ObjectId::sha256(&bytes);
+                    Ok((bytes, blobs, id))
+                }
             })
-            .await?;
+            .await??;
+            let size = bytes.len() as u64;
             repo.sink()
                 .put(&format::pack_key(&id), sink::once(bytes))
                 .await?;
@@ -293,6 +304,31 @@ impl WriteSession {
         self.repo.index_add(&fragment.packs, Some(id)).await;
         Ok(Some(id))
     }
+}
+
+/// Encrypts a finished pack: a header with the pack key sealed to the
+/// recipients, then every blob encrypted under that key. Returns the bytes
+/// and the blob entries at their new offsets.
+fn seal_pack(crypto: &Crypto, pack: &PackBuf) -> Result<(Bytes, Vec<BlobEntry>)> {
+    let (key, sealed) = crypto::new_pack_key(crypto)?;
+    let mut head = BytesMut::new();
+    format::pack_header(&mut head, Some(&sealed));
+    let mut out = Vec::with_capacity(
+        head.len() + pack.buf.len() + pack.blobs.len() * crypto::BLOB_OVERHEAD,
+    );
+    out.extend_from_slice(&head);
+    let mut blobs = Vec::with_capacity(pack.blobs.len());
+    for b in &pack.blobs {
+        let start = out.len();
+        let plain = &pack.buf[b.offset as usize..(b.offset + b.length) as usize];
+        crypto::encrypt_blob(&key, plain, &mut out)?;
+        blobs.push(BlobEntry {
+            offset: start as u32,
+            length: (out.len() - start) as u32,
+            ..b.clone()
+        });
+    }
+    Ok((Bytes::from(out), blobs))
 }
 
 /// The result of writing one stream.

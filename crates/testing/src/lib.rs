@@ -8,5 +8,6 @@ pub mod conformance;
 pub mod docker;
 mod faulty;
 pub mod moto;
+pub mod s3proxy;
 
 pub use faulty::{Fault, FaultySink};

@@ -1,0 +1,96 @@
+//! Encryption keys: `key generate`, and loading the recipients, identity and
+//! passphrase a command opens the repository with.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use respaldo_core::crypto::{self, KeyMaterial};
+use serde_json::json;
+
+use crate::config::{RepositoryConfig, UsageError};
+
+/// `key generate --output FILE`: writes a new identity (mode 0600, refusing
+/// to overwrite) and prints its recipient.
+pub fn generate(output: &Path, as_json: bool) -> Result<u8> {
+    let (identity, recipient) = crypto::generate_identity();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(output)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => anyhow::Error::from(UsageError(format!(
+                "{} already exists; not overwriting an identity",
+                output.display()
+            ))),
+            _ => anyhow::Error::from(e).context(format!("cannot create {}", output.display())),
+        })?;
+    // The mode above is filtered by the umask; make sure it is owner-only.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    write!(
+        file,
+        "# created: {}\n# public key: {recipient}\n{identity}\n",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+    .and_then(|_| file.sync_all())
+    .with_context(|| format!("cannot write {}", output.display()))?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"identity_file": output, "recipient": recipient})
+        );
+    } else {
+        println!("{recipient}");
+    }
+    Ok(0)
+}
+
+/// The keys configured for the repository: recipients, the identity file
+/// (`identity_file`, else $RESPALDO_IDENTITY_FILE) and the passphrase.
+pub async fn material(repo: &RepositoryConfig) -> Result<KeyMaterial> {
+    let mut keys = KeyMaterial {
+        recipients: repo.recipients.clone(),
+        ..Default::default()
+    };
+    let identity_file: Option<PathBuf> = repo.identity_file.clone().or_else(|| {
+        std::env::var_os("RESPALDO_IDENTITY_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(path) = identity_file {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            UsageError(format!("cannot read identity file {}: {e}", path.display()))
+        })?;
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    "identity file {} is readable by others; chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+        keys.identities = crypto::identities_in(&text);
+        if keys.identities.is_empty() {
+            return Err(UsageError(format!(
+                "identity file {} holds no age identity (AGE-SECRET-KEY-1…)",
+                path.display()
+            ))
+            .into());
+        }
+        for i in &keys.identities {
+            crypto::recipient_of(i).map_err(|e| {
+                UsageError(format!("identity file {}: {e}", path.display()))
+            })?;
+        }
+    }
+    if let Some(p) = &repo.passphrase {
+        let value = p
+            .resolve()
+            .await
+            .map_err(|e| UsageError(format!("repository.passphrase: {e}")))?;
+        keys.passphrase = Some(value.expose().to_string());
+    }
+    Ok(keys)
+}
