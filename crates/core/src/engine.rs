@@ -188,6 +188,8 @@ pub async fn backup(
             duration_ms: clock.elapsed().as_millis() as u64,
         },
         sources,
+        origin: None,
+        sealed: None,
     };
     let snapshot_id = if snapshot.sources.values().any(|e| e.is_ok()) {
         Some(repo.write_snapshot(&snapshot).await?)

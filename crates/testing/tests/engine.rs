@@ -129,6 +129,8 @@ fn snap(day: u32, sources: &[(&str, bool)], tags: &[&str]) -> SnapshotRef {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             program_version: "0".into(),
             stats: RunStats::default(),
+            origin: None,
+            sealed: None,
             sources: sources
                 .iter()
                 .map(|(n, ok)| {
