@@ -1,9 +1,11 @@
 //! # respaldo-source-influxdb
 //!
-//! The `influxdb` source backs up InfluxDB 1.x databases logically, through
-//! the HTTP API, while the server keeps running.
+//! The `influxdb` source backs up InfluxDB logically, through the HTTP API,
+//! while the server keeps running: **1.x** databases (InfluxQL, user and
+//! password) and **2.x** buckets (Flux, organization and API token). The
+//! version is `version = 1 | 2`, else 2 when `token` or `org` is set.
 //!
-//! **Backup.** For every configured database (or every database but
+//! **1.x backup.** For every configured database (or every database but
 //! `_internal`), the retention policies (duration, shard group duration,
 //! replication, default flag) and continuous queries are recorded in the
 //! snapshot metadata. Then, for each retention policy and each measurement
@@ -14,36 +16,52 @@
 //! and tag keys from `SHOW TAG KEYS`; names, tags and strings are escaped as
 //! the line protocol requires. Each database becomes one artifact,
 //! `<db>.lp`, in the format of `influx -import`: a `# DML` header, then a
-//! `# CONTEXT-RETENTION-POLICY: rp` line before each policy's points. Points
-//! and field values per measurement are recorded in the metadata.
+//! `# CONTEXT-RETENTION-POLICY: rp` line before each policy's points. The
+//! points per measurement (rows of `SELECT *`: a series and a timestamp) are
+//! recorded in the metadata.
 //!
-//! **Restore.** The database is created, its retention policies recreated as
-//! they were, the points written back to their own policy with `/write` in
-//! gzip'd batches (retried with backoff on server errors and timeouts), and
-//! the continuous queries recreated. A database that has measurements is
-//! refused unless `--force`, which drops it first. `--target
-//! http://host:8086/db` restores into another server and/or database
-//! (`--target db` another database on the same server). Afterwards the
-//! field values per measurement (`SELECT COUNT(*)`) are compared with what
-//! the backup recorded.
+//! **1.x restore.** The database is created, its retention policies
+//! recreated as they were, the points written back to their own policy with
+//! `/write` in gzip'd batches (retried with backoff on server errors,
+//! throttling and timeouts), and the continuous queries recreated. A
+//! database that has measurements is refused unless `--force`, which drops
+//! it first. `--target http://host:8086/db` restores into another server
+//! and/or database (`--target db` another database on the same server).
+//! Afterwards the points per measurement are counted again (the rows of
+//! `SELECT *::field`, read chunked) and compared with the backup's.
 //!
-//! Users, privileges and InfluxDB 2.x are not handled.
+//! **2.x** is described in the `v2` module: one pivoted Flux query per
+//! bucket, annotated CSV to line protocol, `/api/v2/write`, buckets and
+//! retention rules recreated, the same point count check. It is tested
+//! against a protocol fake only.
+//!
+//! Users, privileges, 2.x tasks, dashboards and tokens are not handled.
 //!
 //! ```toml
 //! [sources.metrics]
 //! type = "influxdb"
 //! url = "http://localhost:8086"
-//! databases = ["energy"]          # default: all
+//! databases = ["energy"]          # 1.x; default: all
 //! user = "backup"
 //! password = { file = "/etc/respaldo/influx.pw" }
 //! since = "30d"                   # optional: only the last 30 days
+//!
+//! [sources.metrics2]
+//! type = "influxdb"
+//! url = "http://localhost:8086"
+//! org = "acme"                    # 2.x
+//! token = { env = "INFLUX_TOKEN" }
+//! buckets = ["energy"]            # default: every bucket but _monitoring/_tasks
 //! ```
 
 mod client;
+mod csv;
+mod http;
 mod lp;
+mod v2;
+mod write;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -56,33 +74,54 @@ use respaldo_core::secret::Secret;
 use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 
 use client::{ident, Client};
-use lp::Column;
+use http::{Auth, Http};
+use lp::{Column, Kind};
+use v2::{BucketMeta, V2};
+use write::{write_lines, Destination};
 
 /// Configuration of an `influxdb` source.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxConfig {
-    /// Base URL of the InfluxDB 1.x HTTP API, e.g. `http://localhost:8086`.
+    /// Base URL of the InfluxDB HTTP API, e.g. `http://localhost:8086`.
     pub url: String,
-    /// Databases to back up. Default: every database except `_internal`.
+    /// The API: `1` (InfluxQL: `databases`, `user`, `password`) or `2`
+    /// (Flux: `org`, `token`, `buckets`). Default: 2 when `token` or `org`
+    /// is set, else 1.
+    #[serde(default)]
+    pub version: Option<u8>,
+    /// 1.x: databases to back up. Default: every database except `_internal`.
     #[serde(default)]
     pub databases: Vec<String>,
-    /// User name, when authentication is enabled. The user needs read access
-    /// for backups and admin rights for restores.
+    /// 1.x: user name, when authentication is enabled. The user needs read
+    /// access for backups and admin rights for restores.
     #[serde(default)]
     pub user: Option<String>,
-    /// The user's password, by reference (`{ env = "…" }`, `{ file = "…" }`,
-    /// `{ command = […] }`). Requires `user`.
+    /// 1.x: the user's password, by reference (`{ env = "…" }`,
+    /// `{ file = "…" }`, `{ command = […] }`). Requires `user`.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// 2.x: the organization (its name) whose buckets are backed up and
+    /// restored.
+    #[serde(default)]
+    pub org: Option<String>,
+    /// 2.x: an API token, by reference (`{ env = "INFLUX_TOKEN" }`,
+    /// `{ file = "…" }`, `{ command = […] }`). Backups need read access to
+    /// the buckets; restores write access and bucket management (an
+    /// all-access token of the organization).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// 2.x: buckets to back up. Default: every bucket of `org` except the
+    /// system buckets (`_monitoring`, `_tasks`).
+    #[serde(default)]
+    pub buckets: Vec<String>,
     /// Only export points newer than this (`"30d"`, `"12h"`): a partial
     /// export. Default: every point.
     #[serde(default)]
     pub since: Option<String>,
-    /// Lines per `/write` request on restore (each sent gzip'd).
+    /// Lines per write request on restore (each sent gzip'd).
     #[serde(default = "default_batch")]
     pub batch_lines: usize,
 }
@@ -150,6 +189,32 @@ pub enum InfluxError {
         /// The database.
         db: String,
     },
+    /// A 2.x organization does not exist.
+    #[error("organization `{org}` does not exist on InfluxDB at {url}")]
+    NoOrg {
+        /// Base URL.
+        url: String,
+        /// The organization.
+        org: String,
+    },
+    /// A 2.x bucket does not exist.
+    #[error("bucket `{bucket}` does not exist in organization `{org}` on InfluxDB at {url}")]
+    NoBucket {
+        /// Base URL.
+        url: String,
+        /// The organization.
+        org: String,
+        /// The bucket.
+        bucket: String,
+    },
+    /// Restoring would overwrite a 2.x bucket's points.
+    #[error("bucket `{bucket}` on InfluxDB at {url} already has points; use --force to delete them first")]
+    BucketNotEmpty {
+        /// Base URL.
+        url: String,
+        /// The bucket.
+        bucket: String,
+    },
     /// Restoring would overwrite data.
     #[error("database `{db}` on InfluxDB at {url} already has measurements; use --force to drop and recreate it")]
     NotEmpty {
@@ -164,8 +229,8 @@ pub enum InfluxError {
     /// The snapshot's metadata is not what this driver wrote.
     #[error("snapshot metadata: {0}")]
     Metadata(String),
-    /// A secret could not be resolved.
-    #[error("password: {0}")]
+    /// A secret (`password`, `token`) could not be resolved; names which.
+    #[error("{0}")]
     Secret(String),
     /// The repository failed.
     #[error(transparent)]
@@ -219,7 +284,7 @@ pub struct DatabaseMeta {
     /// Points exported, per retention policy and measurement.
     pub points: Counts,
     /// Field values exported (what `SELECT COUNT(*)` sums to), per retention
-    /// policy and measurement.
+    /// policy and measurement; for information (the restore checks points).
     pub values: Counts,
 }
 
@@ -227,6 +292,8 @@ pub struct DatabaseMeta {
 #[derive(Debug)]
 pub struct InfluxSource {
     config: InfluxConfig,
+    /// 1 or 2.
+    version: u8,
 }
 
 fn now_ns() -> i64 {
@@ -263,6 +330,39 @@ impl InfluxSource {
                 "`url` must not hold credentials; use `user` and `password`".into(),
             ));
         }
+        let v2_keys = config.token.is_some() || config.org.is_some() || !config.buckets.is_empty();
+        let version = config
+            .version
+            .unwrap_or(if config.token.is_some() || config.org.is_some() {
+                2
+            } else {
+                1
+            });
+        match version {
+            1 if v2_keys => {
+                return Err(InfluxError::Config(
+                    "`token`, `org` and `buckets` are for InfluxDB 2.x (`version = 2`)".into(),
+                ))
+            }
+            1 => {}
+            2 => {
+                if config.user.is_some() || config.password.is_some() || !config.databases.is_empty() {
+                    return Err(InfluxError::Config(
+                        "`user`, `password` and `databases` are for InfluxDB 1.x; 2.x uses `token`, `org` and `buckets`".into(),
+                    ));
+                }
+                if config.token.is_none() || config.org.is_none() {
+                    return Err(InfluxError::Config(
+                        "InfluxDB 2.x needs `org` and `token`".into(),
+                    ));
+                }
+            }
+            v => {
+                return Err(InfluxError::Config(format!(
+                    "`version` must be 1 or 2, not {v}"
+                )))
+            }
+        }
         if config.password.is_some() && config.user.is_none() {
             return Err(InfluxError::Config("`password` requires `user`".into()));
         }
@@ -277,19 +377,44 @@ impl InfluxSource {
         if let Some(p) = &mut config.password {
             p.rebase(base);
         }
-        Ok(InfluxSource { config })
+        if let Some(t) = &mut config.token {
+            t.rebase(base);
+        }
+        Ok(InfluxSource { config, version })
     }
 
+    /// A 1.x client for `url`.
     async fn client(&self, url: &str) -> Result<Client, InfluxError> {
         let auth = match (&self.config.user, &self.config.password) {
-            (Some(u), Some(p)) => Some((
+            (Some(u), Some(p)) => Auth::Basic(
                 u.clone(),
-                Some(p.resolve().await.map_err(InfluxError::Secret)?),
-            )),
-            (Some(u), None) => Some((u.clone(), None)),
-            (None, _) => None,
+                Some(
+                    p.resolve()
+                        .await
+                        .map_err(|e| InfluxError::Secret(format!("password: {e}")))?,
+                ),
+            ),
+            (Some(u), None) => Auth::Basic(u.clone(), None),
+            (None, _) => Auth::None,
         };
-        Client::new(url, auth)
+        Ok(Client {
+            http: Http::new(url, auth)?,
+        })
+    }
+
+    /// A 2.x client for `url`.
+    async fn v2(&self, url: &str) -> Result<V2, InfluxError> {
+        let token = match &self.config.token {
+            Some(t) => t
+                .resolve()
+                .await
+                .map_err(|e| InfluxError::Secret(format!("token: {e}")))?,
+            None => return Err(InfluxError::Config("InfluxDB 2.x needs `token`".into())),
+        };
+        Ok(V2 {
+            http: Http::new(url, Auth::Token(token))?,
+            org: self.config.org.clone().unwrap_or_default(),
+        })
     }
 
     /// The databases on the server (without `_internal`).
@@ -310,7 +435,7 @@ impl InfluxSource {
         for db in &self.config.databases {
             if !all.contains(db) {
                 return Err(InfluxError::NoDatabase {
-                    url: c.url.clone(),
+                    url: c.url().to_string(),
                     db: db.clone(),
                 });
             }
@@ -369,30 +494,15 @@ impl InfluxSource {
             }
         }
 
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        let reader = tokio_util::io::StreamReader::new(Box::pin(stream));
         let rps: Vec<String> = meta
             .retention_policies
             .iter()
             .map(|r| r.name.clone())
             .collect();
-        let producer = async {
-            let r = export(c, db, &rps, since_ns, &tx).await;
-            if let Err(e) = &r {
-                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-            }
-            drop(tx);
-            r
-        };
-        let (produced, stored) = tokio::join!(producer, ctx.add_stream(&meta.artifact, reader));
-        let (points, values) = match (produced, stored) {
-            (Err(InfluxError::StoreClosed), Err(e)) | (Ok(_), Err(e)) => return Err(e.into()),
-            (Err(e), _) => return Err(e),
-            (Ok(counts), Ok(_)) => counts,
-        };
+        let (points, values) = stream_artifact(ctx, &meta.artifact, |tx| async move {
+            export(c, db, &rps, since_ns, &tx).await
+        })
+        .await?;
         meta.points = points;
         meta.values = values;
         Ok(meta)
@@ -418,7 +528,7 @@ impl InfluxSource {
                     .await?;
                 if s.iter().any(|s| !s.values.is_empty()) {
                     return Err(InfluxError::NotEmpty {
-                        url: c.url.clone(),
+                        url: c.url().to_string(),
                         db: target.clone(),
                     });
                 }
@@ -433,7 +543,7 @@ impl InfluxSource {
             let artifact = ctx.artifact(&meta.artifact)?.clone();
             let reader = ctx.open_stream(&artifact);
             let lines =
-                write_lines(c, target, reader, self.config.batch_lines, &meta.artifact).await?;
+                write_lines(&c.http, &Destination::V1 { db: target.clone() }, reader, self.config.batch_lines, &meta.artifact).await?;
             let mut skipped = Vec::new();
             for cq in &meta.continuous_queries {
                 if let Some(q) = cq_for(&cq.query, target) {
@@ -442,18 +552,18 @@ impl InfluxSource {
                     skipped.push(cq.name.clone());
                 }
             }
-            let restored = count_values(c, target, &meta.retention_policies).await?;
-            let check = compare_counts(&flatten(&meta.values), &flatten(&restored), |_| true, true);
-            let line = check.line("field value", "measurements");
+            let restored = count_points(c, target, &meta.retention_policies).await?;
+            let check = compare_counts(&flatten(&meta.points), &flatten(&restored), |_| true, true);
+            let line = check.line("point", "measurements");
             if !check.ok() {
                 return Err(InfluxError::Protocol {
-                    url: c.url.clone(),
+                    url: c.url().to_string(),
                     message: format!("database `{target}`: {line}"),
                 });
             }
             report.lines.push(format!(
                 "database `{target}` on {}: {lines} points written, {} retention policies, {} continuous queries; {line}",
-                c.url,
+                c.url(),
                 meta.retention_policies.len(),
                 meta.continuous_queries.len() - skipped.len(),
             ));
@@ -537,8 +647,11 @@ async fn create_database(c: &Client, db: &str, rps: &[RetentionPolicy]) -> Resul
     Ok(())
 }
 
-/// Field values per retention policy and measurement, from `SELECT COUNT(*)`.
-async fn count_values(
+/// Points per retention policy and measurement: the rows of
+/// `SELECT *::field` (one per series and timestamp that has a field value;
+/// `SELECT COUNT(*)` would count field values instead, which differ from
+/// points as soon as fields are sparse), read chunked.
+async fn count_points(
     c: &Client,
     db: &str,
     rps: &[RetentionPolicy],
@@ -546,20 +659,16 @@ async fn count_values(
     let mut out = Counts::new();
     for rp in rps {
         let q = format!(
-            "SELECT COUNT(*) FROM {}.{}./.*/",
+            "SELECT *::field FROM {}.{}./.*/",
             ident(db),
             ident(&rp.name)
         );
-        for s in c.query(Some(db), &q).await? {
-            let mut n = 0;
-            for row in &s.values {
-                for (col, v) in s.columns.iter().zip(row) {
-                    if col != "time" {
-                        n += v.as_u64().unwrap_or(0);
-                    }
-                }
-            }
-            out.entry(rp.name.clone()).or_default().insert(s.name, n);
+        let mut chunks = c.query_chunks(db, &q).await?;
+        while let Some(s) = chunks.next().await? {
+            *out.entry(rp.name.clone())
+                .or_default()
+                .entry(s.name)
+                .or_default() += s.values.len() as u64;
         }
     }
     Ok(out)
@@ -572,7 +681,7 @@ async fn export(
     db: &str,
     rps: &[String],
     since_ns: Option<i64>,
-    tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    tx: &Sender,
 ) -> Result<(Counts, Counts), InfluxError> {
     let closed = || InfluxError::StoreClosed;
     let mut points = Counts::new();
@@ -596,8 +705,8 @@ async fn export(
             for row in &s.values {
                 let key = str_at(row, k);
                 let ty = str_at(row, t);
-                let kind = Column::from_field_type(&ty).ok_or_else(|| InfluxError::Protocol {
-                    url: c.url.clone(),
+                let kind = Kind::from_influxql_type(&ty).map(Column::Field).ok_or_else(|| InfluxError::Protocol {
+                    url: c.url().to_string(),
                     message: format!("field `{key}` of `{}`: unknown type `{ty}`", s.name),
                 })?;
                 m.entry(key).or_insert(kind);
@@ -643,7 +752,7 @@ async fn export(
                             Ok(Column::Tag)
                         } else {
                             Err(InfluxError::Protocol {
-                                url: c.url.clone(),
+                                url: c.url().to_string(),
                                 message: format!(
                                     "`{db}.{rp}.{m}`: column `{col}` is neither a tag nor a field"
                                 ),
@@ -656,7 +765,7 @@ async fn export(
                     let n =
                         lp::push_row(&mut out, &head, &s.columns, &kinds, row).map_err(|e| {
                             InfluxError::Protocol {
-                                url: c.url.clone(),
+                                url: c.url().to_string(),
                                 message: format!("`{db}.{rp}.{m}`: {e}"),
                             }
                         })?;
@@ -672,156 +781,6 @@ async fn export(
         }
     }
     Ok((points, values))
-}
-
-/// Reads line protocol from `reader` and writes it to `db` in gzip'd batches
-/// of `batch` lines, each to the retention policy its section names.
-async fn write_lines(
-    c: &Client,
-    db: &str,
-    mut reader: impl tokio::io::AsyncRead + Unpin,
-    batch: usize,
-    artifact: &str,
-) -> Result<u64, InfluxError> {
-    const RP_PREFIX: &[u8] = b"# CONTEXT-RETENTION-POLICY: ";
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut scanned = 0;
-    let mut scanner = lp::LineScanner::default();
-    let mut rp = String::new();
-    let mut batcher = Batcher::new(c, db);
-    let mut total = 0u64;
-    let mut eof = false;
-    loop {
-        // Take every complete line from the buffer.
-        let mut start = 0;
-        loop {
-            let end = match scanner.next_end(&buf, scanned.max(start)) {
-                Some(e) => Some(e),
-                None if eof && start < buf.len() => {
-                    // A last line without a newline.
-                    Some(buf.len())
-                }
-                None => None,
-            };
-            let Some(end) = end else {
-                scanned = buf.len();
-                break;
-            };
-            let line = &buf[start..end];
-            start = end;
-            scanned = end;
-            if line.starts_with(b"#") {
-                if let Some(name) = line.strip_prefix(RP_PREFIX) {
-                    batcher.flush(&rp).await?;
-                    rp = String::from_utf8_lossy(name).trim_end().to_string();
-                }
-                continue;
-            }
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            if rp.is_empty() {
-                return Err(InfluxError::Metadata(format!(
-                    "artifact `{artifact}`: points before any retention policy section"
-                )));
-            }
-            batcher.push(line);
-            total += 1;
-            if batcher.lines >= batch {
-                batcher.flush(&rp).await?;
-            }
-        }
-        buf.drain(..start);
-        scanned -= start;
-        if eof {
-            break;
-        }
-        let len = buf.len();
-        buf.resize(len + (1 << 20), 0);
-        let n = reader
-            .read(&mut buf[len..])
-            .await
-            .map_err(|source| InfluxError::Read {
-                artifact: artifact.to_string(),
-                source,
-            })?;
-        buf.truncate(len + n);
-        eof = n == 0;
-    }
-    batcher.flush(&rp).await?;
-    batcher.finish().await?;
-    Ok(total)
-}
-
-/// Writes still in flight at once during a restore.
-const WRITES_IN_FLIGHT: usize = 2;
-
-/// Gathers lines into gzip'd batches and sends them, a bounded number at once.
-struct Batcher {
-    client: Client,
-    db: String,
-    gz: flate2::write::GzEncoder<Vec<u8>>,
-    lines: usize,
-    writes: tokio::task::JoinSet<Result<(), InfluxError>>,
-}
-
-impl Batcher {
-    fn new(client: &Client, db: &str) -> Self {
-        Batcher {
-            client: client.clone(),
-            db: db.to_string(),
-            gz: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
-            lines: 0,
-            writes: tokio::task::JoinSet::new(),
-        }
-    }
-
-    fn push(&mut self, line: &[u8]) {
-        self.gz.write_all(line).expect("writing to memory");
-        if !line.ends_with(b"\n") {
-            self.gz.write_all(b"\n").expect("writing to memory");
-        }
-        self.lines += 1;
-    }
-
-    /// Sends the gathered lines to retention policy `rp`.
-    async fn flush(&mut self, rp: &str) -> Result<(), InfluxError> {
-        if self.lines == 0 {
-            return Ok(());
-        }
-        self.lines = 0;
-        let full = std::mem::replace(
-            &mut self.gz,
-            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
-        );
-        let body = full.finish().expect("writing to memory");
-        while self.writes.len() >= WRITES_IN_FLIGHT {
-            self.wait_one().await?;
-        }
-        let (c, db, rp) = (self.client.clone(), self.db.clone(), rp.to_string());
-        self.writes
-            .spawn(async move { c.write(&db, &rp, body.into()).await });
-        Ok(())
-    }
-
-    async fn wait_one(&mut self) -> Result<(), InfluxError> {
-        match self.writes.join_next().await {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => Err(InfluxError::Protocol {
-                url: self.client.url.clone(),
-                message: format!("write task failed: {e}"),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Waits for every write in flight.
-    async fn finish(mut self) -> Result<(), InfluxError> {
-        while !self.writes.is_empty() {
-            self.wait_one().await?;
-        }
-        Ok(())
-    }
 }
 
 /// Whether an `http(s)://` URL carries `user[:password]@`.
@@ -860,28 +819,78 @@ fn parse_target(t: &str, live: &str) -> Result<(String, Option<String>), InfluxE
     Ok((live.to_string(), Some(t.to_string())))
 }
 
-#[async_trait]
-impl Source for InfluxSource {
-    fn kind(&self) -> &'static str {
-        "influxdb"
+/// Streams what `produce` sends into the artifact `name` while it is stored;
+/// returns what `produce` returns. A failure of either side fails both.
+async fn stream_artifact<T, F, Fut>(
+    ctx: &mut BackupContext,
+    name: &str,
+    produce: F,
+) -> Result<T, InfluxError>
+where
+    F: FnOnce(Sender) -> Fut,
+    Fut: std::future::Future<Output = Result<T, InfluxError>>,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let reader = tokio_util::io::StreamReader::new(Box::pin(stream));
+    let on_error = tx.clone();
+    let producer = async move {
+        let r = produce(tx).await;
+        if let Err(e) = &r {
+            let _ = on_error.send(Err(std::io::Error::other(e.to_string()))).await;
+        }
+        drop(on_error);
+        r
+    };
+    let (produced, stored) = tokio::join!(producer, ctx.add_stream(name, reader));
+    match (produced, stored) {
+        (Err(InfluxError::StoreClosed), Err(e)) | (Ok(_), Err(e)) => Err(e.into()),
+        (Err(e), _) => Err(e),
+        (Ok(v), Ok(_)) => Ok(v),
     }
+}
 
-    async fn check(&self) -> Result<(), BoxError> {
-        let c = self.client(&self.config.url).await?;
-        self.selected(&c).await?;
-        Ok(())
-    }
+/// The sending side of an export.
+type Sender = tokio::sync::mpsc::Sender<std::io::Result<Bytes>>;
 
-    async fn backup(&self, ctx: &mut BackupContext) -> Result<(), BoxError> {
-        let c = self.client(&self.config.url).await?;
-        let dbs = self.selected(&c).await?;
-        let since_ns = self
-            .config
+/// The API version a snapshot was taken with (1 for snapshots from before
+/// 2.x support).
+fn snapshot_version(ctx: &RestoreContext) -> u64 {
+    ctx.entry
+        .metadata
+        .get("version")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+}
+
+impl InfluxSource {
+    fn since_ns(&self) -> Result<Option<i64>, InfluxError> {
+        self.config
             .since
             .as_deref()
             .map(|s| parse_duration(s).map(|d| now_ns() - d.as_nanos() as i64))
             .transpose()
-            .map_err(InfluxError::Config)?;
+            .map_err(InfluxError::Config)
+    }
+
+    /// Refuses a snapshot of the other API version.
+    fn same_version(&self, ctx: &RestoreContext) -> Result<(), InfluxError> {
+        let v = snapshot_version(ctx);
+        if v != u64::from(self.version) {
+            return Err(InfluxError::Config(format!(
+                "the snapshot holds InfluxDB {v}.x data but the source is configured for {}.x",
+                self.version
+            )));
+        }
+        Ok(())
+    }
+
+    async fn backup_v1(&self, ctx: &mut BackupContext) -> Result<(), InfluxError> {
+        let c = self.client(&self.config.url).await?;
+        let dbs = self.selected(&c).await?;
+        let since_ns = self.since_ns()?;
         let mut all = serde_json::Map::new();
         let mut total = 0u64;
         for db in &dbs {
@@ -895,49 +904,103 @@ impl Source for InfluxSource {
         ctx.set_metadata("url", self.config.url.clone());
         ctx.set_metadata("databases", Value::Object(all));
         ctx.set_metadata("points", total);
-        if let Some(s) = &self.config.since {
-            ctx.set_metadata("since", s.clone());
-        }
         Ok(())
     }
 
-    async fn restore(
+    async fn backup_v2(&self, ctx: &mut BackupContext) -> Result<(), InfluxError> {
+        let v2 = self.v2(&self.config.url).await?;
+        let org_id = v2.org_id().await?;
+        let buckets = v2.selected(&org_id, &self.config.buckets).await?;
+        let start = self.since_ns()?.unwrap_or(v2::MIN_NS);
+        let mut all = serde_json::Map::new();
+        let mut total = 0u64;
+        for b in &buckets {
+            let mut meta = BucketMeta {
+                artifact: format!("{}.lp", b.name),
+                description: b.description.clone(),
+                retention_rules: b.retention_rules.clone(),
+                points: BTreeMap::new(),
+            };
+            let (v2, org_id, name) = (&v2, &org_id, &b.name);
+            meta.points = stream_artifact(ctx, &meta.artifact, |tx| async move {
+                v2.export(org_id, name, start, &tx).await
+            })
+            .await?;
+            total += meta.points.values().sum::<u64>();
+            all.insert(
+                b.name.clone(),
+                serde_json::to_value(&meta).map_err(|e| InfluxError::Metadata(e.to_string()))?,
+            );
+        }
+        ctx.set_metadata("version", 2);
+        ctx.set_metadata("url", self.config.url.clone());
+        ctx.set_metadata("org", v2.org.clone());
+        ctx.set_metadata("buckets", Value::Object(all));
+        ctx.set_metadata("points", total);
+        Ok(())
+    }
+
+    /// The buckets a 2.x snapshot holds, by name.
+    fn plan_v2(ctx: &RestoreContext) -> Result<BTreeMap<String, BucketMeta>, InfluxError> {
+        let b = ctx
+            .entry
+            .metadata
+            .get("buckets")
+            .cloned()
+            .ok_or_else(|| InfluxError::Metadata("no `buckets`".into()))?;
+        serde_json::from_value(b).map_err(|e| InfluxError::Metadata(e.to_string()))
+    }
+
+    /// Pairs each recorded database or bucket with the name it is restored
+    /// under (`rename`, which needs a snapshot of exactly one).
+    fn targets<M>(
+        metas: BTreeMap<String, M>,
+        rename: Option<String>,
+        what: &str,
+    ) -> Result<Vec<(M, String)>, InfluxError> {
+        if rename.is_some() && metas.len() != 1 {
+            return Err(InfluxError::Config(format!(
+                "--target names one {what} but the snapshot has {} (restore without a {what} in --target)",
+                metas.len()
+            )));
+        }
+        Ok(metas
+            .into_iter()
+            .map(|(name, m)| (m, rename.clone().unwrap_or(name)))
+            .collect())
+    }
+
+    async fn restore_any(
         &self,
         ctx: &RestoreContext,
         target: &RestoreTarget,
-    ) -> Result<RestoreReport, BoxError> {
+    ) -> Result<RestoreReport, InfluxError> {
         ctx.refuse_selection("influxdb", &[])?;
-        let metas = Self::plan(ctx)?;
+        self.same_version(ctx)?;
         let (url, rename) = match target {
             RestoreTarget::Live => (self.config.url.clone(), None),
             RestoreTarget::Other(t) => parse_target(t, &self.config.url)?,
         };
-        if rename.is_some() && metas.len() != 1 {
-            return Err(InfluxError::Config(format!(
-                "--target names one database but the snapshot has {} (restore without a database in --target)",
-                metas.len()
-            ))
-            .into());
-        }
-        let plan: Vec<(DatabaseMeta, String)> = metas
-            .into_iter()
-            .map(|(db, m)| {
-                let t = rename.clone().unwrap_or(db);
-                (m, t)
-            })
-            .collect();
-        let c = self.client(&url).await?;
         let mut report = RestoreReport::default();
-        self.restore_into(ctx, &c, &plan, ctx.force, &mut report)
-            .await?;
+        if self.version == 2 {
+            let plan = Self::targets(Self::plan_v2(ctx)?, rename, "bucket")?;
+            let v2 = self.v2(&url).await?;
+            v2.restore(ctx, &plan, ctx.force, self.config.batch_lines, &mut report)
+                .await?;
+        } else {
+            let plan = Self::targets(Self::plan(ctx)?, rename, "database")?;
+            let c = self.client(&url).await?;
+            self.restore_into(ctx, &c, &plan, ctx.force, &mut report)
+                .await?;
+        }
         Ok(report)
     }
 
-    async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
+    async fn test_restore_v1(&self, ctx: &RestoreContext) -> Result<RestoreReport, InfluxError> {
         let c = self.client(&self.config.url).await?;
         let mut report = RestoreReport::default();
         for meta in Self::plan(ctx)?.into_values() {
-            let scratch = format!("respaldo_test_restore_{}_{}", std::process::id(), now_ns());
+            let scratch = scratch_name();
             let plan = [(meta, scratch.clone())];
             let r = self.restore_into(ctx, &c, &plan, false, &mut report).await;
             let dropped = c
@@ -950,6 +1013,84 @@ impl Source for InfluxSource {
                 .push(format!("scratch database `{scratch}` dropped"));
         }
         Ok(report)
+    }
+
+    async fn test_restore_v2(&self, ctx: &RestoreContext) -> Result<RestoreReport, InfluxError> {
+        let v2 = self.v2(&self.config.url).await?;
+        let org_id = v2.org_id().await?;
+        let mut report = RestoreReport::default();
+        for meta in Self::plan_v2(ctx)?.into_values() {
+            let scratch = scratch_name();
+            let plan = [(meta, scratch.clone())];
+            let r = v2
+                .restore(ctx, &plan, false, self.config.batch_lines, &mut report)
+                .await;
+            // Deleted whether or not the restore worked.
+            let deleted = match v2.bucket(&org_id, &scratch).await {
+                Ok(Some(b)) => v2.delete_bucket(&b.id).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            r?;
+            deleted?;
+            report
+                .lines
+                .push(format!("scratch bucket `{scratch}` deleted"));
+        }
+        Ok(report)
+    }
+}
+
+/// A database or bucket name no one else uses.
+fn scratch_name() -> String {
+    format!("respaldo_test_restore_{}_{}", std::process::id(), now_ns())
+}
+
+#[async_trait]
+impl Source for InfluxSource {
+    fn kind(&self) -> &'static str {
+        "influxdb"
+    }
+
+    async fn check(&self) -> Result<(), BoxError> {
+        if self.version == 2 {
+            let v2 = self.v2(&self.config.url).await?;
+            let org_id = v2.org_id().await?;
+            v2.selected(&org_id, &self.config.buckets).await?;
+        } else {
+            let c = self.client(&self.config.url).await?;
+            self.selected(&c).await?;
+        }
+        Ok(())
+    }
+
+    async fn backup(&self, ctx: &mut BackupContext) -> Result<(), BoxError> {
+        if self.version == 2 {
+            self.backup_v2(ctx).await?;
+        } else {
+            self.backup_v1(ctx).await?;
+        }
+        if let Some(s) = &self.config.since {
+            ctx.set_metadata("since", s.clone());
+        }
+        Ok(())
+    }
+
+    async fn restore(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestoreReport, BoxError> {
+        Ok(self.restore_any(ctx, target).await?)
+    }
+
+    async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
+        self.same_version(ctx)?;
+        Ok(if self.version == 2 {
+            self.test_restore_v2(ctx).await?
+        } else {
+            self.test_restore_v1(ctx).await?
+        })
     }
 }
 

@@ -3,6 +3,47 @@
 
 use serde_json::Value;
 
+/// The type of a field value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A float.
+    Float,
+    /// A signed integer (`i` suffix).
+    Integer,
+    /// An unsigned integer (`u` suffix).
+    Unsigned,
+    /// A string (quoted).
+    String,
+    /// A boolean.
+    Boolean,
+}
+
+impl Kind {
+    /// The kind of an InfluxQL `SHOW FIELD KEYS` type name (1.x).
+    pub fn from_influxql_type(t: &str) -> Option<Kind> {
+        match t {
+            "float" => Some(Kind::Float),
+            "integer" => Some(Kind::Integer),
+            "unsigned" => Some(Kind::Unsigned),
+            "string" => Some(Kind::String),
+            "boolean" => Some(Kind::Boolean),
+            _ => None,
+        }
+    }
+
+    /// The kind of an annotated CSV `#datatype` (2.x).
+    pub fn from_flux_type(t: &str) -> Option<Kind> {
+        match t {
+            "double" => Some(Kind::Float),
+            "long" => Some(Kind::Integer),
+            "unsignedLong" => Some(Kind::Unsigned),
+            "string" => Some(Kind::String),
+            "boolean" => Some(Kind::Boolean),
+            _ => None,
+        }
+    }
+}
+
 /// How a column of `SELECT *` is written back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Column {
@@ -10,27 +51,8 @@ pub enum Column {
     Time,
     /// A tag.
     Tag,
-    /// A float field.
-    Float,
-    /// An integer field (`i` suffix).
-    Integer,
-    /// A string field (quoted).
-    String,
-    /// A boolean field.
-    Boolean,
-}
-
-impl Column {
-    /// The column kind of a `SHOW FIELD KEYS` type name.
-    pub fn from_field_type(t: &str) -> Option<Column> {
-        match t {
-            "float" => Some(Column::Float),
-            "integer" => Some(Column::Integer),
-            "string" => Some(Column::String),
-            "boolean" => Some(Column::Boolean),
-            _ => None,
-        }
-    }
+    /// A field of this kind.
+    Field(Kind),
 }
 
 fn escape_into(out: &mut Vec<u8>, s: &str, special: &[u8]) {
@@ -58,6 +80,55 @@ pub fn push_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     escape_into(out, s, b"\"\\");
     out.push(b'"');
+}
+
+/// Appends a float with every digit (Rust's shortest round-trip form).
+fn push_float(out: &mut Vec<u8>, f: f64) {
+    out.extend_from_slice(format!("{f:?}").as_bytes());
+}
+
+/// Appends a field value given as text (an annotated CSV cell) of `kind`,
+/// checking it parses as that kind.
+pub fn push_text_value(out: &mut Vec<u8>, kind: Kind, v: &str) -> Result<(), String> {
+    let bad = |what: &str| format!("expected {what}, got `{v}`");
+    match kind {
+        Kind::Float => {
+            let f: f64 = v.parse().map_err(|_| bad("a float"))?;
+            if !f.is_finite() {
+                return Err(bad("a finite float"));
+            }
+            push_float(out, f);
+        }
+        Kind::Integer => {
+            let n: i64 = v.parse().map_err(|_| bad("an integer"))?;
+            out.extend_from_slice(format!("{n}i").as_bytes());
+        }
+        Kind::Unsigned => {
+            let n: u64 = v.parse().map_err(|_| bad("an unsigned integer"))?;
+            out.extend_from_slice(format!("{n}u").as_bytes());
+        }
+        Kind::String => push_string(out, v),
+        Kind::Boolean => match v {
+            "true" => out.extend_from_slice(b"true"),
+            "false" => out.extend_from_slice(b"false"),
+            _ => return Err(bad("true or false")),
+        },
+    }
+    Ok(())
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 timestamp.
+pub fn rfc3339_ns(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| format!("`{s}` is not an RFC 3339 timestamp InfluxDB can store"))
+}
+
+/// The RFC 3339 form (UTC, nanoseconds) of a timestamp.
+pub fn ns_rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// A row could not be turned into a line.
@@ -107,21 +178,27 @@ pub fn push_row(
             column: name.clone(),
             message: format!("expected {what}, got {v}"),
         };
+        let Column::Field(kind) = kind else {
+            unreachable!("skipped above")
+        };
         match kind {
-            Column::Float => {
+            Kind::Float => {
                 let f = v.as_f64().ok_or_else(|| bad("a number"))?;
-                out.extend_from_slice(format!("{f:?}").as_bytes());
+                push_float(out, f);
             }
-            Column::Integer => {
+            Kind::Integer => {
                 let n = v.as_i64().ok_or_else(|| bad("an integer"))?;
                 out.extend_from_slice(format!("{n}i").as_bytes());
             }
-            Column::String => push_string(out, v.as_str().ok_or_else(|| bad("a string"))?),
-            Column::Boolean => {
+            Kind::Unsigned => {
+                let n = v.as_u64().ok_or_else(|| bad("an unsigned integer"))?;
+                out.extend_from_slice(format!("{n}u").as_bytes());
+            }
+            Kind::String => push_string(out, v.as_str().ok_or_else(|| bad("a string"))?),
+            Kind::Boolean => {
                 let b = v.as_bool().ok_or_else(|| bad("a boolean"))?;
                 out.extend_from_slice(if b { b"true" } else { b"false" });
             }
-            Column::Time | Column::Tag => unreachable!("skipped above"),
         }
         fields += 1;
     }
@@ -187,11 +264,11 @@ mod tests {
             .collect();
         let kinds = [
             Column::Time,
-            Column::Boolean,
-            Column::Float,
+            Column::Field(Kind::Boolean),
+            Column::Field(Kind::Float),
             Column::Tag,
-            Column::Integer,
-            Column::String,
+            Column::Field(Kind::Integer),
+            Column::Field(Kind::String),
         ];
         let mut head = Vec::new();
         push_measurement(&mut head, "cpu load,x");
@@ -255,5 +332,34 @@ mod tests {
         ];
         push_row(&mut out, b"m", &cols, &kinds, &row).unwrap();
         assert_eq!(out, b"m f=9.428571428571427 5\n");
+    }
+
+    #[test]
+    fn text_values_and_times() {
+        let mut out = Vec::new();
+        for (k, v) in [
+            (Kind::Float, "0.000001"),
+            (Kind::Float, "-150000000000000000000"),
+            (Kind::Integer, "-9223372036854775808"),
+            (Kind::Unsigned, "18446744073709551615"),
+            (Kind::Boolean, "false"),
+            (Kind::String, "a\"b\\"),
+        ] {
+            push_text_value(&mut out, k, v).unwrap();
+            out.push(b' ');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1e-6 -1.5e20 -9223372036854775808i 18446744073709551615u false \"a\\\"b\\\\\" "
+        );
+        let mut out = Vec::new();
+        assert!(push_text_value(&mut out, Kind::Integer, "1.5").is_err());
+        assert!(push_text_value(&mut out, Kind::Boolean, "yes").is_err());
+        assert!(push_text_value(&mut out, Kind::Float, "NaN").is_err());
+        assert_eq!(rfc3339_ns("2020-09-13T12:26:40.000000001Z").unwrap(), 1_600_000_000_000_000_001);
+        assert_eq!(rfc3339_ns("1677-09-21T00:12:43.145224194Z").unwrap(), i64::MIN + 2);
+        assert_eq!(ns_rfc3339(i64::MIN + 2), "1677-09-21T00:12:43.145224194Z");
+        assert_eq!(rfc3339_ns(&ns_rfc3339(i64::MAX - 1)).unwrap(), i64::MAX - 1);
+        assert!(rfc3339_ns("yesterday").is_err());
     }
 }
