@@ -8,7 +8,7 @@ mod common;
 mod redis_server;
 
 use common::*;
-use redis_server::{free_port, populate, Redis};
+use redis_server::{free_port, populate, Redis, TestCerts};
 
 fn source(url: &str, extra: &str) -> String {
     format!("[sources.cache]\ntype = \"redis\"\nurl = \"{url}\"\n{extra}\n")
@@ -352,4 +352,84 @@ fn the_example_config_parses() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("cache"));
+}
+
+#[test]
+fn tls_backup_over_replication_and_file_restore_and_test_restore() {
+    let certs = TestCerts::new();
+    let a = Redis::start_tls(&certs);
+    let counts = populate(&a);
+    let digest = a.digest();
+    let tls = |ca: &str| {
+        format!(
+            "tls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            certs.path(ca).display(),
+            certs.path("client.crt").display(),
+            certs.path("client.key").display()
+        )
+    };
+    let url = format!("rediss://localhost:{}", a.tls_port.unwrap());
+    let p = Project::new(&source(
+        &url,
+        &format!("transfer = \"replication\"\n{}", tls("ca.crt")),
+    ));
+    p.ok(&["init"]);
+    let b = p.backup(&[]);
+    assert_eq!(b["sources"]["cache"]["status"], "ok", "{b}");
+    let meta = &p.json(&["show", "latest"])["sources"]["cache"]["metadata"];
+    assert_eq!(meta["transfer"], "replication (SYNC)", "{meta}");
+    for (db, n) in counts {
+        assert_eq!(meta["keys"][format!("db{db}")], n, "{meta}");
+    }
+
+    // BGSAVE and the dump file, with the commands over TLS (an IP address
+    // this time: the certificate carries 127.0.0.1 too).
+    p.write_config(&source(
+        &format!("rediss://127.0.0.1:{}", a.tls_port.unwrap()),
+        &format!("transfer = \"file\"\n{}", tls("ca.crt")),
+    ));
+    let b = p.backup(&[]);
+    assert_eq!(b["sources"]["cache"]["status"], "ok", "{b}");
+
+    // Live restore into another TLS server: identical.
+    let other = Redis::start_tls(&certs);
+    let target = format!("rediss://localhost:{}", other.tls_port.unwrap());
+    let out = ok_all(&p, &["restore", "latest", "--source", "cache", "--target", &target]);
+    assert!(out.contains(&format!("into {target}")), "{out}");
+    assert_eq!(other.digest(), digest);
+
+    // test-restore with a TLS source.
+    let out = ok_all(&p, &["test-restore", "--source", "cache"]);
+    assert!(out.contains("throwaway redis-server stopped"), "{out}");
+
+    // A certificate from another CA: a clear failure naming the server, no
+    // snapshot.
+    p.write_config(&source(&url, &tls("other-ca.crt")));
+    let (err, _) = failed(&p);
+    assert!(
+        err.contains(&format!("cannot connect to {url}: TLS handshake failed"))
+            && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    // No client certificate while the server requires one.
+    p.write_config(&source(
+        &url,
+        &format!("tls_ca_file = \"{}\"\n", certs.path("ca.crt").display()),
+    ));
+    let (err, _) = failed(&p);
+    assert!(err.contains(&url), "{err}");
+    // A name the certificate does not carry.
+    p.write_config(&source(&url, &format!("{}tls_server_name = \"cache.example\"\n", tls("ca.crt"))));
+    let (err, _) = failed(&p);
+    assert!(err.contains("NotValidForName"), "{err}");
+    // Configuration errors: TLS settings on a plain URL, a missing CA file.
+    for (cfg, want) in [
+        (source(&a.url(), &tls("ca.crt")), "need a TLS URL"),
+        (source(&url, &tls("missing.crt")), "missing.crt"),
+    ] {
+        p.write_config(&cfg);
+        let o = p.run(&["config", "check"]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    }
 }

@@ -42,6 +42,8 @@ pub mod secret;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod tree;
 pub mod verify;
 pub mod writer;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 /// A redis-server on a free port in its own temp dir, killed on drop.
 pub struct Redis {
     pub port: u16,
+    /// The TLS port, for a server started with [`Redis::start_tls`].
+    pub tls_port: Option<u16>,
     pub dir: tempfile::TempDir,
     password: Option<String>,
     child: Child,
@@ -39,6 +41,17 @@ pub fn free_port() -> u16 {
 impl Redis {
     /// Starts a server; `password` sets `requirepass`.
     pub fn start(password: Option<&str>) -> Redis {
+        Self::start_with(password, None)
+    }
+
+    /// Starts a server that also listens with TLS (`--tls-port`, the
+    /// certificates of `certs`, client certificates required); the plain
+    /// port stays open for the test's own redis-cli.
+    pub fn start_tls(certs: &TestCerts) -> Redis {
+        Self::start_with(None, Some(certs))
+    }
+
+    fn start_with(password: Option<&str>, tls: Option<&TestCerts>) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cmd = Command::new(program("redis-server"));
@@ -55,6 +68,18 @@ impl Redis {
         if let Some(p) = password {
             cmd.args(["--requirepass", p]);
         }
+        let tls_port = tls.map(|c| {
+            let tp = free_port();
+            cmd.args(["--tls-port", &tp.to_string()])
+                .arg("--tls-cert-file")
+                .arg(c.dir.path().join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(c.dir.path().join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(c.dir.path().join("ca.crt"))
+                .args(["--tls-auth-clients", "yes"]);
+            tp
+        });
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -63,6 +88,7 @@ impl Redis {
             .expect("start redis-server");
         let mut r = Redis {
             port,
+            tls_port,
             dir,
             password: password.map(str::to_string),
             child,
@@ -315,4 +341,56 @@ pub fn populate(r: &Redis) -> [(u32, u64); 3] {
         assert_eq!(r.dbsize(db), n, "db{db} populated");
     }
     counts
+}
+
+/// A throwaway certificate authority with a server certificate (for
+/// `localhost` and `127.0.0.1`) and a client certificate signed by it, plus
+/// an unrelated CA; made with the `openssl` command.
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCerts {
+    pub fn new() -> TestCerts {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ssl = |args: &[&str]| {
+            let o = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run openssl (Debian: openssl)");
+            assert!(o.status.success(), "openssl {args:?}: {o:?}");
+        };
+        for ca in ["ca", "other-ca"] {
+            ssl(&[
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-subj", &format!("/CN=respaldo test {ca}"),
+                "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.crt"),
+            ]);
+        }
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for who in ["server", "client"] {
+            ssl(&[
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={who}"),
+                "-keyout", &format!("{who}.key"), "-out", &format!("{who}.csr"),
+            ]);
+            ssl(&[
+                "x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", &format!("{who}.ext"),
+                "-out", &format!("{who}.crt"),
+            ]);
+        }
+        TestCerts { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
 }

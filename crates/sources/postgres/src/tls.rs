@@ -4,11 +4,7 @@
 //! certificate), `verify-ca`/`verify-full` always, checking the certificate
 //! against `sslrootcert` (a PEM file) or the system's roots, and the host name.
 
-use std::sync::Arc;
-
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use respaldo_core::tls::{client_config, Verify};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::PgError;
@@ -52,93 +48,18 @@ impl SslMode {
     }
 }
 
-/// The TLS connector for `mode`.
+/// The TLS connector for `mode` (the rustls settings are built by
+/// `respaldo_core::tls`, shared with the other drivers).
 pub fn connector(mode: SslMode, root_cert: Option<&str>) -> Result<MakeRustlsConnect, PgError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| PgError::Config(format!("TLS: {e}")))?;
-    let config = if mode == SslMode::Verify {
-        let mut roots = rustls::RootCertStore::empty();
-        match root_cert {
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| PgError::Config(format!("sslrootcert {path}: {e}")))?;
-                for cert in rustls_pemfile_certs(&pem) {
-                    roots
-                        .add(cert)
-                        .map_err(|e| PgError::Config(format!("sslrootcert {path}: {e}")))?;
-                }
-            }
-            None => {
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
-                }
-            }
+    let verify = if mode == SslMode::Verify {
+        Verify::Full {
+            ca_file: root_cert.map(Into::into),
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
     } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth()
+        // libpq's `require` (and `prefer`): encrypted, certificate not checked.
+        Verify::Nothing
     };
+    let config = client_config(&verify, None)
+        .map_err(|e| PgError::Config(format!("sslrootcert: {e}")))?;
     Ok(MakeRustlsConnect::new(config))
-}
-
-/// PEM certificates (`-----BEGIN CERTIFICATE-----` blocks).
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem)
-        .filter_map(Result::ok)
-        .collect()
-}
-
-/// libpq's `require`: encrypted, certificate not checked.
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

@@ -26,14 +26,22 @@
 //! compared with the counts recorded at backup. `--keys 'session:*'` restores
 //! only matching keys; `/N` at the end of the target URL only database N.
 //!
+//! **TLS.** A `rediss://` URL (the source's, or `--target`'s) connects with
+//! TLS (rustls, settings from `respaldo_core::tls`): the server's
+//! certificate is checked against `tls_ca_file` or the system's roots and
+//! the host name (or `tls_server_name`); `tls_cert_file`/`tls_key_file`
+//! present a client certificate. Every path works over it: commands,
+//! `BGSAVE`, the replication stream and the pipelined restore.
+//!
 //! **test-restore** starts a throwaway `redis-server` on a free port, restores
 //! into it, compares the counts and stops it.
 //!
 //! ```toml
 //! [sources.cache]
 //! type = "redis"
-//! url = "redis://localhost:6379"
+//! url = "redis://localhost:6379"          # or rediss://host:6380 for TLS
 //! password = { file = "/etc/respaldo/redis.pw" }
+//! # tls_ca_file = "/etc/redis/tls/ca.crt"
 //! ```
 
 mod crc64;
@@ -51,11 +59,12 @@ use respaldo_core::error::BoxError;
 use respaldo_core::process::{find_program, run};
 use respaldo_core::secret::Secret;
 use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
+use respaldo_core::tls::{client_config, server_name, ClientCert, Verify};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::rdb::{Item, RdbError, RdbReader};
-use crate::resp::{info_fields, Conn, Reply};
+use crate::resp::{info_fields, Conn, Reply, Tls};
 
 /// The artifact name.
 const ARTIFACT: &str = "dump.rdb";
@@ -78,8 +87,8 @@ pub enum Transfer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// The server: `redis://[user@]host[:port]`. A password must not be
-    /// written here: use `password`. TLS (`rediss://`) is not supported yet.
+    /// The server: `redis://[user@]host[:port]`, or `rediss://…` for TLS.
+    /// A password must not be written here: use `password`.
     pub url: String,
     /// ACL user name (overrides a user in `url`); default: the default user.
     #[serde(default)]
@@ -88,6 +97,27 @@ pub struct RedisConfig {
     /// `{ env = "REDIS_PASSWORD" }`, `{ file = "…" }`, `{ command = […] }`.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// TLS (`rediss://`): the CA certificates (PEM) the server's certificate
+    /// must chain to. Default: the system's trusted roots.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS: a client certificate (PEM), for servers that require one
+    /// (`tls-auth-clients yes`). Needs `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS: the client certificate's private key (PEM).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// TLS: the name the server's certificate must carry, when it is not
+    /// the host in `url` (for example when connecting by IP address to a
+    /// certificate issued for a DNS name). Default: the host in `url`.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// TLS: encrypt but **do not check the server's certificate at all**.
+    /// Insecure: anyone who can intercept the connection can pose as the
+    /// server and read the backup and the password. Only for a test setup.
+    #[serde(default)]
+    pub tls_insecure_skip_verify: bool,
     /// `auto` (default), `file` or `replication`; see the crate docs.
     #[serde(default)]
     pub transfer: Transfer,
@@ -143,41 +173,41 @@ pub enum RedisError {
     #[error("{0}")]
     Config(String),
     /// The server cannot be reached.
-    #[error("cannot connect to redis://{addr}: {message}")]
+    #[error("cannot connect to {addr}: {message}")]
     Connect {
-        /// host:port
+        /// `redis://host:port` or `rediss://host:port`
         addr: String,
         /// Why.
         message: String,
     },
     /// The connection failed.
-    #[error("connection to redis://{addr} failed: {message}")]
+    #[error("connection to {addr} failed: {message}")]
     Io {
-        /// host:port
+        /// `redis://host:port` or `rediss://host:port`
         addr: String,
         /// Why.
         message: String,
     },
     /// The server answered something unexpected.
-    #[error("redis://{addr}: {message}")]
+    #[error("{addr}: {message}")]
     Protocol {
-        /// host:port
+        /// `redis://host:port` or `rediss://host:port`
         addr: String,
         /// What.
         message: String,
     },
     /// Authentication failed or is needed.
-    #[error("authentication to redis://{addr} failed: {message}")]
+    #[error("authentication to {addr} failed: {message}")]
     Auth {
-        /// host:port
+        /// `redis://host:port` or `rediss://host:port`
         addr: String,
         /// The server's answer.
         message: String,
     },
     /// A command failed.
-    #[error("{command} on redis://{addr} failed: {message}")]
+    #[error("{command} on {addr} failed: {message}")]
     Command {
-        /// host:port
+        /// `redis://host:port` or `rediss://host:port`
         addr: String,
         /// The command name.
         command: String,
@@ -185,34 +215,34 @@ pub enum RedisError {
         message: String,
     },
     /// The server's snapshot failed.
-    #[error("BGSAVE on redis://{addr} failed: {message}")]
+    #[error("BGSAVE on {addr} failed: {message}")]
     Bgsave {
-        /// host:port
+        /// `redis://host:port` or `rediss://host:port`
         addr: String,
         /// What the server reported.
         message: String,
     },
     /// The target holds keys and `--force` was not given.
-    #[error("redis://{addr} is not empty ({summary}); nothing was changed (use --force to flush it and restore)")]
+    #[error("{addr} is not empty ({summary}); nothing was changed (use --force to flush it and restore)")]
     NotEmpty {
-        /// host:port
+        /// `redis://host:port` or `rediss://host:port`
         addr: String,
         /// Keys per db.
         summary: String,
     },
     /// The RDB is invalid.
-    #[error("RDB from redis://{addr}: {source}")]
+    #[error("RDB from {addr}: {source}")]
     Rdb {
-        /// host:port
+        /// `redis://host:port` or `rediss://host:port`
         addr: String,
         /// What is wrong.
         #[source]
         source: RdbError,
     },
     /// A key could not be restored.
-    #[error("restoring key `{key}` (db {db}) into redis://{addr} failed: {message}")]
+    #[error("restoring key `{key}` (db {db}) into {addr} failed: {message}")]
     Restore {
-        /// host:port
+        /// `redis://host:port` or `rediss://host:port`
         addr: String,
         /// db
         db: u64,
@@ -222,17 +252,17 @@ pub enum RedisError {
         message: String,
     },
     /// Counts after the restore differ from the backup's.
-    #[error("redis://{addr}: {line}")]
+    #[error("{addr}: {line}")]
     Counts {
-        /// host:port
+        /// `redis://host:port` or `rediss://host:port`
         addr: String,
         /// The comparison.
         line: String,
     },
     /// A file-mode restore step failed.
-    #[error("file restore into redis://{addr}: {message}")]
+    #[error("file restore into {addr}: {message}")]
     FileRestore {
-        /// host:port
+        /// `redis://host:port` or `rediss://host:port`
         addr: String,
         /// What failed.
         message: String,
@@ -253,25 +283,29 @@ struct Endpoint {
     db: Option<u64>,
     user: Option<String>,
     password: Option<String>,
+    /// `rediss://`: TLS.
+    secure: bool,
+    /// The TLS settings, set for a `rediss://` endpoint before connecting.
+    tls: Option<Tls>,
 }
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "redis://{}", self.addr)
+        f.write_str(&self.name())
     }
 }
 
-/// Parses `redis://[user[:password]@]host[:port][/db]`.
+/// Parses `redis[s]://[user[:password]@]host[:port][/db]`.
 fn parse_url(url: &str) -> Result<Endpoint, RedisError> {
     let bad = |m: &str| RedisError::Config(format!("bad redis URL: {m}"));
-    if url.starts_with("rediss://") {
-        return Err(RedisError::Config(
-            "TLS (rediss://) is not supported by the redis source yet".into(),
-        ));
-    }
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| bad("it must start with redis://"))?;
+    let (secure, rest) = match url.strip_prefix("rediss://") {
+        Some(rest) => (true, rest),
+        None => (
+            false,
+            url.strip_prefix("redis://")
+                .ok_or_else(|| bad("it must start with redis:// or rediss:// (TLS)"))?,
+        ),
+    };
     let (auth, hostpart) = match rest.rsplit_once('@') {
         Some((a, h)) => (Some(a), h),
         None => (None, rest),
@@ -324,6 +358,8 @@ fn parse_url(url: &str) -> Result<Endpoint, RedisError> {
         db,
         user,
         password,
+        secure,
+        tls: None,
     })
 }
 
@@ -352,9 +388,15 @@ fn unescape(s: &str) -> String {
 }
 
 impl Endpoint {
-    /// Connects and authenticates.
+    /// `redis://host:port` or `rediss://host:port`, for messages.
+    fn name(&self) -> String {
+        let scheme = if self.secure { "rediss" } else { "redis" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Connects (with TLS for `rediss://`) and authenticates.
     async fn connect(&self) -> Result<Conn, RedisError> {
-        let mut c = Conn::connect(&self.addr).await?;
+        let mut c = Conn::connect(&self.name(), &self.addr, self.tls.as_ref()).await?;
         let auth_err = |e: RedisError| match e {
             RedisError::Command { addr, message, .. } => RedisError::Auth { addr, message },
             e => e,
@@ -402,6 +444,36 @@ impl RedisSource {
         if config.batch == 0 {
             return Err(RedisError::Config("`batch` must be at least 1".into()));
         }
+        let tls_keys = config.tls_ca_file.is_some()
+            || config.tls_cert_file.is_some()
+            || config.tls_key_file.is_some()
+            || config.tls_server_name.is_some()
+            || config.tls_insecure_skip_verify;
+        if tls_keys && !endpoint.secure {
+            return Err(RedisError::Config(
+                "`tls_*` settings need a TLS URL: `rediss://…`".into(),
+            ));
+        }
+        if config.tls_cert_file.is_some() != config.tls_key_file.is_some() {
+            return Err(RedisError::Config(
+                "`tls_cert_file` and `tls_key_file` go together".into(),
+            ));
+        }
+        if config.tls_insecure_skip_verify && config.tls_ca_file.is_some() {
+            return Err(RedisError::Config(
+                "`tls_insecure_skip_verify` checks no certificate: drop `tls_ca_file` or it".into(),
+            ));
+        }
+        for p in [
+            &mut config.tls_ca_file,
+            &mut config.tls_cert_file,
+            &mut config.tls_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = base.join(&*p);
+        }
         if let Some(p) = config.password.as_mut() {
             p.rebase(base);
         }
@@ -417,10 +489,44 @@ impl RedisSource {
                 *d = base.join(&*d);
             }
         }
-        Ok(RedisSource { config, endpoint })
+        let mut source = RedisSource { config, endpoint };
+        // Built now, so a missing or unreadable certificate file is a
+        // configuration error.
+        source.endpoint = source.secured(source.endpoint.clone())?;
+        Ok(source)
     }
 
     /// The configured server with its credentials resolved.
+    /// `ep` with its TLS settings when it is a `rediss://` endpoint.
+    fn secured(&self, mut ep: Endpoint) -> Result<Endpoint, RedisError> {
+        if !ep.secure {
+            return Ok(ep);
+        }
+        let c = &self.config;
+        let verify = if c.tls_insecure_skip_verify {
+            Verify::Nothing
+        } else {
+            Verify::Full {
+                ca_file: c.tls_ca_file.clone(),
+            }
+        };
+        let client = match (&c.tls_cert_file, &c.tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(ClientCert {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            }),
+            _ => None,
+        };
+        let tls_err = |e: respaldo_core::tls::TlsError| RedisError::Config(format!("TLS for {}: {e}", ep.name()));
+        let config = client_config(&verify, client.as_ref()).map_err(tls_err)?;
+        let name = server_name(c.tls_server_name.as_deref().unwrap_or(&ep.host)).map_err(tls_err)?;
+        ep.tls = Some(Tls {
+            config: std::sync::Arc::new(config),
+            name,
+        });
+        Ok(ep)
+    }
+
     async fn live(&self) -> Result<Endpoint, RedisError> {
         let mut e = self.endpoint.clone();
         if let Some(u) = &self.config.username {
@@ -581,7 +687,7 @@ impl RedisSource {
         ep: &Endpoint,
         force: bool,
     ) -> Result<RestoreReport, RedisError> {
-        let addr = ep.addr.clone();
+        let addr = ep.name();
         let artifact = ctx.artifact(ARTIFACT)?.clone();
         let patterns = {
             let mut b = globset::GlobSetBuilder::new();
@@ -612,7 +718,7 @@ impl RedisSource {
             if !partial {
                 c.cmd(&["FLUSHALL"]).await?;
                 lines.push(format!(
-                    "flushed redis://{addr} ({existing} keys) before restoring"
+                    "flushed {addr} ({existing} keys) before restoring"
                 ));
             }
         }
@@ -688,7 +794,7 @@ impl RedisSource {
         batch.drain(&mut c, r.version).await?;
         let secs = started.elapsed().as_secs_f64().max(0.001);
         lines.push(format!(
-            "restored {} keys into redis://{addr} in {secs:.1} s ({:.0} keys/s)",
+            "restored {} keys into {addr} in {secs:.1} s ({:.0} keys/s)",
             batch.restored,
             batch.restored as f64 / secs
         ));
@@ -747,7 +853,7 @@ impl RedisSource {
         f: &FileRestore,
     ) -> Result<RestoreReport, RedisError> {
         use tokio::io::AsyncWriteExt;
-        let addr = ep.addr.clone();
+        let addr = ep.name();
         let fail = |message: String| RedisError::FileRestore {
             addr: addr.clone(),
             message,
@@ -801,7 +907,8 @@ impl RedisSource {
             return Err(fail(format!("stop command: {e}; nothing was changed")));
         }
         let deadline = Instant::now() + Duration::from_secs(f.timeout);
-        while Conn::connect(&ep.addr).await.is_ok() {
+        // A TCP connection is enough to tell the server still listens.
+        while Conn::connect(&ep.name(), &ep.addr, None).await.is_ok() {
             if Instant::now() > deadline {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(fail(format!(
@@ -1063,7 +1170,7 @@ impl Throwaway {
                     respaldo_core::process::describe_exit(&st)
                 )));
             }
-            if let Ok(mut c) = Conn::connect(&t.addr).await {
+            if let Ok(mut c) = Conn::connect(&format!("redis://{}", t.addr), &t.addr, None).await {
                 if c.cmd(&["PING"]).await.is_ok() {
                     return Ok(t);
                 }
@@ -1083,6 +1190,8 @@ impl Throwaway {
             db: None,
             user: None,
             password: None,
+            secure: false,
+            tls: None,
         }
     }
 }
@@ -1114,8 +1223,8 @@ impl Source for RedisSource {
                     Some(p) => Some(p),
                     None if t == Transfer::File => {
                         return Err(RedisError::Config(format!(
-                            "transfer = \"file\": the dump file of redis://{} is not readable on this host (or is not the one its last BGSAVE wrote)",
-                            ep.addr
+                            "transfer = \"file\": the dump file of {} is not readable on this host (or is not the one its last BGSAVE wrote)",
+                            ep.name()
                         ))
                         .into())
                     }
@@ -1126,7 +1235,7 @@ impl Source for RedisSource {
         let (keys, rdb_version, how) = match file {
             Some((p, f)) => {
                 let (k, v) = self
-                    .store(ctx, &ep.addr, tokio::fs::File::from_std(f))
+                    .store(ctx, &ep.name(), tokio::fs::File::from_std(f))
                     .await?;
                 (k, v, format!("file {}", p.display()))
             }
@@ -1140,10 +1249,10 @@ impl Source for RedisSource {
                     tokio::time::timeout(Duration::from_secs(self.config.timeout), s.rdb_header())
                         .await
                         .map_err(|_| RedisError::Bgsave {
-                            addr: ep.addr.clone(),
+                            addr: ep.name(),
                             message: format!("no snapshot after {} s", self.config.timeout),
                         })??;
-                let addr = ep.addr.clone();
+                let addr = ep.name();
                 let body = ExactLen {
                     inner: (&mut s.r).take(len),
                     left: len,
@@ -1171,7 +1280,7 @@ impl Source for RedisSource {
         ctx.refuse_selection("redis", &["--keys"])?;
         let ep = match target {
             RestoreTarget::Live => self.live().await?,
-            RestoreTarget::Other(url) => parse_url(url)?,
+            RestoreTarget::Other(url) => self.secured(parse_url(url)?)?,
         };
         match &self.config.file_restore {
             Some(f) if *target == RestoreTarget::Live && ctx.selection.keys.is_empty() => {
@@ -1242,7 +1351,10 @@ mod tests {
         assert!(e.is_local());
         assert_eq!(parse_url("redis://[::1]:7000").unwrap().addr, "[::1]:7000");
         assert!(parse_url("http://x").is_err());
-        assert!(parse_url("rediss://x").is_err());
+        let e = parse_url("rediss://cache.example:6380").unwrap();
+        assert!(e.secure);
+        assert_eq!(e.name(), "rediss://cache.example:6380");
+        assert!(parse_url("http://x").is_err());
         assert!(parse_url("redis://x/abc").is_err());
     }
 }

@@ -1,12 +1,14 @@
-//! A minimal RESP2 client on a plain TCP connection: commands (pipelined or
-//! one at a time), replies, and the raw byte stream the replication protocol
-//! sends after `SYNC`.
+//! A minimal RESP2 client on a TCP connection, plain or TLS: commands
+//! (pipelined or one at a time), replies, and the raw byte stream the
+//! replication protocol sends after `SYNC`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use crate::RedisError;
 
@@ -39,32 +41,74 @@ impl Reply {
     }
 }
 
-/// A connection to one server. `addr` (host:port) names it in messages.
-#[derive(Debug)]
+/// TLS for a connection: the client settings and the name the server's
+/// certificate must carry.
+#[derive(Clone)]
+pub struct Tls {
+    /// Client settings (roots, client certificate).
+    pub config: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// The name checked against the server's certificate.
+    pub name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tls({})", self.name.to_str())
+    }
+}
+
+/// The read half of a connection, plain or TLS.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A connection to one server. `addr` (`redis://host:port` or
+/// `rediss://host:port`) names it in messages.
 pub struct Conn {
     pub(crate) addr: String,
-    pub(crate) r: BufReader<OwnedReadHalf>,
-    w: BufWriter<OwnedWriteHalf>,
+    pub(crate) r: BufReader<ReadHalf>,
+    w: BufWriter<WriteHalf>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conn({})", self.addr)
+    }
 }
 
 impl Conn {
-    /// Connects to `addr` (`host:port`).
-    pub async fn connect(addr: &str) -> Result<Conn, RedisError> {
-        let io = |e: std::io::Error| RedisError::Connect {
-            addr: addr.to_string(),
-            message: e.to_string(),
+    /// Connects to `hostport` (`host:port`), with TLS when `tls` is given;
+    /// `name` is how messages call the server.
+    pub async fn connect(name: &str, hostport: &str, tls: Option<&Tls>) -> Result<Conn, RedisError> {
+        let fail = |message: String| RedisError::Connect {
+            addr: name.to_string(),
+            message,
         };
-        let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        let connect = async {
+            let s = TcpStream::connect(hostport)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let _ = s.set_nodelay(true);
+            let (r, w): (ReadHalf, WriteHalf) = match tls {
+                None => {
+                    let (r, w) = s.into_split();
+                    (Box::new(r), Box::new(w))
+                }
+                Some(t) => {
+                    let s = TlsConnector::from(t.config.clone())
+                        .connect(t.name.clone(), s)
+                        .await
+                        .map_err(|e| fail(format!("TLS handshake failed: {}", tls_message(&e))))?;
+                    let (r, w) = tokio::io::split(s);
+                    (Box::new(r), Box::new(w))
+                }
+            };
+            Ok::<_, RedisError>((r, w))
+        };
+        let (r, w) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
-            .map_err(|_| RedisError::Connect {
-                addr: addr.to_string(),
-                message: "timed out".into(),
-            })?
-            .map_err(io)?;
-        let _ = s.set_nodelay(true);
-        let (r, w) = s.into_split();
+            .map_err(|_| fail("timed out".into()))??;
         Ok(Conn {
-            addr: addr.to_string(),
+            addr: name.to_string(),
             r: BufReader::with_capacity(256 * 1024, r),
             w: BufWriter::with_capacity(256 * 1024, w),
         })
@@ -211,6 +255,26 @@ impl Conn {
                 .ok_or_else(|| self.protocol(format!("unexpected SYNC reply `{l}`")));
         }
     }
+}
+
+/// A handshake error with its cause (`invalid peer certificate: UnknownIssuer`).
+fn tls_message(e: &std::io::Error) -> String {
+    let mut m = e.to_string();
+    if let Some(inner) = e.get_ref() {
+        let i = inner.to_string();
+        if !m.contains(&i) {
+            m = format!("{m}: {i}");
+        }
+    }
+    if ["UnknownIssuer", "NotValidForName", "BadSignature", "Expired"]
+        .iter()
+        .any(|k| m.contains(k))
+    {
+        m.push_str(" (check `tls_ca_file` and `tls_server_name`)");
+    } else if m.contains("CertificateRequired") || m.contains("HandshakeFailure") {
+        m.push_str(" (does the server require a client certificate? `tls_cert_file`, `tls_key_file`)");
+    }
+    m
 }
 
 /// `INFO` text as `field → value`.
