@@ -198,7 +198,10 @@ fn a_million_points_round_trip_into_the_same_and_a_second_database() {
             &format!("{}/copy", s.url),
         ],
     );
-    assert!(out.contains("point counts match (") && out.contains(", 1020003 in all)"), "{out}");
+    assert!(
+        out.contains("point counts match (") && out.contains(", 1020003 in all)"),
+        "{out}"
+    );
     assert_eq!(
         digests(&s, "copy")
             .iter()
@@ -237,7 +240,10 @@ fn a_million_points_round_trip_into_the_same_and_a_second_database() {
     // test-restore: a scratch database, counts compared, then dropped.
     let dbs = s.databases();
     let out = ok_all(&p, &["test-restore"]);
-    assert!(out.contains("point counts match (") && out.contains(", 1020003 in all)"), "{out}");
+    assert!(
+        out.contains("point counts match (") && out.contains(", 1020003 in all)"),
+        "{out}"
+    );
     assert_eq!(s.databases(), dbs, "the scratch database is dropped");
 }
 
@@ -337,7 +343,9 @@ fn the_example_configuration_parses() {
 const TOKEN: &str = "t0ken-s3cret-value";
 
 fn esc_key(s: &str) -> String {
-    s.replace(' ', "\\ ").replace(',', "\\,").replace('=', "\\=")
+    s.replace(' ', "\\ ")
+        .replace(',', "\\,")
+        .replace('=', "\\=")
 }
 
 /// Two buckets (one with a 30-day retention and a description), every field
@@ -430,9 +438,18 @@ fn influxdb2_every_field_type_and_two_buckets_round_trip_against_the_protocol_fa
     let meta = &show["sources"]["metrics"]["metadata"];
     assert_eq!(meta["version"], 2, "{meta}");
     assert_eq!(meta["org"], "acme");
-    let counts = |b: &str| serde_json::to_value(point_counts(&f.bucket(b).unwrap().points)).unwrap();
-    assert_eq!(meta["buckets"]["energy"]["points"], counts("energy"), "{meta}");
-    assert_eq!(meta["buckets"]["archive"]["points"], counts("archive"), "{meta}");
+    let counts =
+        |b: &str| serde_json::to_value(point_counts(&f.bucket(b).unwrap().points)).unwrap();
+    assert_eq!(
+        meta["buckets"]["energy"]["points"],
+        counts("energy"),
+        "{meta}"
+    );
+    assert_eq!(
+        meta["buckets"]["archive"]["points"],
+        counts("archive"),
+        "{meta}"
+    );
     assert_eq!(meta["buckets"]["energy"]["points"]["events"], 7);
     assert_eq!(meta["points"], 3000 + 7 + 2000 + 200);
     assert_eq!(
@@ -460,17 +477,29 @@ fn influxdb2_every_field_type_and_two_buckets_round_trip_against_the_protocol_fa
     ] {
         assert!(lp.contains(&needle), "missing {needle:?}");
     }
-    assert!(!lp.contains("kind=min s=\"\""), "only ambiguous cells are fetched again");
+    assert!(
+        !lp.contains("kind=min s=\"\""),
+        "only ambiguous cells are fetched again"
+    );
 
     // Into another server (same organization name): both buckets with their
     // retention, every point identical; two transient 503s are retried.
     let f2 = Fake2::start(TOKEN, "acme");
     f2.fail_writes(2);
-    let out = ok_all(&p, &["restore", &snap, "--source", "metrics", "--target", &f2.url]);
-    assert!(out.contains("point counts match (2 measurements, 3007 in all)"), "{out}");
+    let out = ok_all(
+        &p,
+        &["restore", &snap, "--source", "metrics", "--target", &f2.url],
+    );
+    assert!(
+        out.contains("point counts match (2 measurements, 3007 in all)"),
+        "{out}"
+    );
     for (b, want) in [("energy", &energy), ("archive", &archive)] {
         let got = f2.bucket(b).unwrap();
-        assert!(got.points == want.points, "bucket {b} differs after the restore");
+        assert!(
+            got.points == want.points,
+            "bucket {b} differs after the restore"
+        );
         assert_eq!(got.retention_rules, want.retention_rules, "{b}");
         assert_eq!(got.description, want.description, "{b}");
     }
@@ -481,10 +510,24 @@ fn influxdb2_every_field_type_and_two_buckets_round_trip_against_the_protocol_fa
     // A bucket name in --target needs a snapshot of one bucket.
     let o = p.run(&["restore", &snap, "--source", "metrics", "--target", "copy"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("names one bucket but the snapshot has 2"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("names one bucket but the snapshot has 2"),
+        "{}",
+        stderr(&o)
+    );
     p.write_config(&config2(&f.url, "buckets = [\"archive\"]\n"));
     let one = p.backup(&[])["id"].as_str().unwrap().to_string();
-    ok_all(&p, &["restore", &one, "--source", "metrics", "--target", "archive_copy"]);
+    ok_all(
+        &p,
+        &[
+            "restore",
+            &one,
+            "--source",
+            "metrics",
+            "--target",
+            "archive_copy",
+        ],
+    );
     assert!(f.bucket("archive_copy").unwrap().points == archive.points);
 
     // Into the live buckets: refused without --force, nothing changed.
@@ -492,27 +535,49 @@ fn influxdb2_every_field_type_and_two_buckets_round_trip_against_the_protocol_fa
     let damaged = f.bucket("energy").unwrap();
     let o = p.run(&["restore", &snap, "--source", "metrics"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("already has points; use --force"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("already has points; use --force"),
+        "{}",
+        stderr(&o)
+    );
     assert!(f.bucket("energy").unwrap().points == damaged.points);
     // With --force: the points deleted (the bucket keeps its id) and
     // written again.
-    let out = ok_all(&p, &["restore", &snap, "--source", "metrics", "--force", "--no-safety-snapshot"]);
+    let out = ok_all(
+        &p,
+        &[
+            "restore",
+            &snap,
+            "--source",
+            "metrics",
+            "--force",
+            "--no-safety-snapshot",
+        ],
+    );
     assert!(out.contains("point counts match"), "{out}");
     let after = f.bucket("energy").unwrap();
     assert_eq!(after.id, energy.id);
-    assert!(after.points == energy.points, "energy differs after --force");
+    assert!(
+        after.points == energy.points,
+        "energy differs after --force"
+    );
 
     // test-restore: a throwaway bucket per bucket, counted, deleted.
     let names = f.bucket_names();
     let out = ok_all(&p, &["test-restore"]);
     assert!(out.contains("point counts match"), "{out}");
-    assert!(out.contains("scratch bucket `respaldo_test_restore_"), "{out}");
+    assert!(
+        out.contains("scratch bucket `respaldo_test_restore_"),
+        "{out}"
+    );
     assert_eq!(f.bucket_names(), names, "the scratch bucket is deleted");
 
     // A server that silently loses points fails the count check.
     let lossy = Fake2::start(TOKEN, "acme");
     lossy.drop_every(Some(97));
-    let o = p.run(&["restore", &snap, "--source", "metrics", "--target", &lossy.url]);
+    let o = p.run(&[
+        "restore", &snap, "--source", "metrics", "--target", &lossy.url,
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("point counts differ"), "{}", stderr(&o));
     assert!(!stderr(&o).contains(TOKEN) && !String::from_utf8_lossy(&o.stdout).contains(TOKEN));
@@ -531,7 +596,10 @@ fn influxdb2_failures_name_the_cause_exit_1_and_record_no_good_snapshot() {
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert!(b["id"].is_null(), "no snapshot: {b}");
-        let err = b["sources"]["metrics"]["error"].as_str().unwrap().to_string();
+        let err = b["sources"]["metrics"]["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(err.contains(want), "{err}");
         assert!(!err.contains(TOKEN) && !stderr(&o).contains(TOKEN));
         assert!(!err.contains("wrong-token") && !stderr(&o).contains("wrong-token"));
@@ -546,7 +614,10 @@ fn influxdb2_failures_name_the_cause_exit_1_and_record_no_good_snapshot() {
     );
     fails(
         config2(&f.url, "buckets = [\"nope\"]\n"),
-        &format!("bucket `nope` does not exist in organization `acme` on InfluxDB at {}", f.url),
+        &format!(
+            "bucket `nope` does not exist in organization `acme` on InfluxDB at {}",
+            f.url
+        ),
     );
     fails(
         config2(&f.url, "").replace("org = \"acme\"", "org = \"nope\""),
@@ -576,7 +647,9 @@ fn influxdb2_failures_name_the_cause_exit_1_and_record_no_good_snapshot() {
     p.write_config(&config2(&f.url, ""));
     let b = p.backup(&[]);
     assert_eq!(b["sources"]["metrics"]["status"], "ok", "{b}");
-    let o = p.run(&["restore", "latest", "--source", "metrics", "--target", "again"]);
+    let o = p.run(&[
+        "restore", "latest", "--source", "metrics", "--target", "again",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(f.bucket("again").unwrap().points == f.bucket("small").unwrap().points);
     // A 2.x snapshot is not restored by a source configured for 1.x.
@@ -584,7 +657,8 @@ fn influxdb2_failures_name_the_cause_exit_1_and_record_no_good_snapshot() {
     let o = p.run(&["restore", "latest", "--source", "metrics", "--target", "x"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("the snapshot holds InfluxDB 2.x data but the source is configured for 1.x"),
+        stderr(&o)
+            .contains("the snapshot holds InfluxDB 2.x data but the source is configured for 1.x"),
         "{}",
         stderr(&o)
     );

@@ -394,7 +394,12 @@ fn tls_backup_over_replication_and_file_restore_and_test_restore() {
     // Live restore into another TLS server: identical.
     let other = Redis::start_tls(&certs);
     let target = format!("rediss://localhost:{}", other.tls_port.unwrap());
-    let out = ok_all(&p, &["restore", "latest", "--source", "cache", "--target", &target]);
+    let out = ok_all(
+        &p,
+        &[
+            "restore", "latest", "--source", "cache", "--target", &target,
+        ],
+    );
     assert!(out.contains(&format!("into {target}")), "{out}");
     assert_eq!(other.digest(), digest);
 
@@ -419,7 +424,10 @@ fn tls_backup_over_replication_and_file_restore_and_test_restore() {
     let (err, _) = failed(&p);
     assert!(err.contains(&url), "{err}");
     // A name the certificate does not carry.
-    p.write_config(&source(&url, &format!("{}tls_server_name = \"cache.example\"\n", tls("ca.crt"))));
+    p.write_config(&source(
+        &url,
+        &format!("{}tls_server_name = \"cache.example\"\n", tls("ca.crt")),
+    ));
     let (err, _) = failed(&p);
     assert!(err.contains("NotValidForName"), "{err}");
     // Configuration errors: TLS settings on a plain URL, a missing CA file.

@@ -58,7 +58,10 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// The certificates of a PEM file (an error if there are none).
-pub fn pem_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn pem_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(what, path)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
@@ -79,7 +82,10 @@ pub fn pem_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'
 
 /// The rustls client settings for `verify` and an optional client
 /// certificate.
-pub fn client_config(verify: &Verify, client: Option<&ClientCert>) -> Result<ClientConfig, TlsError> {
+pub fn client_config(
+    verify: &Verify,
+    client: Option<&ClientCert>,
+) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -123,11 +129,13 @@ pub fn client_config(verify: &Verify, client: Option<&ClientCert>) -> Result<Cli
                 path: c.key_file.display().to_string(),
                 message: "no PEM private key in it".into(),
             })?;
-            builder.with_client_auth_cert(certs, key).map_err(|e| TlsError {
-                what: "client certificate",
-                path: c.cert_file.display().to_string(),
-                message: e.to_string(),
-            })
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| TlsError {
+                    what: "client certificate",
+                    path: c.cert_file.display().to_string(),
+                    message: e.to_string(),
+                })
         }
     }
 }
@@ -135,13 +143,16 @@ pub fn client_config(verify: &Verify, client: Option<&ClientCert>) -> Result<Cli
 /// The name a certificate must carry for `host` (a DNS name or an IP
 /// address).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
-    ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string()).map_err(
-        |e| TlsError {
-            what: "server name",
-            path: host.to_string(),
-            message: e.to_string(),
-        },
+    ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
     )
+    .map_err(|e| TlsError {
+        what: "server name",
+        path: host.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Accepts any certificate (the signatures are still checked, so the
@@ -212,7 +223,13 @@ mod tests {
         assert!(e.to_string().contains("nope.pem"), "{e}");
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "").unwrap();
-        let e = client_config(&Verify::Full { ca_file: Some(empty) }, None).unwrap_err();
+        let e = client_config(
+            &Verify::Full {
+                ca_file: Some(empty),
+            },
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("no certificate"), "{e}");
         assert!(client_config(&Verify::Nothing, None).is_ok());
         assert!(client_config(&Verify::Full { ca_file: None }, None).is_ok());

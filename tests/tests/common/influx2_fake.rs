@@ -372,7 +372,11 @@ fn err(status: u16, code: &str, message: &str) -> (u16, &'static str, Vec<u8>) {
 }
 
 fn ok_json(status: u16, v: Value) -> (u16, &'static str, Vec<u8>) {
-    (status, "application/json; charset=utf-8", v.to_string().into_bytes())
+    (
+        status,
+        "application/json; charset=utf-8",
+        v.to_string().into_bytes(),
+    )
 }
 
 fn bucket_json(b: &FBucket) -> Value {
@@ -419,7 +423,11 @@ fn handle(req: &Request, st: &Mutex<State>) -> (u16, &'static str, Vec<u8>) {
                 .map(|o| json!({"id": o.0, "name": o.1}))
                 .collect();
             if found.is_empty() {
-                return err(404, "not found", &format!("organization name \"{name}\" not found"));
+                return err(
+                    404,
+                    "not found",
+                    &format!("organization name \"{name}\" not found"),
+                );
             }
             ok_json(200, json!({"orgs": found}))
         }
@@ -440,7 +448,12 @@ fn handle(req: &Request, st: &Mutex<State>) -> (u16, &'static str, Vec<u8>) {
             }
             let offset: usize = req.query.get("offset").map_or(0, |v| v.parse().unwrap());
             let limit: usize = req.query.get("limit").map_or(20, |v| v.parse().unwrap());
-            let page: Vec<Value> = list.into_iter().skip(offset).take(limit).map(bucket_json).collect();
+            let page: Vec<Value> = list
+                .into_iter()
+                .skip(offset)
+                .take(limit)
+                .map(bucket_json)
+                .collect();
             ok_json(200, json!({"buckets": page, "links": {}}))
         }
         ("POST", "/api/v2/buckets") => {
@@ -450,8 +463,16 @@ fn handle(req: &Request, st: &Mutex<State>) -> (u16, &'static str, Vec<u8>) {
             if !st.orgs.iter().any(|o| o.0 == org_id) {
                 return err(404, "not found", "organization not found");
             }
-            if st.buckets.values().any(|b| b.name == name && b.org_id == org_id) {
-                return err(422, "conflict", &format!("bucket with name {name} already exists"));
+            if st
+                .buckets
+                .values()
+                .any(|b| b.name == name && b.org_id == org_id)
+            {
+                return err(
+                    422,
+                    "conflict",
+                    &format!("bucket with name {name} already exists"),
+                );
             }
             st.next_id += 1;
             let id = format!("{:016x}", 0xb000 + st.next_id);
@@ -473,7 +494,10 @@ fn handle(req: &Request, st: &Mutex<State>) -> (u16, &'static str, Vec<u8>) {
             let org = req_org(req, &st);
             let id = req.query.get("bucketID").cloned().or_else(|| {
                 let n = req.query.get("bucket")?;
-                st.buckets.values().find(|b| &b.name == n).map(|b| b.id.clone())
+                st.buckets
+                    .values()
+                    .find(|b| &b.name == n)
+                    .map(|b| b.id.clone())
             });
             let Some(b) = id.and_then(|id| st.buckets.get_mut(&id)) else {
                 return err(404, "not found", "bucket not found");
@@ -482,7 +506,10 @@ fn handle(req: &Request, st: &Mutex<State>) -> (u16, &'static str, Vec<u8>) {
                 return err(404, "not found", "organization not found");
             }
             let v: Value = serde_json::from_slice(&req.body).unwrap();
-            assert!(v.get("predicate").is_none_or(|p| p == ""), "the fake deletes whole ranges only");
+            assert!(
+                v.get("predicate").is_none_or(|p| p == ""),
+                "the fake deletes whole ranges only"
+            );
             let start = rfc3339(v["start"].as_str().unwrap());
             let stop = rfc3339(v["stop"].as_str().unwrap());
             for times in b.points.values_mut() {
@@ -563,7 +590,12 @@ fn write(req: &Request, st: &mut State) -> (u16, &'static str, Vec<u8>) {
         if drop_every.is_some_and(|n| written % n == 0) {
             continue;
         }
-        b.points.entry(k).or_default().entry(t).or_default().extend(fields);
+        b.points
+            .entry(k)
+            .or_default()
+            .entry(t)
+            .or_default()
+            .extend(fields);
     }
     st.written = written;
     (204, "text/plain", Vec::new())
@@ -655,23 +687,37 @@ struct CsvOut {
 }
 
 impl CsvOut {
-    fn table(&mut self, names: Vec<String>, types: Vec<String>, groups: Vec<bool>, rows: Vec<Vec<String>>) {
+    fn table(
+        &mut self,
+        names: Vec<String>,
+        types: Vec<String>,
+        groups: Vec<bool>,
+        rows: Vec<Vec<String>>,
+    ) {
         let schema = (names.clone(), types.clone(), groups.clone());
         if self.last.as_ref() != Some(&schema) {
             if self.last.is_some() {
                 self.out.push_str("\r\n");
             }
-            self.out.push_str(&format!("#datatype,string,long,{}\r\n", types.join(",")));
-            let g: Vec<&str> = groups.iter().map(|g| if *g { "true" } else { "false" }).collect();
-            self.out.push_str(&format!("#group,false,false,{}\r\n", g.join(",")));
-            self.out.push_str(&format!("#default,_result,{}\r\n", ",".repeat(names.len())));
+            self.out
+                .push_str(&format!("#datatype,string,long,{}\r\n", types.join(",")));
+            let g: Vec<&str> = groups
+                .iter()
+                .map(|g| if *g { "true" } else { "false" })
+                .collect();
+            self.out
+                .push_str(&format!("#group,false,false,{}\r\n", g.join(",")));
+            self.out
+                .push_str(&format!("#default,_result,{}\r\n", ",".repeat(names.len())));
             let n: Vec<String> = names.iter().map(|n| csv_cell(n)).collect();
-            self.out.push_str(&format!(",result,table,{}\r\n", n.join(",")));
+            self.out
+                .push_str(&format!(",result,table,{}\r\n", n.join(",")));
             self.last = Some(schema);
         }
         for r in rows {
             let cells: Vec<String> = r.iter().map(|c| csv_cell(c)).collect();
-            self.out.push_str(&format!(",,{},{}\r\n", self.table, cells.join(",")));
+            self.out
+                .push_str(&format!(",,{},{}\r\n", self.table, cells.join(",")));
         }
         self.table += 1;
     }
@@ -683,13 +729,24 @@ fn query(req: &Request, st: &mut State) -> (u16, &'static str, Vec<u8>) {
     };
     let v: Value = serde_json::from_slice(&req.body).unwrap();
     assert_eq!(v["type"], "flux");
-    assert_eq!(v["dialect"]["annotations"], json!(["datatype", "group", "default"]));
+    assert_eq!(
+        v["dialect"]["annotations"],
+        json!(["datatype", "group", "default"])
+    );
     let q = v["query"].as_str().unwrap().to_string();
     st.queries.push(q.clone());
     let Some((bucket, start, stop, shape)) = parse_flux(&q) else {
-        return err(400, "invalid", &format!("the fake does not understand: {q}"));
+        return err(
+            400,
+            "invalid",
+            &format!("the fake does not understand: {q}"),
+        );
     };
-    let Some(b) = st.buckets.values().find(|b| b.name == bucket && b.org_id == org) else {
+    let Some(b) = st
+        .buckets
+        .values()
+        .find(|b| b.name == bucket && b.org_id == org)
+    else {
         return err(
             404,
             "not found",
@@ -699,8 +756,7 @@ fn query(req: &Request, st: &mut State) -> (u16, &'static str, Vec<u8>) {
     let (s, e) = (time_str(start), time_str(stop));
     let mut out = CsvOut::default();
     for ((m, tags), times) in &b.points {
-        let times: Vec<(&i64, &BTreeMap<String, FVal>)> =
-            times.range(start..stop).collect();
+        let times: Vec<(&i64, &BTreeMap<String, FVal>)> = times.range(start..stop).collect();
         if times.is_empty() {
             continue;
         }
@@ -735,7 +791,11 @@ fn query(req: &Request, st: &mut State) -> (u16, &'static str, Vec<u8>) {
                     .map(|(t, f)| {
                         let mut r = vec![s.clone(), e.clone(), time_str(**t), m.clone()];
                         r.extend(tag_vals.clone());
-                        r.extend(fields.keys().map(|k| f.get(*k).map(FVal::csv).unwrap_or_default()));
+                        r.extend(
+                            fields
+                                .keys()
+                                .map(|k| f.get(*k).map(FVal::csv).unwrap_or_default()),
+                        );
                         r
                     })
                     .collect();
@@ -760,12 +820,22 @@ fn query(req: &Request, st: &mut State) -> (u16, &'static str, Vec<u8>) {
                     if vals.is_empty() {
                         continue;
                     }
-                    let mut names: Vec<String> = ["_start", "_stop", "_time", "_value", "_field", "_measurement"]
+                    let mut names: Vec<String> = [
+                        "_start",
+                        "_stop",
+                        "_time",
+                        "_value",
+                        "_field",
+                        "_measurement",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                    names.extend(tag_names.clone());
+                    let mut types: Vec<String> = ["dateTime:RFC3339"; 3]
                         .iter()
                         .map(|s| s.to_string())
                         .collect();
-                    names.extend(tag_names.clone());
-                    let mut types: Vec<String> = ["dateTime:RFC3339"; 3].iter().map(|s| s.to_string()).collect();
                     types.push(vals[0].1.datatype().into());
                     types.push("string".into());
                     types.push("string".into());
@@ -775,7 +845,14 @@ fn query(req: &Request, st: &mut State) -> (u16, &'static str, Vec<u8>) {
                     let rows = vals
                         .iter()
                         .map(|(t, v)| {
-                            let mut r = vec![s.clone(), e.clone(), time_str(*t), v.csv(), field.clone(), m.clone()];
+                            let mut r = vec![
+                                s.clone(),
+                                e.clone(),
+                                time_str(*t),
+                                v.csv(),
+                                field.clone(),
+                                m.clone(),
+                            ];
                             r.extend(tag_vals.clone());
                             r
                         })

@@ -365,9 +365,19 @@ impl TestCerts {
         };
         for ca in ["ca", "other-ca"] {
             ssl(&[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                "-subj", &format!("/CN=respaldo test {ca}"),
-                "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.crt"),
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=respaldo test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
             ]);
         }
         std::fs::write(
@@ -378,13 +388,33 @@ impl TestCerts {
         std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
         for who in ["server", "client"] {
             ssl(&[
-                "req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={who}"),
-                "-keyout", &format!("{who}.key"), "-out", &format!("{who}.csr"),
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={who}"),
+                "-keyout",
+                &format!("{who}.key"),
+                "-out",
+                &format!("{who}.csr"),
             ]);
             ssl(&[
-                "x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-extfile", &format!("{who}.ext"),
-                "-out", &format!("{who}.crt"),
+                "x509",
+                "-req",
+                "-in",
+                &format!("{who}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{who}.ext"),
+                "-out",
+                &format!("{who}.crt"),
             ]);
         }
         TestCerts { dir }

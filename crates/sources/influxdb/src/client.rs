@@ -124,7 +124,10 @@ impl Client {
     /// Runs one statement with a chunked response; the series arrive one
     /// chunk at a time from [`Chunks::next`].
     pub async fn query_chunks(&self, db: &str, q: &str) -> Result<Chunks<'_>, InfluxError> {
-        let resp = self.http.send(self.query_request(Some(db), q, true)).await?;
+        let resp = self
+            .http
+            .send(self.query_request(Some(db), q, true))
+            .await?;
         Ok(Chunks {
             client: self,
             query: q.to_string(),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use respaldo_core::secret::SecretValue;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use respaldo_core::secret::SecretValue;
 use serde::Deserialize;
 
 use crate::InfluxError;
@@ -239,10 +239,7 @@ mod tests {
 
         let (url, _) = fake(vec![401]).await;
         let c = Http::new(&url, Auth::None).unwrap();
-        let e = c
-            .send(c.request(Method::POST, "/query"))
-            .await
-            .unwrap_err();
+        let e = c.send(c.request(Method::POST, "/query")).await.unwrap_err();
         assert!(matches!(e, InfluxError::Auth { .. }), "{e}");
     }
 }

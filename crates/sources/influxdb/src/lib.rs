@@ -346,7 +346,10 @@ impl InfluxSource {
             }
             1 => {}
             2 => {
-                if config.user.is_some() || config.password.is_some() || !config.databases.is_empty() {
+                if config.user.is_some()
+                    || config.password.is_some()
+                    || !config.databases.is_empty()
+                {
                     return Err(InfluxError::Config(
                         "`user`, `password` and `databases` are for InfluxDB 1.x; 2.x uses `token`, `org` and `buckets`".into(),
                     ));
@@ -542,8 +545,14 @@ impl InfluxSource {
             create_database(c, target, &meta.retention_policies).await?;
             let artifact = ctx.artifact(&meta.artifact)?.clone();
             let reader = ctx.open_stream(&artifact);
-            let lines =
-                write_lines(&c.http, &Destination::V1 { db: target.clone() }, reader, self.config.batch_lines, &meta.artifact).await?;
+            let lines = write_lines(
+                &c.http,
+                &Destination::V1 { db: target.clone() },
+                reader,
+                self.config.batch_lines,
+                &meta.artifact,
+            )
+            .await?;
             let mut skipped = Vec::new();
             for cq in &meta.continuous_queries {
                 if let Some(q) = cq_for(&cq.query, target) {
@@ -705,10 +714,12 @@ async fn export(
             for row in &s.values {
                 let key = str_at(row, k);
                 let ty = str_at(row, t);
-                let kind = Kind::from_influxql_type(&ty).map(Column::Field).ok_or_else(|| InfluxError::Protocol {
-                    url: c.url().to_string(),
-                    message: format!("field `{key}` of `{}`: unknown type `{ty}`", s.name),
-                })?;
+                let kind = Kind::from_influxql_type(&ty)
+                    .map(Column::Field)
+                    .ok_or_else(|| InfluxError::Protocol {
+                        url: c.url().to_string(),
+                        message: format!("field `{key}` of `{}`: unknown type `{ty}`", s.name),
+                    })?;
                 m.entry(key).or_insert(kind);
             }
         }
@@ -839,7 +850,9 @@ where
     let producer = async move {
         let r = produce(tx).await;
         if let Err(e) = &r {
-            let _ = on_error.send(Err(std::io::Error::other(e.to_string()))).await;
+            let _ = on_error
+                .send(Err(std::io::Error::other(e.to_string())))
+                .await;
         }
         drop(on_error);
         r

@@ -127,8 +127,7 @@ pub fn rfc3339_ns(s: &str) -> Result<i64, String> {
 
 /// The RFC 3339 form (UTC, nanoseconds) of a timestamp.
 pub fn ns_rfc3339(ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(ns)
-        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// A row could not be turned into a line.
@@ -356,8 +355,14 @@ mod tests {
         assert!(push_text_value(&mut out, Kind::Integer, "1.5").is_err());
         assert!(push_text_value(&mut out, Kind::Boolean, "yes").is_err());
         assert!(push_text_value(&mut out, Kind::Float, "NaN").is_err());
-        assert_eq!(rfc3339_ns("2020-09-13T12:26:40.000000001Z").unwrap(), 1_600_000_000_000_000_001);
-        assert_eq!(rfc3339_ns("1677-09-21T00:12:43.145224194Z").unwrap(), i64::MIN + 2);
+        assert_eq!(
+            rfc3339_ns("2020-09-13T12:26:40.000000001Z").unwrap(),
+            1_600_000_000_000_000_001
+        );
+        assert_eq!(
+            rfc3339_ns("1677-09-21T00:12:43.145224194Z").unwrap(),
+            i64::MIN + 2
+        );
         assert_eq!(ns_rfc3339(i64::MIN + 2), "1677-09-21T00:12:43.145224194Z");
         assert_eq!(rfc3339_ns(&ns_rfc3339(i64::MAX - 1)).unwrap(), i64::MAX - 1);
         assert!(rfc3339_ns("yesterday").is_err());

@@ -189,8 +189,8 @@ impl Roles {
         };
         let pos = |name: &str| cols.iter().position(|c| c.name == name);
         let time = pos("_time").ok_or_else(|| bad("an answer table has no `_time`".into()))?;
-        let measurement =
-            pos("_measurement").ok_or_else(|| bad("an answer table has no `_measurement`".into()))?;
+        let measurement = pos("_measurement")
+            .ok_or_else(|| bad("an answer table has no `_measurement`".into()))?;
         let kind = |c: &Column| {
             Kind::from_flux_type(&c.datatype).ok_or_else(|| {
                 bad(format!(
@@ -703,8 +703,19 @@ mod tests {
         let mut out = Vec::new();
         let mut amb = BTreeSet::new();
         let r = row(&[
-            "", "", "0", "x", "y", "1970-01-01T00:00:00.000000001Z", "cpu load", "a=b, c",
-            "18446744073709551615", "say \"hi\"", "1e-300", "-9223372036854775808", "true",
+            "",
+            "",
+            "0",
+            "x",
+            "y",
+            "1970-01-01T00:00:00.000000001Z",
+            "cpu load",
+            "a=b, c",
+            "18446744073709551615",
+            "say \"hi\"",
+            "1e-300",
+            "-9223372036854775808",
+            "true",
         ]);
         push_line(&mut out, &cols, &roles, &r, &mut amb).unwrap();
         assert_eq!(
@@ -716,7 +727,18 @@ mod tests {
         // A missing string and float: the string is ambiguous.
         out.clear();
         let r = row(&[
-            "", "", "0", "x", "y", "1677-09-21T00:12:43.145224194Z", "m", "", "", "", "", "1",
+            "",
+            "",
+            "0",
+            "x",
+            "y",
+            "1677-09-21T00:12:43.145224194Z",
+            "m",
+            "",
+            "",
+            "",
+            "",
+            "1",
             "",
         ]);
         push_line(&mut out, &cols, &roles, &r, &mut amb).unwrap();

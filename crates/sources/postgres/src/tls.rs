@@ -59,7 +59,7 @@ pub fn connector(mode: SslMode, root_cert: Option<&str>) -> Result<MakeRustlsCon
         // libpq's `require` (and `prefer`): encrypted, certificate not checked.
         Verify::Nothing
     };
-    let config = client_config(&verify, None)
-        .map_err(|e| PgError::Config(format!("sslrootcert: {e}")))?;
+    let config =
+        client_config(&verify, None).map_err(|e| PgError::Config(format!("sslrootcert: {e}")))?;
     Ok(MakeRustlsConnect::new(config))
 }

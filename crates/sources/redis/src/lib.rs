@@ -517,9 +517,12 @@ impl RedisSource {
             }),
             _ => None,
         };
-        let tls_err = |e: respaldo_core::tls::TlsError| RedisError::Config(format!("TLS for {}: {e}", ep.name()));
+        let tls_err = |e: respaldo_core::tls::TlsError| {
+            RedisError::Config(format!("TLS for {}: {e}", ep.name()))
+        };
         let config = client_config(&verify, client.as_ref()).map_err(tls_err)?;
-        let name = server_name(c.tls_server_name.as_deref().unwrap_or(&ep.host)).map_err(tls_err)?;
+        let name =
+            server_name(c.tls_server_name.as_deref().unwrap_or(&ep.host)).map_err(tls_err)?;
         ep.tls = Some(Tls {
             config: std::sync::Arc::new(config),
             name,
@@ -717,9 +720,7 @@ impl RedisSource {
             }
             if !partial {
                 c.cmd(&["FLUSHALL"]).await?;
-                lines.push(format!(
-                    "flushed {addr} ({existing} keys) before restoring"
-                ));
+                lines.push(format!("flushed {addr} ({existing} keys) before restoring"));
             }
         }
 

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
@@ -78,7 +80,11 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// Connects to `hostport` (`host:port`), with TLS when `tls` is given;
     /// `name` is how messages call the server.
-    pub async fn connect(name: &str, hostport: &str, tls: Option<&Tls>) -> Result<Conn, RedisError> {
+    pub async fn connect(
+        name: &str,
+        hostport: &str,
+        tls: Option<&Tls>,
+    ) -> Result<Conn, RedisError> {
         let fail = |message: String| RedisError::Connect {
             addr: name.to_string(),
             message,
@@ -266,13 +272,20 @@ fn tls_message(e: &std::io::Error) -> String {
             m = format!("{m}: {i}");
         }
     }
-    if ["UnknownIssuer", "NotValidForName", "BadSignature", "Expired"]
-        .iter()
-        .any(|k| m.contains(k))
+    if [
+        "UnknownIssuer",
+        "NotValidForName",
+        "BadSignature",
+        "Expired",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
     {
         m.push_str(" (check `tls_ca_file` and `tls_server_name`)");
     } else if m.contains("CertificateRequired") || m.contains("HandshakeFailure") {
-        m.push_str(" (does the server require a client certificate? `tls_cert_file`, `tls_key_file`)");
+        m.push_str(
+            " (does the server require a client certificate? `tls_cert_file`, `tls_key_file`)",
+        );
     }
     m
 }
