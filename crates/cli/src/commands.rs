@@ -55,9 +55,12 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
-struct Ctx<'a> {
-    cli: &'a Cli,
-    config: Config,
+/// A command's context: the command line and the loaded configuration.
+pub(crate) struct Ctx<'a> {
+    /// The command line.
+    pub cli: &'a Cli,
+    /// The configuration.
+    pub config: Config,
 }
 
 impl Ctx<'_> {
@@ -76,7 +79,7 @@ impl Ctx<'_> {
         sink_for(&r.url, r.s3.as_ref()).await
     }
 
-    async fn repo(&self) -> Result<Arc<Repository>> {
+    pub(crate) async fn repo(&self) -> Result<Arc<Repository>> {
         let keys = keys::material(&self.config.repository).await?;
         Ok(Repository::open_with(self.sink().await?, &keys).await?)
     }
@@ -121,7 +124,10 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         return keys::generate(output, cli.json);
     }
     let path = Config::locate(cli.config.as_deref());
-    let config = Config::load(&path)?;
+    let config = Config::load(&path, cli.env.as_deref())?;
+    if let Command::Daemon { dry_run } = &cli.command {
+        return crate::daemon::command(cli, config, *dry_run).await;
+    }
     let ctx = Ctx { cli, config };
     match &cli.command {
         Command::Config {
@@ -177,6 +183,9 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Prune { dry_run } => prune(&ctx, *dry_run).await,
         Command::Copy { to, snapshots } => copy_cmd(&ctx, to, snapshots).await,
         Command::Key { .. } => unreachable!("handled before the configuration is loaded"),
+        Command::Status { notify } => crate::status::command(&ctx, *notify).await,
+        Command::Schedule { action } => crate::install::command(&ctx, action).await,
+        Command::Daemon { .. } => unreachable!("handled above"),
     }
 }
 
@@ -343,9 +352,8 @@ async fn backup(
             "no source selected (check --source/--type and `enabled`)",
         ));
     }
-    let names_run: Vec<String> = jobs.iter().map(|j| format!("`{}`", j.name)).collect();
-    let repo = ctx.repo().await?;
     if dry_run {
+        let repo = ctx.repo().await?;
         let checks = engine::check_sources(&jobs).await;
         let mut failed = 0;
         for (name, r) in &checks {
@@ -357,48 +365,22 @@ async fn backup(
                 }
             }
         }
-        println!("repository: {} (nothing written)", c.repository.url);
+        for line in c.hooks.describe() {
+            println!("run {line}");
+        }
+        println!(
+            "repository: {} ({} free; nothing written)",
+            c.repository.url,
+            crate::precheck::free_space(Path::new(&c.repository.url))
+                .map(output::size)
+                .unwrap_or_else(|_| "unknown".into())
+        );
+        drop(repo);
         return Ok(if failed > 0 { 1 } else { 0 });
     }
-    let lock = repo.lock(false, "backup", ctx.lock_wait()).await?;
-    let progress = Arc::new(Progress::default());
-    let view = ctx.progress(&progress, "backing up");
-    let opts = BackupOptions {
-        tags: tags.to_vec(),
-        concurrency: c.backup.concurrency,
-        host: respaldo_core::lock::hostname(),
-    };
-    let outcome = engine::backup(&repo, jobs, &opts, progress).await;
-    view.finish();
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            let _ = lock.release().await;
-            return Err(anyhow::Error::from(e).context(format!(
-                "backup of {} failed, no snapshot was written",
-                names_run.join(", ")
-            )));
-        }
-    };
-    let mut verify_problems = Vec::new();
-    let can_verify = c.repository.verify_after_backup
-        && repo
-            .require_readable("verify")
-            .inspect_err(|e| tracing::warn!("verify_after_backup skipped: {e}"))
-            .is_ok();
-    if let (Some(id), true) = (outcome.snapshot_id, can_verify) {
-        let r = verify::verify(
-            &repo,
-            &VerifyOptions {
-                read_data: false,
-                snapshots: Some(vec![id]),
-            },
-            &Arc::new(Progress::default()),
-        )
-        .await?;
-        verify_problems = r.problems;
-    }
-    lock.release().await?;
+    let selected: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+    let (outcome, verify_problems) =
+        crate::run::tracked(c, &selected, tags, backup_jobs(ctx, jobs, tags)).await?;
     let s = &outcome.snapshot;
     if ctx.cli.json {
         let sources: serde_json::Map<String, serde_json::Value> = s
@@ -465,6 +447,65 @@ async fn backup(
             1
         },
     )
+}
+
+/// Locks the repository, backs `jobs` up and verifies the new snapshot when
+/// configured; SIGTERM/SIGINT stop it cleanly (no snapshot, lock released).
+async fn backup_jobs(
+    ctx: &Ctx<'_>,
+    jobs: Vec<BackupJob>,
+    tags: &[String],
+) -> Result<(engine::BackupOutcome, Vec<String>)> {
+    let c = &ctx.config;
+    let names_run: Vec<String> = jobs.iter().map(|j| format!("`{}`", j.name)).collect();
+    let repo = ctx.repo().await?;
+    let stop = crate::signals::shutdown();
+    let lock = tokio::select! {
+        l = repo.lock(false, "backup", ctx.lock_wait()) => l?,
+        () = stop.cancelled() => return Err(crate::signals::interrupted()),
+    };
+    let progress = Arc::new(Progress::default());
+    let view = ctx.progress(&progress, "backing up");
+    let opts = BackupOptions {
+        tags: tags.to_vec(),
+        concurrency: c.backup.concurrency,
+        host: respaldo_core::lock::hostname(),
+    };
+    let outcome = tokio::select! {
+        o = engine::backup(&repo, jobs, &opts, progress) => o.map_err(anyhow::Error::from),
+        () = stop.cancelled() => Err(crate::signals::interrupted()),
+    };
+    view.finish();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = lock.release().await;
+            return Err(e.context(format!(
+                "backup of {} failed, no snapshot was written",
+                names_run.join(", ")
+            )));
+        }
+    };
+    let mut verify_problems = Vec::new();
+    let can_verify = c.repository.verify_after_backup
+        && repo
+            .require_readable("verify")
+            .inspect_err(|e| tracing::warn!("verify_after_backup skipped: {e}"))
+            .is_ok();
+    if let (Some(id), true) = (outcome.snapshot_id, can_verify) {
+        let r = verify::verify(
+            &repo,
+            &VerifyOptions {
+                read_data: false,
+                snapshots: Some(vec![id]),
+            },
+            &Arc::new(Progress::default()),
+        )
+        .await?;
+        verify_problems = r.problems;
+    }
+    lock.release().await?;
+    Ok((outcome, verify_problems))
 }
 
 async fn load_snapshots(ctx: &Ctx<'_>, repo: &Arc<Repository>) -> Result<Vec<SnapshotRef>> {
@@ -1122,8 +1163,12 @@ async fn forget(ctx: &Ctx<'_>, and_prune: bool, dry_run: bool) -> Result<u8> {
         )));
     }
     let repo = ctx.repo().await?;
+    // Shared: backups may go on; prune (exclusive) must not run meanwhile.
+    let lock = repo.lock(false, "forget", ctx.lock_wait()).await?;
     let decisions =
-        maintenance::forget(&repo, &ctx.config.retention, &chrono::Local, dry_run).await?;
+        maintenance::forget(&repo, &ctx.config.retention, &chrono::Local, dry_run).await;
+    lock.release().await?;
+    let decisions = decisions?;
     let removed = decisions.iter().filter(|d| !d.keep).count();
     if ctx.cli.json && !and_prune {
         let arr: Vec<_> = decisions

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use respaldo_core::duration::parse_duration;
 use respaldo_core::retention::RetentionPolicy;
 use respaldo_core::Source;
 use serde::de::DeserializeOwned;
@@ -74,6 +75,14 @@ pub struct BackupSettings {
     /// How long a command waits for another one's repository lock, in seconds.
     #[serde(default = "default_lock_wait")]
     pub lock_wait_secs: u64,
+    /// Check each source (`check`: reachability, credentials, client tools)
+    /// right before its backup; a source that fails is skipped with the reason.
+    #[serde(default = "yes")]
+    pub precheck: bool,
+    /// Refuse to start a backup when the disk holding a local repository has
+    /// less free space than this (`"5GiB"`, `"500MB"`).
+    #[serde(default)]
+    pub min_free_space: Option<String>,
 }
 
 fn default_concurrency() -> usize {
@@ -92,6 +101,8 @@ impl Default for BackupSettings {
             concurrency: default_concurrency(),
             compression_level: default_level(),
             lock_wait_secs: default_lock_wait(),
+            precheck: true,
+            min_free_space: None,
         }
     }
 }
@@ -108,6 +119,16 @@ struct RawConfig {
     backup: BackupSettings,
     #[serde(default)]
     sources: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    schedule: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    daemon: crate::daemon::DaemonConfig,
+    #[serde(default)]
+    status: crate::status::StatusConfig,
+    #[serde(default)]
+    notify: Vec<toml::Value>,
+    #[serde(default)]
+    hooks: crate::hooks::HooksConfig,
 }
 
 /// Keys every source accepts besides its driver's own.
@@ -120,13 +141,20 @@ struct CommonSourceKeys {
     enabled: bool,
     #[serde(default)]
     compression_level: Option<i32>,
+    /// The recovery point objective of this source (`"26h"`): `status` calls
+    /// it stale when its last good backup is older.
+    #[serde(default)]
+    rpo: Option<String>,
+    /// Hooks around this source's backup.
+    #[serde(default)]
+    hooks: crate::hooks::HooksConfig,
 }
 
 fn yes() -> bool {
     true
 }
 
-const COMMON_KEYS: [&str; 3] = ["type", "enabled", "compression_level"];
+const COMMON_KEYS: [&str; 5] = ["type", "enabled", "compression_level", "rpo", "hooks"];
 
 /// One configured source.
 #[derive(Debug, Clone)]
@@ -139,7 +167,9 @@ pub struct SourceSpec {
     pub enabled: bool,
     /// zstd level.
     pub compression_level: i32,
-    /// The driver.
+    /// Its recovery point objective, if set for it.
+    pub rpo: Option<std::time::Duration>,
+    /// The driver (with the source's hooks and pre-check around its backup).
     pub source: Arc<dyn Source>,
 }
 
@@ -160,6 +190,20 @@ pub struct Config {
     pub backup: BackupSettings,
     /// Sources, in name order.
     pub sources: Vec<SourceSpec>,
+    /// `[schedule]` entries, in name order.
+    pub schedule: Vec<crate::schedule::Entry>,
+    /// `[daemon]` settings.
+    pub daemon: crate::daemon::DaemonSettings,
+    /// `[status]` settings and the run history.
+    pub status: crate::status::StatusSettings,
+    /// `[[notify]]`.
+    pub notify: Vec<crate::notify::Notifier>,
+    /// `[hooks]` of every backup run.
+    pub hooks: crate::hooks::Hooks,
+    /// Masks the secrets this configuration refers to.
+    pub masker: crate::mask::Masker,
+    /// The `--env` applied, if any.
+    pub env: Option<String>,
 }
 
 /// The driver types this build knows.
@@ -179,8 +223,9 @@ impl Config {
         }
     }
 
-    /// Loads and validates a configuration file.
-    pub fn load(path: &Path) -> Result<Config, UsageError> {
+    /// Loads and validates a configuration file, with the `[env.NAME]`
+    /// overrides of `env` applied.
+    pub fn load(path: &Path, env: Option<&str>) -> Result<Config, UsageError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             UsageError(format!("cannot read configuration {}: {e}", path.display()))
         })?;
@@ -189,11 +234,17 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("/"));
-        Self::parse(&text, &abs, &base)
+        Self::parse(&text, &abs, &base, env)
     }
 
-    /// Parses configuration text (`file` for messages, `base` for relative paths).
-    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, UsageError> {
+    /// Parses configuration text (`file` for messages, `base` for relative
+    /// paths, `env` the environment to apply).
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        base: &Path,
+        env: Option<&str>,
+    ) -> Result<Config, UsageError> {
         let shown = file.display().to_string();
         let mut value: toml::Value = toml::from_str(text).map_err(|e| {
             let pos = e
@@ -221,6 +272,8 @@ impl Config {
             };
             UsageError(format!("{shown}{line}:{key} {msg}"))
         };
+        crate::environments::apply(&mut value, env).map_err(|(keys, msg)| at(&keys, msg))?;
+        let masker = crate::mask::Masker::from_config(text, &value);
         let mut path = Vec::new();
         interpolate(&mut value, &mut path).map_err(|(keys, msg)| at(&keys, msg))?;
         let raw: RawConfig = typed(value, &[]).map_err(|(keys, msg)| at(&keys, msg))?;
@@ -262,11 +315,27 @@ impl Config {
                 return Err(at(&k, format!("{level} is out of range (1–19)")));
             }
             let source = build_driver(&c.kind, table, base, &keys).map_err(|(k, m)| at(&k, m))?;
+            let sub = |k: &str| {
+                let mut p = keys.clone();
+                p.push(k.to_string());
+                p
+            };
+            let rpo = c
+                .rpo
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|m| at(&sub("rpo"), m))?;
+            let hooks = crate::hooks::Hooks::new(c.hooks, base)
+                .map_err(|(k, m)| at(&[sub("hooks"), vec![k]].concat(), m))?;
+            let source =
+                crate::hooks::HookedSource::wrap(source, &name, hooks, raw.backup.precheck);
             sources.push(SourceSpec {
                 name,
                 kind: c.kind,
                 enabled: c.enabled,
                 compression_level: level,
+                rpo,
                 source,
             });
         }
@@ -281,6 +350,10 @@ impl Config {
                 &["backup".into(), "concurrency".into()],
                 "must be at least 1".into(),
             ));
+        }
+        if let Some(s) = &raw.backup.min_free_space {
+            crate::precheck::parse_size(s)
+                .map_err(|m| at(&["backup".into(), "min_free_space".into()], m))?;
         }
         let mut repository = raw.repository;
         repository.url = resolve_repository_url(&repository.url, base)
@@ -310,6 +383,27 @@ impl Config {
             r.url = resolve_repository_url(&r.url, base)
                 .map_err(|m| at(&["repositories".into(), name.clone(), "url".into()], m))?;
         }
+        let daemon = crate::daemon::DaemonSettings::new(&raw.daemon).map_err(|(k, m)| {
+            at(&[vec!["daemon".to_string()], k].concat(), m)
+        })?;
+        let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        let schedule = crate::schedule::parse(
+            raw.schedule,
+            &crate::schedule::Defaults {
+                timezone: raw.daemon.timezone.as_deref(),
+                catch_up: raw.daemon.catch_up,
+                retries: raw.daemon.retries,
+                retry_delay: daemon.retry_delay,
+                retention: !raw.retention.is_empty(),
+            },
+            &names,
+        )
+        .map_err(|(k, m)| at(&k, m))?;
+        let status = crate::status::StatusSettings::new(raw.status, base, &repository.url)
+            .map_err(|(k, m)| at(&[vec!["status".to_string()], k].concat(), m))?;
+        let notify = crate::notify::parse(raw.notify, base).map_err(|(k, m)| at(&k, m))?;
+        let hooks = crate::hooks::Hooks::new(raw.hooks, base)
+            .map_err(|(k, m)| at(&["hooks".to_string(), k], m))?;
         Ok(Config {
             path: file.to_path_buf(),
             base: base.to_path_buf(),
@@ -318,6 +412,13 @@ impl Config {
             retention: raw.retention,
             backup: raw.backup,
             sources,
+            schedule,
+            daemon,
+            status,
+            notify,
+            hooks,
+            masker,
+            env: env.map(str::to_string),
         })
     }
 
@@ -345,10 +446,11 @@ fn resolve_repository_url(url: &str, base: &Path) -> Result<String, String> {
     Ok(base.join(p).to_string_lossy().into_owned())
 }
 
-type KeyError = (Vec<String>, String);
+/// A key path and what is wrong with it.
+pub type KeyError = (Vec<String>, String);
 
 /// Deserializes with the path of the failing key.
-fn typed<T: DeserializeOwned>(value: toml::Value, prefix: &[String]) -> Result<T, KeyError> {
+pub fn typed<T: DeserializeOwned>(value: toml::Value, prefix: &[String]) -> Result<T, KeyError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut keys: Vec<String> = prefix.to_vec();
         keys.extend(e.path().iter().filter_map(|s| match s {

@@ -14,7 +14,20 @@ use clap::{Parser, Subcommand};
 mod commands;
 mod config;
 mod keys;
+mod daemon;
+mod environments;
+mod history;
+mod hooks;
+mod install;
+mod mask;
+mod notify;
 mod output;
+mod precheck;
+mod run;
+mod runner;
+mod schedule;
+mod signals;
+mod status;
 
 /// Back up and restore whole application stacks from one backup.toml.
 #[derive(Debug, Parser)]
@@ -32,6 +45,9 @@ pub struct Cli {
     /// More detail on stderr (repeat for debug output).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Apply the `[env.NAME]` overrides of the configuration.
+    #[arg(long = "env", global = true, env = "RESPALDO_ENV", value_name = "NAME")]
+    pub env: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -160,6 +176,27 @@ pub enum Command {
         /// Snapshots (ids, prefixes or `latest`); default: all.
         snapshots: Vec<String>,
     },
+    /// Per source: the last good backup, its age, size and duration, and
+    /// whether it meets its objective (rpo); exit 1 when any source is stale
+    /// or its last run failed.
+    Status {
+        /// Also send the `stale` notifications for stale sources.
+        #[arg(long)]
+        notify: bool,
+    },
+    /// Run the [schedule] entries and serve /metrics and /healthz.
+    Daemon {
+        /// Show the entries, their next runs and commands; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Install the [schedule] as systemd timers or cron entries, show it, or
+    /// run one entry now.
+    Schedule {
+        /// What to do.
+        #[command(subcommand)]
+        action: install::ScheduleAction,
+    },
     /// Encryption keys.
     Key {
         /// What to do.
@@ -222,15 +259,30 @@ fn main() -> ExitCode {
             _ => "debug",
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RESPALDO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
+        let filter = tracing_subscriber::EnvFilter::try_from_env("RESPALDO_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .without_time()
+                    .with_filter(filter),
+            )
+            // The tail that failure notifications carry.
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(mask::TailWriter::default)
+                    .with_ansi(false)
+                    .with_target(false)
+                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+            )
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

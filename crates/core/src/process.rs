@@ -224,26 +224,71 @@ pub async fn feed_stdin(
     Ok(fed)
 }
 
+/// Options of [`run_with`].
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Working directory (default: the current one).
+    pub dir: Option<PathBuf>,
+    /// Kill the command, and every process it started in its process group,
+    /// when it runs longer than this.
+    pub timeout: Option<std::time::Duration>,
+}
+
 /// Runs a configured command (`argv`, no shell) to completion, its standard
 /// output discarded. Fails when it is not found, cannot start, or exits
 /// non-zero (with the end of its stderr). A daemon it starts may keep stderr
 /// open: that is waited for at most a second.
 pub async fn run(argv: &[String]) -> Result<(), ProcessError> {
+    run_with(argv, &RunOptions::default()).await
+}
+
+/// [`run`] with an environment, a working directory and a timeout.
+pub async fn run_with(argv: &[String], opts: &RunOptions) -> Result<(), ProcessError> {
     use std::process::Stdio;
     let (prog, args) = argv
         .split_first()
         .ok_or_else(|| ProcessError::Failed("empty command".into()))?;
-    let path = find_program(prog)
-        .ok_or_else(|| ProcessError::Failed(format!("`{prog}` not found on PATH")))?;
+    let path = match &opts.dir {
+        Some(dir) if prog.contains('/') => find_program(&dir.join(prog).to_string_lossy()),
+        _ => find_program(prog),
+    }
+    .ok_or_else(|| ProcessError::Failed(format!("`{prog}` not found on PATH")))?;
     let what = format!("`{prog}`");
     let mut cmd = tokio::process::Command::new(path);
     cmd.args(args)
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    if let Some(dir) = &opts.dir {
+        cmd.current_dir(dir);
+    }
+    if opts.timeout.is_some() {
+        cmd.process_group(0);
+    }
     let mut child = spawn(&mut cmd, &what)?;
+    let pid = child.id();
     let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
-    let status = child.wait().await.map_err(|source| ProcessError::Spawn {
+    let waited = match opts.timeout {
+        Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+            Ok(r) => r,
+            Err(_) => {
+                if let Some(pid) = pid {
+                    // SAFETY: signals the process group the child leads.
+                    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+                }
+                let _ = child.wait().await;
+                return Err(ProcessError::Failed(format!(
+                    "{what} timed out after {}s and was killed",
+                    limit.as_secs_f64()
+                )));
+            }
+        },
+        None => child.wait().await,
+    };
+    let status = waited.map_err(|source| ProcessError::Spawn {
         program: what.clone(),
         source,
     })?;

@@ -1,0 +1,483 @@
+//! `respaldo daemon`: runs the `[schedule]` entries one at a time (never two
+//! runs at once), catches up a run missed while it was down, reloads the
+//! configuration on SIGHUP, stops cleanly on SIGTERM (the running step is
+//! told to stop and writes no snapshot), notifies when a source goes stale,
+//! and serves `/metrics` (Prometheus text) and `/healthz` on `[daemon] listen`.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use respaldo_core::duration::parse_duration;
+use serde::Deserialize;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::Ctx;
+use crate::config::{Config, KeyError};
+use crate::runner::{self, Outcome};
+use crate::status::{self, SourceState};
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Serve `/metrics` and `/healthz` on this address (`"127.0.0.1:9180"`;
+    /// port 0 picks a free port, printed at start). Default: no HTTP server.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// The time zone of the `[schedule]` cron expressions (`"Europe/Madrid"`);
+    /// default: the system's.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// At start, run once each entry whose last recorded run is older than
+    /// its last due time (a run missed while the daemon was down).
+    #[serde(default = "default_catch_up")]
+    pub catch_up: bool,
+    /// How often a failed scheduled backup is retried (only the sources that
+    /// failed).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Wait before the first retry, doubled for each next one.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay: String,
+    /// How often the daemon re-reads the repository to refresh the metrics
+    /// and to notify sources that went stale (also after every run).
+    #[serde(default = "default_status_interval")]
+    pub status_interval: String,
+}
+
+fn default_catch_up() -> bool {
+    true
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_retry_delay() -> String {
+    "1min".into()
+}
+fn default_status_interval() -> String {
+    "5min".into()
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            listen: None,
+            timezone: None,
+            catch_up: default_catch_up(),
+            retries: default_retries(),
+            retry_delay: default_retry_delay(),
+            status_interval: default_status_interval(),
+        }
+    }
+}
+
+/// Validated `[daemon]`.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    /// Where to serve metrics.
+    pub listen: Option<SocketAddr>,
+    /// First retry delay.
+    pub retry_delay: Duration,
+    /// Status refresh period.
+    pub status_interval: Duration,
+}
+
+impl DaemonSettings {
+    /// Validates `[daemon]`.
+    pub fn new(c: &DaemonConfig) -> Result<DaemonSettings, KeyError> {
+        let key = |k: &str, m: String| (vec![k.to_string()], m);
+        let listen = c
+            .listen
+            .as_deref()
+            .map(|l| {
+                l.parse::<SocketAddr>()
+                    .map_err(|_| key("listen", format!("`{l}` is not an address like 127.0.0.1:9180")))
+            })
+            .transpose()?;
+        Ok(DaemonSettings {
+            listen,
+            retry_delay: parse_duration(&c.retry_delay).map_err(|m| key("retry_delay", m))?,
+            status_interval: parse_duration(&c.status_interval)
+                .map_err(|m| key("status_interval", m))?,
+        })
+    }
+}
+
+/// What `/metrics` and `/healthz` show.
+#[derive(Debug, Default)]
+struct Metrics {
+    sources: Vec<SourceState>,
+    repository_size: Option<u64>,
+    next_runs: Vec<(String, Option<DateTime<Utc>>)>,
+    runs: Vec<(String, &'static str, u64)>,
+    status_error: Option<String>,
+}
+
+type Shared = Arc<Mutex<Metrics>>;
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let per_source = |f: &dyn Fn(&SourceState) -> Option<f64>| -> Vec<(String, f64)> {
+            self.sources
+                .iter()
+                .filter_map(|s| f(s).map(|v| (format!("{{source=\"{}\"}}", label(&s.name)), v)))
+                .collect()
+        };
+        family(
+            "respaldo_source_last_success_timestamp_seconds",
+            "gauge",
+            "Start time of the source's last good backup (Unix seconds).",
+            per_source(&|s| s.good.as_ref().map(|g| g.time.timestamp() as f64)),
+        );
+        family(
+            "respaldo_source_last_success_duration_seconds",
+            "gauge",
+            "How long the source's last good backup took.",
+            per_source(&|s| s.good.as_ref().map(|g| g.duration_ms as f64 / 1000.0)),
+        );
+        family(
+            "respaldo_source_last_success_bytes_added",
+            "gauge",
+            "Bytes the source's last good backup added to the repository.",
+            per_source(&|s| s.good.as_ref().map(|g| g.bytes_added as f64)),
+        );
+        family(
+            "respaldo_source_size_bytes",
+            "gauge",
+            "Plaintext size of the source's last good backup.",
+            per_source(&|s| s.good.as_ref().map(|g| g.size as f64)),
+        );
+        family(
+            "respaldo_source_failures_total",
+            "counter",
+            "Failed backup runs of the source in the run history.",
+            per_source(&|s| Some(s.failures as f64)),
+        );
+        family(
+            "respaldo_source_last_run_success",
+            "gauge",
+            "1 when the source's last backup run succeeded.",
+            per_source(&|s| s.last_run.as_ref().map(|r| if r.ok { 1.0 } else { 0.0 })),
+        );
+        family(
+            "respaldo_source_stale",
+            "gauge",
+            "1 when the source has no good backup within its objective (rpo).",
+            per_source(&|s| Some(if s.stale { 1.0 } else { 0.0 })),
+        );
+        family(
+            "respaldo_source_rpo_seconds",
+            "gauge",
+            "The source's recovery point objective.",
+            per_source(&|s| s.rpo.map(|r| r.0.as_secs_f64())),
+        );
+        family(
+            "respaldo_repository_size_bytes",
+            "gauge",
+            "Bytes stored in the repository.",
+            self.repository_size
+                .map(|v| vec![(String::new(), v as f64)])
+                .unwrap_or_default(),
+        );
+        family(
+            "respaldo_schedule_next_run_timestamp_seconds",
+            "gauge",
+            "When the schedule entry runs next (Unix seconds).",
+            self.next_runs
+                .iter()
+                .filter_map(|(n, t)| {
+                    t.map(|t| (format!("{{entry=\"{}\"}}", label(n)), t.timestamp() as f64))
+                })
+                .collect(),
+        );
+        family(
+            "respaldo_schedule_runs_total",
+            "counter",
+            "Runs of each schedule entry by this daemon, by outcome.",
+            self.runs
+                .iter()
+                .map(|(n, o, c)| {
+                    (format!("{{entry=\"{}\",outcome=\"{o}\"}}", label(n)), *c as f64)
+                })
+                .collect(),
+        );
+        family(
+            "respaldo_status_up",
+            "gauge",
+            "1 when the daemon could read the repository at its last status refresh.",
+            vec![(
+                String::new(),
+                if self.status_error.is_none() { 1.0 } else { 0.0 },
+            )],
+        );
+        out
+    }
+
+    fn health(&self) -> (StatusCode, String) {
+        if let Some(e) = &self.status_error {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the repository: {e}\n"),
+            );
+        }
+        let bad: Vec<String> = self
+            .sources
+            .iter()
+            .filter(|s| !s.ok())
+            .map(|s| format!("{}: {}", s.name, s.describe()))
+            .collect();
+        if bad.is_empty() {
+            (StatusCode::OK, "ok\n".into())
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, bad.join("\n") + "\n")
+        }
+    }
+
+    fn count_run(&mut self, entry: &str, outcome: Outcome) {
+        let o = match outcome {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        };
+        match self.runs.iter_mut().find(|(n, x, _)| n == entry && *x == o) {
+            Some(r) => r.2 += 1,
+            None => self.runs.push((entry.to_string(), o, 1)),
+        }
+    }
+}
+
+async fn handle(req: Request<hyper::body::Incoming>, m: Shared) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let (status, ctype, body) = {
+        let m = m.lock().expect("metrics lock");
+        match req.uri().path() {
+            "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", m.render()),
+            "/healthz" => {
+                let (s, b) = m.health();
+                (s, "text/plain", b)
+            }
+            _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        }
+    };
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response"))
+}
+
+async fn serve(listener: tokio::net::TcpListener, m: Shared, token: CancellationToken) {
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            () = token.cancelled() => return,
+        };
+        let (stream, _) = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("metrics server: {e}");
+                continue;
+            }
+        };
+        let m = m.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, m.clone()));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+/// When each entry runs next. With `catch_up`, an entry whose last recorded
+/// run is older than its last due time runs now.
+fn plan(config: &Config, now: DateTime<Utc>) -> Vec<Option<DateTime<Utc>>> {
+    let history = config.status.history.read_or_warn();
+    config
+        .schedule
+        .iter()
+        .map(|e| {
+            let last = history
+                .iter()
+                .filter(|r| r.trigger.as_deref() == Some(e.name.as_str()))
+                .map(|r| r.started)
+                .max();
+            match last.and_then(|l| e.next_after(l)) {
+                Some(due) if e.catch_up && due <= now => {
+                    tracing::info!("schedule `{}`: a run was missed at {due}; running it now", e.name);
+                    Some(now)
+                }
+                _ => e.next_after(now),
+            }
+        })
+        .collect()
+}
+
+/// Refreshes the status behind the metrics; notifies sources newly stale.
+async fn refresh(ctx: &Ctx<'_>, m: &Shared, next: &[Option<DateTime<Utc>>], notified: &mut BTreeSet<String>) {
+    let states = status::collect(ctx).await;
+    let size = match ctx.repo().await {
+        Ok(repo) => repo.sink().list("").await.ok().map(|l| l.iter().map(|o| o.size).sum()),
+        Err(_) => None,
+    };
+    let mut guard = m.lock().expect("metrics lock");
+    guard.next_runs = ctx
+        .config
+        .schedule
+        .iter()
+        .zip(next)
+        .map(|(e, t)| (e.name.clone(), *t))
+        .collect();
+    match states {
+        Ok(states) => {
+            guard.status_error = None;
+            guard.repository_size = size;
+            let newly: Vec<SourceState> = states
+                .iter()
+                .filter(|s| s.stale && !notified.contains(&s.name))
+                .cloned()
+                .collect();
+            notified.retain(|n| states.iter().any(|s| s.stale && &s.name == n));
+            guard.sources = states;
+            drop(guard);
+            if !newly.is_empty() {
+                notified.extend(newly.iter().map(|s| s.name.clone()));
+                let refs: Vec<&SourceState> = newly.iter().collect();
+                crate::notify::send(&ctx.config.notify, &status::stale_event(&ctx.config, &refs)).await;
+            }
+        }
+        Err(e) => {
+            let msg = ctx.config.masker.mask(&crate::commands::describe(&e));
+            tracing::warn!("status refresh failed: {msg}");
+            guard.status_error = Some(msg);
+        }
+    }
+}
+
+/// `daemon [--dry-run]`.
+pub async fn command(cli: &crate::Cli, config: Config, dry_run: bool) -> Result<u8> {
+    let mut ctx = Ctx { cli, config };
+    if dry_run {
+        let now = Utc::now();
+        for (e, next) in ctx.config.schedule.iter().zip(plan(&ctx.config, now)) {
+            println!(
+                "{}: {} — next {}",
+                e.name,
+                e.describe(),
+                next.map(|t| crate::output::time(&t)).unwrap_or_else(|| "never".into())
+            );
+            for s in runner::describe(e) {
+                println!("  {s}");
+            }
+        }
+        if let Some(a) = ctx.config.daemon.listen {
+            println!("would serve /metrics and /healthz on http://{a}");
+        }
+        return Ok(0);
+    }
+    if ctx.config.schedule.is_empty() && ctx.config.daemon.listen.is_none() {
+        return Err(crate::config::UsageError(format!(
+            "nothing to do: {} has no [schedule] entry and no [daemon] listen address",
+            ctx.config.path.display()
+        ))
+        .into());
+    }
+    let token = crate::signals::shutdown();
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let metrics: Shared = Arc::default();
+    let server_token = token.child_token();
+    if let Some(addr) = ctx.config.daemon.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ([daemon] listen)"))?;
+        eprintln!(
+            "respaldo daemon: /metrics and /healthz on http://{}",
+            listener.local_addr()?
+        );
+        tokio::spawn(serve(listener, metrics.clone(), server_token.clone()));
+    }
+    let mut next = plan(&ctx.config, Utc::now());
+    let mut notified = BTreeSet::new();
+    refresh(&ctx, &metrics, &next, &mut notified).await;
+    eprintln!(
+        "respaldo daemon: {} schedule entr{} for {}",
+        ctx.config.schedule.len(),
+        if ctx.config.schedule.len() == 1 { "y" } else { "ies" },
+        ctx.config.path.display()
+    );
+    let mut status_timer = tokio::time::interval(ctx.config.daemon.status_interval);
+    status_timer.reset();
+    loop {
+        let due = next
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.map(|t| (t, i)))
+            .min();
+        let wait = due
+            .map(|(t, _)| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(Duration::from_secs(86400));
+        tokio::select! {
+            () = tokio::time::sleep(wait), if due.is_some() => {
+                let i = due.expect("guarded").1;
+                let entry = ctx.config.schedule[i].clone();
+                tracing::info!("schedule `{}`: starting", entry.name);
+                let outcome = match runner::run_entry(cli, &ctx.config, &entry, &token).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::error!("schedule `{}`: {}", entry.name, crate::commands::describe(&e));
+                        Outcome::Failed
+                    }
+                };
+                metrics.lock().expect("metrics lock").count_run(&entry.name, outcome);
+                if outcome == Outcome::Interrupted {
+                    break;
+                }
+                next[i] = entry.next_after(Utc::now());
+                refresh(&ctx, &metrics, &next, &mut notified).await;
+            }
+            _ = status_timer.tick() => refresh(&ctx, &metrics, &next, &mut notified).await,
+            _ = hup.recv() => {
+                match crate::config::Config::load(&ctx.config.path, ctx.config.env.as_deref()) {
+                    Ok(c) => {
+                        if c.daemon.listen != ctx.config.daemon.listen {
+                            tracing::warn!("[daemon] listen changed: restart the daemon to apply it");
+                        }
+                        eprintln!("respaldo daemon: configuration reloaded ({} schedule entries)", c.schedule.len());
+                        ctx = Ctx { cli, config: c };
+                        next = plan(&ctx.config, Utc::now());
+                        status_timer = tokio::time::interval(ctx.config.daemon.status_interval);
+                        status_timer.reset();
+                        refresh(&ctx, &metrics, &next, &mut notified).await;
+                    }
+                    Err(e) => tracing::error!("configuration not reloaded, keeping the running one: {e}"),
+                }
+            }
+            () = token.cancelled() => break,
+        }
+    }
+    server_token.cancel();
+    eprintln!("respaldo daemon: stopped");
+    Ok(0)
+}

@@ -1,0 +1,617 @@
+//! `schedule install|uninstall|status|run`: the `[schedule]` entries as
+//! systemd timers (a `.service` + `.timer` per entry, system-wide or
+//! `--user`) or cron lines (`/etc/cron.d/respaldo-NAME`, or the user's
+//! crontab with `--user`), each running `respaldo -c CONFIG schedule run
+//! ENTRY` with absolute paths; systemd logs to the journal, cron to a log
+//! file per entry. `--root DIR` writes below DIR (for packaging and tests)
+//! and leaves systemctl and crontab alone.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::Utc;
+
+use crate::commands::Ctx;
+use crate::config::{Config, UsageError};
+use crate::schedule::{Entry, When};
+
+/// `schedule` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ScheduleAction {
+    /// Write systemd timer units (default) or cron entries for every
+    /// `[schedule]` entry, and enable them.
+    Install(Target),
+    /// Remove what `install` wrote.
+    Uninstall(Target),
+    /// Each entry's schedule, next and last runs, and whether it is installed.
+    Status(Target),
+    /// Run one entry now, as the timers and the daemon do (its backup, tags,
+    /// retention, retries; or its verify / test-restore).
+    Run {
+        /// The `[schedule]` entry.
+        entry: String,
+        /// Show the commands it would run.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Where the schedule is installed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Cron instead of systemd timers.
+    #[arg(long)]
+    cron: bool,
+    /// The user's systemd instance (~/.config/systemd/user) or crontab,
+    /// instead of the system's.
+    #[arg(long)]
+    user: bool,
+    /// Write below this directory instead of / (nothing is enabled).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Name in unit and file names (default: the configuration's folder
+    /// name, plus the --env).
+    #[arg(long)]
+    name: Option<String>,
+    /// A file of VAR=value lines for the secrets the configuration refers to
+    /// (systemd EnvironmentFile=; sourced by the cron line).
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+}
+
+/// First line of every file written, and what `uninstall` looks for.
+const MARKER: &str = "# Written by `respaldo schedule install`; `respaldo schedule uninstall` removes it.";
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// Runs a `schedule` subcommand.
+pub async fn command(ctx: &Ctx<'_>, action: &ScheduleAction) -> Result<u8> {
+    match action {
+        ScheduleAction::Run { entry, dry_run } => run(ctx, entry, *dry_run).await,
+        ScheduleAction::Install(t) => Installer::new(&ctx.config, t)?.install(),
+        ScheduleAction::Uninstall(t) => Installer::new(&ctx.config, t)?.uninstall(),
+        ScheduleAction::Status(t) => Installer::new(&ctx.config, t)?.status(ctx.cli.json),
+    }
+}
+
+async fn run(ctx: &Ctx<'_>, name: &str, dry_run: bool) -> Result<u8> {
+    let entry = ctx
+        .config
+        .schedule
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = ctx.config.schedule.iter().map(|e| e.name.as_str()).collect();
+            usage(format!(
+                "no [schedule] entry `{name}` in {} (entries: {})",
+                ctx.config.path.display(),
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            ))
+        })?;
+    if dry_run {
+        for s in crate::runner::describe(entry) {
+            println!("would run: {s}");
+        }
+        return Ok(0);
+    }
+    let token = crate::signals::shutdown();
+    Ok(
+        match crate::runner::run_entry(ctx.cli, &ctx.config, entry, &token).await? {
+            crate::runner::Outcome::Ok => 0,
+            _ => 1,
+        },
+    )
+}
+
+struct Installer<'a> {
+    config: &'a Config,
+    target: Target,
+    name: String,
+    exe: PathBuf,
+    root: PathBuf,
+}
+
+/// `systemd-escape`-like quoting of one ExecStart= argument.
+fn systemd_quote(arg: &str) -> String {
+    let escaped = arg
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('%', "%%")
+        .replace('$', "$$");
+    if escaped.is_empty() || escaped.contains(|c: char| c.is_whitespace() || c == '\'' || c == ';') {
+        format!("\"{escaped}\"")
+    } else {
+        escaped
+    }
+}
+
+/// Single-quoting for the shell of a cron line.
+fn sh_quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=:@,+".contains(c))
+    {
+        return arg.to_string();
+    }
+    format!("'{}'", arg.replace('\'', "'\\''")).replace('%', "\\%")
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect()
+}
+
+impl<'a> Installer<'a> {
+    fn new(config: &'a Config, target: &Target) -> Result<Installer<'a>> {
+        if config.schedule.is_empty() {
+            return Err(usage(format!(
+                "{} has no [schedule] entries",
+                config.path.display()
+            )));
+        }
+        let name = match &target.name {
+            Some(n) => sanitize(n),
+            None => {
+                let folder = config
+                    .base
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "backup".into());
+                match &config.env {
+                    Some(e) => sanitize(&format!("{folder}-{e}")),
+                    None => sanitize(&folder),
+                }
+            }
+        };
+        let exe = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .context("cannot find the respaldo executable")?;
+        Ok(Installer {
+            config,
+            target: target.clone(),
+            name,
+            exe,
+            root: target.root.clone().unwrap_or_else(|| PathBuf::from("/")),
+        })
+    }
+
+    /// `path` below the root.
+    fn rooted(&self, path: &Path) -> PathBuf {
+        self.root.join(path.strip_prefix("/").unwrap_or(path))
+    }
+
+    fn home() -> Result<PathBuf> {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow!("$HOME is not set"))
+    }
+
+    fn unit_dir(&self) -> Result<PathBuf> {
+        Ok(if self.target.user {
+            let config_home = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+                Some(d) => PathBuf::from(d),
+                None => Self::home()?.join(".config"),
+            };
+            self.rooted(&config_home.join("systemd/user"))
+        } else {
+            self.rooted(Path::new("/etc/systemd/system"))
+        })
+    }
+
+    fn unit(&self, entry: &Entry) -> String {
+        format!("respaldo-{}-{}", self.name, sanitize(&entry.name))
+    }
+
+    fn cron_file(&self) -> PathBuf {
+        self.rooted(&PathBuf::from(format!("/etc/cron.d/respaldo-{}", self.name)))
+    }
+
+    fn log_dir(&self) -> Result<PathBuf> {
+        Ok(if self.target.user {
+            crate::history::default_state_dir().join("logs")
+        } else {
+            PathBuf::from("/var/log/respaldo")
+        })
+    }
+
+    /// The command line of an entry.
+    fn argv(&self, entry: &Entry) -> Vec<String> {
+        let mut a = vec![
+            self.exe.display().to_string(),
+            "-c".into(),
+            self.config.path.display().to_string(),
+        ];
+        if let Some(env) = &self.config.env {
+            a.push("--env".into());
+            a.push(env.clone());
+        }
+        a.extend(["schedule".into(), "run".into(), entry.name.clone()]);
+        a
+    }
+
+    fn files(&self, entry: &Entry) -> Result<Vec<(PathBuf, String)>> {
+        let dir = self.unit_dir()?;
+        let unit = self.unit(entry);
+        let config = self.config.path.display();
+        let exec: Vec<String> = self.argv(entry).iter().map(|a| systemd_quote(a)).collect();
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let env_file = self
+            .target
+            .env_file
+            .as_ref()
+            .map(|f| format!("EnvironmentFile={}\n", std::path::absolute(f).unwrap_or(f.clone()).display()))
+            .unwrap_or_default();
+        let service = format!(
+            "{MARKER}\n[Unit]\nDescription=respaldo: {} `{}` of {config}\nWants=network-online.target\nAfter=network-online.target\n\n\
+             [Service]\nType=oneshot\nWorkingDirectory={}\nExecStart={}\nEnvironment={}\n{env_file}\
+             # SIGTERM reaches respaldo first, which stops its running step cleanly.\nKillMode=mixed\nTimeoutStopSec=2min\nNice=10\nIOSchedulingClass=best-effort\nIOSchedulingPriority=7\n",
+            entry.action.as_str(),
+            entry.name,
+            systemd_quote(&self.config.base.display().to_string()),
+            exec.join(" "),
+            systemd_quote(&format!("PATH={path}")),
+        );
+        let when = match &entry.when {
+            When::Cron { expr, zone, .. } => {
+                let mut s = String::new();
+                for c in crate::schedule::to_on_calendar(expr, zone.name().as_deref())
+                    .map_err(|m| usage(format!("schedule `{}`: {m}; use `respaldo daemon` instead", entry.name)))?
+                {
+                    s.push_str(&format!("OnCalendar={c}\n"));
+                }
+                if entry.catch_up {
+                    s.push_str("Persistent=true\n");
+                }
+                s.push_str("AccuracySec=1s\n");
+                s
+            }
+            When::Every(d) => format!(
+                "OnActiveSec={0}s\nOnUnitActiveSec={0}s\nAccuracySec=1s\n",
+                d.as_secs().max(1)
+            ),
+        };
+        let timer = format!(
+            "{MARKER}\n[Unit]\nDescription=respaldo: `{}` ({}) of {config}\n\n[Timer]\n{when}Unit={unit}.service\n\n[Install]\nWantedBy=timers.target\n",
+            entry.name,
+            entry.describe(),
+        );
+        Ok(vec![
+            (dir.join(format!("{unit}.service")), service),
+            (dir.join(format!("{unit}.timer")), timer),
+        ])
+    }
+
+    fn cron_expr(entry: &Entry) -> Result<String> {
+        match &entry.when {
+            When::Cron { expr, zone, .. } => {
+                if expr.split_whitespace().count() == 6 {
+                    bail!(usage(format!(
+                        "schedule `{}`: cron has no seconds field; use systemd timers or `respaldo daemon`",
+                        entry.name
+                    )));
+                }
+                if let Some(z) = zone.name() {
+                    bail!(usage(format!(
+                        "schedule `{}`: cron runs in the system's time zone, not {z}; use systemd timers or `respaldo daemon`",
+                        entry.name
+                    )));
+                }
+                Ok(expr.clone())
+            }
+            When::Every(d) => {
+                let m = d.as_secs() / 60;
+                if d.as_secs() % 60 == 0 && (1..60).contains(&m) && 60 % m == 0 {
+                    Ok(format!("*/{m} * * * *"))
+                } else if d.as_secs() % 3600 == 0 && 24 % (d.as_secs() / 3600) == 0 && d.as_secs() < 86400 {
+                    Ok(format!("0 */{} * * *", d.as_secs() / 3600))
+                } else {
+                    Err(usage(format!(
+                        "schedule `{}`: `every = {}` has no cron equivalent; use systemd timers or `respaldo daemon`",
+                        entry.name,
+                        entry.describe()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The cron lines (without the user field for a user crontab).
+    fn cron_text(&self) -> Result<String> {
+        let log_dir = self.log_dir()?;
+        let mut s = format!(
+            "{MARKER}\n# respaldo schedule of {}\nSHELL=/bin/sh\nPATH={}\n",
+            self.config.path.display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+        );
+        for e in &self.config.schedule {
+            let cmd: Vec<String> = self.argv(e).iter().map(|a| sh_quote(a)).collect();
+            let log = log_dir.join(format!("{}-{}.log", self.name, sanitize(&e.name)));
+            let source_env = self
+                .target
+                .env_file
+                .as_ref()
+                .map(|f| {
+                    let f = std::path::absolute(f).unwrap_or(f.clone());
+                    format!("set -a && . {} && set +a && ", sh_quote(&f.display().to_string()))
+                })
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "# {}: {}\n{} {}cd {} && {source_env}{} >> {} 2>&1\n",
+                e.name,
+                e.describe(),
+                Self::cron_expr(e)?,
+                if self.target.user { "" } else { "root " },
+                sh_quote(&self.config.base.display().to_string()),
+                cmd.join(" "),
+                sh_quote(&log.display().to_string())
+            ));
+        }
+        Ok(s)
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Result<()> {
+        let mut cmd = std::process::Command::new("systemctl");
+        if self.target.user {
+            cmd.arg("--user");
+        }
+        let st = cmd
+            .args(args)
+            .status()
+            .context("cannot run systemctl (use --cron, or `respaldo daemon`)")?;
+        if !st.success() {
+            bail!("systemctl {} failed ({st})", args.join(" "));
+        }
+        Ok(())
+    }
+
+    fn crontab_read() -> Result<String> {
+        let out = std::process::Command::new("crontab")
+            .arg("-l")
+            .stderr(Stdio::null())
+            .output()
+            .context("cannot run crontab (install cron, or use systemd timers)")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn crontab_write(text: &str) -> Result<()> {
+        use std::io::Write;
+        let mut child = std::process::Command::new("crontab")
+            .arg("-")
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("cannot run crontab")?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(text.as_bytes())?;
+        let st = child.wait()?;
+        if !st.success() {
+            bail!("crontab - failed ({st})");
+        }
+        Ok(())
+    }
+
+    fn block_markers(&self) -> (String, String) {
+        (
+            format!("# BEGIN respaldo {}", self.name),
+            format!("# END respaldo {}", self.name),
+        )
+    }
+
+    /// The user crontab without this installation's block.
+    fn without_block(&self, text: &str) -> String {
+        let (begin, end) = self.block_markers();
+        let mut out = String::new();
+        let mut inside = false;
+        for l in text.lines() {
+            if l == begin {
+                inside = true;
+            } else if l == end {
+                inside = false;
+            } else if !inside {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn write(path: &Path, text: &str) -> Result<()> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+        Ok(())
+    }
+
+    fn install(&self) -> Result<u8> {
+        let live = self.target.root.is_none();
+        if self.target.cron {
+            let text = self.cron_text()?;
+            if live {
+                std::fs::create_dir_all(self.log_dir()?).ok();
+            } else {
+                std::fs::create_dir_all(self.rooted(&self.log_dir()?)).ok();
+            }
+            if self.target.user {
+                if !live {
+                    return Err(usage("--root applies to system cron (/etc/cron.d) and systemd units"));
+                }
+                let (begin, end) = self.block_markers();
+                let current = self.without_block(&Self::crontab_read()?);
+                Self::crontab_write(&format!("{current}{begin}\n{text}{end}\n"))?;
+                println!("installed {} entr(ies) in the user's crontab", self.config.schedule.len());
+            } else {
+                Self::write(&self.cron_file(), &text)?;
+            }
+            println!("logs: {}", self.log_dir()?.display());
+            return Ok(0);
+        }
+        let mut timers = Vec::new();
+        for e in &self.config.schedule {
+            for (path, text) in self.files(e)? {
+                Self::write(&path, &text)?;
+            }
+            timers.push(format!("{}.timer", self.unit(e)));
+        }
+        if live {
+            self.systemctl(&["daemon-reload"])?;
+            let mut args = vec!["enable", "--now"];
+            args.extend(timers.iter().map(String::as_str));
+            self.systemctl(&args)?;
+            println!("enabled {}; logs: journalctl {}-u 'respaldo-{}-*'", timers.join(", "), if self.target.user { "--user " } else { "" }, self.name);
+        } else {
+            println!("not enabled (--root): systemctl {}enable --now {}", if self.target.user { "--user " } else { "" }, timers.join(" "));
+        }
+        Ok(0)
+    }
+
+    /// Our unit files in the unit folder (any entry name: also those removed
+    /// from the configuration since).
+    fn installed_units(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.unit_dir()?;
+        let prefix = format!("respaldo-{}-", self.name);
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&prefix)
+                    && (n.ends_with(".service") || n.ends_with(".timer"))
+                    && std::fs::read_to_string(e.path()).is_ok_and(|t| t.starts_with(MARKER))
+                {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn uninstall(&self) -> Result<u8> {
+        let live = self.target.root.is_none();
+        if self.target.cron {
+            if self.target.user {
+                if !live {
+                    return Err(usage("--root applies to system cron (/etc/cron.d) and systemd units"));
+                }
+                let current = Self::crontab_read()?;
+                Self::crontab_write(&self.without_block(&current))?;
+                println!("removed the respaldo {} block from the user's crontab", self.name);
+            } else {
+                let f = self.cron_file();
+                match std::fs::read_to_string(&f) {
+                    Ok(t) if t.starts_with(MARKER) => {
+                        std::fs::remove_file(&f)?;
+                        println!("removed {}", f.display());
+                    }
+                    Ok(_) => bail!("{} was not written by respaldo; left alone", f.display()),
+                    Err(_) => println!("nothing installed at {}", f.display()),
+                }
+            }
+            return Ok(0);
+        }
+        let units = self.installed_units()?;
+        if units.is_empty() {
+            println!("nothing installed in {}", self.unit_dir()?.display());
+            return Ok(0);
+        }
+        if live {
+            let timers: Vec<String> = units
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "timer"))
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            let mut args = vec!["disable", "--now"];
+            args.extend(timers.iter().map(String::as_str));
+            if let Err(e) = self.systemctl(&args) {
+                tracing::warn!("{e}");
+            }
+        }
+        for u in &units {
+            std::fs::remove_file(u).with_context(|| format!("cannot remove {}", u.display()))?;
+            println!("removed {}", u.display());
+        }
+        if live {
+            self.systemctl(&["daemon-reload"])?;
+        }
+        Ok(0)
+    }
+
+    fn status(&self, json: bool) -> Result<u8> {
+        let history = self.config.status.history.read_or_warn();
+        let now = Utc::now();
+        let cron_text = if self.target.cron {
+            if self.target.user && self.target.root.is_none() {
+                Self::crontab_read().unwrap_or_default()
+            } else {
+                std::fs::read_to_string(self.cron_file()).unwrap_or_default()
+            }
+        } else {
+            String::new()
+        };
+        let mut rows = Vec::new();
+        let mut arr = Vec::new();
+        for e in &self.config.schedule {
+            let installed = if self.target.cron {
+                let needle = format!(" schedule run {}", sh_quote(&e.name));
+                cron_text.lines().any(|l| !l.starts_with('#') && l.contains(&needle))
+            } else {
+                self.unit_dir()?.join(format!("{}.timer", self.unit(e))).exists()
+            };
+            let last = history
+                .iter()
+                .filter(|r| r.trigger.as_deref() == Some(e.name.as_str()))
+                .max_by_key(|r| r.started);
+            let next = e.next_after(now);
+            rows.push(vec![
+                e.name.clone(),
+                e.action.as_str().to_string(),
+                e.describe(),
+                next.map(|t| crate::output::time(&t)).unwrap_or_else(|| "-".into()),
+                last.map(|r| {
+                    format!(
+                        "{} {}",
+                        crate::output::time(&r.started),
+                        if r.ok { "ok" } else { "FAILED" }
+                    )
+                })
+                .unwrap_or_else(|| "never".into()),
+                if installed { "yes" } else { "no" }.to_string(),
+            ]);
+            arr.push(serde_json::json!({
+                "entry": e.name, "action": e.action.as_str(), "schedule": e.describe(),
+                "next": next, "installed": installed,
+                "last": last.map(|r| serde_json::json!({"time": r.started, "ok": r.ok, "error": r.error})),
+            }));
+        }
+        if json {
+            println!("{}", serde_json::Value::Array(arr));
+        } else {
+            print!(
+                "{}",
+                crate::output::table(&["ENTRY", "ACTION", "SCHEDULE", "NEXT", "LAST", "INSTALLED"], &rows)
+            );
+        }
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(systemd_quote("/usr/bin/respaldo"), "/usr/bin/respaldo");
+        assert_eq!(systemd_quote("/my dir/50%"), "\"/my dir/50%%\"");
+        assert_eq!(sh_quote("/a/b.toml"), "/a/b.toml");
+        assert_eq!(sh_quote("it's 100%"), "'it'\\''s 100\\%'");
+    }
+}

@@ -1,0 +1,567 @@
+//! Notifications (`[[notify]]`): a webhook with a JSON body (or a template for
+//! Slack/Discord-style payloads), healthchecks-style pings, SMTP email, or a
+//! command. They carry the source, the error and a log tail, with secrets
+//! masked. A notifier that fails is logged; it never fails the run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use respaldo_core::duration::parse_duration;
+use respaldo_core::process::{self, RunOptions};
+use respaldo_core::secret::Secret;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{typed, KeyError};
+use crate::mask::Masker;
+
+/// How long one notification may take by default.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A run started.
+    Start,
+    /// A run succeeded.
+    Success,
+    /// A run failed (one of its sources, a hook, a check, the repository).
+    Failure,
+    /// A source's last good backup is older than its objective (`rpo`).
+    Stale,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Start => "start",
+            EventKind::Success => "success",
+            EventKind::Failure => "failure",
+            EventKind::Stale => "stale",
+        }
+    }
+}
+
+/// One source in an event.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceEvent {
+    /// The source's name.
+    pub name: String,
+    /// Whether it is fine.
+    pub ok: bool,
+    /// What is wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a notification says; the webhook's default JSON body.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// `start`, `success`, `failure` or `stale`.
+    pub event: EventKind,
+    /// `backup`, `verify`, `test-restore`, `forget`, `prune`, `status`.
+    pub action: String,
+    /// The `[schedule]` entry, if scheduled.
+    pub trigger: Option<String>,
+    /// This host.
+    pub host: String,
+    /// The configuration file.
+    pub config: String,
+    /// The repository.
+    pub repository: String,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// The sources that failed or are stale, comma-separated (empty when none).
+    pub source: String,
+    /// Every source involved.
+    pub sources: Vec<SourceEvent>,
+    /// The error, if any.
+    pub error: Option<String>,
+    /// The snapshot written, if any.
+    pub snapshot: Option<String>,
+    /// One line for humans.
+    pub summary: String,
+    /// The last lines of respaldo's log.
+    pub log_tail: String,
+}
+
+impl Event {
+    /// Masks every secret in the event's text.
+    pub fn masked(mut self, m: &Masker) -> Event {
+        self.repository = m.mask(&self.repository);
+        self.error = self.error.map(|e| m.mask(&e));
+        self.summary = m.mask(&self.summary);
+        self.log_tail = m.mask(&self.log_tail);
+        for s in &mut self.sources {
+            s.error = s.error.as_ref().map(|e| m.mask(e));
+        }
+        self
+    }
+
+    fn field(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "event" => self.event.as_str().to_string(),
+            "action" => self.action.clone(),
+            "trigger" => self.trigger.clone().unwrap_or_default(),
+            "host" => self.host.clone(),
+            "config" => self.config.clone(),
+            "repository" => self.repository.clone(),
+            "time" => self.time.to_rfc3339(),
+            "source" => self.source.clone(),
+            "error" => self.error.clone().unwrap_or_default(),
+            "snapshot" => self.snapshot.clone().unwrap_or_default(),
+            "summary" => self.summary.clone(),
+            "log_tail" => self.log_tail.clone(),
+            _ => return None,
+        })
+    }
+}
+
+/// Placeholders a template may use.
+const FIELDS: [&str; 12] = [
+    "event", "action", "trigger", "host", "config", "repository", "time", "source", "error",
+    "snapshot", "summary", "log_tail",
+];
+
+/// Renders a template: each `{{field}}` becomes the field's text, escaped
+/// for a JSON string (the template supplies the quotes).
+fn render(template: &str, event: &Event) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let name = after[..end].trim();
+                match event.field(name) {
+                    Some(v) => {
+                        let quoted = serde_json::Value::String(v).to_string();
+                        out.push_str(&quoted[1..quoted.len() - 1]);
+                    }
+                    None => out.push_str(&rest[i..i + 2 + end + 2]),
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn check_template(t: &str) -> Result<(), String> {
+    let mut rest = t;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        let end = after.find("}}").ok_or("unclosed `{{`")?;
+        let name = after[..end].trim();
+        if !FIELDS.contains(&name) {
+            return Err(format!(
+                "unknown placeholder `{{{{{name}}}}}` (known: {})",
+                FIELDS.join(", ")
+            ));
+        }
+        rest = &after[end + 2..];
+    }
+    Ok(())
+}
+
+/// Keys every notifier accepts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonKeys {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    on: Option<Vec<EventKind>>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+const COMMON_KEYS: [&str; 3] = ["type", "on", "timeout"];
+
+/// `type = "webhook"`: an HTTP POST.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookConfig {
+    /// Where to POST. Tokens in it are secrets: use `${VAR}`.
+    url: String,
+    /// Extra headers, values by reference like any secret
+    /// (`Authorization = "${HOOK_TOKEN}"`).
+    #[serde(default)]
+    headers: BTreeMap<String, Secret>,
+    /// The body instead of the event's JSON, with `{{summary}}`, `{{source}}`,
+    /// `{{error}}`, `{{log_tail}}`, … placeholders (escaped for a JSON string),
+    /// e.g. `'{"text": "respaldo: {{summary}}"}'` for Slack.
+    #[serde(default)]
+    template: Option<String>,
+}
+
+/// `type = "healthchecks"`: pings `URL/start`, `URL` (success) and
+/// `URL/fail` (failure, stale), the log tail as the body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthchecksConfig {
+    /// The check's ping URL (`https://hc-ping.com/UUID`); use `${VAR}`.
+    url: String,
+}
+
+/// `type = "email"`: a message through an SMTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailConfig {
+    /// The SMTP server's host name.
+    smtp_host: String,
+    /// Its port; default 587 (`starttls`), 465 (`tls`) or 25 (`none`).
+    #[serde(default)]
+    smtp_port: Option<u16>,
+    /// `starttls` (default), `tls` (implicit TLS) or `none` (plain; local relays only).
+    #[serde(default = "default_tls")]
+    tls: String,
+    /// User name for SMTP AUTH.
+    #[serde(default)]
+    username: Option<String>,
+    /// Password for SMTP AUTH, by reference.
+    #[serde(default)]
+    password: Option<Secret>,
+    /// The sender address.
+    from: String,
+    /// Recipients.
+    to: Vec<String>,
+}
+
+fn default_tls() -> String {
+    "starttls".into()
+}
+
+/// `type = "command"`: runs a program with the event in its environment
+/// (`RESPALDO_EVENT`, `RESPALDO_SOURCE`, `RESPALDO_ERROR`, `RESPALDO_SUMMARY`,
+/// `RESPALDO_LOG_TAIL`, and the whole event as JSON in `RESPALDO_EVENT_JSON`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandConfig {
+    /// The program and its arguments (no shell; use `["sh", "-c", "…"]`).
+    command: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Channel {
+    Webhook(WebhookConfig),
+    Healthchecks(HealthchecksConfig),
+    Email(EmailConfig),
+    Command(CommandConfig),
+}
+
+/// One configured notifier.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    channel: Channel,
+    on: Vec<EventKind>,
+    timeout: Duration,
+    /// `webhook #1`, for messages.
+    label: String,
+}
+
+/// Parses the `[[notify]]` array.
+pub fn parse(raw: Vec<toml::Value>, base: &Path) -> Result<Vec<Notifier>, KeyError> {
+    let mut out = Vec::new();
+    for (i, v) in raw.into_iter().enumerate() {
+        let keys = vec!["notify".to_string(), i.to_string()];
+        let at = |k: &str, m: String| {
+            let mut p = keys.clone();
+            p.push(k.to_string());
+            (p, m)
+        };
+        let toml::Value::Table(mut table) = v else {
+            return Err((keys, "must be a table".into()));
+        };
+        let mut common = toml::Table::new();
+        for k in COMMON_KEYS {
+            if let Some(v) = table.remove(k) {
+                common.insert(k.to_string(), v);
+            }
+        }
+        if !common.contains_key("type") {
+            return Err(at(
+                "type",
+                "missing `type` (webhook, healthchecks, email or command)".into(),
+            ));
+        }
+        let c: CommonKeys = typed(toml::Value::Table(common), &keys)?;
+        let rest = toml::Value::Table(table);
+        let (channel, default_on) = match c.kind.as_str() {
+            "webhook" => {
+                let w: WebhookConfig = typed(rest, &keys)?;
+                if let Some(t) = &w.template {
+                    check_template(t).map_err(|m| at("template", m))?;
+                }
+                check_url(&w.url).map_err(|m| at("url", m))?;
+                (Channel::Webhook(w), vec![EventKind::Failure, EventKind::Stale])
+            }
+            "healthchecks" => {
+                let h: HealthchecksConfig = typed(rest, &keys)?;
+                check_url(&h.url).map_err(|m| at("url", m))?;
+                (
+                    Channel::Healthchecks(h),
+                    vec![
+                        EventKind::Start,
+                        EventKind::Success,
+                        EventKind::Failure,
+                        EventKind::Stale,
+                    ],
+                )
+            }
+            "email" => {
+                let mut e: EmailConfig = typed(rest, &keys)?;
+                if !["starttls", "tls", "none"].contains(&e.tls.as_str()) {
+                    return Err(at("tls", format!("`{}`: use starttls, tls or none", e.tls)));
+                }
+                for a in e.to.iter().chain(std::iter::once(&e.from)) {
+                    a.parse::<lettre::message::Mailbox>()
+                        .map_err(|err| at(if a == &e.from { "from" } else { "to" }, format!("`{a}`: {err}")))?;
+                }
+                if e.to.is_empty() {
+                    return Err(at("to", "needs at least one recipient".into()));
+                }
+                if let Some(p) = &mut e.password {
+                    p.rebase(base);
+                }
+                (Channel::Email(e), vec![EventKind::Failure, EventKind::Stale])
+            }
+            "command" => {
+                let c: CommandConfig = typed(rest, &keys)?;
+                if c.command.is_empty() {
+                    return Err(at("command", "is empty".into()));
+                }
+                (Channel::Command(c), vec![EventKind::Failure, EventKind::Stale])
+            }
+            other => {
+                return Err(at(
+                    "type",
+                    format!("unknown notifier type `{other}` (webhook, healthchecks, email or command)"),
+                ))
+            }
+        };
+        let timeout = match &c.timeout {
+            Some(t) => parse_duration(t).map_err(|m| at("timeout", m))?,
+            None => DEFAULT_TIMEOUT,
+        };
+        out.push(Notifier {
+            label: format!("notify #{} ({})", i + 1, c.kind),
+            channel,
+            on: c.on.unwrap_or(default_on),
+            timeout,
+        });
+    }
+    Ok(out)
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err("must be an http:// or https:// URL".into())
+    }
+}
+
+/// Whether any notifier wants `kind`.
+pub fn wants(notifiers: &[Notifier], kind: EventKind) -> bool {
+    notifiers.iter().any(|n| n.on.contains(&kind))
+}
+
+/// Sends `event` (already masked) to every notifier that wants it, at once.
+/// Failures are logged, never returned.
+pub async fn send(notifiers: &[Notifier], event: &Event) {
+    let sends = notifiers
+        .iter()
+        .filter(|n| n.on.contains(&event.event))
+        .map(|n| async move {
+            let r = tokio::time::timeout(n.timeout, deliver(n, event))
+                .await
+                .unwrap_or_else(|_| Err(format!("timed out after {}s", n.timeout.as_secs_f64())));
+            if let Err(e) = r {
+                tracing::warn!("{} could not send the {} notification: {e}", n.label, event.event.as_str());
+            }
+        });
+    futures::future::join_all(sends).await;
+}
+
+async fn deliver(n: &Notifier, event: &Event) -> Result<(), String> {
+    match &n.channel {
+        Channel::Webhook(w) => {
+            let body = match &w.template {
+                Some(t) => render(t, event),
+                None => serde_json::to_string(event).map_err(|e| e.to_string())?,
+            };
+            let mut req = client()?
+                .post(&w.url)
+                .header("content-type", "application/json")
+                .body(body);
+            for (k, v) in &w.headers {
+                req = req.header(k, v.resolve().await?.expose());
+            }
+            check_response(req.send().await)
+        }
+        Channel::Healthchecks(h) => {
+            let url = h.url.trim_end_matches('/');
+            let url = match event.event {
+                EventKind::Start => format!("{url}/start"),
+                EventKind::Success => url.to_string(),
+                EventKind::Failure | EventKind::Stale => format!("{url}/fail"),
+            };
+            let body = format!("{}\n\n{}", event.summary, event.log_tail);
+            check_response(client()?.post(url).body(body).send().await)
+        }
+        Channel::Email(e) => send_email(e, event).await,
+        Channel::Command(c) => {
+            let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
+            let env = vec![
+                ("RESPALDO_EVENT".to_string(), event.event.as_str().to_string()),
+                ("RESPALDO_SOURCE".into(), event.source.clone()),
+                ("RESPALDO_ERROR".into(), event.error.clone().unwrap_or_default()),
+                ("RESPALDO_SUMMARY".into(), event.summary.clone()),
+                ("RESPALDO_LOG_TAIL".into(), event.log_tail.clone()),
+                ("RESPALDO_EVENT_JSON".into(), json),
+            ];
+            process::run_with(
+                &c.command,
+                &RunOptions {
+                    env,
+                    dir: None,
+                    timeout: Some(n.timeout),
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .user_agent(concat!("respaldo/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// An error that names the host only: webhook URLs often hold tokens.
+fn check_response(r: reqwest::Result<reqwest::Response>) -> Result<(), String> {
+    let host = |e: &reqwest::Error| {
+        e.url()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    match r {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) => Err(format!(
+            "{} answered {}",
+            resp.url().host_str().unwrap_or(""),
+            resp.status()
+        )),
+        Err(e) => Err(format!("cannot reach {}: {}", host(&e), e.without_url())),
+    }
+}
+
+async fn send_email(e: &EmailConfig, event: &Event) -> Result<(), String> {
+    use lettre::message::Mailbox;
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let parse = |a: &str| a.parse::<Mailbox>().map_err(|err| format!("`{a}`: {err}"));
+    let mut msg = Message::builder()
+        .from(parse(&e.from)?)
+        .subject(format!("[respaldo] {}", event.summary));
+    for to in &e.to {
+        msg = msg.to(parse(to)?);
+    }
+    let body = format!(
+        "{}\n\nhost: {}\nconfiguration: {}\nrepository: {}\nsource: {}\nerror: {}\n\nlog:\n{}\n",
+        event.summary,
+        event.host,
+        event.config,
+        event.repository,
+        event.source,
+        event.error.as_deref().unwrap_or("-"),
+        event.log_tail
+    );
+    let msg = msg.body(body).map_err(|err| err.to_string())?;
+    let mut transport = match e.tls.as_str() {
+        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&e.smtp_host),
+        "none" => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&e.smtp_host)),
+        _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&e.smtp_host),
+    }
+    .map_err(|err| format!("SMTP server {}: {err}", e.smtp_host))?;
+    if let Some(port) = e.smtp_port {
+        transport = transport.port(port);
+    }
+    if let (Some(user), Some(pw)) = (&e.username, &e.password) {
+        transport = transport.credentials(Credentials::new(
+            user.clone(),
+            pw.resolve().await?.expose().to_string(),
+        ));
+    }
+    transport
+        .build()
+        .send(msg)
+        .await
+        .map(|_| ())
+        .map_err(|err| format!("SMTP server {}: {err}", e.smtp_host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Event {
+        Event {
+            event: EventKind::Failure,
+            action: "backup".into(),
+            trigger: None,
+            host: "h".into(),
+            config: "/c".into(),
+            repository: "/r".into(),
+            time: Utc::now(),
+            source: "db".into(),
+            sources: vec![],
+            error: Some("said \"no\"\nthen quit".into()),
+            snapshot: None,
+            summary: "backup failed: db".into(),
+            log_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn templates_escape_for_json() {
+        let t = r#"{"text": "{{summary}}: {{error}} {{unknown}}"}"#;
+        let out = render(t, &event());
+        assert_eq!(
+            out,
+            r#"{"text": "backup failed: db: said \"no\"\nthen quit {{unknown}}"}"#
+        );
+        assert!(check_template(t).is_err());
+        assert!(check_template(r#"{"text": "{{ summary }}"}"#).is_ok());
+    }
+
+    #[test]
+    fn parse_validates_per_type() {
+        let parse_one = |t: &str| {
+            let v: toml::Table = toml::from_str(t).unwrap();
+            parse(vec![toml::Value::Table(v)], Path::new("/"))
+        };
+        let n = parse_one("type = \"webhook\"\nurl = \"http://x/\"\n").unwrap();
+        assert_eq!(n[0].on, [EventKind::Failure, EventKind::Stale]);
+        let e = parse_one("type = \"webhook\"\nurl = \"http://x/\"\ncommand = [\"x\"]\n").unwrap_err();
+        assert_eq!(e.0, ["notify", "0", "command"]);
+        let e = parse_one("type = \"pager\"\n").unwrap_err();
+        assert_eq!(e.0, ["notify", "0", "type"]);
+        let e = parse_one("type = \"webhook\"\nurl = \"http://x/\"\non = [\"sometimes\"]\n").unwrap_err();
+        assert_eq!(e.0[..3], ["notify", "0", "on"]);
+        let e = parse_one("type = \"email\"\nsmtp_host = \"m\"\nfrom = \"nope\"\nto = [\"a@b.c\"]\n").unwrap_err();
+        assert_eq!(e.0, ["notify", "0", "from"]);
+    }
+}

@@ -1,0 +1,192 @@
+//! A tracked backup run: the `start` notification, the `[hooks]` of the run
+//! and the free-space check before it; after it, the run history record,
+//! the `after`/`failure` and `finally` hooks and the `success`/`failure`
+//! notification. Used by `backup`, whoever starts it (a person, cron, a
+//! systemd timer or the daemon).
+
+use std::future::Future;
+
+use anyhow::{anyhow, Result};
+use respaldo_core::engine::BackupOutcome;
+
+use crate::config::Config;
+use crate::history::{RunRecord, SourceRun};
+use crate::hooks::Stage;
+use crate::notify::{self, Event, EventKind, SourceEvent};
+
+/// The `[schedule]` entry that started this run (set by the scheduler for
+/// the commands it runs).
+pub const TRIGGER_ENV: &str = "RESPALDO_TRIGGER";
+/// The id the scheduler gives the run, to find its history record.
+pub const RUN_ID_ENV: &str = "RESPALDO_RUN_ID";
+
+/// A new record for this process's run of `action`.
+pub fn record(action: &str) -> RunRecord {
+    let trigger = std::env::var(TRIGGER_ENV).ok().filter(|s| !s.is_empty());
+    let mut rec = RunRecord::start(action, trigger);
+    if let Some(id) = std::env::var(RUN_ID_ENV).ok().filter(|s| !s.is_empty()) {
+        rec.id = id;
+    }
+    rec
+}
+
+/// The notification for `rec`, masked.
+pub fn event(config: &Config, kind: EventKind, rec: &RunRecord) -> Event {
+    let failed: Vec<&str> = rec
+        .sources
+        .iter()
+        .filter(|(_, s)| !s.ok)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let names: Vec<&str> = rec.sources.keys().map(String::as_str).collect();
+    let what = if names.is_empty() {
+        rec.action.clone()
+    } else {
+        format!("{} of {}", rec.action, names.join(", "))
+    };
+    let summary = match kind {
+        EventKind::Start => format!("{what} started"),
+        EventKind::Success => match &rec.snapshot {
+            Some(id) => format!(
+                "{what} succeeded: snapshot {} ({} added)",
+                &id[..id.len().min(12)],
+                crate::output::size(rec.bytes_added)
+            ),
+            None => format!("{what} succeeded"),
+        },
+        EventKind::Failure | EventKind::Stale => format!(
+            "{what} FAILED: {}",
+            rec.error.as_deref().unwrap_or("unknown error")
+        ),
+    };
+    Event {
+        event: kind,
+        action: rec.action.clone(),
+        trigger: rec.trigger.clone(),
+        host: respaldo_core::lock::hostname(),
+        config: config.path.display().to_string(),
+        repository: config.repository.url.clone(),
+        time: chrono::Utc::now(),
+        source: failed.join(", "),
+        sources: rec
+            .sources
+            .iter()
+            .map(|(n, s)| SourceEvent {
+                name: n.clone(),
+                ok: s.ok,
+                error: s.error.clone(),
+            })
+            .collect(),
+        error: rec.error.clone(),
+        snapshot: rec.snapshot.clone(),
+        summary,
+        log_tail: if kind == EventKind::Failure {
+            crate::mask::LogTail::global().text()
+        } else {
+            String::new()
+        },
+    }
+    .masked(&config.masker)
+}
+
+/// Writes `rec` to the history (a failure to do so is logged) and sends the
+/// `success` or `failure` notification.
+pub async fn conclude(config: &Config, rec: &mut RunRecord) {
+    rec.finished = chrono::Utc::now();
+    rec.error = rec.error.as_ref().map(|e| config.masker.mask(e));
+    for s in rec.sources.values_mut() {
+        s.error = s.error.as_ref().map(|e| config.masker.mask(e));
+    }
+    if let Err(e) = config.status.history.append(rec) {
+        tracing::warn!(
+            "cannot record the run in {}: {e}",
+            config.status.history.path().display()
+        );
+    }
+    let kind = if rec.ok {
+        EventKind::Success
+    } else {
+        EventKind::Failure
+    };
+    notify::send(&config.notify, &event(config, kind, rec)).await;
+}
+
+/// Runs a backup (`run`, which takes the lock, backs up and verifies) with
+/// everything around it. `sources` are the selected sources.
+pub async fn tracked<F>(
+    config: &Config,
+    sources: &[String],
+    tags: &[String],
+    run: F,
+) -> Result<(BackupOutcome, Vec<String>)>
+where
+    F: Future<Output = Result<(BackupOutcome, Vec<String>)>>,
+{
+    let mut rec = record("backup");
+    rec.tags = tags.to_vec();
+    for s in sources {
+        rec.sources.insert(s.clone(), SourceRun::default());
+    }
+    if notify::wants(&config.notify, EventKind::Start) {
+        notify::send(&config.notify, &event(config, EventKind::Start, &rec)).await;
+    }
+    let prepared = async {
+        config
+            .hooks
+            .run(Stage::Before, None, None)
+            .await
+            .map_err(|e| anyhow!("{e}; nothing was backed up"))?;
+        crate::precheck::check_free_space(
+            &config.repository.url,
+            config.backup.min_free_space.as_deref(),
+        )
+        .map_err(|e| anyhow!(e))
+    }
+    .await;
+    let result = match prepared {
+        Ok(()) => run.await,
+        Err(e) => Err(e),
+    };
+    match &result {
+        Ok((outcome, problems)) => {
+            let s = &outcome.snapshot;
+            rec.snapshot = outcome.snapshot_id.map(|i| i.to_hex());
+            rec.bytes_added = s.stats.bytes_added;
+            for (n, e) in &s.sources {
+                rec.sources.insert(
+                    n.clone(),
+                    SourceRun {
+                        ok: e.is_ok(),
+                        error: e.error.clone(),
+                        bytes_total: e.stats.bytes_total,
+                        bytes_added: e.stats.bytes_added,
+                        duration_ms: e.duration_ms,
+                    },
+                );
+            }
+            let mut errors: Vec<String> = outcome
+                .failures()
+                .iter()
+                .map(|(n, e)| format!("{n}: {e}"))
+                .collect();
+            errors.extend(problems.iter().map(|p| format!("verify: {p}")));
+            rec.ok = errors.is_empty();
+            if !rec.ok {
+                rec.error = Some(errors.join("; "));
+            }
+        }
+        Err(e) => {
+            let msg = crate::commands::describe(e);
+            for s in rec.sources.values_mut() {
+                s.ok = false;
+                s.error = Some(msg.clone());
+            }
+            rec.error = Some(msg);
+        }
+    }
+    if let Some(w) = config.hooks.conclude(None, rec.error.as_deref()).await {
+        tracing::warn!("{w}");
+    }
+    conclude(config, &mut rec).await;
+    result
+}

@@ -1,0 +1,372 @@
+//! `status`: per source the last good backup, its age, size and duration,
+//! and whether it meets its recovery point objective (`rpo`); a source whose
+//! last run failed, or whose last good backup is too old, makes it exit 1.
+//!
+//! Good backups come from the repository's snapshots (a failed run never
+//! counts as one); failed runs also from the run history, which records runs
+//! that failed before any snapshot could be written.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use respaldo_core::duration::parse_duration;
+use respaldo_core::snapshot::SnapshotRef;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::commands::Ctx;
+use crate::config::{Config, KeyError};
+use crate::history::{History, RunRecord};
+use crate::notify::{self, Event, EventKind, SourceEvent};
+use crate::output;
+
+/// `[status]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// The recovery point objective of every source (`"26h"`): a source
+    /// whose last good backup is older is stale. A source's own `rpo`
+    /// wins. Default: derived from `[schedule]` — the longest gap between
+    /// two runs of the most frequent backup entry covering the source, plus
+    /// half of it (at most one hour) for the run itself.
+    #[serde(default)]
+    pub rpo: Option<String>,
+    /// Where the run history is kept (relative paths: from the
+    /// configuration's folder). Default: `$RESPALDO_STATE_DIR`, else
+    /// `/var/lib/respaldo` for root, else `$XDG_STATE_HOME/respaldo` or
+    /// `~/.local/state/respaldo`. One file per repository.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Validated `[status]`.
+#[derive(Debug, Clone)]
+pub struct StatusSettings {
+    /// The global objective.
+    pub rpo: Option<Duration>,
+    /// The run history.
+    pub history: History,
+}
+
+impl StatusSettings {
+    /// Validates `[status]` for the repository at `url`.
+    pub fn new(c: StatusConfig, base: &Path, url: &str) -> Result<StatusSettings, KeyError> {
+        let rpo = c
+            .rpo
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|m| (vec!["rpo".to_string()], m))?;
+        let dir = match c.state_dir {
+            Some(d) => base.join(d),
+            None => crate::history::default_state_dir(),
+        };
+        Ok(StatusSettings {
+            rpo,
+            history: History::new(&dir, url),
+        })
+    }
+}
+
+/// A source's last good backup.
+#[derive(Debug, Clone)]
+pub struct Good {
+    /// When its backup started.
+    pub time: DateTime<Utc>,
+    /// The snapshot.
+    pub snapshot: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Bytes it added.
+    pub bytes_added: u64,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// A source's last run, good or not.
+#[derive(Debug, Clone)]
+pub struct LastRun {
+    /// When it started.
+    pub time: DateTime<Utc>,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+/// One source's state.
+#[derive(Debug, Clone)]
+pub struct SourceState {
+    /// Name.
+    pub name: String,
+    /// Driver type.
+    pub kind: String,
+    /// Last good backup.
+    pub good: Option<Good>,
+    /// Last run.
+    pub last_run: Option<LastRun>,
+    /// Objective, and where it comes from (`source`, `global`, `schedule`).
+    pub rpo: Option<(Duration, &'static str)>,
+    /// Age of the last good backup.
+    pub age: Option<Duration>,
+    /// No good backup, or older than the objective.
+    pub stale: bool,
+    /// The last run failed.
+    pub failed: bool,
+    /// Failed backup runs in the history.
+    pub failures: u64,
+}
+
+impl SourceState {
+    /// Neither stale nor failed.
+    pub fn ok(&self) -> bool {
+        !self.stale && !self.failed
+    }
+
+    /// `ok`, `STALE …`, `FAILED: …`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.failed {
+            let err = self
+                .last_run
+                .as_ref()
+                .and_then(|r| r.error.as_deref())
+                .unwrap_or("failed");
+            parts.push(format!("FAILED: {err}"));
+        }
+        if self.stale {
+            parts.push(match (&self.good, self.rpo) {
+                (None, _) => "STALE: never backed up".to_string(),
+                (Some(_), Some((rpo, _))) => format!(
+                    "STALE: older than its objective ({})",
+                    human(rpo)
+                ),
+                (Some(_), None) => "STALE".to_string(),
+            });
+        }
+        if parts.is_empty() {
+            "ok".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// `26h`, `3d4h`, `45s`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}min", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// The objective of `source`: its own, the global one, or the schedule's.
+fn objective(config: &Config, name: &str, own: Option<Duration>, now: DateTime<Utc>) -> Option<(Duration, &'static str)> {
+    if let Some(r) = own {
+        return Some((r, "source"));
+    }
+    if let Some(r) = config.status.rpo {
+        return Some((r, "global"));
+    }
+    config
+        .schedule
+        .iter()
+        .filter(|e| e.backs_up(name))
+        .filter_map(|e| e.longest_gap(now))
+        .min()
+        .map(|gap| (gap + (gap / 2).min(Duration::from_secs(3600)), "schedule"))
+}
+
+/// The state of every enabled source at `now`.
+pub fn evaluate(
+    config: &Config,
+    snapshots: &[SnapshotRef],
+    history: &[RunRecord],
+    now: DateTime<Utc>,
+) -> Vec<SourceState> {
+    config
+        .sources
+        .iter()
+        .filter(|s| s.enabled)
+        .map(|spec| {
+            let name = &spec.name;
+            let mut good: Option<Good> = None;
+            let mut last_run: Option<LastRun> = None;
+            for s in snapshots {
+                let Some(e) = s.snapshot.sources.get(name) else {
+                    continue;
+                };
+                if e.is_ok() && good.as_ref().is_none_or(|g| e.started > g.time) {
+                    good = Some(Good {
+                        time: e.started,
+                        snapshot: s.id.to_hex(),
+                        size: e.stats.bytes_total,
+                        bytes_added: e.stats.bytes_added,
+                        duration_ms: e.duration_ms,
+                    });
+                }
+                if last_run.as_ref().is_none_or(|r| e.started > r.time) {
+                    last_run = Some(LastRun {
+                        time: e.started,
+                        ok: e.is_ok(),
+                        error: e.error.clone(),
+                    });
+                }
+            }
+            let mut failures = 0;
+            for r in history.iter().filter(|r| r.action == "backup") {
+                let Some(sr) = r.sources.get(name) else {
+                    continue;
+                };
+                if !sr.ok {
+                    failures += 1;
+                }
+                // A snapshot entry of the same run is as new: the history
+                // (which has errors even for sealed snapshots) wins the tie.
+                if last_run.as_ref().is_none_or(|l| r.started >= l.time) {
+                    last_run = Some(LastRun {
+                        time: r.started,
+                        ok: sr.ok,
+                        error: sr.error.clone(),
+                    });
+                }
+            }
+            let rpo = objective(config, name, spec.rpo, now);
+            let age = good
+                .as_ref()
+                .map(|g| (now - g.time).to_std().unwrap_or(Duration::ZERO));
+            let stale = match (age, rpo) {
+                (None, _) => true,
+                (Some(a), Some((r, _))) => a > r,
+                (Some(_), None) => false,
+            };
+            SourceState {
+                name: name.clone(),
+                kind: spec.kind.clone(),
+                failed: last_run.as_ref().is_some_and(|r| !r.ok),
+                good,
+                last_run,
+                rpo,
+                age,
+                stale,
+                failures,
+            }
+        })
+        .collect()
+}
+
+/// Loads the snapshots and the history and evaluates every source.
+pub async fn collect(ctx: &Ctx<'_>) -> Result<Vec<SourceState>> {
+    let repo = ctx.repo().await?;
+    let (snapshots, _) = repo.snapshots().await?;
+    let history = ctx.config.status.history.read_or_warn();
+    Ok(evaluate(&ctx.config, &snapshots, &history, Utc::now()))
+}
+
+/// The `stale` notification for these sources, masked.
+pub fn stale_event(config: &Config, stale: &[&SourceState]) -> Event {
+    let names: Vec<&str> = stale.iter().map(|s| s.name.as_str()).collect();
+    let details: Vec<String> = stale
+        .iter()
+        .map(|s| format!("{}: {}", s.name, s.describe()))
+        .collect();
+    Event {
+        event: EventKind::Stale,
+        action: "status".into(),
+        trigger: None,
+        host: respaldo_core::lock::hostname(),
+        config: config.path.display().to_string(),
+        repository: config.repository.url.clone(),
+        time: Utc::now(),
+        source: names.join(", "),
+        sources: stale
+            .iter()
+            .map(|s| SourceEvent {
+                name: s.name.clone(),
+                ok: false,
+                error: Some(s.describe()),
+            })
+            .collect(),
+        error: Some(details.join("; ")),
+        snapshot: None,
+        summary: format!("stale backups: {}", details.join("; ")),
+        log_tail: String::new(),
+    }
+    .masked(&config.masker)
+}
+
+fn to_json(s: &SourceState) -> serde_json::Value {
+    json!({
+        "source": s.name,
+        "type": s.kind,
+        "ok": s.ok(),
+        "stale": s.stale,
+        "failed": s.failed,
+        "state": s.describe(),
+        "last_good": s.good.as_ref().map(|g| json!({
+            "time": g.time, "snapshot": g.snapshot, "size": g.size,
+            "bytes_added": g.bytes_added, "duration_ms": g.duration_ms,
+        })),
+        "age_seconds": s.age.map(|a| a.as_secs()),
+        "rpo_seconds": s.rpo.map(|r| r.0.as_secs()),
+        "rpo_from": s.rpo.map(|r| r.1),
+        "last_run": s.last_run.as_ref().map(|r| json!({
+            "time": r.time, "ok": r.ok, "error": r.error,
+        })),
+        "failures": s.failures,
+    })
+}
+
+/// `status [--notify]`.
+pub async fn command(ctx: &Ctx<'_>, send_stale: bool) -> Result<u8> {
+    let states = collect(ctx).await?;
+    let masker = &ctx.config.masker;
+    if ctx.cli.json {
+        let arr: Vec<serde_json::Value> = states.iter().map(to_json).collect();
+        println!("{}", masker.mask(&serde_json::Value::Array(arr).to_string()));
+    } else {
+        let rows: Vec<Vec<String>> = states
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.kind.clone(),
+                    s.good
+                        .as_ref()
+                        .map(|g| output::time(&g.time))
+                        .unwrap_or_else(|| "never".into()),
+                    s.age.map(human).unwrap_or_else(|| "-".into()),
+                    s.good
+                        .as_ref()
+                        .map(|g| output::size(g.size))
+                        .unwrap_or_else(|| "-".into()),
+                    s.good
+                        .as_ref()
+                        .map(|g| output::duration(g.duration_ms))
+                        .unwrap_or_else(|| "-".into()),
+                    s.rpo
+                        .map(|(r, from)| format!("{} ({from})", human(r)))
+                        .unwrap_or_else(|| "none".into()),
+                    masker.mask(&s.describe()),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            output::table(
+                &["SOURCE", "TYPE", "LAST GOOD", "AGE", "SIZE", "TOOK", "RPO", "STATE"],
+                &rows
+            )
+        );
+    }
+    let stale: Vec<&SourceState> = states.iter().filter(|s| s.stale).collect();
+    if send_stale && !stale.is_empty() {
+        notify::send(&ctx.config.notify, &stale_event(&ctx.config, &stale)).await;
+    }
+    Ok(if states.iter().all(SourceState::ok) { 0 } else { 1 })
+}

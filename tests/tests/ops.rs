@@ -1,0 +1,752 @@
+//! Operations: the daemon (schedule, tags, retention, SIGTERM, /metrics and
+//! /healthz), repository locks under concurrent writers and killed runs,
+//! notifications and `status`, hooks, `schedule install` for systemd and
+//! cron, test-restore on healthy and damaged repositories, environments.
+//! Everything uses the `files` and `command` sources (no server needed).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Waits (polling) until `f` holds, failing after `limit`.
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+}
+
+/// A plain HTTP GET on 127.0.0.1 (status, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let r = reqwest::blocking::get(format!("http://{addr}{path}")).expect("GET");
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+/// A local HTTP server that answers 200 to every request and hands over
+/// (path, body) of each.
+fn http_listener() -> (String, mpsc::Receiver<(String, String)>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { break };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut first = String::new();
+            r.read_line(&mut first).unwrap();
+            let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .unwrap();
+            if tx.send((path, String::from_utf8_lossy(&body).into_owned())).is_err() {
+                break;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// The daemon with its stderr lines on a channel.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn start(p: &Project) -> Daemon {
+        let mut child = Command::new(bin())
+            .current_dir(p.path())
+            .args(["-v", "-c", "backup.toml", "daemon"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    fn line(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no `{needle}` from the daemon within {limit:?}; it said:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn snapshots(p: &Project) -> Vec<serde_json::Value> {
+    p.json(&["snapshots"]).as_array().unwrap().clone()
+}
+
+#[test]
+fn daemon_runs_tags_and_prunes_serves_metrics_and_stops_cleanly_on_sigterm() {
+    let p = Project::new(
+        r#"
+[retention]
+keep_last = 2
+
+[schedule.fast]
+every = "1s"
+tags = ["fast"]
+prune = true
+
+[daemon]
+listen = "127.0.0.1:0"
+retry_delay = "1s"
+
+[status]
+state_dir = "state"
+rpo = "1h"
+
+[sources.docs]
+type = "files"
+paths = ["data"]
+
+[sources.slow]
+type = "command"
+command = ["sh", "-c", "if [ -f slow ]; then touch started; sleep 5; fi; date +%s%N"]
+"#,
+    );
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    std::fs::write(p.path().join("data/a.txt"), "hello").unwrap();
+    p.ok(&["init"]);
+    let mut d = Daemon::start(&p);
+    let line = d.line("/metrics and /healthz on http://", Duration::from_secs(20));
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    // Before any backup: unhealthy, naming the sources.
+    let (code, body) = get(&addr, "/healthz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("docs: STALE: never backed up"), "{body}");
+
+    // Runs come every second; each is tagged, and retention keeps two.
+    for _ in 0..4 {
+        d.line("running: respaldo forget --prune", Duration::from_secs(30));
+    }
+    wait_for("metrics of a good backup", Duration::from_secs(20), || {
+        get(&addr, "/metrics").1.contains("respaldo_source_last_success_timestamp_seconds{source=\"docs\"}")
+    });
+    let snaps = snapshots(&p);
+    assert!((1..=3).contains(&snaps.len()), "retention not applied: {}", snaps.len());
+    for s in &snaps {
+        assert_eq!(s["tags"], serde_json::json!(["fast"]));
+    }
+    let (code, body) = get(&addr, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    let (_, metrics) = get(&addr, "/metrics");
+    for needle in [
+        "# TYPE respaldo_source_last_success_timestamp_seconds gauge",
+        "respaldo_source_size_bytes{source=\"docs\"} 5",
+        "respaldo_source_last_success_duration_seconds{source=\"slow\"}",
+        "respaldo_source_last_success_bytes_added{source=\"docs\"}",
+        "respaldo_source_failures_total{source=\"docs\"} 0",
+        "respaldo_source_stale{source=\"docs\"} 0",
+        "respaldo_repository_size_bytes ",
+        "respaldo_schedule_next_run_timestamp_seconds{entry=\"fast\"}",
+        "respaldo_schedule_runs_total{entry=\"fast\",outcome=\"ok\"}",
+    ] {
+        assert!(metrics.contains(needle), "no `{needle}` in:\n{metrics}");
+    }
+    assert_eq!(get(&addr, "/nope").0, 404);
+
+    // SIGTERM in the middle of a run: the backup stops, writes nothing, and
+    // releases its lock; the daemon exits 0.
+    let before: Vec<String> = snapshots(&p)
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    std::fs::write(p.path().join("slow"), "").unwrap();
+    wait_for("a run in progress", Duration::from_secs(30), || {
+        p.path().join("started").exists()
+    });
+    sigterm(&d.child);
+    let t = Instant::now();
+    let st = d.child.wait().unwrap();
+    assert!(st.success(), "daemon exit: {st}");
+    assert!(t.elapsed() < Duration::from_secs(5), "slow to stop: {:?}", t.elapsed());
+    d.line("respaldo daemon: stopped", Duration::from_secs(5));
+    let after: Vec<String> = snapshots(&p)
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(after.iter().all(|a| before.contains(a)), "a snapshot was written after SIGTERM");
+    assert!(walk(&p.repo().join("locks")).is_empty(), "lock left behind");
+    p.ok(&["verify", "--read-data"]);
+}
+
+#[test]
+fn daemon_catches_up_a_missed_run_and_reloads_on_sighup() {
+    let p = Project::new(
+        r#"
+[schedule]
+daily = "0 2 * * *"
+
+[status]
+state_dir = "state"
+
+[sources.docs]
+type = "files"
+paths = ["data"]
+"#,
+    );
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    std::fs::write(p.path().join("data/a.txt"), "x").unwrap();
+    p.ok(&["init"]);
+    // A run recorded two days ago: the one due since was missed.
+    let state = p.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    p.ok(&["schedule", "run", "daily"]);
+    let hist = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .expect("history file");
+    let old = (chrono_like_now_minus_days(2)).to_string();
+    let text = std::fs::read_to_string(&hist).unwrap();
+    let rewritten: String = text
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["started"] = serde_json::json!(old);
+            v.to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(&hist, rewritten).unwrap();
+    let n = snapshots(&p).len();
+    let mut d = Daemon::start(&p);
+    d.line("a run was missed", Duration::from_secs(20));
+    wait_for("the catch-up run", Duration::from_secs(30), || snapshots(&p).len() == n + 1);
+    // SIGHUP reloads; a broken configuration keeps the running one.
+    std::fs::write(
+        p.path().join("backup.toml"),
+        std::fs::read_to_string(p.path().join("backup.toml")).unwrap() + "\n[schedule.extra]\nevery = \"1h\"\n",
+    )
+    .unwrap();
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(d.child.id() as libc::pid_t, libc::SIGHUP) };
+    d.line("configuration reloaded (2 schedule entries)", Duration::from_secs(10));
+    std::fs::write(p.path().join("backup.toml"), "[repository]\nbogus = 1\n").unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(d.child.id() as libc::pid_t, libc::SIGHUP) };
+    d.line("configuration not reloaded", Duration::from_secs(10));
+    sigterm(&d.child);
+    assert!(d.child.wait().unwrap().success());
+}
+
+/// RFC 3339 time `days` days ago, computed with `date` (no chrono here).
+fn chrono_like_now_minus_days(days: u32) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("{days} days ago"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+const DATA_SOURCE: &str = r#"
+[status]
+state_dir = "state"
+
+[sources.files]
+type = "files"
+paths = ["data"]
+"#;
+
+fn with_data(p: &Project, files: u64, size: usize) {
+    let d = p.path().join("data");
+    std::fs::create_dir_all(&d).unwrap();
+    for i in 0..files {
+        std::fs::write(d.join(format!("f{i}")), random_bytes(i + 100, size)).unwrap();
+    }
+}
+
+#[test]
+fn concurrent_backups_and_a_backup_racing_prune_keep_the_repository_sound() {
+    let p = Project::new(&format!("[retention]\nkeep_last = 1\n{DATA_SOURCE}"));
+    with_data(&p, 4, 4 << 20);
+    p.ok(&["init"]);
+    p.backup(&[]);
+    let spawn = |args: &[&str]| {
+        Command::new(bin())
+            .current_dir(p.path())
+            .args(["-q", "-c", "backup.toml"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for round in 0..3u64 {
+        // New data each round, so the backups really write.
+        std::fs::write(
+            p.path().join(format!("data/new{round}")),
+            random_bytes(round, 6 << 20),
+        )
+        .unwrap();
+        let children = vec![
+            spawn(&["backup"]),
+            spawn(&["backup"]),
+            spawn(&["forget", "--prune"]),
+            spawn(&["prune"]),
+        ];
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        }
+        p.ok(&["verify", "--read-data"]);
+    }
+    assert!(walk(&p.repo().join("locks")).is_empty(), "locks left behind");
+    let out = p.path().join("out");
+    p.ok(&["restore", "latest", "--source", "files", "--target", out.to_str().unwrap()]);
+    assert_same_tree(&p.path().join("data"), &out.join("data"));
+}
+
+#[test]
+fn a_lock_left_by_a_killed_run_is_recovered_and_a_held_one_fails_clearly() {
+    let p = Project::new(
+        r#"
+[backup]
+lock_wait_secs = 2
+
+[status]
+state_dir = "state"
+
+[sources.slow]
+type = "command"
+command = ["sh", "-c", "touch started; exec sleep 30"]
+"#,
+    );
+    p.ok(&["init"]);
+    let mut child = Command::new(bin())
+        .current_dir(p.path())
+        .args(["-q", "-c", "backup.toml", "backup"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the backup to start", Duration::from_secs(20), || {
+        p.path().join("started").exists()
+    });
+    child.kill().unwrap(); // SIGKILL: no chance to release the lock
+    child.wait().unwrap();
+    let _ = Command::new("pkill").args(["-f", "exec sleep 30"]).status();
+    assert_eq!(walk(&p.repo().join("locks")).len(), 1, "the killed run's lock");
+    // Prune needs the exclusive lock: the dead holder's lock is removed.
+    let t = Instant::now();
+    let out = p.run(&["-v", "prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("removing stale lock"), "{}", stderr(&out));
+    assert!(t.elapsed() < Duration::from_secs(2), "waited for a dead holder");
+    p.ok(&["verify"]);
+
+    // A lock held by a live process: the loser waits, then names the holder.
+    let lock = serde_json::json!({
+        "host": "some-other-host", "pid": std::process::id(), "command": "prune",
+        "exclusive": true, "time": chrono_like_now_minus_days(0),
+    });
+    std::fs::write(p.repo().join("locks/0123456789abcdef"), lock.to_string()).unwrap();
+    p.write_config(&format!("[backup]\nlock_wait_secs = 1\n{DATA_SOURCE}"));
+    with_data(&p, 1, 100);
+    let t = Instant::now();
+    let out = p.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("is locked: an exclusive lock held by `prune`")
+            && err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(t.elapsed() >= Duration::from_secs(1), "did not wait");
+    // The same lock from a process that ended: recovered at once.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap();
+    let lock = serde_json::json!({
+        "host": host.trim(), "pid": dead, "command": "prune",
+        "exclusive": true, "time": chrono_like_now_minus_days(0),
+    });
+    std::fs::write(p.repo().join("locks/0123456789abcdef"), lock.to_string()).unwrap();
+    p.backup(&[]);
+    assert!(walk(&p.repo().join("locks")).is_empty());
+}
+
+#[test]
+fn a_failing_source_notifies_without_secrets_and_status_fails_until_a_good_run() {
+    let (addr, rx) = http_listener();
+    let p = Project::new(&format!(
+        r#"
+[status]
+state_dir = "state"
+rpo = "1h"
+
+[hooks]
+failure = "printf '%s' \"$RESPALDO_ERROR\" > failure-hook.txt"
+finally = ["touch", "finally-ran"]
+
+[[notify]]
+type = "webhook"
+url = "http://{addr}/json"
+on = ["failure", "success"]
+
+[[notify]]
+type = "webhook"
+url = "http://{addr}/slack"
+template = '{{"text": "respaldo: {{{{summary}}}}"}}'
+
+[[notify]]
+type = "command"
+command = ["sh", "-c", "printf '%s' \"$RESPALDO_SOURCE\" > notified-source.txt"]
+
+[sources.db]
+type = "command"
+command = ["sh", "-c", "if [ -f broken ]; then echo \"login failed for postgres://app:$1@db/shop\" >&2; exit 3; fi; echo rows", "sh", "${{RESPALDO_TEST_DB_PASSWORD}}"]
+
+[sources.docs]
+type = "files"
+paths = ["data"]
+"#
+    ));
+    let secret = "Tr0ub4dor-and-3";
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .current_dir(p.path())
+            .env("RESPALDO_TEST_DB_PASSWORD", secret)
+            .args(["-c", "backup.toml"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    with_data(&p, 2, 1000);
+    assert!(run(&["init"]).status.success());
+    std::fs::write(p.path().join("broken"), "").unwrap();
+    let out = run(&["backup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    let mut got = std::collections::BTreeMap::new();
+    for _ in 0..2 {
+        let (path, body) = rx.recv_timeout(Duration::from_secs(10)).expect("webhook call");
+        got.insert(path, body);
+    }
+    let json: serde_json::Value = serde_json::from_str(&got["/json"]).unwrap();
+    assert_eq!(json["event"], "failure");
+    assert_eq!(json["source"], "db");
+    assert!(json["error"].as_str().unwrap().contains("login failed"), "{json}");
+    assert!(json["log_tail"].as_str().unwrap().contains("source `db` (command) failed"), "{json}");
+    let slack: serde_json::Value = serde_json::from_str(&got["/slack"]).unwrap();
+    assert!(slack["text"].as_str().unwrap().starts_with("respaldo: backup of db, docs FAILED: db:"), "{slack}");
+    for body in got.values() {
+        assert!(!body.contains(secret), "secret in a notification: {body}");
+        assert!(body.contains("postgres://app:***@db"), "{body}");
+    }
+    assert_eq!(std::fs::read_to_string(p.path().join("notified-source.txt")).unwrap(), "db");
+    let hook = std::fs::read_to_string(p.path().join("failure-hook.txt")).unwrap();
+    assert!(hook.contains("db:"), "{hook}");
+    assert!(p.path().join("finally-ran").exists());
+
+    // status: db failed (exit 1), docs fine; nothing secret in --json.
+    let out = run(&["--json", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(secret), "{text}");
+    let st: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let by: std::collections::BTreeMap<&str, &serde_json::Value> = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["source"].as_str().unwrap(), s))
+        .collect();
+    assert_eq!(by["db"]["failed"], true);
+    assert_eq!(by["db"]["stale"], true, "never backed up: {st}");
+    assert_eq!(by["docs"]["ok"], true);
+    assert!(by["docs"]["last_good"]["size"].as_u64().unwrap() == 2000);
+    assert_eq!(by["docs"]["rpo_from"], "global");
+    // The history survives: another process still sees the failure.
+    assert_eq!(run(&["status"]).status.code(), Some(1));
+
+    // A good run clears it.
+    std::fs::remove_file(p.path().join("broken")).unwrap();
+    let out = run(&["backup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (path, body) = rx.recv_timeout(Duration::from_secs(10)).expect("success webhook");
+    assert_eq!(path, "/json");
+    assert!(body.contains("\"event\":\"success\""), "{body}");
+    let out = run(&["status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn a_failing_before_hook_skips_its_source_with_the_reason() {
+    let p = Project::new(&format!(
+        r#"{DATA_SOURCE}
+[sources.files.hooks]
+before = "test -f ready"
+after = "touch after-ran"
+
+[sources.other]
+type = "command"
+command = ["echo", "fine"]
+"#
+    ));
+    with_data(&p, 1, 10);
+    p.ok(&["init"]);
+    let out = p.run(&["--dry-run", "backup"]);
+    let _ = out; // --dry-run is a backup flag, not global
+    let out = p.run(&["backup", "--dry-run"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would back up `files`"));
+    let out = p.run(&["--json", "backup"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = v["sources"]["files"]["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("skipped: `before` hook of source `files` failed: `sh` exited with status 1"),
+        "{err}"
+    );
+    assert_eq!(v["sources"]["other"]["status"], "ok");
+    assert!(!p.path().join("after-ran").exists());
+    std::fs::write(p.path().join("ready"), "").unwrap();
+    p.backup(&[]);
+    assert!(p.path().join("after-ran").exists());
+}
+
+/// Checks a cron.d file with a parser of our own: every entry is 5 cron
+/// fields, a user and a command that starts with an absolute path.
+fn check_cron_d(text: &str) -> usize {
+    let mut entries = 0;
+    for l in text.lines() {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if let Some((k, _)) = l.split_once('=') {
+            if !k.contains(' ') {
+                assert!(["SHELL", "PATH"].contains(&k), "unexpected variable {k}");
+                continue;
+            }
+        }
+        let f: Vec<&str> = l.splitn(7, ' ').collect();
+        assert_eq!(f.len(), 7, "bad cron line: {l}");
+        let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
+        for (field, (lo, hi)) in f[..5].iter().zip(ranges) {
+            for part in field.split(',') {
+                let (range, step) = part.split_once('/').unwrap_or((part, "1"));
+                assert!(step.parse::<u32>().is_ok(), "bad step in {l}");
+                if range == "*" {
+                    continue;
+                }
+                for n in range.split('-') {
+                    let v: u32 = match n {
+                        "SUN" => 0,
+                        _ => n.parse().unwrap_or_else(|_| panic!("bad field `{field}` in {l}")),
+                    };
+                    assert!((lo..=hi).contains(&v), "`{field}` out of range in {l}");
+                }
+            }
+        }
+        assert_eq!(f[5], "root", "{l}");
+        assert!(f[6].starts_with("cd /"), "{l}");
+        assert!(f[6].contains(" && /") && f[6].contains(" schedule run "), "{l}");
+        assert!(f[6].contains(">> /var/log/respaldo/"), "{l}");
+        entries += 1;
+    }
+    entries
+}
+
+#[test]
+fn schedule_install_writes_units_systemd_accepts_and_uninstall_removes_them() {
+    let p = Project::new(&format!(
+        r#"{DATA_SOURCE}
+[retention]
+keep_daily = 7
+
+[schedule]
+daily = "0 2 * * *"
+weekly = "0 3 * * SUN"
+monthly = "0 4 1 * *"
+
+[schedule.often]
+every = "15min"
+action = "verify"
+
+[schedule.madrid]
+cron = "30 1 * * 1-5"
+timezone = "Europe/Madrid"
+action = "test-restore"
+"#
+    ));
+    let root = p.path().join("root");
+    let out = p.ok(&["schedule", "install", "--root", root.to_str().unwrap(), "--name", "shop"]);
+    assert!(out.contains("not enabled (--root)"), "{out}");
+    let units_dir = root.join("etc/systemd/system");
+    let units: Vec<PathBuf> = walk(&units_dir);
+    assert_eq!(units.len(), 10, "{units:?}");
+    let service = std::fs::read_to_string(units_dir.join("respaldo-shop-daily.service")).unwrap();
+    let config = p.path().join("backup.toml");
+    assert!(
+        service.contains(&format!(" -c {} schedule run daily", config.display())),
+        "{service}"
+    );
+    let exec = service.lines().find(|l| l.starts_with("ExecStart=/")).expect("absolute ExecStart");
+    assert!(Path::new(exec[10..].split(' ').next().unwrap()).is_absolute());
+    let timer = std::fs::read_to_string(units_dir.join("respaldo-shop-weekly.timer")).unwrap();
+    assert!(timer.contains("OnCalendar=Sun *-*-* 03:00:00\nPersistent=true"), "{timer}");
+    let madrid = std::fs::read_to_string(units_dir.join("respaldo-shop-madrid.timer")).unwrap();
+    assert!(madrid.contains("OnCalendar=Mon..Fri *-*-* 01:30:00 Europe/Madrid"), "{madrid}");
+    let often = std::fs::read_to_string(units_dir.join("respaldo-shop-often.timer")).unwrap();
+    assert!(often.contains("OnUnitActiveSec=900s"), "{often}");
+    // systemd's own checker accepts every unit.
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is needed");
+    assert!(out.status.success(), "systemd-analyze verify: {}", stderr(&out));
+    // status sees them installed.
+    let st = p.json(&["schedule", "status", "--root", root.to_str().unwrap(), "--name", "shop"]);
+    assert!(st.as_array().unwrap().iter().all(|e| e["installed"] == true), "{st}");
+    assert!(st.as_array().unwrap().iter().all(|e| e["next"].is_string()), "{st}");
+    // A unit written by someone else is left alone.
+    std::fs::write(units_dir.join("respaldo-shop-mine.timer"), "[Timer]\n").unwrap();
+    p.ok(&["schedule", "uninstall", "--root", root.to_str().unwrap(), "--name", "shop"]);
+    assert_eq!(walk(&units_dir), vec![units_dir.join("respaldo-shop-mine.timer")]);
+
+    // --user units go under ~/.config/systemd/user.
+    let home = p.path().join("home");
+    let out = Command::new(bin())
+        .current_dir(p.path())
+        .env("HOME", &home)
+        .env_remove("XDG_CONFIG_HOME")
+        .args(["-c", "backup.toml", "schedule", "install", "--user", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let user_dir = root.join(home.strip_prefix("/").unwrap()).join(".config/systemd/user");
+    assert_eq!(walk(&user_dir).len(), 10);
+
+    // Cron: seconds-free, zone-free entries only.
+    let out = p.run(&["schedule", "install", "--cron", "--root", root.to_str().unwrap(), "--name", "shop"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("schedule `madrid`: cron runs in the system's time zone"), "{}", stderr(&out));
+    p.write_config(&format!(
+        "{DATA_SOURCE}\n[schedule]\ndaily = \"0 2 * * *\"\nweekly = \"0 3 * * SUN\"\nmonthly = \"0 4 1 * *\"\n[schedule.often]\nevery = \"15min\"\naction = \"verify\"\n"
+    ));
+    p.ok(&["schedule", "install", "--cron", "--root", root.to_str().unwrap(), "--name", "shop"]);
+    let cron_file = root.join("etc/cron.d/respaldo-shop");
+    let text = std::fs::read_to_string(&cron_file).unwrap();
+    assert_eq!(check_cron_d(&text), 4, "{text}");
+    assert!(text.contains("\n*/15 * * * * root "), "{text}");
+    let st = p.json(&["schedule", "status", "--cron", "--root", root.to_str().unwrap(), "--name", "shop"]);
+    assert!(st.as_array().unwrap().iter().all(|e| e["installed"] == true), "{st}");
+    p.ok(&["schedule", "uninstall", "--cron", "--root", root.to_str().unwrap(), "--name", "shop"]);
+    assert!(!cron_file.exists());
+}
+
+#[test]
+fn test_restore_passes_on_a_healthy_repository_and_fails_on_a_damaged_one() {
+    let p = Project::new(&format!(
+        "{DATA_SOURCE}\n[schedule.drill]\ncron = \"0 5 1 */3 *\"\naction = \"test-restore\"\n"
+    ));
+    with_data(&p, 3, 200_000);
+    p.ok(&["init"]);
+    p.backup(&[]);
+    let out = p.ok(&["test-restore"]);
+    assert!(out.contains("1 of 1 sources ok") && out.contains("(RTO)"), "{out}");
+    let v = p.json(&["test-restore"]);
+    assert_eq!(v["ok"], true);
+    assert!(v["sources"][0]["duration_ms"].is_u64());
+    // As a schedule entry.
+    p.ok(&["schedule", "run", "drill"]);
+
+    // Damage every pack in the middle.
+    for f in walk(&p.repo().join("packs")) {
+        if f.is_file() {
+            let mut bytes = std::fs::read(&f).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&f, bytes).unwrap();
+        }
+    }
+    let out = p.run(&["test-restore"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr(&out).contains("files: TEST RESTORE FAILED"), "{}", stderr(&out));
+    let out = p.run(&["schedule", "run", "drill"]);
+    assert_eq!(out.status.code(), Some(1));
+    let st = p.json(&["schedule", "status"]);
+    assert_eq!(st[0]["entry"], "drill");
+    assert_eq!(st[0]["last"]["ok"], false, "{st}");
+}
+
+#[test]
+fn environments_override_the_base_configuration() {
+    let p = Project::new(&format!(
+        "{DATA_SOURCE}\n[env.staging.repository]\nurl = \"repo-staging\"\n[env.staging.sources.files]\nenabled = false\n"
+    ));
+    let v = p.json(&["--env", "staging", "config", "check"]);
+    assert!(v["repository"].as_str().unwrap().ends_with("/repo-staging"), "{v}");
+    assert_eq!(v["sources"][0]["enabled"], false);
+    let v = p.json(&["config", "check"]);
+    assert!(v["repository"].as_str().unwrap().ends_with("/repo"), "{v}");
+    let out = p.run(&["--env", "prod", "config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no [env.prod] table (environments: staging)"), "{}", stderr(&out));
+}
