@@ -133,6 +133,22 @@ impl Drop for Daemon {
     }
 }
 
+/// The run history records (state_dir = "state").
+fn history(p: &Project) -> Vec<serde_json::Value> {
+    let dir = p.path().join("state");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|f| f.extension().is_some_and(|e| e == "jsonl"))
+        .expect("a history file");
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn snapshots(p: &Project) -> Vec<serde_json::Value> {
     p.json(&["snapshots"]).as_array().unwrap().clone()
 }
@@ -184,11 +200,6 @@ command = ["sh", "-c", "if [ -f slow ]; then touch started; sleep 5; fi; date +%
     wait_for("metrics of a good backup", Duration::from_secs(20), || {
         get(&addr, "/metrics").1.contains("respaldo_source_last_success_timestamp_seconds{source=\"docs\"}")
     });
-    let snaps = snapshots(&p);
-    assert!((1..=3).contains(&snaps.len()), "retention not applied: {}", snaps.len());
-    for s in &snaps {
-        assert_eq!(s["tags"], serde_json::json!(["fast"]));
-    }
     let (code, body) = get(&addr, "/healthz");
     assert_eq!(code, 200, "{body}");
     let (_, metrics) = get(&addr, "/metrics");
@@ -209,10 +220,6 @@ command = ["sh", "-c", "if [ -f slow ]; then touch started; sleep 5; fi; date +%
 
     // SIGTERM in the middle of a run: the backup stops, writes nothing, and
     // releases its lock; the daemon exits 0.
-    let before: Vec<String> = snapshots(&p)
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
     std::fs::write(p.path().join("slow"), "").unwrap();
     wait_for("a run in progress", Duration::from_secs(30), || {
         p.path().join("started").exists()
@@ -223,12 +230,19 @@ command = ["sh", "-c", "if [ -f slow ]; then touch started; sleep 5; fi; date +%
     assert!(st.success(), "daemon exit: {st}");
     assert!(t.elapsed() < Duration::from_secs(5), "slow to stop: {:?}", t.elapsed());
     d.line("respaldo daemon: stopped", Duration::from_secs(5));
-    let after: Vec<String> = snapshots(&p)
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    assert!(after.iter().all(|a| before.contains(a)), "a snapshot was written after SIGTERM");
     assert!(walk(&p.repo().join("locks")).is_empty(), "lock left behind");
+    // The interrupted run is recorded as failed, with no snapshot.
+    let last = history(&p).into_iter().rev().find(|r| r["action"] == "backup").unwrap();
+    assert_eq!(last["ok"], false, "{last}");
+    assert!(last["error"].as_str().unwrap().contains("interrupted by a signal"), "{last}");
+    assert!(last.get("snapshot").is_none(), "{last}");
+    assert_eq!(last["trigger"], "fast");
+    // Retention kept two snapshots, tagged by the entry.
+    let snaps = snapshots(&p);
+    assert!((1..=2).contains(&snaps.len()), "retention not applied: {}", snaps.len());
+    for s in &snaps {
+        assert_eq!(s["tags"], serde_json::json!(["fast"]));
+    }
     p.ok(&["verify", "--read-data"]);
 }
 
@@ -371,7 +385,7 @@ state_dir = "state"
 
 [sources.slow]
 type = "command"
-command = ["sh", "-c", "touch started; exec sleep 30"]
+command = ["sh", "-c", "echo $$ > pid; touch started; exec sleep 30"]
 "#,
     );
     p.ok(&["init"]);
@@ -387,7 +401,9 @@ command = ["sh", "-c", "touch started; exec sleep 30"]
     });
     child.kill().unwrap(); // SIGKILL: no chance to release the lock
     child.wait().unwrap();
-    let _ = Command::new("pkill").args(["-f", "exec sleep 30"]).status();
+    let sleeper: libc::pid_t = std::fs::read_to_string(p.path().join("pid")).unwrap().trim().parse().unwrap();
+    // SAFETY: the orphaned `sleep` this test started.
+    unsafe { libc::kill(sleeper, libc::SIGKILL) };
     assert_eq!(walk(&p.repo().join("locks")).len(), 1, "the killed run's lock");
     // Prune needs the exclusive lock: the dead holder's lock is removed.
     let t = Instant::now();
@@ -549,8 +565,6 @@ command = ["echo", "fine"]
     ));
     with_data(&p, 1, 10);
     p.ok(&["init"]);
-    let out = p.run(&["--dry-run", "backup"]);
-    let _ = out; // --dry-run is a backup flag, not global
     let out = p.run(&["backup", "--dry-run"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("would back up `files`"));
     let out = p.run(&["--json", "backup"]);
@@ -749,4 +763,20 @@ fn environments_override_the_base_configuration() {
     let out = p.run(&["--env", "prod", "config", "check"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no [env.prod] table (environments: staging)"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_example_configuration_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for dir in std::fs::read_dir(&root).unwrap().flatten() {
+        let cfg = dir.path().join("backup.toml");
+        if !cfg.exists() {
+            continue;
+        }
+        let out = Command::new(bin()).arg("-c").arg(&cfg).args(["config", "check"]).output().unwrap();
+        assert!(out.status.success(), "{}: {}", cfg.display(), stderr(&out));
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} examples");
 }

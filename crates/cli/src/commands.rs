@@ -353,7 +353,7 @@ async fn backup(
         ));
     }
     if dry_run {
-        let repo = ctx.repo().await?;
+        let _repo = ctx.repo().await?; // it must exist
         let checks = engine::check_sources(&jobs).await;
         let mut failed = 0;
         for (name, r) in &checks {
@@ -375,7 +375,6 @@ async fn backup(
                 .map(output::size)
                 .unwrap_or_else(|_| "unknown".into())
         );
-        drop(repo);
         return Ok(if failed > 0 { 1 } else { 0 });
     }
     let selected: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();

@@ -407,6 +407,9 @@ pub async fn command(cli: &crate::Cli, config: Config, dry_run: bool) -> Result<
     let token = crate::signals::shutdown();
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let metrics: Shared = Arc::default();
+    let mut next = plan(&ctx.config, Utc::now());
+    let mut notified = BTreeSet::new();
+    refresh(&ctx, &metrics, &next, &mut notified).await;
     let server_token = token.child_token();
     if let Some(addr) = ctx.config.daemon.listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -418,9 +421,6 @@ pub async fn command(cli: &crate::Cli, config: Config, dry_run: bool) -> Result<
         );
         tokio::spawn(serve(listener, metrics.clone(), server_token.clone()));
     }
-    let mut next = plan(&ctx.config, Utc::now());
-    let mut notified = BTreeSet::new();
-    refresh(&ctx, &metrics, &next, &mut notified).await;
     eprintln!(
         "respaldo daemon: {} schedule entr{} for {}",
         ctx.config.schedule.len(),

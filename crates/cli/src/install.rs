@@ -211,12 +211,12 @@ impl<'a> Installer<'a> {
         self.rooted(&PathBuf::from(format!("/etc/cron.d/respaldo-{}", self.name)))
     }
 
-    fn log_dir(&self) -> Result<PathBuf> {
-        Ok(if self.target.user {
+    fn log_dir(&self) -> PathBuf {
+        if self.target.user {
             crate::history::default_state_dir().join("logs")
         } else {
             PathBuf::from("/var/log/respaldo")
-        })
+        }
     }
 
     /// The command line of an entry.
@@ -244,7 +244,10 @@ impl<'a> Installer<'a> {
             .target
             .env_file
             .as_ref()
-            .map(|f| format!("EnvironmentFile={}\n", std::path::absolute(f).unwrap_or(f.clone()).display()))
+            .map(|f| {
+                let f = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+                format!("EnvironmentFile={}\n", f.display())
+            })
             .unwrap_or_default();
         let service = format!(
             "{MARKER}\n[Unit]\nDescription=respaldo: {} `{}` of {config}\nWants=network-online.target\nAfter=network-online.target\n\n\
@@ -290,13 +293,13 @@ impl<'a> Installer<'a> {
         match &entry.when {
             When::Cron { expr, zone, .. } => {
                 if expr.split_whitespace().count() == 6 {
-                    bail!(usage(format!(
+                    return Err(usage(format!(
                         "schedule `{}`: cron has no seconds field; use systemd timers or `respaldo daemon`",
                         entry.name
                     )));
                 }
                 if let Some(z) = zone.name() {
-                    bail!(usage(format!(
+                    return Err(usage(format!(
                         "schedule `{}`: cron runs in the system's time zone, not {z}; use systemd timers or `respaldo daemon`",
                         entry.name
                     )));
@@ -322,7 +325,7 @@ impl<'a> Installer<'a> {
 
     /// The cron lines (without the user field for a user crontab).
     fn cron_text(&self) -> Result<String> {
-        let log_dir = self.log_dir()?;
+        let log_dir = self.log_dir();
         let mut s = format!(
             "{MARKER}\n# respaldo schedule of {}\nSHELL=/bin/sh\nPATH={}\n",
             self.config.path.display(),
@@ -336,7 +339,7 @@ impl<'a> Installer<'a> {
                 .env_file
                 .as_ref()
                 .map(|f| {
-                    let f = std::path::absolute(f).unwrap_or(f.clone());
+                    let f = std::path::absolute(f).unwrap_or_else(|_| f.clone());
                     format!("set -a && . {} && set +a && ", sh_quote(&f.display().to_string()))
                 })
                 .unwrap_or_default();
@@ -435,11 +438,13 @@ impl<'a> Installer<'a> {
         let live = self.target.root.is_none();
         if self.target.cron {
             let text = self.cron_text()?;
-            if live {
-                std::fs::create_dir_all(self.log_dir()?).ok();
+            let log_dir = if live {
+                self.log_dir()
             } else {
-                std::fs::create_dir_all(self.rooted(&self.log_dir()?)).ok();
-            }
+                self.rooted(&self.log_dir())
+            };
+            std::fs::create_dir_all(&log_dir)
+                .with_context(|| format!("cannot create {}", log_dir.display()))?;
             if self.target.user {
                 if !live {
                     return Err(usage("--root applies to system cron (/etc/cron.d) and systemd units"));
@@ -451,7 +456,7 @@ impl<'a> Installer<'a> {
             } else {
                 Self::write(&self.cron_file(), &text)?;
             }
-            println!("logs: {}", self.log_dir()?.display());
+            println!("logs: {}", self.log_dir().display());
             return Ok(0);
         }
         let mut timers = Vec::new();

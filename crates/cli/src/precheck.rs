@@ -20,9 +20,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" | "k" => 1000,
-        "mb" | "m" => 1000_000,
-        "gb" | "g" => 1000_000_000,
-        "tb" | "t" => 1000_000_000_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "tb" | "t" => 1_000_000_000_000,
         "kib" => 1 << 10,
         "mib" => 1 << 20,
         "gib" => 1 << 30,

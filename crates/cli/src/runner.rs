@@ -64,15 +64,13 @@ fn base_args(cli: &Cli, config: &Config) -> Vec<String> {
 
 /// The steps an entry runs, as command lines (for `--dry-run`).
 pub fn describe(entry: &Entry) -> Vec<String> {
-    first_step(entry, &entry.sources)
-        .into_iter()
-        .map(|a| a.join(" "))
+    std::iter::once(first_step(entry, &entry.sources).join(" "))
         .chain(after_backup(entry).map(|a| a.join(" ")))
         .map(|s| format!("respaldo {s}"))
         .collect()
 }
 
-fn first_step(entry: &Entry, sources: &[String]) -> Option<Vec<String>> {
+fn first_step(entry: &Entry, sources: &[String]) -> Vec<String> {
     let mut a = vec![entry.action.as_str().to_string()];
     let with_sources = |a: &mut Vec<String>| {
         for s in sources {
@@ -93,7 +91,7 @@ fn first_step(entry: &Entry, sources: &[String]) -> Option<Vec<String>> {
         Action::Forget if entry.prune => a.push("--prune".into()),
         Action::Verify | Action::Forget | Action::Prune => {}
     }
-    Some(a)
+    a
 }
 
 fn after_backup(entry: &Entry) -> Option<Vec<String>> {
@@ -134,23 +132,21 @@ async fn step(
             crate::mask::LogTail::global().push(&l);
         }
     });
-    let status = tokio::select! {
-        s = child.wait() => s?,
-        () = token.cancelled() => {
-            if let Some(pid) = child.id() {
-                // SAFETY: signals our own child.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-            }
-            match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-                Ok(s) => { s?; }
-                Err(_) => {
-                    tracing::warn!("respaldo {} did not stop in time; killing it", args[0]);
-                    child.kill().await?;
-                }
-            }
-            let _ = forward.await;
-            return Ok(Step::Interrupted);
+    let waited = tokio::select! {
+        s = child.wait() => Some(s?),
+        () = token.cancelled() => None,
+    };
+    let Some(status) = waited else {
+        if let Some(pid) = child.id() {
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         }
+        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+            tracing::warn!("respaldo {} did not stop in time; killing it", args[0]);
+            child.kill().await?;
+        }
+        let _ = forward.await;
+        return Ok(Step::Interrupted);
     };
     let _ = forward.await;
     Ok(match status.code() {
@@ -203,7 +199,7 @@ pub async fn run_entry(
             )
             .await;
         }
-        let args = first_step(entry, &entry.sources).expect("every action has a step");
+        let args = first_step(entry, &entry.sources);
         let r = step(cli, config, &args, &env(&rec.id), token).await?;
         report(config, &mut rec, r).await;
         return Ok(match r {
@@ -218,7 +214,7 @@ pub async fn run_entry(
     let mut attempt = 0;
     let outcome = loop {
         let id = hex::encode(rand::random::<[u8; 8]>());
-        let args = first_step(entry, &sources).expect("backup has a step");
+        let args = first_step(entry, &sources);
         let r = step(cli, config, &args, &env(&id), token).await?;
         let rec = config
             .status

@@ -22,6 +22,14 @@ const REFRESH: Duration = Duration::from_secs(5 * 60);
 /// What a lock object says about its holder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockInfo {
+    /// The host's boot id (Linux): a lock from this host taken before its
+    /// last reboot is stale whatever its PID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The holder's start time (clock ticks since boot, Linux): a live
+    /// process with the same PID but another start time reused the PID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
     /// Host name.
     pub host: String,
     /// Process id.
@@ -57,10 +65,22 @@ impl LockInfo {
         if self.released || Utc::now() - self.time > LEASE {
             return true;
         }
+        if self.host != host {
+            return false;
+        }
+        if let (Some(theirs), Some(ours)) = (&self.boot_id, boot_id()) {
+            if *theirs != ours {
+                return true;
+            }
+        }
         // SAFETY: kill with signal 0 only checks that the process exists.
-        self.host == host
-            && unsafe { libc::kill(self.pid as libc::pid_t, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        if unsafe { libc::kill(self.pid as libc::pid_t, 0) } != 0 {
+            return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        }
+        match (self.start_time, start_time(self.pid)) {
+            (Some(recorded), Some(now)) => recorded != now,
+            _ => false,
+        }
     }
 }
 
@@ -100,6 +120,25 @@ async fn remove(sink: &Arc<dyn Sink>, key: &str, info: &LockInfo) -> Result<()> 
     }
 }
 
+/// This boot's id (Linux), if known.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// A process's start time in clock ticks since boot (Linux), if known.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from its `)`.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 /// The local host name.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -123,6 +162,8 @@ impl Repository {
         let host = hostname();
         let key = format!("locks/{}", hex::encode(rand::random::<[u8; 16]>()));
         let info = LockInfo {
+            boot_id: boot_id(),
+            start_time: start_time(std::process::id()),
             host: host.clone(),
             pid: std::process::id(),
             command: command.to_string(),
@@ -193,5 +234,47 @@ impl Repository {
             info,
             refresher,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(pid: u32, start: Option<u64>, boot: Option<String>, age: chrono::TimeDelta) -> LockInfo {
+        LockInfo {
+            boot_id: boot,
+            start_time: start,
+            host: hostname(),
+            pid,
+            command: "backup".into(),
+            exclusive: false,
+            time: Utc::now() - age,
+        }
+    }
+
+    #[test]
+    fn staleness() {
+        let me = std::process::id();
+        let host = hostname();
+        let fresh = chrono::TimeDelta::zero();
+        // Alive, same start time: held.
+        assert!(!info(me, start_time(me), boot_id(), fresh).is_stale(&host));
+        // Our PID with another start time: the PID was reused.
+        let reused = start_time(me).map(|t| t + 1);
+        assert_eq!(info(me, reused, boot_id(), fresh).is_stale(&host), reused.is_some());
+        // Taken before a reboot.
+        assert_eq!(
+            info(me, None, Some("another-boot".into()), fresh).is_stale(&host),
+            boot_id().is_some()
+        );
+        // A process that ended.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        assert!(info(dead, None, None, fresh).is_stale(&host));
+        // Another host: only the lease decides.
+        assert!(!info(dead, None, None, fresh).is_stale("elsewhere"));
+        assert!(info(me, None, None, LEASE + chrono::TimeDelta::seconds(1)).is_stale("elsewhere"));
     }
 }
