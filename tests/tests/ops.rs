@@ -19,7 +19,10 @@ use common::*;
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -63,7 +66,10 @@ fn http_listener() -> (String, mpsc::Receiver<(String, String)>) {
             r.read_exact(&mut body).unwrap();
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                 .unwrap();
-            if tx.send((path, String::from_utf8_lossy(&body).into_owned())).is_err() {
+            if tx
+                .send((path, String::from_utf8_lossy(&body).into_owned()))
+                .is_err()
+            {
                 break;
             }
         }
@@ -198,7 +204,9 @@ command = ["sh", "-c", "if [ -f slow ]; then touch started; sleep 5; fi; date +%
         d.line("running: respaldo forget --prune", Duration::from_secs(30));
     }
     wait_for("metrics of a good backup", Duration::from_secs(20), || {
-        get(&addr, "/metrics").1.contains("respaldo_source_last_success_timestamp_seconds{source=\"docs\"}")
+        get(&addr, "/metrics")
+            .1
+            .contains("respaldo_source_last_success_timestamp_seconds{source=\"docs\"}")
     });
     let (code, body) = get(&addr, "/healthz");
     assert_eq!(code, 200, "{body}");
@@ -228,18 +236,36 @@ command = ["sh", "-c", "if [ -f slow ]; then touch started; sleep 5; fi; date +%
     let t = Instant::now();
     let st = d.child.wait().unwrap();
     assert!(st.success(), "daemon exit: {st}");
-    assert!(t.elapsed() < Duration::from_secs(5), "slow to stop: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "slow to stop: {:?}",
+        t.elapsed()
+    );
     d.line("respaldo daemon: stopped", Duration::from_secs(5));
     assert!(walk(&p.repo().join("locks")).is_empty(), "lock left behind");
     // The interrupted run is recorded as failed, with no snapshot.
-    let last = history(&p).into_iter().rev().find(|r| r["action"] == "backup").unwrap();
+    let last = history(&p)
+        .into_iter()
+        .rev()
+        .find(|r| r["action"] == "backup")
+        .unwrap();
     assert_eq!(last["ok"], false, "{last}");
-    assert!(last["error"].as_str().unwrap().contains("interrupted by a signal"), "{last}");
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted by a signal"),
+        "{last}"
+    );
     assert!(last.get("snapshot").is_none(), "{last}");
     assert_eq!(last["trigger"], "fast");
     // Retention kept two snapshots, tagged by the entry.
     let snaps = snapshots(&p);
-    assert!((1..=2).contains(&snaps.len()), "retention not applied: {}", snaps.len());
+    assert!(
+        (1..=2).contains(&snaps.len()),
+        "retention not applied: {}",
+        snaps.len()
+    );
     for s in &snaps {
         assert_eq!(s["tags"], serde_json::json!(["fast"]));
     }
@@ -288,16 +314,22 @@ paths = ["data"]
     let n = snapshots(&p).len();
     let mut d = Daemon::start(&p);
     d.line("a run was missed", Duration::from_secs(20));
-    wait_for("the catch-up run", Duration::from_secs(30), || snapshots(&p).len() == n + 1);
+    wait_for("the catch-up run", Duration::from_secs(30), || {
+        snapshots(&p).len() == n + 1
+    });
     // SIGHUP reloads; a broken configuration keeps the running one.
     std::fs::write(
         p.path().join("backup.toml"),
-        std::fs::read_to_string(p.path().join("backup.toml")).unwrap() + "\n[schedule.extra]\nevery = \"1h\"\n",
+        std::fs::read_to_string(p.path().join("backup.toml")).unwrap()
+            + "\n[schedule.extra]\nevery = \"1h\"\n",
     )
     .unwrap();
     // SAFETY: signals our own child.
     unsafe { libc::kill(d.child.id() as libc::pid_t, libc::SIGHUP) };
-    d.line("configuration reloaded (2 schedule entries)", Duration::from_secs(10));
+    d.line(
+        "configuration reloaded (2 schedule entries)",
+        Duration::from_secs(10),
+    );
     std::fs::write(p.path().join("backup.toml"), "[repository]\nbogus = 1\n").unwrap();
     // SAFETY: as above.
     unsafe { libc::kill(d.child.id() as libc::pid_t, libc::SIGHUP) };
@@ -309,7 +341,12 @@ paths = ["data"]
 /// RFC 3339 time `days` days ago, computed with `date` (no chrono here).
 fn chrono_like_now_minus_days(days: u32) -> String {
     let out = Command::new("date")
-        .args(["-u", "-d", &format!("{days} days ago"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .args([
+            "-u",
+            "-d",
+            &format!("{days} days ago"),
+            "+%Y-%m-%dT%H:%M:%SZ",
+        ])
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -367,9 +404,19 @@ fn concurrent_backups_and_a_backup_racing_prune_keep_the_repository_sound() {
         }
         p.ok(&["verify", "--read-data"]);
     }
-    assert!(walk(&p.repo().join("locks")).is_empty(), "locks left behind");
+    assert!(
+        walk(&p.repo().join("locks")).is_empty(),
+        "locks left behind"
+    );
     let out = p.path().join("out");
-    p.ok(&["restore", "latest", "--source", "files", "--target", out.to_str().unwrap()]);
+    p.ok(&[
+        "restore",
+        "latest",
+        "--source",
+        "files",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
     assert_same_tree(&p.path().join("data"), &out.join("data"));
 }
 
@@ -401,16 +448,31 @@ command = ["sh", "-c", "echo $$ > pid; touch started; exec sleep 30"]
     });
     child.kill().unwrap(); // SIGKILL: no chance to release the lock
     child.wait().unwrap();
-    let sleeper: libc::pid_t = std::fs::read_to_string(p.path().join("pid")).unwrap().trim().parse().unwrap();
+    let sleeper: libc::pid_t = std::fs::read_to_string(p.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // SAFETY: the orphaned `sleep` this test started.
     unsafe { libc::kill(sleeper, libc::SIGKILL) };
-    assert_eq!(walk(&p.repo().join("locks")).len(), 1, "the killed run's lock");
+    assert_eq!(
+        walk(&p.repo().join("locks")).len(),
+        1,
+        "the killed run's lock"
+    );
     // Prune needs the exclusive lock: the dead holder's lock is removed.
     let t = Instant::now();
     let out = p.run(&["-v", "prune"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("removing stale lock"), "{}", stderr(&out));
-    assert!(t.elapsed() < Duration::from_secs(2), "waited for a dead holder");
+    assert!(
+        stderr(&out).contains("removing stale lock"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "waited for a dead holder"
+    );
     p.ok(&["verify"]);
 
     // A lock held by a live process: the loser waits, then names the holder.
@@ -435,7 +497,7 @@ command = ["sh", "-c", "echo $$ > pid; touch started; exec sleep 30"]
     let mut gone = Command::new("true").spawn().unwrap();
     let dead = gone.id();
     gone.wait().unwrap();
-    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let lock = serde_json::json!({
         "host": host.trim(), "pid": dead, "command": "prune",
         "exclusive": true, "time": chrono_like_now_minus_days(0),
@@ -500,21 +562,41 @@ paths = ["data"]
 
     let mut got = std::collections::BTreeMap::new();
     for _ in 0..2 {
-        let (path, body) = rx.recv_timeout(Duration::from_secs(10)).expect("webhook call");
+        let (path, body) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("webhook call");
         got.insert(path, body);
     }
     let json: serde_json::Value = serde_json::from_str(&got["/json"]).unwrap();
     assert_eq!(json["event"], "failure");
     assert_eq!(json["source"], "db");
-    assert!(json["error"].as_str().unwrap().contains("login failed"), "{json}");
-    assert!(json["log_tail"].as_str().unwrap().contains("source `db` (command) failed"), "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("login failed"),
+        "{json}"
+    );
+    assert!(
+        json["log_tail"]
+            .as_str()
+            .unwrap()
+            .contains("source `db` (command) failed"),
+        "{json}"
+    );
     let slack: serde_json::Value = serde_json::from_str(&got["/slack"]).unwrap();
-    assert!(slack["text"].as_str().unwrap().starts_with("respaldo: backup of db, docs FAILED: db:"), "{slack}");
+    assert!(
+        slack["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("respaldo: backup of db, docs FAILED: db:"),
+        "{slack}"
+    );
     for body in got.values() {
         assert!(!body.contains(secret), "secret in a notification: {body}");
         assert!(body.contains("postgres://app:***@db"), "{body}");
     }
-    assert_eq!(std::fs::read_to_string(p.path().join("notified-source.txt")).unwrap(), "db");
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("notified-source.txt")).unwrap(),
+        "db"
+    );
     let hook = std::fs::read_to_string(p.path().join("failure-hook.txt")).unwrap();
     assert!(hook.contains("db:"), "{hook}");
     assert!(p.path().join("finally-ran").exists());
@@ -543,11 +625,17 @@ paths = ["data"]
     std::fs::remove_file(p.path().join("broken")).unwrap();
     let out = run(&["backup"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let (path, body) = rx.recv_timeout(Duration::from_secs(10)).expect("success webhook");
+    let (path, body) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("success webhook");
     assert_eq!(path, "/json");
     assert!(body.contains("\"event\":\"success\""), "{body}");
     let out = run(&["status"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -572,7 +660,9 @@ command = ["echo", "fine"]
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let err = v["sources"]["files"]["error"].as_str().unwrap();
     assert!(
-        err.starts_with("skipped: `before` hook of source `files` failed: `sh` exited with status 1"),
+        err.starts_with(
+            "skipped: `before` hook of source `files` failed: `sh` exited with status 1"
+        ),
         "{err}"
     );
     assert_eq!(v["sources"]["other"]["status"], "ok");
@@ -610,7 +700,9 @@ fn check_cron_d(text: &str) -> usize {
                 for n in range.split('-') {
                     let v: u32 = match n {
                         "SUN" => 0,
-                        _ => n.parse().unwrap_or_else(|_| panic!("bad field `{field}` in {l}")),
+                        _ => n
+                            .parse()
+                            .unwrap_or_else(|_| panic!("bad field `{field}` in {l}")),
                     };
                     assert!((lo..=hi).contains(&v), "`{field}` out of range in {l}");
                 }
@@ -618,7 +710,10 @@ fn check_cron_d(text: &str) -> usize {
         }
         assert_eq!(f[5], "root", "{l}");
         assert!(f[6].starts_with("cd /"), "{l}");
-        assert!(f[6].contains(" && /") && f[6].contains(" schedule run "), "{l}");
+        assert!(
+            f[6].contains(" && /") && f[6].contains(" schedule run "),
+            "{l}"
+        );
         assert!(f[6].contains(">> /var/log/respaldo/"), "{l}");
         entries += 1;
     }
@@ -648,7 +743,14 @@ action = "test-restore"
 "#
     ));
     let root = p.path().join("root");
-    let out = p.ok(&["schedule", "install", "--root", root.to_str().unwrap(), "--name", "shop"]);
+    let out = p.ok(&[
+        "schedule",
+        "install",
+        "--root",
+        root.to_str().unwrap(),
+        "--name",
+        "shop",
+    ]);
     assert!(out.contains("not enabled (--root)"), "{out}");
     let units_dir = root.join("etc/systemd/system");
     let units: Vec<PathBuf> = walk(&units_dir);
@@ -659,12 +761,21 @@ action = "test-restore"
         service.contains(&format!(" -c {} schedule run daily", config.display())),
         "{service}"
     );
-    let exec = service.lines().find(|l| l.starts_with("ExecStart=/")).expect("absolute ExecStart");
+    let exec = service
+        .lines()
+        .find(|l| l.starts_with("ExecStart=/"))
+        .expect("absolute ExecStart");
     assert!(Path::new(exec[10..].split(' ').next().unwrap()).is_absolute());
     let timer = std::fs::read_to_string(units_dir.join("respaldo-shop-weekly.timer")).unwrap();
-    assert!(timer.contains("OnCalendar=Sun *-*-* 03:00:00\nPersistent=true"), "{timer}");
+    assert!(
+        timer.contains("OnCalendar=Sun *-*-* 03:00:00\nPersistent=true"),
+        "{timer}"
+    );
     let madrid = std::fs::read_to_string(units_dir.join("respaldo-shop-madrid.timer")).unwrap();
-    assert!(madrid.contains("OnCalendar=Mon..Fri *-*-* 01:30:00 Europe/Madrid"), "{madrid}");
+    assert!(
+        madrid.contains("OnCalendar=Mon..Fri *-*-* 01:30:00 Europe/Madrid"),
+        "{madrid}"
+    );
     let often = std::fs::read_to_string(units_dir.join("respaldo-shop-often.timer")).unwrap();
     assert!(often.contains("OnUnitActiveSec=900s"), "{often}");
     // systemd's own checker accepts every unit.
@@ -673,15 +784,45 @@ action = "test-restore"
         .args(&units)
         .output()
         .expect("systemd-analyze (Debian package systemd) is needed");
-    assert!(out.status.success(), "systemd-analyze verify: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify: {}",
+        stderr(&out)
+    );
     // status sees them installed.
-    let st = p.json(&["schedule", "status", "--root", root.to_str().unwrap(), "--name", "shop"]);
-    assert!(st.as_array().unwrap().iter().all(|e| e["installed"] == true), "{st}");
-    assert!(st.as_array().unwrap().iter().all(|e| e["next"].is_string()), "{st}");
+    let st = p.json(&[
+        "schedule",
+        "status",
+        "--root",
+        root.to_str().unwrap(),
+        "--name",
+        "shop",
+    ]);
+    assert!(
+        st.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["installed"] == true),
+        "{st}"
+    );
+    assert!(
+        st.as_array().unwrap().iter().all(|e| e["next"].is_string()),
+        "{st}"
+    );
     // A unit written by someone else is left alone.
     std::fs::write(units_dir.join("respaldo-shop-mine.timer"), "[Timer]\n").unwrap();
-    p.ok(&["schedule", "uninstall", "--root", root.to_str().unwrap(), "--name", "shop"]);
-    assert_eq!(walk(&units_dir), vec![units_dir.join("respaldo-shop-mine.timer")]);
+    p.ok(&[
+        "schedule",
+        "uninstall",
+        "--root",
+        root.to_str().unwrap(),
+        "--name",
+        "shop",
+    ]);
+    assert_eq!(
+        walk(&units_dir),
+        vec![units_dir.join("respaldo-shop-mine.timer")]
+    );
 
     // --user units go under ~/.config/systemd/user.
     let home = p.path().join("home");
@@ -689,29 +830,80 @@ action = "test-restore"
         .current_dir(p.path())
         .env("HOME", &home)
         .env_remove("XDG_CONFIG_HOME")
-        .args(["-c", "backup.toml", "schedule", "install", "--user", "--root"])
+        .args([
+            "-c",
+            "backup.toml",
+            "schedule",
+            "install",
+            "--user",
+            "--root",
+        ])
         .arg(&root)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let user_dir = root.join(home.strip_prefix("/").unwrap()).join(".config/systemd/user");
+    let user_dir = root
+        .join(home.strip_prefix("/").unwrap())
+        .join(".config/systemd/user");
     assert_eq!(walk(&user_dir).len(), 10);
 
     // Cron: seconds-free, zone-free entries only.
-    let out = p.run(&["schedule", "install", "--cron", "--root", root.to_str().unwrap(), "--name", "shop"]);
+    let out = p.run(&[
+        "schedule",
+        "install",
+        "--cron",
+        "--root",
+        root.to_str().unwrap(),
+        "--name",
+        "shop",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("schedule `madrid`: cron runs in the system's time zone"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("schedule `madrid`: cron runs in the system's time zone"),
+        "{}",
+        stderr(&out)
+    );
     p.write_config(&format!(
         "{DATA_SOURCE}\n[schedule]\ndaily = \"0 2 * * *\"\nweekly = \"0 3 * * SUN\"\nmonthly = \"0 4 1 * *\"\n[schedule.often]\nevery = \"15min\"\naction = \"verify\"\n"
     ));
-    p.ok(&["schedule", "install", "--cron", "--root", root.to_str().unwrap(), "--name", "shop"]);
+    p.ok(&[
+        "schedule",
+        "install",
+        "--cron",
+        "--root",
+        root.to_str().unwrap(),
+        "--name",
+        "shop",
+    ]);
     let cron_file = root.join("etc/cron.d/respaldo-shop");
     let text = std::fs::read_to_string(&cron_file).unwrap();
     assert_eq!(check_cron_d(&text), 4, "{text}");
     assert!(text.contains("\n*/15 * * * * root "), "{text}");
-    let st = p.json(&["schedule", "status", "--cron", "--root", root.to_str().unwrap(), "--name", "shop"]);
-    assert!(st.as_array().unwrap().iter().all(|e| e["installed"] == true), "{st}");
-    p.ok(&["schedule", "uninstall", "--cron", "--root", root.to_str().unwrap(), "--name", "shop"]);
+    let st = p.json(&[
+        "schedule",
+        "status",
+        "--cron",
+        "--root",
+        root.to_str().unwrap(),
+        "--name",
+        "shop",
+    ]);
+    assert!(
+        st.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["installed"] == true),
+        "{st}"
+    );
+    p.ok(&[
+        "schedule",
+        "uninstall",
+        "--cron",
+        "--root",
+        root.to_str().unwrap(),
+        "--name",
+        "shop",
+    ]);
     assert!(!cron_file.exists());
 }
 
@@ -724,7 +916,10 @@ fn test_restore_passes_on_a_healthy_repository_and_fails_on_a_damaged_one() {
     p.ok(&["init"]);
     p.backup(&[]);
     let out = p.ok(&["test-restore"]);
-    assert!(out.contains("1 of 1 sources ok") && out.contains("(RTO)"), "{out}");
+    assert!(
+        out.contains("1 of 1 sources ok") && out.contains("(RTO)"),
+        "{out}"
+    );
     let v = p.json(&["test-restore"]);
     assert_eq!(v["ok"], true);
     assert!(v["sources"][0]["duration_ms"].is_u64());
@@ -741,8 +936,17 @@ fn test_restore_passes_on_a_healthy_repository_and_fails_on_a_damaged_one() {
         }
     }
     let out = p.run(&["test-restore"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(stderr(&out).contains("files: TEST RESTORE FAILED"), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr(&out).contains("files: TEST RESTORE FAILED"),
+        "{}",
+        stderr(&out)
+    );
     let out = p.run(&["schedule", "run", "drill"]);
     assert_eq!(out.status.code(), Some(1));
     let st = p.json(&["schedule", "status"]);
@@ -756,13 +960,20 @@ fn environments_override_the_base_configuration() {
         "{DATA_SOURCE}\n[env.staging.repository]\nurl = \"repo-staging\"\n[env.staging.sources.files]\nenabled = false\n"
     ));
     let v = p.json(&["--env", "staging", "config", "check"]);
-    assert!(v["repository"].as_str().unwrap().ends_with("/repo-staging"), "{v}");
+    assert!(
+        v["repository"].as_str().unwrap().ends_with("/repo-staging"),
+        "{v}"
+    );
     assert_eq!(v["sources"][0]["enabled"], false);
     let v = p.json(&["config", "check"]);
     assert!(v["repository"].as_str().unwrap().ends_with("/repo"), "{v}");
     let out = p.run(&["--env", "prod", "config", "check"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no [env.prod] table (environments: staging)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no [env.prod] table (environments: staging)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -774,7 +985,12 @@ fn every_example_configuration_is_valid() {
         if !cfg.exists() {
             continue;
         }
-        let out = Command::new(bin()).arg("-c").arg(&cfg).args(["config", "check"]).output().unwrap();
+        let out = Command::new(bin())
+            .arg("-c")
+            .arg(&cfg)
+            .args(["config", "check"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}: {}", cfg.display(), stderr(&out));
         n += 1;
     }

@@ -383,9 +383,8 @@ impl Config {
             r.url = resolve_repository_url(&r.url, base)
                 .map_err(|m| at(&["repositories".into(), name.clone(), "url".into()], m))?;
         }
-        let daemon = crate::daemon::DaemonSettings::new(&raw.daemon).map_err(|(k, m)| {
-            at(&[vec!["daemon".to_string()], k].concat(), m)
-        })?;
+        let daemon = crate::daemon::DaemonSettings::new(&raw.daemon)
+            .map_err(|(k, m)| at(&[vec!["daemon".to_string()], k].concat(), m))?;
         let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
         let schedule = crate::schedule::parse(
             raw.schedule,

@@ -99,8 +99,12 @@ impl DaemonSettings {
             .listen
             .as_deref()
             .map(|l| {
-                l.parse::<SocketAddr>()
-                    .map_err(|_| key("listen", format!("`{l}` is not an address like 127.0.0.1:9180")))
+                l.parse::<SocketAddr>().map_err(|_| {
+                    key(
+                        "listen",
+                        format!("`{l}` is not an address like 127.0.0.1:9180"),
+                    )
+                })
             })
             .transpose()?;
         Ok(DaemonSettings {
@@ -125,7 +129,9 @@ struct Metrics {
 type Shared = Arc<Mutex<Metrics>>;
 
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -217,7 +223,10 @@ impl Metrics {
             self.runs
                 .iter()
                 .map(|(n, o, c)| {
-                    (format!("{{entry=\"{}\",outcome=\"{o}\"}}", label(n)), *c as f64)
+                    (
+                        format!("{{entry=\"{}\",outcome=\"{o}\"}}", label(n)),
+                        *c as f64,
+                    )
                 })
                 .collect(),
         );
@@ -227,7 +236,11 @@ impl Metrics {
             "1 when the daemon could read the repository at its last status refresh.",
             vec![(
                 String::new(),
-                if self.status_error.is_none() { 1.0 } else { 0.0 },
+                if self.status_error.is_none() {
+                    1.0
+                } else {
+                    0.0
+                },
             )],
         );
         out
@@ -266,7 +279,10 @@ impl Metrics {
     }
 }
 
-async fn handle(req: Request<hyper::body::Incoming>, m: Shared) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    m: Shared,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let (status, ctype, body) = {
         let m = m.lock().expect("metrics lock");
         match req.uri().path() {
@@ -275,7 +291,11 @@ async fn handle(req: Request<hyper::body::Incoming>, m: Shared) -> Result<Respon
                 let (s, b) = m.health();
                 (s, "text/plain", b)
             }
-            _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found\n".to_string(),
+            ),
         }
     };
     Ok(Response::builder()
@@ -326,7 +346,10 @@ fn plan(config: &Config, now: DateTime<Utc>) -> Vec<Option<DateTime<Utc>>> {
                 .max();
             match last.and_then(|l| e.next_after(l)) {
                 Some(due) if e.catch_up && due <= now => {
-                    tracing::info!("schedule `{}`: a run was missed at {due}; running it now", e.name);
+                    tracing::info!(
+                        "schedule `{}`: a run was missed at {due}; running it now",
+                        e.name
+                    );
                     Some(now)
                 }
                 _ => e.next_after(now),
@@ -336,10 +359,20 @@ fn plan(config: &Config, now: DateTime<Utc>) -> Vec<Option<DateTime<Utc>>> {
 }
 
 /// Refreshes the status behind the metrics; notifies sources newly stale.
-async fn refresh(ctx: &Ctx<'_>, m: &Shared, next: &[Option<DateTime<Utc>>], notified: &mut BTreeSet<String>) {
+async fn refresh(
+    ctx: &Ctx<'_>,
+    m: &Shared,
+    next: &[Option<DateTime<Utc>>],
+    notified: &mut BTreeSet<String>,
+) {
     let states = status::collect(ctx).await;
     let size = match ctx.repo().await {
-        Ok(repo) => repo.sink().list("").await.ok().map(|l| l.iter().map(|o| o.size).sum()),
+        Ok(repo) => repo
+            .sink()
+            .list("")
+            .await
+            .ok()
+            .map(|l| l.iter().map(|o| o.size).sum()),
         Err(_) => None,
     };
     let mut guard = m.lock().expect("metrics lock");
@@ -365,7 +398,8 @@ async fn refresh(ctx: &Ctx<'_>, m: &Shared, next: &[Option<DateTime<Utc>>], noti
             if !newly.is_empty() {
                 notified.extend(newly.iter().map(|s| s.name.clone()));
                 let refs: Vec<&SourceState> = newly.iter().collect();
-                crate::notify::send(&ctx.config.notify, &status::stale_event(&ctx.config, &refs)).await;
+                crate::notify::send(&ctx.config.notify, &status::stale_event(&ctx.config, &refs))
+                    .await;
             }
         }
         Err(e) => {
@@ -386,7 +420,8 @@ pub async fn command(cli: &crate::Cli, config: Config, dry_run: bool) -> Result<
                 "{}: {} — next {}",
                 e.name,
                 e.describe(),
-                next.map(|t| crate::output::time(&t)).unwrap_or_else(|| "never".into())
+                next.map(|t| crate::output::time(&t))
+                    .unwrap_or_else(|| "never".into())
             );
             for s in runner::describe(e) {
                 println!("  {s}");
@@ -424,7 +459,11 @@ pub async fn command(cli: &crate::Cli, config: Config, dry_run: bool) -> Result<
     eprintln!(
         "respaldo daemon: {} schedule entr{} for {}",
         ctx.config.schedule.len(),
-        if ctx.config.schedule.len() == 1 { "y" } else { "ies" },
+        if ctx.config.schedule.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
         ctx.config.path.display()
     );
     let mut status_timer = tokio::time::interval(ctx.config.daemon.status_interval);

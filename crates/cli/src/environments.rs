@@ -17,7 +17,12 @@ pub fn apply(value: &mut toml::Value, env: Option<&str>) -> Result<(), KeyError>
     let envs = match root.remove("env") {
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t,
-        Some(_) => return Err((vec!["env".into()], "must be a table of `[env.NAME]` tables".into())),
+        Some(_) => {
+            return Err((
+                vec!["env".into()],
+                "must be a table of `[env.NAME]` tables".into(),
+            ))
+        }
     };
     for (name, v) in &envs {
         if !v.is_table() {
@@ -37,7 +42,11 @@ pub fn apply(value: &mut toml::Value, env: Option<&str>) -> Result<(), KeyError>
             vec!["env".into()],
             format!(
                 "no [env.{name}] table (environments: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ),
         ));
     };
@@ -79,7 +88,10 @@ url = "postgres://staging/app"
         apply(&mut v, Some("staging")).unwrap();
         assert_eq!(v["repository"]["url"].as_str(), Some("/backups/staging"));
         assert_eq!(v["repository"]["verify_after_backup"].as_bool(), Some(true));
-        assert_eq!(v["sources"]["db"]["url"].as_str(), Some("postgres://staging/app"));
+        assert_eq!(
+            v["sources"]["db"]["url"].as_str(),
+            Some("postgres://staging/app")
+        );
         assert_eq!(v["sources"]["db"]["type"].as_str(), Some("postgres"));
         assert!(v.get("env").is_none());
 

@@ -234,6 +234,9 @@ mod tests {
         assert!(all.len() > 100, "{}", all.len());
         assert_eq!(all.last(), Some(&r));
         // Another repository has its own file.
-        assert!(History::new(dir.path(), "/other").read().unwrap().is_empty());
+        assert!(History::new(dir.path(), "/other")
+            .read()
+            .unwrap()
+            .is_empty());
     }
 }

@@ -159,7 +159,10 @@ impl Hooks {
             (Stage::Finally, &self.finally),
         ]
         .into_iter()
-        .filter_map(|(s, c)| c.as_ref().map(|c| format!("{} hook: {}", s.as_str(), c.display())))
+        .filter_map(|(s, c)| {
+            c.as_ref()
+                .map(|c| format!("{} hook: {}", s.as_str(), c.display()))
+        })
         .collect()
     }
 
@@ -189,7 +192,11 @@ impl Hooks {
             Some(s) => format!("source `{s}`"),
             None => "the run".to_string(),
         };
-        tracing::info!("running the {} hook of {whose}: {}", stage.as_str(), cmd.display());
+        tracing::info!(
+            "running the {} hook of {whose}: {}",
+            stage.as_str(),
+            cmd.display()
+        );
         let opts = RunOptions {
             env,
             dir: Some(self.dir.clone()),
@@ -234,7 +241,12 @@ pub struct HookedSource {
 
 impl HookedSource {
     /// Wraps `inner` (named `name`) when it has hooks or a pre-check.
-    pub fn wrap(inner: Arc<dyn Source>, name: &str, hooks: Hooks, precheck: bool) -> Arc<dyn Source> {
+    pub fn wrap(
+        inner: Arc<dyn Source>,
+        name: &str,
+        hooks: Hooks,
+        precheck: bool,
+    ) -> Arc<dyn Source> {
         if hooks.is_empty() && !precheck {
             return inner;
         }
@@ -273,7 +285,10 @@ impl Source for HookedSource {
             self.inner.backup(ctx).await
         }
         .await;
-        let error = result.as_ref().err().map(|e| respaldo_core::engine::error_chain(e.as_ref()));
+        let error = result
+            .as_ref()
+            .err()
+            .map(|e| respaldo_core::engine::error_chain(e.as_ref()));
         if let Some(w) = self.hooks.conclude(name, error.as_deref()).await {
             ctx.warn(w);
         }

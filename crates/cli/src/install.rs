@@ -61,7 +61,8 @@ pub struct Target {
 }
 
 /// First line of every file written, and what `uninstall` looks for.
-const MARKER: &str = "# Written by `respaldo schedule install`; `respaldo schedule uninstall` removes it.";
+const MARKER: &str =
+    "# Written by `respaldo schedule install`; `respaldo schedule uninstall` removes it.";
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
@@ -84,11 +85,20 @@ async fn run(ctx: &Ctx<'_>, name: &str, dry_run: bool) -> Result<u8> {
         .iter()
         .find(|e| e.name == name)
         .ok_or_else(|| {
-            let known: Vec<&str> = ctx.config.schedule.iter().map(|e| e.name.as_str()).collect();
+            let known: Vec<&str> = ctx
+                .config
+                .schedule
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
             usage(format!(
                 "no [schedule] entry `{name}` in {} (entries: {})",
                 ctx.config.path.display(),
-                if known.is_empty() { "none".into() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
             ))
         })?;
     if dry_run {
@@ -121,7 +131,8 @@ fn systemd_quote(arg: &str) -> String {
         .replace('"', "\\\"")
         .replace('%', "%%")
         .replace('$', "$$");
-    if escaped.is_empty() || escaped.contains(|c: char| c.is_whitespace() || c == '\'' || c == ';') {
+    if escaped.is_empty() || escaped.contains(|c: char| c.is_whitespace() || c == '\'' || c == ';')
+    {
         format!("\"{escaped}\"")
     } else {
         escaped
@@ -142,7 +153,13 @@ fn sh_quote(arg: &str) -> String {
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -208,7 +225,10 @@ impl<'a> Installer<'a> {
     }
 
     fn cron_file(&self) -> PathBuf {
-        self.rooted(&PathBuf::from(format!("/etc/cron.d/respaldo-{}", self.name)))
+        self.rooted(&PathBuf::from(format!(
+            "/etc/cron.d/respaldo-{}",
+            self.name
+        )))
     }
 
     fn log_dir(&self) -> PathBuf {
@@ -262,8 +282,13 @@ impl<'a> Installer<'a> {
         let when = match &entry.when {
             When::Cron { expr, zone, .. } => {
                 let mut s = String::new();
-                for c in crate::schedule::to_on_calendar(expr, zone.name().as_deref())
-                    .map_err(|m| usage(format!("schedule `{}`: {m}; use `respaldo daemon` instead", entry.name)))?
+                for c in
+                    crate::schedule::to_on_calendar(expr, zone.name().as_deref()).map_err(|m| {
+                        usage(format!(
+                            "schedule `{}`: {m}; use `respaldo daemon` instead",
+                            entry.name
+                        ))
+                    })?
                 {
                     s.push_str(&format!("OnCalendar={c}\n"));
                 }
@@ -310,7 +335,10 @@ impl<'a> Installer<'a> {
                 let m = d.as_secs() / 60;
                 if d.as_secs() % 60 == 0 && (1..60).contains(&m) && 60 % m == 0 {
                     Ok(format!("*/{m} * * * *"))
-                } else if d.as_secs() % 3600 == 0 && 24 % (d.as_secs() / 3600) == 0 && d.as_secs() < 86400 {
+                } else if d.as_secs() % 3600 == 0
+                    && 24 % (d.as_secs() / 3600) == 0
+                    && d.as_secs() < 86400
+                {
                     Ok(format!("0 */{} * * *", d.as_secs() / 3600))
                 } else {
                     Err(usage(format!(
@@ -340,7 +368,10 @@ impl<'a> Installer<'a> {
                 .as_ref()
                 .map(|f| {
                     let f = std::path::absolute(f).unwrap_or_else(|_| f.clone());
-                    format!("set -a && . {} && set +a && ", sh_quote(&f.display().to_string()))
+                    format!(
+                        "set -a && . {} && set +a && ",
+                        sh_quote(&f.display().to_string())
+                    )
                 })
                 .unwrap_or_default();
             s.push_str(&format!(
@@ -447,12 +478,17 @@ impl<'a> Installer<'a> {
                 .with_context(|| format!("cannot create {}", log_dir.display()))?;
             if self.target.user {
                 if !live {
-                    return Err(usage("--root applies to system cron (/etc/cron.d) and systemd units"));
+                    return Err(usage(
+                        "--root applies to system cron (/etc/cron.d) and systemd units",
+                    ));
                 }
                 let (begin, end) = self.block_markers();
                 let current = self.without_block(&Self::crontab_read()?);
                 Self::crontab_write(&format!("{current}{begin}\n{text}{end}\n"))?;
-                println!("installed {} entr(ies) in the user's crontab", self.config.schedule.len());
+                println!(
+                    "installed {} entr(ies) in the user's crontab",
+                    self.config.schedule.len()
+                );
             } else {
                 Self::write(&self.cron_file(), &text)?;
             }
@@ -471,9 +507,18 @@ impl<'a> Installer<'a> {
             let mut args = vec!["enable", "--now"];
             args.extend(timers.iter().map(String::as_str));
             self.systemctl(&args)?;
-            println!("enabled {}; logs: journalctl {}-u 'respaldo-{}-*'", timers.join(", "), if self.target.user { "--user " } else { "" }, self.name);
+            println!(
+                "enabled {}; logs: journalctl {}-u 'respaldo-{}-*'",
+                timers.join(", "),
+                if self.target.user { "--user " } else { "" },
+                self.name
+            );
         } else {
-            println!("not enabled (--root): systemctl {}enable --now {}", if self.target.user { "--user " } else { "" }, timers.join(" "));
+            println!(
+                "not enabled (--root): systemctl {}enable --now {}",
+                if self.target.user { "--user " } else { "" },
+                timers.join(" ")
+            );
         }
         Ok(0)
     }
@@ -504,11 +549,16 @@ impl<'a> Installer<'a> {
         if self.target.cron {
             if self.target.user {
                 if !live {
-                    return Err(usage("--root applies to system cron (/etc/cron.d) and systemd units"));
+                    return Err(usage(
+                        "--root applies to system cron (/etc/cron.d) and systemd units",
+                    ));
                 }
                 let current = Self::crontab_read()?;
                 Self::crontab_write(&self.without_block(&current))?;
-                println!("removed the respaldo {} block from the user's crontab", self.name);
+                println!(
+                    "removed the respaldo {} block from the user's crontab",
+                    self.name
+                );
             } else {
                 let f = self.cron_file();
                 match std::fs::read_to_string(&f) {
@@ -566,9 +616,13 @@ impl<'a> Installer<'a> {
         for e in &self.config.schedule {
             let installed = if self.target.cron {
                 let needle = format!(" schedule run {}", sh_quote(&e.name));
-                cron_text.lines().any(|l| !l.starts_with('#') && l.contains(&needle))
+                cron_text
+                    .lines()
+                    .any(|l| !l.starts_with('#') && l.contains(&needle))
             } else {
-                self.unit_dir()?.join(format!("{}.timer", self.unit(e))).exists()
+                self.unit_dir()?
+                    .join(format!("{}.timer", self.unit(e)))
+                    .exists()
             };
             let last = history
                 .iter()
@@ -579,7 +633,8 @@ impl<'a> Installer<'a> {
                 e.name.clone(),
                 e.action.as_str().to_string(),
                 e.describe(),
-                next.map(|t| crate::output::time(&t)).unwrap_or_else(|| "-".into()),
+                next.map(|t| crate::output::time(&t))
+                    .unwrap_or_else(|| "-".into()),
                 last.map(|r| {
                     format!(
                         "{} {}",
@@ -601,7 +656,10 @@ impl<'a> Installer<'a> {
         } else {
             print!(
                 "{}",
-                crate::output::table(&["ENTRY", "ACTION", "SCHEDULE", "NEXT", "LAST", "INSTALLED"], &rows)
+                crate::output::table(
+                    &["ENTRY", "ACTION", "SCHEDULE", "NEXT", "LAST", "INSTALLED"],
+                    &rows
+                )
             );
         }
         Ok(0)

@@ -121,8 +121,18 @@ impl Event {
 
 /// Placeholders a template may use.
 const FIELDS: [&str; 12] = [
-    "event", "action", "trigger", "host", "config", "repository", "time", "source", "error",
-    "snapshot", "summary", "log_tail",
+    "event",
+    "action",
+    "trigger",
+    "host",
+    "config",
+    "repository",
+    "time",
+    "source",
+    "error",
+    "snapshot",
+    "summary",
+    "log_tail",
 ];
 
 /// Renders a template: each `{{field}}` becomes the field's text, escaped
@@ -295,59 +305,73 @@ pub fn parse(raw: Vec<toml::Value>, base: &Path) -> Result<Vec<Notifier>, KeyErr
         }
         let c: CommonKeys = typed(toml::Value::Table(common), &keys)?;
         let rest = toml::Value::Table(table);
-        let (channel, default_on) = match c.kind.as_str() {
-            "webhook" => {
-                let w: WebhookConfig = typed(rest, &keys)?;
-                if let Some(t) = &w.template {
-                    check_template(t).map_err(|m| at("template", m))?;
+        let (channel, default_on) =
+            match c.kind.as_str() {
+                "webhook" => {
+                    let w: WebhookConfig = typed(rest, &keys)?;
+                    if let Some(t) = &w.template {
+                        check_template(t).map_err(|m| at("template", m))?;
+                    }
+                    check_url(&w.url).map_err(|m| at("url", m))?;
+                    (
+                        Channel::Webhook(w),
+                        vec![EventKind::Failure, EventKind::Stale],
+                    )
                 }
-                check_url(&w.url).map_err(|m| at("url", m))?;
-                (Channel::Webhook(w), vec![EventKind::Failure, EventKind::Stale])
-            }
-            "healthchecks" => {
-                let h: HealthchecksConfig = typed(rest, &keys)?;
-                check_url(&h.url).map_err(|m| at("url", m))?;
-                (
-                    Channel::Healthchecks(h),
-                    vec![
-                        EventKind::Start,
-                        EventKind::Success,
-                        EventKind::Failure,
-                        EventKind::Stale,
-                    ],
-                )
-            }
-            "email" => {
-                let mut e: EmailConfig = typed(rest, &keys)?;
-                if !["starttls", "tls", "none"].contains(&e.tls.as_str()) {
-                    return Err(at("tls", format!("`{}`: use starttls, tls or none", e.tls)));
+                "healthchecks" => {
+                    let h: HealthchecksConfig = typed(rest, &keys)?;
+                    check_url(&h.url).map_err(|m| at("url", m))?;
+                    (
+                        Channel::Healthchecks(h),
+                        vec![
+                            EventKind::Start,
+                            EventKind::Success,
+                            EventKind::Failure,
+                            EventKind::Stale,
+                        ],
+                    )
                 }
-                for a in e.to.iter().chain(std::iter::once(&e.from)) {
-                    a.parse::<lettre::message::Mailbox>()
-                        .map_err(|err| at(if a == &e.from { "from" } else { "to" }, format!("`{a}`: {err}")))?;
+                "email" => {
+                    let mut e: EmailConfig = typed(rest, &keys)?;
+                    if !["starttls", "tls", "none"].contains(&e.tls.as_str()) {
+                        return Err(at("tls", format!("`{}`: use starttls, tls or none", e.tls)));
+                    }
+                    for a in e.to.iter().chain(std::iter::once(&e.from)) {
+                        a.parse::<lettre::message::Mailbox>().map_err(|err| {
+                            at(
+                                if a == &e.from { "from" } else { "to" },
+                                format!("`{a}`: {err}"),
+                            )
+                        })?;
+                    }
+                    if e.to.is_empty() {
+                        return Err(at("to", "needs at least one recipient".into()));
+                    }
+                    if let Some(p) = &mut e.password {
+                        p.rebase(base);
+                    }
+                    (
+                        Channel::Email(e),
+                        vec![EventKind::Failure, EventKind::Stale],
+                    )
                 }
-                if e.to.is_empty() {
-                    return Err(at("to", "needs at least one recipient".into()));
+                "command" => {
+                    let c: CommandConfig = typed(rest, &keys)?;
+                    if c.command.is_empty() {
+                        return Err(at("command", "is empty".into()));
+                    }
+                    (
+                        Channel::Command(c),
+                        vec![EventKind::Failure, EventKind::Stale],
+                    )
                 }
-                if let Some(p) = &mut e.password {
-                    p.rebase(base);
-                }
-                (Channel::Email(e), vec![EventKind::Failure, EventKind::Stale])
-            }
-            "command" => {
-                let c: CommandConfig = typed(rest, &keys)?;
-                if c.command.is_empty() {
-                    return Err(at("command", "is empty".into()));
-                }
-                (Channel::Command(c), vec![EventKind::Failure, EventKind::Stale])
-            }
-            other => {
-                return Err(at(
+                other => return Err(at(
                     "type",
-                    format!("unknown notifier type `{other}` (webhook, healthchecks, email or command)"),
-                ))
-            }
-        };
+                    format!(
+                        "unknown notifier type `{other}` (webhook, healthchecks, email or command)"
+                    ),
+                )),
+            };
         let timeout = match &c.timeout {
             Some(t) => parse_duration(t).map_err(|m| at("timeout", m))?,
             None => DEFAULT_TIMEOUT,
@@ -386,7 +410,11 @@ pub async fn send(notifiers: &[Notifier], event: &Event) {
                 .await
                 .unwrap_or_else(|_| Err(format!("timed out after {}s", n.timeout.as_secs_f64())));
             if let Err(e) = r {
-                tracing::warn!("{} could not send the {} notification: {e}", n.label, event.event.as_str());
+                tracing::warn!(
+                    "{} could not send the {} notification: {e}",
+                    n.label,
+                    event.event.as_str()
+                );
             }
         });
     futures::future::join_all(sends).await;
@@ -422,9 +450,15 @@ async fn deliver(n: &Notifier, event: &Event) -> Result<(), String> {
         Channel::Command(c) => {
             let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
             let env = vec![
-                ("RESPALDO_EVENT".to_string(), event.event.as_str().to_string()),
+                (
+                    "RESPALDO_EVENT".to_string(),
+                    event.event.as_str().to_string(),
+                ),
                 ("RESPALDO_SOURCE".into(), event.source.clone()),
-                ("RESPALDO_ERROR".into(), event.error.clone().unwrap_or_default()),
+                (
+                    "RESPALDO_ERROR".into(),
+                    event.error.clone().unwrap_or_default(),
+                ),
                 ("RESPALDO_SUMMARY".into(), event.summary.clone()),
                 ("RESPALDO_LOG_TAIL".into(), event.log_tail.clone()),
                 ("RESPALDO_EVENT_JSON".into(), json),
@@ -492,7 +526,9 @@ async fn send_email(e: &EmailConfig, event: &Event) -> Result<(), String> {
     let msg = msg.body(body).map_err(|err| err.to_string())?;
     let mut transport = match e.tls.as_str() {
         "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&e.smtp_host),
-        "none" => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&e.smtp_host)),
+        "none" => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            &e.smtp_host,
+        )),
         _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&e.smtp_host),
     }
     .map_err(|err| format!("SMTP server {}: {err}", e.smtp_host))?;
@@ -555,13 +591,17 @@ mod tests {
         };
         let n = parse_one("type = \"webhook\"\nurl = \"http://x/\"\n").unwrap();
         assert_eq!(n[0].on, [EventKind::Failure, EventKind::Stale]);
-        let e = parse_one("type = \"webhook\"\nurl = \"http://x/\"\ncommand = [\"x\"]\n").unwrap_err();
+        let e =
+            parse_one("type = \"webhook\"\nurl = \"http://x/\"\ncommand = [\"x\"]\n").unwrap_err();
         assert_eq!(e.0, ["notify", "0", "command"]);
         let e = parse_one("type = \"pager\"\n").unwrap_err();
         assert_eq!(e.0, ["notify", "0", "type"]);
-        let e = parse_one("type = \"webhook\"\nurl = \"http://x/\"\non = [\"sometimes\"]\n").unwrap_err();
+        let e = parse_one("type = \"webhook\"\nurl = \"http://x/\"\non = [\"sometimes\"]\n")
+            .unwrap_err();
         assert_eq!(e.0[..3], ["notify", "0", "on"]);
-        let e = parse_one("type = \"email\"\nsmtp_host = \"m\"\nfrom = \"nope\"\nto = [\"a@b.c\"]\n").unwrap_err();
+        let e =
+            parse_one("type = \"email\"\nsmtp_host = \"m\"\nfrom = \"nope\"\nto = [\"a@b.c\"]\n")
+                .unwrap_err();
         assert_eq!(e.0, ["notify", "0", "from"]);
     }
 }

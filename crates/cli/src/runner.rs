@@ -121,6 +121,9 @@ async fn step(
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C reaches only us, and we pass one
+        // SIGTERM on (a second would make it exit without cleaning up).
+        .process_group(0)
         .kill_on_drop(true);
     tracing::info!("running: respaldo {}", args.join(" "));
     let mut child = cmd.spawn().context("cannot start respaldo")?;
@@ -141,7 +144,10 @@ async fn step(
             // SAFETY: signals our own child.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         }
-        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+        if tokio::time::timeout(STOP_GRACE, child.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("respaldo {} did not stop in time; killing it", args[0]);
             child.kill().await?;
         }
@@ -162,7 +168,11 @@ async fn report(config: &Config, rec: &mut RunRecord, result: Step) {
     rec.ok = result == Step::Ok;
     if !rec.ok {
         let tail = crate::mask::LogTail::global().text();
-        let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         rec.error = Some(format!(
             "`respaldo {}` {}{}",
             rec.action,
@@ -189,7 +199,12 @@ pub async fn run_entry(
     token: &CancellationToken,
 ) -> Result<Outcome> {
     let trigger = Some(entry.name.clone());
-    let env = |id: &str| vec![(TRIGGER_ENV, entry.name.clone()), (RUN_ID_ENV, id.to_string())];
+    let env = |id: &str| {
+        vec![
+            (TRIGGER_ENV, entry.name.clone()),
+            (RUN_ID_ENV, id.to_string()),
+        ]
+    };
     if entry.action != Action::Backup {
         let mut rec = RunRecord::start(entry.action.as_str(), trigger);
         if notify::wants(&config.notify, EventKind::Start) {

@@ -131,10 +131,9 @@ impl Zone {
     fn parse(name: Option<&str>) -> Result<Zone, String> {
         match name {
             None => Ok(Zone::Local),
-            Some(n) => n
-                .parse::<chrono_tz::Tz>()
-                .map(Zone::Named)
-                .map_err(|_| format!("unknown time zone `{n}` (an IANA name like `Europe/Madrid` or `UTC`)")),
+            Some(n) => n.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
+                format!("unknown time zone `{n}` (an IANA name like `Europe/Madrid` or `UTC`)")
+            }),
         }
     }
 
@@ -314,7 +313,10 @@ pub fn parse(
         let tags = c.tags.unwrap_or_else(|| vec![name.clone()]);
         for t in &tags {
             if t.is_empty() || t.contains(char::is_whitespace) || t.contains(',') {
-                return Err(at("tags", format!("invalid tag `{t}`: no spaces or commas")));
+                return Err(at(
+                    "tags",
+                    format!("invalid tag `{t}`: no spaces or commas"),
+                ));
             }
         }
         let applies = |key: &str, ok: bool| -> Result<(), KeyError> {
@@ -329,7 +331,10 @@ pub fn parse(
         };
         let a = c.action;
         applies("forget", c.forget.is_none() || a == Action::Backup)?;
-        applies("prune", !c.prune || matches!(a, Action::Backup | Action::Forget))?;
+        applies(
+            "prune",
+            !c.prune || matches!(a, Action::Backup | Action::Forget),
+        )?;
         applies("read_data", !c.read_data || a == Action::Verify)?;
         applies(
             "sources",
@@ -424,7 +429,10 @@ fn field(f: &str, first: u32, names: &[&str]) -> Result<String, String> {
     let mut parts = Vec::new();
     for p in f.split(',') {
         let (range, step) = match p.split_once('/') {
-            Some((r, s)) => (r, Some(s.parse::<u32>().map_err(|_| format!("bad step in `{f}`"))?)),
+            Some((r, s)) => (
+                r,
+                Some(s.parse::<u32>().map_err(|_| format!("bad step in `{f}`"))?),
+            ),
             None => (p, None),
         };
         let range = match range {
@@ -547,8 +555,14 @@ mod tests {
             bad("[x]\nevery = \"1h\"\naction = \"verify\"\nprune = true\n").0,
             ["schedule", "x", "prune"]
         );
-        assert_eq!(bad("[x]\nevery = \"1h\"\ncron = \"@daily\"\n").0, ["schedule", "x"]);
-        assert_eq!(bad("[x]\nevery = \"1h\"\nbogus = 1\n").0, ["schedule", "x", "bogus"]);
+        assert_eq!(
+            bad("[x]\nevery = \"1h\"\ncron = \"@daily\"\n").0,
+            ["schedule", "x"]
+        );
+        assert_eq!(
+            bad("[x]\nevery = \"1h\"\nbogus = 1\n").0,
+            ["schedule", "x", "bogus"]
+        );
     }
 
     #[test]
@@ -559,7 +573,10 @@ mod tests {
         assert_eq!(c("0 4 1 * *"), ["*-*-01 04:00:00"]);
         assert_eq!(c("*/15 * * * *"), ["*-*-* *:00/15:00"]);
         assert_eq!(c("30 9 * * 1-5"), ["Mon..Fri *-*-* 09:30:00"]);
-        assert_eq!(c("0 0 1 JAN,JUL 5-7"), ["Fri..Sat,Sun *-01,07-* 00:00:00", "*-01,07-01 00:00:00"]);
+        assert_eq!(
+            c("0 0 1 JAN,JUL 5-7"),
+            ["Fri..Sat,Sun *-01,07-* 00:00:00", "*-01,07-01 00:00:00"]
+        );
         assert_eq!(c("*/5 * * * * *"), ["*-*-* *:*:00/5"]);
         assert_eq!(c("@weekly"), ["Sun *-*-* 00:00:00"]);
         assert_eq!(

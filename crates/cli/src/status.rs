@@ -139,10 +139,9 @@ impl SourceState {
         if self.stale {
             parts.push(match (&self.good, self.rpo) {
                 (None, _) => "STALE: never backed up".to_string(),
-                (Some(_), Some((rpo, _))) => format!(
-                    "STALE: older than its objective ({})",
-                    human(rpo)
-                ),
+                (Some(_), Some((rpo, _))) => {
+                    format!("STALE: older than its objective ({})", human(rpo))
+                }
                 (Some(_), None) => "STALE".to_string(),
             });
         }
@@ -166,7 +165,12 @@ pub fn human(d: Duration) -> String {
 }
 
 /// The objective of `source`: its own, the global one, or the schedule's.
-fn objective(config: &Config, name: &str, own: Option<Duration>, now: DateTime<Utc>) -> Option<(Duration, &'static str)> {
+fn objective(
+    config: &Config,
+    name: &str,
+    own: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Option<(Duration, &'static str)> {
     if let Some(r) = own {
         return Some((r, "source"));
     }
@@ -328,7 +332,10 @@ pub async fn command(ctx: &Ctx<'_>, send_stale: bool) -> Result<u8> {
     let masker = &ctx.config.masker;
     if ctx.cli.json {
         let arr: Vec<serde_json::Value> = states.iter().map(to_json).collect();
-        println!("{}", masker.mask(&serde_json::Value::Array(arr).to_string()));
+        println!(
+            "{}",
+            masker.mask(&serde_json::Value::Array(arr).to_string())
+        );
     } else {
         let rows: Vec<Vec<String>> = states
             .iter()
@@ -359,7 +366,16 @@ pub async fn command(ctx: &Ctx<'_>, send_stale: bool) -> Result<u8> {
         print!(
             "{}",
             output::table(
-                &["SOURCE", "TYPE", "LAST GOOD", "AGE", "SIZE", "TOOK", "RPO", "STATE"],
+                &[
+                    "SOURCE",
+                    "TYPE",
+                    "LAST GOOD",
+                    "AGE",
+                    "SIZE",
+                    "TOOK",
+                    "RPO",
+                    "STATE"
+                ],
                 &rows
             )
         );
@@ -368,5 +384,9 @@ pub async fn command(ctx: &Ctx<'_>, send_stale: bool) -> Result<u8> {
     if send_stale && !stale.is_empty() {
         notify::send(&ctx.config.notify, &stale_event(&ctx.config, &stale)).await;
     }
-    Ok(if states.iter().all(SourceState::ok) { 0 } else { 1 })
+    Ok(if states.iter().all(SourceState::ok) {
+        0
+    } else {
+        1
+    })
 }

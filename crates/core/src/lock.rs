@@ -241,7 +241,12 @@ impl Repository {
 mod tests {
     use super::*;
 
-    fn info(pid: u32, start: Option<u64>, boot: Option<String>, age: chrono::TimeDelta) -> LockInfo {
+    fn info(
+        pid: u32,
+        start: Option<u64>,
+        boot: Option<String>,
+        age: chrono::TimeDelta,
+    ) -> LockInfo {
         LockInfo {
             boot_id: boot,
             start_time: start,
@@ -262,7 +267,10 @@ mod tests {
         assert!(!info(me, start_time(me), boot_id(), fresh).is_stale(&host));
         // Our PID with another start time: the PID was reused.
         let reused = start_time(me).map(|t| t + 1);
-        assert_eq!(info(me, reused, boot_id(), fresh).is_stale(&host), reused.is_some());
+        assert_eq!(
+            info(me, reused, boot_id(), fresh).is_stale(&host),
+            reused.is_some()
+        );
         // Taken before a reboot.
         assert_eq!(
             info(me, None, Some("another-boot".into()), fresh).is_stale(&host),
