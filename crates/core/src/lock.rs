@@ -254,6 +254,7 @@ mod tests {
             pid,
             command: "backup".into(),
             exclusive: false,
+            released: false,
             time: Utc::now() - age,
         }
     }
