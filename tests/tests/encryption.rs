@@ -73,7 +73,12 @@ fn write_only_host_backs_up_but_cannot_read() {
     let window = &random[3 << 20..(3 << 20) + 32];
     assert_nothing_readable(
         &p.repo(),
-        &[CANARY.as_bytes(), NAME_CANARY.as_bytes(), b"notes/plan", window],
+        &[
+            CANARY.as_bytes(),
+            NAME_CANARY.as_bytes(),
+            b"notes/plan",
+            window,
+        ],
     );
 
     // Listing works without the identity; reading does not.
@@ -81,7 +86,14 @@ fn write_only_host_backs_up_but_cannot_read() {
     assert_eq!(snaps.as_array().unwrap().len(), 1);
     let out = p.path().join("out");
     for args in [
-        vec!["restore", "latest", "--source", "docs", "--target", out.to_str().unwrap()],
+        vec![
+            "restore",
+            "latest",
+            "--source",
+            "docs",
+            "--target",
+            out.to_str().unwrap(),
+        ],
         vec!["dump", "latest", "docs"],
         vec!["verify"],
         vec!["prune"],
@@ -107,7 +119,14 @@ fn write_only_host_backs_up_but_cannot_read() {
     p.write_config(&reader);
     p.ok(&["prune"]);
     p.ok(&["verify", "--read-data"]);
-    p.ok(&["restore", "latest", "--source", "docs", "--target", out.to_str().unwrap()]);
+    p.ok(&[
+        "restore",
+        "latest",
+        "--source",
+        "docs",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
     assert_same_tree(&p.path().join("data"), &out.join("data"));
     let dumped = p.run(&["show", "latest", "--json"]);
     assert!(dumped.status.success(), "{}", stderr(&dumped));
@@ -148,7 +167,14 @@ fn passphrase_repository_round_trip() {
     p.backup(&[]);
     assert_nothing_readable(&p.repo(), &[CANARY.as_bytes(), NAME_CANARY.as_bytes()]);
     let out = p.path().join("out");
-    p.ok(&["restore", "latest", "--source", "docs", "--target", out.to_str().unwrap()]);
+    p.ok(&[
+        "restore",
+        "latest",
+        "--source",
+        "docs",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
     assert_same_tree(&p.path().join("data"), &out.join("data"));
     std::fs::write(p.path().join("pass.txt"), "wrong\n").unwrap();
     let o = p.run(&["snapshots"]);

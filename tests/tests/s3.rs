@@ -118,20 +118,6 @@ fn unreachable_store_is_a_clear_failure() {
     );
 }
 
-/// Runs with extra environment variables.
-fn run_env(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(common::bin())
-        .current_dir(dir)
-        .args(["-c", "backup.toml"])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 fn json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["--json"];
     a.extend_from_slice(args);
@@ -157,7 +143,10 @@ fn copy_local_to_s3_to_local() {
     std::fs::write(data.join("big.bin"), common::random_bytes(3, 24 << 20)).unwrap();
     std::fs::write(data.join("sub/a.txt"), b"first").unwrap();
     let recipient = ok(d, &["key", "generate", "--output", "id.key"]);
-    let keys = format!("recipients = [\"{}\"]\nidentity_file = \"id.key\"\n", recipient.trim());
+    let keys = format!(
+        "recipients = [\"{}\"]\nidentity_file = \"id.key\"\n",
+        recipient.trim()
+    );
     let offsite = format!(
         "[repositories.offsite]\nurl = \"s3://offsite/shop\"\n\n[repositories.offsite.s3]\nendpoint = \"{}\"\n",
         moto.endpoint()
@@ -184,7 +173,7 @@ fn copy_local_to_s3_to_local() {
     std::fs::write(
         d.join("backup.toml"),
         format!(
-            "[repository]\n{}{keys}\n[repositories.back]\nurl = \"back\"\n{FILES_SOURCE}",
+            "[repository]\n{keys}{}\n[repositories.back]\nurl = \"back\"\n{FILES_SOURCE}",
             s3_repo("s3://offsite/shop", &moto.endpoint(), "")
         ),
     )
@@ -202,7 +191,14 @@ fn copy_local_to_s3_to_local() {
     let out = d.join("out");
     ok(
         d,
-        &["restore", "latest", "--source", "data", "--target", out.to_str().unwrap()],
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "data",
+            "--target",
+            out.to_str().unwrap(),
+        ],
     );
     assert_same_tree(&data, &out.join("data"));
 }
@@ -265,7 +261,14 @@ fn backup_survives_s3_faults() {
     let out = d.join("out");
     ok(
         d,
-        &["restore", "latest", "--source", "data", "--target", out.to_str().unwrap()],
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "data",
+            "--target",
+            out.to_str().unwrap(),
+        ],
     );
     assert_same_tree(&d.join("data"), &out.join("data"));
 }
@@ -304,7 +307,14 @@ fn persistent_s3_failure_leaves_no_snapshot() {
     let out = d.join("out");
     ok(
         d,
-        &["restore", "latest", "--source", "data", "--target", out.to_str().unwrap()],
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "data",
+            "--target",
+            out.to_str().unwrap(),
+        ],
     );
     assert!(out.join("data/a.bin").exists() && !out.join("data/b.bin").exists());
 }
@@ -333,7 +343,10 @@ fn append_only_writer() {
     ok(d, &["backup"]);
     std::fs::write(d.join("data/a.txt"), b"two").unwrap();
     ok(d, &["backup"]);
-    assert!(proxy.faults_injected() >= 2, "lock deletes were attempted and denied");
+    assert!(
+        proxy.faults_injected() >= 2,
+        "lock deletes were attempted and denied"
+    );
     assert_eq!(snapshot_count(d), 2);
     std::fs::write(
         d.join("backup.toml"),
@@ -342,7 +355,11 @@ fn append_only_writer() {
     .unwrap();
     let o = run(d, &["forget"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("403") || stderr(&o).contains("AccessDenied"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("403") || stderr(&o).contains("AccessDenied"),
+        "{}",
+        stderr(&o)
+    );
     // Where delete is allowed: forget and prune, which also clears the
     // released locks the writer left.
     let direct = std::fs::read_to_string(d.join("backup.toml"))

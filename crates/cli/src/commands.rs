@@ -19,8 +19,8 @@ use respaldo_sink_object_store::ObjectStoreSink;
 use serde_json::json;
 
 use crate::config::{Config, UsageError};
-use crate::output::{self, ProgressView};
 use crate::keys;
+use crate::output::{self, ProgressView};
 use crate::{Cli, Command, ConfigAction, KeyAction};
 
 /// The exit code for an error: 2 for usage and configuration, 1 otherwise.
@@ -87,11 +87,20 @@ impl Ctx<'_> {
     /// The sink of a `[repositories.NAME]`.
     async fn named_sink(&self, name: &str) -> Result<Arc<dyn respaldo_core::Sink>> {
         let r = self.config.repositories.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.config.repositories.keys().map(String::as_str).collect();
+            let known: Vec<&str> = self
+                .config
+                .repositories
+                .keys()
+                .map(String::as_str)
+                .collect();
             usage(format!(
                 "no [repositories.{name}] in {} (configured: {})",
                 self.config.path.display(),
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ))
         })?;
         sink_for(&r.url, r.s3.as_ref()).await

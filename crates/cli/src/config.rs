@@ -622,6 +622,20 @@ pub fn locate(text: &str, keys: &[String]) -> Option<usize> {
     best.map(|b| b.1)
 }
 
+/// `~/x` → `$HOME/x`; a relative path is taken from the configuration's folder.
+pub fn expand_home(path: &Path, base: &Path) -> PathBuf {
+    if let Ok(rest) = path.strip_prefix("~") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    if path.is_relative() {
+        base.join(path)
+    } else {
+        path.to_path_buf()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,19 +658,5 @@ mod tests {
         );
         assert!(expand("${RESPALDO_TEST_MISSING_VAR}").is_err());
         assert!(expand("${unterminated").is_err());
-    }
-}
-
-/// `~/x` → `$HOME/x`; a relative path is taken from the configuration's folder.
-pub fn expand_home(path: &Path, base: &Path) -> PathBuf {
-    if let Ok(rest) = path.strip_prefix("~") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(rest);
-        }
-    }
-    if path.is_relative() {
-        base.join(path)
-    } else {
-        path.to_path_buf()
     }
 }

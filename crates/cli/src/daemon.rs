@@ -375,38 +375,40 @@ async fn refresh(
             .map(|l| l.iter().map(|o| o.size).sum()),
         Err(_) => None,
     };
-    let mut guard = m.lock().expect("metrics lock");
-    guard.next_runs = ctx
-        .config
-        .schedule
-        .iter()
-        .zip(next)
-        .map(|(e, t)| (e.name.clone(), *t))
-        .collect();
-    match states {
-        Ok(states) => {
-            guard.status_error = None;
-            guard.repository_size = size;
-            let newly: Vec<SourceState> = states
-                .iter()
-                .filter(|s| s.stale && !notified.contains(&s.name))
-                .cloned()
-                .collect();
-            notified.retain(|n| states.iter().any(|s| s.stale && &s.name == n));
-            guard.sources = states;
-            drop(guard);
-            if !newly.is_empty() {
-                notified.extend(newly.iter().map(|s| s.name.clone()));
-                let refs: Vec<&SourceState> = newly.iter().collect();
-                crate::notify::send(&ctx.config.notify, &status::stale_event(&ctx.config, &refs))
-                    .await;
+    let newly: Vec<SourceState> = {
+        let mut guard = m.lock().expect("metrics lock");
+        guard.next_runs = ctx
+            .config
+            .schedule
+            .iter()
+            .zip(next)
+            .map(|(e, t)| (e.name.clone(), *t))
+            .collect();
+        match states {
+            Ok(states) => {
+                guard.status_error = None;
+                guard.repository_size = size;
+                let newly: Vec<SourceState> = states
+                    .iter()
+                    .filter(|s| s.stale && !notified.contains(&s.name))
+                    .cloned()
+                    .collect();
+                notified.retain(|n| states.iter().any(|s| s.stale && &s.name == n));
+                guard.sources = states;
+                newly
+            }
+            Err(e) => {
+                let msg = ctx.config.masker.mask(&crate::commands::describe(&e));
+                tracing::warn!("status refresh failed: {msg}");
+                guard.status_error = Some(msg);
+                Vec::new()
             }
         }
-        Err(e) => {
-            let msg = ctx.config.masker.mask(&crate::commands::describe(&e));
-            tracing::warn!("status refresh failed: {msg}");
-            guard.status_error = Some(msg);
-        }
+    };
+    if !newly.is_empty() {
+        notified.extend(newly.iter().map(|s| s.name.clone()));
+        let refs: Vec<&SourceState> = newly.iter().collect();
+        crate::notify::send(&ctx.config.notify, &status::stale_event(&ctx.config, &refs)).await;
     }
 }
 

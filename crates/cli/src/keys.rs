@@ -80,9 +80,8 @@ pub async fn material(repo: &RepositoryConfig) -> Result<KeyMaterial> {
             .into());
         }
         for i in &keys.identities {
-            crypto::recipient_of(i).map_err(|e| {
-                UsageError(format!("identity file {}: {e}", path.display()))
-            })?;
+            crypto::recipient_of(i)
+                .map_err(|e| UsageError(format!("identity file {}: {e}", path.display())))?;
         }
     }
     if let Some(p) = &repo.passphrase {

@@ -13,12 +13,12 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod config;
-mod keys;
 mod daemon;
 mod environments;
 mod history;
 mod hooks;
 mod install;
+mod keys;
 mod mask;
 mod notify;
 mod output;

@@ -305,73 +305,74 @@ pub fn parse(raw: Vec<toml::Value>, base: &Path) -> Result<Vec<Notifier>, KeyErr
         }
         let c: CommonKeys = typed(toml::Value::Table(common), &keys)?;
         let rest = toml::Value::Table(table);
-        let (channel, default_on) =
-            match c.kind.as_str() {
-                "webhook" => {
-                    let w: WebhookConfig = typed(rest, &keys)?;
-                    if let Some(t) = &w.template {
-                        check_template(t).map_err(|m| at("template", m))?;
-                    }
-                    check_url(&w.url).map_err(|m| at("url", m))?;
-                    (
-                        Channel::Webhook(w),
-                        vec![EventKind::Failure, EventKind::Stale],
-                    )
+        let (channel, default_on) = match c.kind.as_str() {
+            "webhook" => {
+                let w: WebhookConfig = typed(rest, &keys)?;
+                if let Some(t) = &w.template {
+                    check_template(t).map_err(|m| at("template", m))?;
                 }
-                "healthchecks" => {
-                    let h: HealthchecksConfig = typed(rest, &keys)?;
-                    check_url(&h.url).map_err(|m| at("url", m))?;
-                    (
-                        Channel::Healthchecks(h),
-                        vec![
-                            EventKind::Start,
-                            EventKind::Success,
-                            EventKind::Failure,
-                            EventKind::Stale,
-                        ],
-                    )
+                check_url(&w.url).map_err(|m| at("url", m))?;
+                (
+                    Channel::Webhook(w),
+                    vec![EventKind::Failure, EventKind::Stale],
+                )
+            }
+            "healthchecks" => {
+                let h: HealthchecksConfig = typed(rest, &keys)?;
+                check_url(&h.url).map_err(|m| at("url", m))?;
+                (
+                    Channel::Healthchecks(h),
+                    vec![
+                        EventKind::Start,
+                        EventKind::Success,
+                        EventKind::Failure,
+                        EventKind::Stale,
+                    ],
+                )
+            }
+            "email" => {
+                let mut e: EmailConfig = typed(rest, &keys)?;
+                if !["starttls", "tls", "none"].contains(&e.tls.as_str()) {
+                    return Err(at("tls", format!("`{}`: use starttls, tls or none", e.tls)));
                 }
-                "email" => {
-                    let mut e: EmailConfig = typed(rest, &keys)?;
-                    if !["starttls", "tls", "none"].contains(&e.tls.as_str()) {
-                        return Err(at("tls", format!("`{}`: use starttls, tls or none", e.tls)));
-                    }
-                    for a in e.to.iter().chain(std::iter::once(&e.from)) {
-                        a.parse::<lettre::message::Mailbox>().map_err(|err| {
-                            at(
-                                if a == &e.from { "from" } else { "to" },
-                                format!("`{a}`: {err}"),
-                            )
-                        })?;
-                    }
-                    if e.to.is_empty() {
-                        return Err(at("to", "needs at least one recipient".into()));
-                    }
-                    if let Some(p) = &mut e.password {
-                        p.rebase(base);
-                    }
-                    (
-                        Channel::Email(e),
-                        vec![EventKind::Failure, EventKind::Stale],
-                    )
+                for a in e.to.iter().chain(std::iter::once(&e.from)) {
+                    a.parse::<lettre::message::Mailbox>().map_err(|err| {
+                        at(
+                            if a == &e.from { "from" } else { "to" },
+                            format!("`{a}`: {err}"),
+                        )
+                    })?;
                 }
-                "command" => {
-                    let c: CommandConfig = typed(rest, &keys)?;
-                    if c.command.is_empty() {
-                        return Err(at("command", "is empty".into()));
-                    }
-                    (
-                        Channel::Command(c),
-                        vec![EventKind::Failure, EventKind::Stale],
-                    )
+                if e.to.is_empty() {
+                    return Err(at("to", "needs at least one recipient".into()));
                 }
-                other => return Err(at(
+                if let Some(p) = &mut e.password {
+                    p.rebase(base);
+                }
+                (
+                    Channel::Email(e),
+                    vec![EventKind::Failure, EventKind::Stale],
+                )
+            }
+            "command" => {
+                let c: CommandConfig = typed(rest, &keys)?;
+                if c.command.is_empty() {
+                    return Err(at("command", "is empty".into()));
+                }
+                (
+                    Channel::Command(c),
+                    vec![EventKind::Failure, EventKind::Stale],
+                )
+            }
+            other => {
+                return Err(at(
                     "type",
                     format!(
                         "unknown notifier type `{other}` (webhook, healthchecks, email or command)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let timeout = match &c.timeout {
             Some(t) => parse_duration(t).map_err(|m| at("timeout", m))?,
             None => DEFAULT_TIMEOUT,

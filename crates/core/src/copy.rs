@@ -54,10 +54,7 @@ pub async fn copy(
         )));
     }
     let (present, _) = dst.snapshots().await?;
-    let present: HashSet<ObjectId> = present
-        .iter()
-        .map(|s| s.snapshot.origin_or(s.id))
-        .collect();
+    let present: HashSet<ObjectId> = present.iter().map(|s| s.snapshot.origin_or(s.id)).collect();
     let mut report = CopyReport::default();
     let session = WriteSession::new(dst.clone()).await?;
     let mut known = dst.known_blobs().await?;

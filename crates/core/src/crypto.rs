@@ -53,7 +53,10 @@ impl std::fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyMaterial")
             .field("recipients", &self.recipients)
-            .field("identities", &format_args!("[{} hidden]", self.identities.len()))
+            .field(
+                "identities",
+                &format_args!("[{} hidden]", self.identities.len()),
+            )
             .field("passphrase", &self.passphrase.as_ref().map(|_| "hidden"))
             .finish()
     }
@@ -241,7 +244,10 @@ impl Crypto {
         }
         let key = if !crypto.identities.is_empty() {
             let bytes = crypto
-                .open_sealed("the repository's chunk-id key", &unb64("repository config", sealed_chunk_key)?)
+                .open_sealed(
+                    "the repository's chunk-id key",
+                    &unb64("repository config", sealed_chunk_key)?,
+                )
                 .map_err(|_| {
                     Error::KeyRequired(
                         "none of the given identities can open this repository".into(),
@@ -342,7 +348,10 @@ fn seal_to(recipients: &[&dyn age::Recipient], plaintext: &[u8]) -> Result<Vec<u
     Ok(out)
 }
 
-fn open_with(identities: &[&dyn age::Identity], sealed: &[u8]) -> std::result::Result<Vec<u8>, String> {
+fn open_with(
+    identities: &[&dyn age::Identity],
+    sealed: &[u8],
+) -> std::result::Result<Vec<u8>, String> {
     let dec = age::Decryptor::new(sealed).map_err(|e| e.to_string())?;
     let mut r = dec
         .decrypt(identities.iter().copied())
@@ -416,14 +425,20 @@ mod tests {
         let (r, rkey) = Crypto::open(&reader, &config, &sealed).unwrap();
         assert_eq!(rkey, key);
         let sealed_msg = w.seal(b"secret").unwrap();
-        assert!(matches!(w.open_sealed("x", &sealed_msg), Err(Error::KeyRequired(_))));
+        assert!(matches!(
+            w.open_sealed("x", &sealed_msg),
+            Err(Error::KeyRequired(_))
+        ));
         assert_eq!(r.open_sealed("x", &sealed_msg).unwrap(), b"secret");
         let (_, other) = generate_identity();
         let wrong = KeyMaterial {
             recipients: vec![other],
             ..Default::default()
         };
-        assert!(matches!(Crypto::open(&wrong, &config, &sealed), Err(Error::KeyRequired(_))));
+        assert!(matches!(
+            Crypto::open(&wrong, &config, &sealed),
+            Err(Error::KeyRequired(_))
+        ));
     }
 
     #[test]
@@ -451,6 +466,9 @@ mod tests {
             passphrase: Some("wrong".into()),
             ..Default::default()
         };
-        assert!(matches!(Crypto::open(&wrong, &config, &sealed), Err(Error::KeyRequired(_))));
+        assert!(matches!(
+            Crypto::open(&wrong, &config, &sealed),
+            Err(Error::KeyRequired(_))
+        ));
     }
 }

@@ -266,7 +266,11 @@ pub fn sealed_key_len(buf: &[u8]) -> std::result::Result<usize, String> {
     if buf.len() < ENCRYPTED_PACK_PREFIX {
         return Err("truncated pack header".into());
     }
-    let len = u32::from_be_bytes(buf[PACK_HEADER_LEN..ENCRYPTED_PACK_PREFIX].try_into().expect("4 bytes"));
+    let len = u32::from_be_bytes(
+        buf[PACK_HEADER_LEN..ENCRYPTED_PACK_PREFIX]
+            .try_into()
+            .expect("4 bytes"),
+    );
     if len > 64 * 1024 {
         return Err("implausible pack key length".into());
     }

@@ -105,8 +105,8 @@ impl Repository {
                     .chunk_id_key
                     .strip_prefix("age:")
                     .ok_or_else(|| Error::corrupt("repository config", "bad chunk_id_key"))?;
-                let (c, k) = Crypto::open(keys, params, sealed)
-                    .map_err(|e| in_repo(e, &sink.location()))?;
+                let (c, k) =
+                    Crypto::open(keys, params, sealed).map_err(|e| in_repo(e, &sink.location()))?;
                 (Some(c), k)
             }
             (other, _) => {
@@ -181,10 +181,7 @@ impl Repository {
             .await?;
         let len = format::sealed_key_len(&prefix).map_err(|d| Error::corrupt(what(), d))?;
         let start = format::ENCRYPTED_PACK_PREFIX as u64;
-        let sealed = self
-            .sink
-            .get_range(&key, start..start + len as u64)
-            .await?;
+        let sealed = self.sink.get_range(&key, start..start + len as u64).await?;
         crypto.unseal_pack_key(pack, &sealed)
     }
 

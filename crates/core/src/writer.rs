@@ -313,9 +313,8 @@ fn seal_pack(crypto: &Crypto, pack: &PackBuf) -> Result<(Bytes, Vec<BlobEntry>)>
     let (key, sealed) = crypto::new_pack_key(crypto)?;
     let mut head = BytesMut::new();
     format::pack_header(&mut head, Some(&sealed));
-    let mut out = Vec::with_capacity(
-        head.len() + pack.buf.len() + pack.blobs.len() * crypto::BLOB_OVERHEAD,
-    );
+    let mut out =
+        Vec::with_capacity(head.len() + pack.buf.len() + pack.blobs.len() * crypto::BLOB_OVERHEAD);
     out.extend_from_slice(&head);
     let mut blobs = Vec::with_capacity(pack.blobs.len());
     for b in &pack.blobs {

@@ -27,12 +27,15 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server not found: install it with `pip install 'moto[server]'` (scripts/test.sh does)");
+        let moto = Moto { child, port };
+        // Ready once it answers an HTTP request (werkzeug accepts connections
+        // a little before it serves them).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while moto.request("GET", "/").is_err() {
             assert!(Instant::now() < deadline, "moto_server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Moto { child, port }
+        moto
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -42,16 +45,29 @@ impl Moto {
 
     /// Creates a bucket (moto accepts unsigned requests).
     pub fn create_bucket(&self, name: &str) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let resp = self
+            .request("PUT", &format!("/{name}"))
+            .unwrap_or_else(|e| panic!("create bucket {name}: {e}"));
+        assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+    }
+
+    /// One unsigned request without a body; the whole response.
+    fn request(&self, method: &str, path: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         write!(
             s,
-            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             self.port
-        )
-        .unwrap();
+        )?;
         let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+        s.read_to_string(&mut resp)?;
+        if resp.starts_with("HTTP/1.") {
+            Ok(resp)
+        } else {
+            Err(std::io::Error::other(format!(
+                "not an HTTP response: {resp:?}"
+            )))
+        }
     }
 }
 

@@ -171,7 +171,10 @@ fn handle(
             std::io::copy(&mut up_reader, &mut client)?;
         }
         HttpFault::Status(code) => {
-            std::io::copy(&mut (&mut reader).take(content_length), &mut std::io::sink())?;
+            std::io::copy(
+                &mut (&mut reader).take(content_length),
+                &mut std::io::sink(),
+            )?;
             let (reason, s3code) = match code {
                 403 => ("Forbidden", "AccessDenied"),
                 503 => ("Service Unavailable", "SlowDown"),
@@ -189,7 +192,10 @@ fn handle(
             )?;
         }
         HttpFault::Hang(d) => {
-            std::io::copy(&mut (&mut reader).take(content_length), &mut std::io::sink())?;
+            std::io::copy(
+                &mut (&mut reader).take(content_length),
+                &mut std::io::sink(),
+            )?;
             std::thread::sleep(d);
         }
         HttpFault::DropMidBody => {

@@ -885,7 +885,10 @@ fn read_name(s: &[u8], mut i: usize, stops: &[u8], escapes: &[u8]) -> (String, u
 }
 
 /// Parses line protocol (nanosecond timestamps) independently of the driver.
-pub fn parse_lp(text: &str) -> Result<Vec<(SeriesKey, i64, Vec<(String, FVal)>)>, String> {
+/// One parsed line: its series, timestamp and fields.
+pub type Line = (SeriesKey, i64, Vec<(String, FVal)>);
+
+pub fn parse_lp(text: &str) -> Result<Vec<Line>, String> {
     let s = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
