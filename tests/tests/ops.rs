@@ -996,3 +996,123 @@ fn every_example_configuration_is_valid() {
     }
     assert!(n >= 5, "only {n} examples");
 }
+
+/// A minimal SMTP server that accepts every message and hands over its DATA.
+fn smtp_listener() -> (u16, mpsc::Receiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { break };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            s.write_all(b"220 localhost ESMTP test\r\n").unwrap();
+            let mut data: Option<String> = None;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(d) = &mut data {
+                    if line == ".\r\n" {
+                        let _ = tx.send(std::mem::take(d));
+                        data = None;
+                        s.write_all(b"250 queued\r\n").unwrap();
+                    } else {
+                        d.push_str(&line);
+                    }
+                    continue;
+                }
+                let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                let reply: &[u8] = match verb.as_str() {
+                    "EHLO" | "HELO" => b"250 localhost\r\n",
+                    "DATA" => {
+                        data = Some(String::new());
+                        b"354 go ahead\r\n"
+                    }
+                    "QUIT" => {
+                        s.write_all(b"221 bye\r\n").unwrap();
+                        break;
+                    }
+                    _ => b"250 ok\r\n",
+                };
+                s.write_all(reply).unwrap();
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn healthchecks_pings_email_and_a_dead_notifier_never_fail_the_run() {
+    let (addr, pings) = http_listener();
+    let (smtp_port, mails) = smtp_listener();
+    // A port nothing listens on: that notifier fails, the run does not.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = Project::new(&format!(
+        r#"
+[status]
+state_dir = "state"
+
+[[notify]]
+type = "healthchecks"
+url = "http://{addr}/ping/check-1"
+
+[[notify]]
+type = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+tls = "none"
+from = "respaldo <backup@example.com>"
+to = ["ops@example.com"]
+on = ["failure"]
+
+[[notify]]
+type = "webhook"
+url = "http://127.0.0.1:{dead}/hook"
+on = ["failure", "success"]
+
+[sources.db]
+type = "command"
+command = ["sh", "-c", "if [ -f broken ]; then echo 'connection refused' >&2; exit 3; fi; echo rows"]
+"#
+    ));
+    p.ok(&["init"]);
+    std::fs::write(p.path().join("broken"), "").unwrap();
+    let out = p.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("could not send the failure notification"),
+        "{}",
+        stderr(&out)
+    );
+    let next = || {
+        pings
+            .recv_timeout(Duration::from_secs(10))
+            .expect("healthchecks ping")
+    };
+    assert_eq!(next().0, "/ping/check-1/start");
+    let (path, body) = next();
+    assert_eq!(path, "/ping/check-1/fail");
+    assert!(body.contains("connection refused"), "{body}");
+    let mail = mails
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an email");
+    assert!(mail.contains("To: ops@example.com"), "{mail}");
+    assert!(mail.contains("Subject: [respaldo]"), "{mail}");
+    assert!(mail.contains("source: db"), "{mail}");
+    assert!(mail.contains("connection refused"), "{mail}");
+
+    // A good run pings start and success; no email (on = failure only), and
+    // the dead webhook still does not fail it.
+    std::fs::remove_file(p.path().join("broken")).unwrap();
+    let out = p.run(&["backup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(next().0, "/ping/check-1/start");
+    assert_eq!(next().0, "/ping/check-1");
+    assert!(mails.recv_timeout(Duration::from_millis(500)).is_err());
+}

@@ -424,3 +424,102 @@ fn two_gib_upload_has_bounded_memory() {
         peak_kib / 1024
     );
 }
+
+/// Keys from a named profile of the AWS shared credentials file: `profile`
+/// in the configuration, or `$AWS_PROFILE`; the requests are signed with
+/// that profile's access key, and its region comes from the config file.
+#[test]
+fn credentials_from_an_aws_profile() {
+    use respaldo_testing::s3proxy::{FaultProxy, HttpFault};
+    use std::sync::{Arc, Mutex};
+
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let proxy = {
+        let seen = seen.clone();
+        FaultProxy::start(moto.port, move |r| {
+            seen.lock()
+                .unwrap()
+                .push(r.authorization.clone().unwrap_or_default());
+            HttpFault::Pass
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    std::fs::write(d.join("data/a.txt"), b"profile").unwrap();
+    std::fs::write(
+        d.join("credentials"),
+        "[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = SECRETDEFAULTKEY\n\n\
+         [backup-writer]\naws_access_key_id = AKIDWRITER\naws_secret_access_key = SECRETWRITERKEY\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("config"),
+        "[profile backup-writer]\nregion = eu-west-3\n",
+    )
+    .unwrap();
+    let run_with = |args: &[&str], env: &[(&str, &str)]| {
+        Command::new(common::bin())
+            .current_dir(d)
+            .args(["-c", "backup.toml"])
+            .args(args)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env("AWS_SHARED_CREDENTIALS_FILE", d.join("credentials"))
+            .env("AWS_CONFIG_FILE", d.join("config"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let signed_by = |key: &str| {
+        let mut s = seen.lock().unwrap();
+        let all = std::mem::take(&mut *s);
+        assert!(!all.is_empty());
+        for a in &all {
+            assert!(a.contains(&format!("Credential={key}/")), "{a}");
+        }
+        all
+    };
+
+    // `profile` in the configuration, region from the config file.
+    project_via(d, &proxy.endpoint(), "profile = \"backup-writer\"\n");
+    let o = run_with(&["init"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_with(&["backup"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let auth = signed_by("AKIDWRITER");
+    assert!(
+        auth.iter().all(|a| a.contains("/eu-west-3/s3/")),
+        "{auth:?}"
+    );
+
+    // Without `profile`: $AWS_PROFILE, else the `default` profile.
+    project_via(d, &proxy.endpoint(), "");
+    let o = run_with(&["snapshots"], &[("AWS_PROFILE", "backup-writer")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    signed_by("AKIDWRITER");
+    let o = run_with(&["snapshots"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let auth = signed_by("AKIDDEFAULT");
+    assert!(
+        auth.iter().all(|a| a.contains("/us-east-1/s3/")),
+        "{auth:?}"
+    );
+
+    // A profile that does not exist is a clear error, and no secret is shown.
+    project_via(d, &proxy.endpoint(), "profile = \"nobody\"\n");
+    let o = run_with(&["snapshots"], &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("AWS profile `nobody` not found"), "{err}");
+    assert!(
+        !err.contains("SECRETDEFAULTKEY") && !err.contains("SECRETWRITERKEY"),
+        "{err}"
+    );
+}

@@ -34,6 +34,9 @@ pub struct RequestInfo {
     pub content_length: u64,
     /// 0 for the first request through the proxy, then 1, 2, …
     pub seq: u64,
+    /// The `Authorization` header (the SigV4 credential scope names the
+    /// access key id).
+    pub authorization: Option<String>,
 }
 
 type Rule = dyn Fn(&RequestInfo) -> HttpFault + Send + Sync;
@@ -149,7 +152,13 @@ fn handle(
                 .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0u64);
+    let authorization = head.iter().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("authorization")
+            .then(|| v.trim().to_string())
+    });
     let info = RequestInfo {
+        authorization,
         method,
         target,
         content_length,

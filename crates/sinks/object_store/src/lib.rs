@@ -13,10 +13,12 @@
 //!   (backpressure) until a part has been uploaded.
 //! * **Retries** with exponential backoff on 5xx, timeouts, throttling and
 //!   dropped connections (object_store's retry policy, `max_retries`).
-//! * Credentials come from the standard environment (`AWS_ACCESS_KEY_ID`,
-//!   `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` is not read
-//!   by object_store: use the variables or the keys by reference), or from the
-//!   configuration by reference; never inline.
+//! * Credentials, first found wins: keys in the configuration (by
+//!   reference, never inline); the profile named by `profile`; the standard
+//!   environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//!   `AWS_SESSION_TOKEN`); the profile `$AWS_PROFILE` (else `default`) of
+//!   the shared credentials file; then what `object_store` finds itself
+//!   (instance metadata, web identity).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -31,6 +33,8 @@ use respaldo_core::error::{Error, Result};
 use respaldo_core::secret::Secret;
 use respaldo_core::sink::{ByteStream, ObjectInfo, Sink};
 use serde::Deserialize;
+
+mod aws_profile;
 
 /// Size of a multipart upload's parts (S3's minimum is 5 MiB).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -58,6 +62,13 @@ pub struct S3Options {
     /// Secret access key, by reference (default: `$AWS_SECRET_ACCESS_KEY`).
     #[serde(default)]
     pub secret_access_key: Option<Secret>,
+    /// A named profile of the AWS shared credentials file
+    /// (`~/.aws/credentials`, or `$AWS_SHARED_CREDENTIALS_FILE`); its
+    /// `region` in `~/.aws/config` applies unless `region` is set. Default:
+    /// `$AWS_PROFILE`, else `default`, used only when neither the keys
+    /// above nor `$AWS_ACCESS_KEY_ID` are set.
+    #[serde(default)]
+    pub profile: Option<String>,
     /// How many times a failed request is retried, with exponential backoff
     /// (default 10).
     #[serde(default)]
@@ -81,6 +92,31 @@ pub struct ObjectStoreSink {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     location: String,
+}
+
+/// The shared-file profile to use, if any (see [`S3Options::profile`]).
+fn profile_keys(s3: &S3Options) -> Result<Option<aws_profile::ProfileKeys>, ObjectStoreError> {
+    let configured_keys = s3.access_key_id.is_some() || s3.secret_access_key.is_some();
+    if configured_keys && s3.profile.is_some() {
+        return Err(ObjectStoreError::Config(
+            "repository.s3: set either `profile` or `access_key_id`/`secret_access_key`, not both"
+                .into(),
+        ));
+    }
+    let (name, explicit) = match (&s3.profile, std::env::var("AWS_PROFILE")) {
+        (Some(p), _) => (p.clone(), true),
+        _ if configured_keys || std::env::var_os("AWS_ACCESS_KEY_ID").is_some() => return Ok(None),
+        (None, Ok(p)) if !p.is_empty() => (p, true),
+        (None, _) => ("default".to_string(), false),
+    };
+    match aws_profile::load(&name).map_err(ObjectStoreError::Config)? {
+        Some(k) => Ok(Some(k)),
+        None if explicit => Err(ObjectStoreError::Config(format!(
+            "AWS profile `{name}` not found in the shared credentials file \
+             (~/.aws/credentials or $AWS_SHARED_CREDENTIALS_FILE)"
+        ))),
+        None => Ok(None),
+    }
 }
 
 fn retry(max_retries: Option<usize>) -> RetryConfig {
@@ -120,12 +156,23 @@ impl ObjectStoreSink {
                         .with_bucket_name(&bucket)
                         .with_retry(retry(s3.max_retries))
                         .with_client_options(client);
+                    let profile = profile_keys(s3)?;
+                    let env_region = std::env::var_os("AWS_REGION").is_some()
+                        || std::env::var_os("AWS_DEFAULT_REGION").is_some();
                     if let Some(r) = &s3.region {
                         b = b.with_region(r);
-                    } else if std::env::var_os("AWS_REGION").is_none()
-                        && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-                    {
+                    } else if let Some(r) = profile.as_ref().and_then(|p| p.region.as_ref()) {
+                        b = b.with_region(r);
+                    } else if !env_region {
                         b = b.with_region("us-east-1");
+                    }
+                    if let Some(p) = &profile {
+                        b = b
+                            .with_access_key_id(&p.access_key_id)
+                            .with_secret_access_key(&p.secret_access_key);
+                        if let Some(t) = &p.session_token {
+                            b = b.with_token(t);
+                        }
                     }
                     if let Some(e) = &s3.endpoint {
                         b = b
