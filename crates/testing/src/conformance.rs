@@ -1,7 +1,6 @@
 //! The sink conformance suite: call [`run`] with an empty sink.
 
 use bytes::Bytes;
-use futures::StreamExt;
 use respaldo_core::error::Error;
 use respaldo_core::sink::{self, ByteStream, Sink};
 
@@ -100,29 +99,31 @@ pub async fn run(sink: &dyn Sink) {
         "an empty prefix lists nothing"
     );
 
-    // A failing stream publishes nothing.
-    let failing: ByteStream = Box::pin(
-        futures::stream::iter(vec![
-            Ok(Bytes::from_static(b"partial")),
+    // A failing stream publishes nothing: early, and after more than a
+    // part's worth of data (object stores are in a multipart upload then).
+    for before_failure in [7usize, 20 << 20] {
+        let data = Bytes::from(vec![7u8; before_failure]);
+        let failing: ByteStream = Box::pin(futures::stream::iter(vec![
+            Ok(data),
             Err(std::io::Error::other("source broke")),
-        ])
-        .chain(futures::stream::empty()),
-    );
-    assert!(
-        sink.put("snapshots/broken", failing).await.is_err(),
-        "a put whose stream fails fails"
-    );
-    assert!(
-        sink.get("snapshots/broken").await.is_err(),
-        "a failed put leaves no object"
-    );
-    assert!(
-        sink.list("snapshots/").await.unwrap().is_empty(),
-        "a failed put is not listed"
-    );
+        ]));
+        assert!(
+            sink.put("snapshots/broken", failing).await.is_err(),
+            "a put whose stream fails after {before_failure} bytes fails"
+        );
+        assert!(
+            sink.get("snapshots/broken").await.is_err(),
+            "a failed put leaves no object"
+        );
+        assert!(
+            sink.list("snapshots/").await.unwrap().is_empty(),
+            "a failed put is not listed"
+        );
+    }
 
-    // Larger object, many parts.
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    // Larger object, many stream chunks and (object stores) several upload
+    // parts, the last one short.
+    let big: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
     let parts: Vec<std::io::Result<Bytes>> = big
         .chunks(65536)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -137,10 +138,10 @@ pub async fn run(sink: &dyn Sink) {
     );
     assert_eq!(
         &sink
-            .get_range("packs/cc/big", 1_000_000..1_000_100)
+            .get_range("packs/cc/big", 16_777_200..16_777_300)
             .await
             .unwrap()[..],
-        &big[1_000_000..1_000_100],
+        &big[16_777_200..16_777_300],
         "ranged get inside a large object"
     );
 

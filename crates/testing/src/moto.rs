@@ -51,6 +51,16 @@ impl Moto {
         assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
     }
 
+    /// How many multipart uploads of `bucket` are in progress (started,
+    /// neither completed nor aborted).
+    pub fn multipart_uploads(&self, bucket: &str) -> usize {
+        let resp = self
+            .request("GET", &format!("/{bucket}?uploads"))
+            .unwrap_or_else(|e| panic!("list uploads of {bucket}: {e}"));
+        assert!(resp.starts_with("HTTP/1.1 200"), "list uploads: {resp}");
+        resp.matches("<UploadId>").count()
+    }
+
     /// One unsigned request without a body; the whole response.
     fn request(&self, method: &str, path: &str) -> std::io::Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload, RetryConfig, WriteMultipart};
+use object_store::{ObjectStore, PutPayload, RetryConfig};
 use respaldo_core::error::{Error, Result};
 use respaldo_core::secret::Secret;
 use respaldo_core::sink::{ByteStream, ObjectInfo, Sink};
@@ -272,37 +272,71 @@ impl ObjectStoreSink {
         }
     }
 
+    /// A multipart upload of `first` and the rest of `data`: parts of
+    /// [`PART_SIZE`], at most [`PARTS_IN_FLIGHT`] uploading at once (the
+    /// stream is not read further until one completes). Any failure, of the
+    /// stream, a part or the completion, aborts the upload, so the store
+    /// keeps neither an object nor the uploaded parts.
     async fn put_multipart(&self, key: &str, first: Vec<u8>, mut data: ByteStream) -> Result<()> {
         let path = self.path(key);
-        let upload = self
+        let mut upload = self
             .store
             .put_multipart(&path)
             .await
             .map_err(|e| self.err(key, e))?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        w.write(&first);
-        let fed: Result<()> = async {
-            while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(|e| Error::io("reading data to upload", key, e))?;
-                w.wait_for_capacity(PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(|e| self.err(key, e))?;
-                w.put(chunk);
+        let mut parts: tokio::task::JoinSet<object_store::Result<()>> = tokio::task::JoinSet::new();
+        let mut buf = bytes::BytesMut::from(&first[..]);
+        drop(first);
+        let uploaded: Result<()> = async {
+            let mut ended = false;
+            while !ended || !buf.is_empty() {
+                while !ended && buf.len() < PART_SIZE {
+                    match data.next().await {
+                        Some(chunk) => buf.extend_from_slice(
+                            &chunk.map_err(|e| Error::io("reading data to upload", key, e))?,
+                        ),
+                        None => ended = true,
+                    }
+                }
+                if buf.is_empty() {
+                    break;
+                }
+                let part = buf.split_to(buf.len().min(PART_SIZE)).freeze();
+                while parts.len() >= PARTS_IN_FLIGHT {
+                    self.joined(key, parts.join_next().await)?;
+                }
+                parts.spawn(upload.put_part(PutPayload::from(part)));
             }
+            while !parts.is_empty() {
+                self.joined(key, parts.join_next().await)?;
+            }
+            upload.complete().await.map_err(|e| self.err(key, e))?;
             Ok(())
         }
         .await;
-        match fed {
-            Ok(()) => {
-                w.finish().await.map_err(|e| self.err(key, e))?;
-                Ok(())
+        if uploaded.is_err() {
+            parts.shutdown().await;
+            if let Err(a) = upload.abort().await {
+                tracing::warn!("aborting the upload of {key}: {a}");
             }
-            Err(e) => {
-                if let Err(a) = w.abort().await {
-                    tracing::warn!("aborting the upload of {key}: {a}");
-                }
-                Err(e)
-            }
+        }
+        uploaded
+    }
+
+    /// The outcome of one finished part upload.
+    fn joined(
+        &self,
+        key: &str,
+        r: Option<std::result::Result<object_store::Result<()>, tokio::task::JoinError>>,
+    ) -> Result<()> {
+        match r {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(self.err(key, e)),
+            Some(Err(e)) => Err(Error::io(
+                "uploading a part",
+                key,
+                std::io::Error::other(e.to_string()),
+            )),
         }
     }
 }

@@ -10,8 +10,12 @@ use respaldo_testing::moto::Moto;
 
 async fn sink(moto: &Moto, bucket: &str, prefix: &str) -> ObjectStoreSink {
     moto.create_bucket(bucket);
+    sink_at(&moto.endpoint(), bucket, prefix).await
+}
+
+async fn sink_at(endpoint: &str, bucket: &str, prefix: &str) -> ObjectStoreSink {
     let opts = S3Options {
-        endpoint: Some(moto.endpoint()),
+        endpoint: Some(endpoint.to_string()),
         region: Some("us-east-1".into()),
         access_key_id: Some(Secret::Value("testing".into())),
         secret_access_key: Some(Secret::Value("testing".into())),
@@ -37,4 +41,36 @@ async fn conformance_in_memory() {
         "memory://",
     );
     respaldo_testing::conformance::run(&sink).await;
+}
+
+/// A part that fails for good in the middle of a multipart upload: the put
+/// fails, no object appears and the upload is aborted (no parts left behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_part_aborts_the_upload() {
+    use respaldo_core::sink::Sink;
+    use respaldo_testing::s3proxy::{FaultProxy, HttpFault};
+
+    let moto = Moto::start();
+    moto.create_bucket("repo");
+    let proxy = FaultProxy::start(moto.port, |r| {
+        if r.method == "PUT" && r.target.contains("partNumber=2") {
+            HttpFault::Status(403)
+        } else {
+            HttpFault::Pass
+        }
+    });
+    let sink = sink_at(&proxy.endpoint(), "repo", "").await;
+    let data = bytes::Bytes::from(vec![1u8; 20 << 20]);
+    let err = sink
+        .put("packs/ab/pack", respaldo_core::sink::once(data))
+        .await
+        .expect_err("the put must fail");
+    assert!(err.to_string().contains("packs/ab/pack"), "{err}");
+    assert!(proxy.faults_injected() >= 1);
+    assert!(sink.get("packs/ab/pack").await.is_err());
+    assert_eq!(
+        moto.multipart_uploads("repo"),
+        0,
+        "the upload was not aborted"
+    );
 }
