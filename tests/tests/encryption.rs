@@ -25,19 +25,51 @@ fn make_data(root: &Path) -> Vec<u8> {
     random
 }
 
-/// Asserts that no object in the repository contains any of `needles`.
+/// The JSON inside a stored document (index fragment, snapshot), if `bytes`
+/// is one: magic, version, flags, then a zstd frame.
+fn document_json(bytes: &[u8]) -> Option<Vec<u8>> {
+    (bytes.len() > 12 && &bytes[..8] == b"RSPDOBJ1")
+        .then(|| zstd::stream::decode_all(&bytes[12..]).expect("a document's zstd frame"))
+}
+
+/// Asserts that no object in the repository contains any of `needles`, in
+/// its stored bytes or, for documents, in their decompressed JSON.
 fn assert_nothing_readable(repo: &Path, needles: &[&[u8]]) {
     let files = common::walk(repo);
     assert!(files.len() > 3, "repository looks empty");
     for f in files.iter().filter(|f| f.is_file()) {
         let bytes = std::fs::read(f).unwrap();
+        let json = document_json(&bytes).unwrap_or_default();
         for n in needles {
-            assert!(
-                !bytes.windows(n.len()).any(|w| w == *n),
-                "{} contains plaintext {:?}",
-                f.display(),
-                String::from_utf8_lossy(&n[..n.len().min(24)])
-            );
+            for (what, hay) in [("stored bytes", &bytes), ("document JSON", &json)] {
+                assert!(
+                    !hay.windows(n.len()).any(|w| w == *n),
+                    "{} ({what}) contains plaintext {:?}",
+                    f.display(),
+                    String::from_utf8_lossy(&n[..n.len().min(24)])
+                );
+            }
+        }
+    }
+}
+
+/// Asserts that every index fragment keeps the blobs' kinds and plaintext
+/// lengths sealed: visible entries say `data` and 0.
+fn assert_index_details_sealed(repo: &Path) {
+    let fragments: Vec<_> = common::walk(&repo.join("index"))
+        .into_iter()
+        .filter(|f| f.is_file())
+        .collect();
+    assert!(!fragments.is_empty());
+    for f in fragments {
+        let json = document_json(&std::fs::read(&f).unwrap()).expect("a document");
+        let doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert!(doc["sealed"].is_string(), "{}: {doc}", f.display());
+        for pack in doc["packs"].as_array().unwrap() {
+            for b in pack["blobs"].as_array().unwrap() {
+                assert_eq!(b["raw_len"], 0, "{}: {b}", f.display());
+                assert_eq!(b["kind"], "data", "{}: {b}", f.display());
+            }
         }
     }
 }
@@ -80,6 +112,7 @@ fn write_only_host_backs_up_but_cannot_read() {
             window,
         ],
     );
+    assert_index_details_sealed(&p.repo());
 
     // Listing works without the identity; reading does not.
     let snaps = p.json(&["snapshots"]);
@@ -95,7 +128,7 @@ fn write_only_host_backs_up_but_cannot_read() {
             out.to_str().unwrap(),
         ],
         vec!["dump", "latest", "docs"],
-        vec!["verify"],
+        vec!["verify", "--read-data"],
         vec!["prune"],
     ] {
         let o = p.run(&args);
@@ -103,6 +136,12 @@ fn write_only_host_backs_up_but_cannot_read() {
         assert!(stderr(&o).contains("identity"), "{args:?}: {}", stderr(&o));
         assert!(!out.exists());
     }
+
+    // The structural verify works without the identity and says what it
+    // could not follow.
+    let v = p.ok(&["verify"]);
+    assert!(v.contains("repository OK"), "{v}");
+    assert!(v.contains("1 snapshot(s) are sealed"), "{v}");
 
     // A second backup deduplicates without the identity.
     std::fs::write(p.path().join("data/notes/new.txt"), b"new file").unwrap();
@@ -135,7 +174,7 @@ fn write_only_host_backs_up_but_cannot_read() {
     p.write_config(&writer);
     let o = std::process::Command::new(common::bin())
         .current_dir(p.path())
-        .args(["-c", "backup.toml", "verify"])
+        .args(["-c", "backup.toml", "verify", "--read-data"])
         .env("RESPALDO_IDENTITY_FILE", &key)
         .output()
         .unwrap();

@@ -495,12 +495,7 @@ async fn backup_jobs(
         }
     };
     let mut verify_problems = Vec::new();
-    let can_verify = c.repository.verify_after_backup
-        && repo
-            .require_readable("verify")
-            .inspect_err(|e| tracing::warn!("verify_after_backup skipped: {e}"))
-            .is_ok();
-    if let (Some(id), true) = (outcome.snapshot_id, can_verify) {
+    if let (Some(id), true) = (outcome.snapshot_id, c.repository.verify_after_backup) {
         let r = verify::verify(
             &repo,
             &VerifyOptions {
@@ -1130,7 +1125,8 @@ async fn verify_cmd(ctx: &Ctx<'_>, spec: Option<&str>, read_data: bool) -> Resul
             json!({"ok": report.is_ok(), "problems": report.problems,
                    "damaged_snapshots": report.damaged_snapshots.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
                    "snapshots_checked": report.snapshots_checked, "packs_read": report.packs_read,
-                   "chunks_referenced": report.chunks_referenced, "bytes_read": report.bytes_read})
+                   "chunks_referenced": report.chunks_referenced, "bytes_read": report.bytes_read,
+                   "sealed_snapshots": report.sealed_snapshots})
         );
     } else {
         for p in &report.problems {
@@ -1158,6 +1154,13 @@ async fn verify_cmd(ctx: &Ctx<'_>, spec: Option<&str>, read_data: bool) -> Resul
         if !report.damaged_snapshots.is_empty() {
             let ids: Vec<String> = report.damaged_snapshots.iter().map(|i| i.short()).collect();
             println!("damaged snapshots: {}", ids.join(", "));
+        }
+        if report.sealed_snapshots > 0 {
+            println!(
+                "{} snapshot(s) are sealed: their chunks were not checked \
+                 (give the identity: identity_file or $RESPALDO_IDENTITY_FILE)",
+                report.sealed_snapshots
+            );
         }
     }
     Ok(if report.is_ok() { 0 } else { 1 })

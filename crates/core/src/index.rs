@@ -14,6 +14,13 @@ use crate::id::ObjectId;
 pub struct IndexFragment {
     /// Packs described by this fragment.
     pub packs: Vec<PackEntry>,
+    /// Encrypted repositories: the `kind` and `raw_len` of every blob, in
+    /// order, sealed to the recipients (base64); the visible entries then say
+    /// `data` and 0. Ids, offsets and lengths stay readable: writers without
+    /// the identity need the ids to deduplicate, and the rest is visible in
+    /// the packs anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 /// One pack and its blobs.

@@ -7,10 +7,9 @@ use crate::artifact::ArtifactKind;
 use crate::error::{Error, Result};
 use crate::format::{self, BLOB_HEADER_LEN};
 use crate::id::ObjectId;
-use crate::index::{IndexFragment, PackEntry};
+use crate::index::PackEntry;
 use crate::repo::Repository;
 use crate::retention::{Candidate, RetentionPolicy};
-use crate::sink;
 use crate::snapshot::SnapshotRef;
 use crate::tree::TreeReader;
 use crate::writer::WriteSession;
@@ -239,11 +238,7 @@ pub async fn prune(repo: &Arc<Repository>, dry_run: bool) -> Result<PruneReport>
     // 2. One fragment for every pack kept as is.
     let mut new_fragments: Vec<ObjectId> = repacked_fragment.into_iter().collect();
     if !keep.is_empty() {
-        let (id, bytes) = format::seal_document(&IndexFragment { packs: keep })?;
-        repo.sink()
-            .put(&format::index_key(&id), sink::once(bytes))
-            .await?;
-        new_fragments.push(id);
+        new_fragments.push(repo.write_fragment(&keep).await?);
     }
     // 3. Old fragments, then 4. packs.
     for f in old_fragments.iter().filter(|f| !new_fragments.contains(f)) {

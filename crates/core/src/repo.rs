@@ -9,7 +9,7 @@ use tokio::sync::RwLock;
 
 use crate::crypto::{self, Crypto, KeyMaterial};
 use crate::error::{Error, Result};
-use crate::format::{self, BlobHeader, RepoConfig, BLOB_HEADER_LEN};
+use crate::format::{self, BlobHeader, BlobKind, RepoConfig, BLOB_HEADER_LEN};
 use crate::id::ObjectId;
 use crate::index::{BlobEntry, Index, IndexFragment, PackEntry};
 use crate::sink::{self, Sink};
@@ -234,8 +234,59 @@ impl Repository {
         let id = format::id_from_key(key)
             .ok_or_else(|| Error::corrupt(format!("index object {key}"), "bad name"))?;
         let bytes = self.sink.get(key).await?;
-        let frag = format::open_document(&format!("index fragment {}", id.short()), &id, &bytes)?;
+        let what = format!("index fragment {}", id.short());
+        let mut frag: IndexFragment = format::open_document(&what, &id, &bytes)?;
+        if let (Some(sealed), Some(c)) = (frag.sealed.take(), &self.crypto) {
+            if c.can_read() {
+                let json = c.open_sealed(&what, &crypto::unb64(&what, &sealed)?)?;
+                let details: Vec<(BlobKind, u32)> = serde_json::from_slice(&json)
+                    .map_err(|e| Error::corrupt(&what, format!("bad sealed part: {e}")))?;
+                let blobs = frag.packs.iter_mut().flat_map(|p| p.blobs.iter_mut());
+                let mut n = 0usize;
+                for (b, (kind, raw_len)) in blobs.zip(&details) {
+                    b.kind = *kind;
+                    b.raw_len = *raw_len;
+                    n += 1;
+                }
+                let total: usize = frag.packs.iter().map(|p| p.blobs.len()).sum();
+                if n != total || details.len() != total {
+                    return Err(Error::corrupt(
+                        &what,
+                        format!("sealed part describes {} blobs, not {total}", details.len()),
+                    ));
+                }
+            }
+        }
         Ok((id, frag))
+    }
+
+    /// Stores an index fragment describing `packs`; in an encrypted
+    /// repository the blobs' kinds and plaintext lengths are sealed.
+    pub(crate) async fn write_fragment(&self, packs: &[PackEntry]) -> Result<ObjectId> {
+        let mut fragment = IndexFragment {
+            packs: packs.to_vec(),
+            sealed: None,
+        };
+        if let Some(c) = &self.crypto {
+            let details: Vec<(BlobKind, u32)> = fragment
+                .packs
+                .iter_mut()
+                .flat_map(|p| p.blobs.iter_mut())
+                .map(|b| {
+                    let d = (b.kind, b.raw_len);
+                    b.kind = BlobKind::Data;
+                    b.raw_len = 0;
+                    d
+                })
+                .collect();
+            let json = serde_json::to_vec(&details).map_err(|e| Error::Task(e.to_string()))?;
+            fragment.sealed = Some(crypto::b64(&c.seal(&json)?));
+        }
+        let (id, bytes) = format::seal_document(&fragment)?;
+        self.sink
+            .put(&format::index_key(&id), sink::once(bytes))
+            .await?;
+        Ok(id)
     }
 
     /// Runs `f` with the loaded index.

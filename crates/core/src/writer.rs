@@ -15,7 +15,7 @@ use crate::crypto::{self, Crypto};
 use crate::error::{Error, Result};
 use crate::format::{self, BlobHeader, BlobKind, Compression, BLOB_HEADER_LEN};
 use crate::id::ObjectId;
-use crate::index::{BlobEntry, IndexFragment, PackEntry};
+use crate::index::{BlobEntry, PackEntry};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::sink;
@@ -295,13 +295,8 @@ impl WriteSession {
         if packs.is_empty() {
             return Ok(None);
         }
-        let fragment = IndexFragment { packs };
-        let (id, bytes) = format::seal_document(&fragment)?;
-        self.repo
-            .sink()
-            .put(&format::index_key(&id), sink::once(bytes))
-            .await?;
-        self.repo.index_add(&fragment.packs, Some(id)).await;
+        let id = self.repo.write_fragment(&packs).await?;
+        self.repo.index_add(&packs, Some(id)).await;
         Ok(Some(id))
     }
 }
