@@ -369,6 +369,30 @@ fn append_only_writer() {
     ok(d, &["forget", "--prune"]);
     assert_eq!(snapshot_count(d), 1);
     ok(d, &["verify", "--read-data"]);
+
+    // `copy` into an append-only repository: a local repository copies its
+    // snapshots to a second prefix reached through the delete-denying proxy.
+    let denied_before = proxy.faults_injected();
+    std::fs::write(
+        d.join("backup.toml"),
+        format!(
+            "[repository]\nurl = \"local\"\n\n[repositories.offsite]\nurl = \"s3://backups/offsite\"\n\n\
+             [repositories.offsite.s3]\nendpoint = \"{}\"\n{FILES_SOURCE}",
+            proxy.endpoint()
+        ),
+    )
+    .unwrap();
+    ok(d, &["init"]);
+    ok(d, &["backup"]);
+    ok(d, &["init", "--repository", "offsite"]);
+    let copied = json(d, &["copy", "--to", "offsite"]);
+    assert_eq!(copied["copied"].as_array().unwrap().len(), 1, "{copied}");
+    assert!(
+        proxy.faults_injected() > denied_before,
+        "the copy's lock delete was attempted and denied"
+    );
+    let again = json(d, &["copy", "--to", "offsite"]);
+    assert_eq!(again["chunks_copied"], 0, "{again}");
 }
 
 /// A 2 GiB stream uploads to S3 with bounded memory.
