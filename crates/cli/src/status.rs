@@ -94,6 +94,8 @@ pub struct LastRun {
     pub ok: bool,
     /// Why not.
     pub error: Option<String>,
+    /// The snapshot it is part of, if any.
+    pub snapshot: Option<String>,
 }
 
 /// One source's state.
@@ -219,6 +221,7 @@ pub fn evaluate(
                         time: e.started,
                         ok: e.is_ok(),
                         error: e.error.clone(),
+                        snapshot: Some(s.id.to_hex()),
                     });
                 }
             }
@@ -230,13 +233,19 @@ pub fn evaluate(
                 if !sr.ok {
                     failures += 1;
                 }
-                // A snapshot entry of the same run is as new: the history
-                // (which has errors even for sealed snapshots) wins the tie.
-                if last_run.as_ref().is_none_or(|l| r.started >= l.time) {
+                // The snapshot entry of the same run (which starts a little
+                // after the run): the history wins, as it has errors even for
+                // sealed snapshots and knows what verify-after-backup found.
+                let same_run = |l: &LastRun| r.snapshot.is_some() && l.snapshot == r.snapshot;
+                if last_run
+                    .as_ref()
+                    .is_none_or(|l| r.started >= l.time || same_run(l))
+                {
                     last_run = Some(LastRun {
                         time: r.started,
                         ok: sr.ok,
                         error: sr.error.clone(),
+                        snapshot: r.snapshot.clone(),
                     });
                 }
             }
@@ -264,12 +273,20 @@ pub fn evaluate(
         .collect()
 }
 
-/// Loads the snapshots and the history and evaluates every source.
+/// Loads the snapshots and the history and evaluates every source; errors
+/// have their secrets masked.
 pub async fn collect(ctx: &Ctx<'_>) -> Result<Vec<SourceState>> {
     let repo = ctx.repo().await?;
     let (snapshots, _) = repo.snapshots().await?;
     let history = ctx.config.status.history.read_or_warn();
-    Ok(evaluate(&ctx.config, &snapshots, &history, Utc::now()))
+    let mut states = evaluate(&ctx.config, &snapshots, &history, Utc::now());
+    // Errors in snapshots were written by the backup unmasked.
+    for s in &mut states {
+        if let Some(r) = &mut s.last_run {
+            r.error = r.error.as_deref().map(|e| ctx.config.masker.mask(e));
+        }
+    }
+    Ok(states)
 }
 
 /// The `stale` notification for these sources, masked.
