@@ -407,3 +407,57 @@ pub async fn command(ctx: &Ctx<'_>, send_stale: bool) -> Result<u8> {
         1
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::SourceRun;
+    use respaldo_core::id::ObjectId;
+    use respaldo_core::snapshot::{Snapshot, SourceStats};
+
+    #[test]
+    fn a_runs_history_record_wins_over_its_own_snapshot_entry() {
+        let base = std::env::temp_dir();
+        let config = Config::parse(
+            "[repository]\nurl = \"repo\"\n[status]\nstate_dir = \"unused\"\n\
+             [sources.docs]\ntype = \"command\"\ncommand = [\"echo\", \"x\"]\n",
+            &base.join("backup.toml"),
+            &base,
+            None,
+        )
+        .unwrap();
+        let now = Utc::now();
+        // The run starts, then its source does (a little later) and is
+        // written as good; verify-after-backup then finds a problem.
+        let mut rec = RunRecord::start("backup", None);
+        rec.started = now - chrono::Duration::seconds(10);
+        let id = ObjectId::sha256(b"snapshot");
+        rec.snapshot = Some(id.to_hex());
+        rec.sources.insert(
+            "docs".into(),
+            SourceRun {
+                ok: false,
+                error: Some("verify: pack 1 is missing".into()),
+                ..SourceRun::default()
+            },
+        );
+        let snapshot: Snapshot = serde_json::from_value(json!({
+            "time": rec.started, "finished": now, "host": "h", "tags": [],
+            "program_version": "0",
+            "sources": {"docs": {
+                "type": "command", "status": "ok",
+                "started": now - chrono::Duration::seconds(9), "duration_ms": 1,
+                "artifacts": [], "metadata": {}, "stats": SourceStats::default(),
+            }},
+            "stats": {"bytes_added": 0, "blobs_added": 0, "packs_added": 0, "duration_ms": 0},
+        }))
+        .unwrap();
+        let snaps = [SnapshotRef { id, snapshot }];
+        let states = evaluate(&config, &snaps, std::slice::from_ref(&rec), now);
+        assert!(states[0].failed, "{:?}", states[0]);
+        assert_eq!(states[0].describe(), "FAILED: verify: pack 1 is missing");
+        // Without the record, the snapshot's good entry is the last run.
+        let states = evaluate(&config, &snaps, &[], now);
+        assert!(!states[0].failed);
+    }
+}
