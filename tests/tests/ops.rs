@@ -86,8 +86,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(p: &Project) -> Daemon {
+        Daemon::start_with_env(p, &[])
+    }
+
+    /// The daemon with these extra environment variables.
+    fn start_with_env(p: &Project, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(bin())
             .current_dir(p.path())
+            .envs(env.iter().copied())
             .args(["-v", "-c", "backup.toml", "daemon"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -599,6 +605,7 @@ paths = ["data"]
     );
     let hook = std::fs::read_to_string(p.path().join("failure-hook.txt")).unwrap();
     assert!(hook.contains("db:"), "{hook}");
+    assert!(!hook.contains(secret), "secret in RESPALDO_ERROR: {hook}");
     assert!(p.path().join("finally-ran").exists());
 
     // status: db failed (exit 1), docs fine; nothing secret in --json.
@@ -1115,4 +1122,250 @@ command = ["sh", "-c", "if [ -f broken ]; then echo 'connection refused' >&2; ex
     assert_eq!(next().0, "/ping/check-1/start");
     assert_eq!(next().0, "/ping/check-1");
     assert!(mails.recv_timeout(Duration::from_millis(500)).is_err());
+}
+
+#[test]
+fn healthz_and_status_mask_a_secret_in_a_failed_sources_error() {
+    let p = Project::new(
+        r#"
+[daemon]
+listen = "127.0.0.1:0"
+
+[status]
+state_dir = "state"
+
+[sources.db]
+type = "command"
+command = ["sh", "-c", "echo \"login refused with password $1 for postgres://app:$1@db\" >&2; exit 3", "sh", "${RESPALDO_TEST_HEALTHZ_PW}"]
+
+[sources.docs]
+type = "files"
+paths = ["data"]
+"#,
+    );
+    let secret = "Healthz-S3cret-Value";
+    let env = [("RESPALDO_TEST_HEALTHZ_PW", secret)];
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .current_dir(p.path())
+            .envs(env)
+            .args(["-c", "backup.toml"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    with_data(&p, 1, 100);
+    assert!(run(&["init"]).status.success());
+    // docs succeeds, so a snapshot with db's raw error is written.
+    let out = run(&["backup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = run(&["--json", "snapshots"]);
+    let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+
+    for args in [&["status"][..], &["--json", "status"][..]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("login refused with password ***"), "{text}");
+        assert!(!text.contains(secret), "secret in `status`: {text}");
+    }
+
+    let mut d = Daemon::start_with_env(&p, &env);
+    let line = d.line("/metrics and /healthz on http://", Duration::from_secs(20));
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let (code, body) = get(&addr, "/healthz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("db: FAILED: "), "{body}");
+    assert!(body.contains("password ***"), "{body}");
+    assert!(!body.contains(secret), "secret in /healthz: {body}");
+    sigterm(&d.child);
+    assert!(d.child.wait().unwrap().success());
+}
+
+#[test]
+fn a_scheduled_backup_is_retried_after_a_failure_and_the_retry_succeeds() {
+    let p = Project::new(
+        r#"
+[status]
+state_dir = "state"
+
+[schedule.nightly]
+cron = "0 2 * * *"
+retries = 1
+retry_delay = "1s"
+
+[sources.flaky]
+type = "command"
+command = ["sh", "-c", "if [ ! -f failed-once ]; then touch failed-once; echo 'first try fails' >&2; exit 3; fi; echo rows"]
+"#,
+    );
+    p.ok(&["init"]);
+    let t = Instant::now();
+    let out = p.run(&["schedule", "run", "nightly"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("backup failed; retry 1 of 1 in 1s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(t.elapsed() >= Duration::from_secs(1), "no retry delay");
+    let runs: Vec<serde_json::Value> = history(&p)
+        .into_iter()
+        .filter(|r| r["action"] == "backup")
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0]["ok"], false, "{}", runs[0]);
+    assert_eq!(runs[0]["sources"]["flaky"]["ok"], false);
+    assert_eq!(runs[1]["ok"], true, "{}", runs[1]);
+    assert_eq!(runs[1]["sources"]["flaky"]["ok"], true);
+    for r in &runs {
+        assert_eq!(r["trigger"], "nightly");
+    }
+    assert_eq!(snapshots(&p).len(), 1, "the failed try wrote none");
+    p.ok(&["status"]);
+}
+
+#[test]
+fn a_scheduled_backup_that_dies_unrecorded_fails_its_sources_in_status() {
+    let p = Project::new(
+        r#"
+[status]
+state_dir = "state"
+
+[schedule.nightly]
+cron = "0 2 * * *"
+retries = 0
+
+[sources.db]
+type = "command"
+# SIGKILLs the `respaldo backup` running it: no chance to record the run.
+command = ["sh", "-c", "kill -9 $PPID; sleep 5"]
+
+[sources.off]
+type = "command"
+command = ["echo", "x"]
+enabled = false
+"#,
+    );
+    p.ok(&["init"]);
+    let out = p.run(&["schedule", "run", "nightly"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let runs: Vec<serde_json::Value> = history(&p)
+        .into_iter()
+        .filter(|r| r["action"] == "backup")
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let sources = runs[0]["sources"].as_object().unwrap();
+    assert_eq!(
+        sources.keys().collect::<Vec<_>>(),
+        ["db"],
+        "the selected (enabled) sources: {}",
+        runs[0]
+    );
+    assert_eq!(sources["db"]["ok"], false);
+    assert!(
+        sources["db"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("`respaldo backup` failed"),
+        "{}",
+        runs[0]
+    );
+    let st = p.run(&["--json", "status"]);
+    assert_eq!(st.status.code(), Some(1));
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st[0]["source"], "db");
+    assert_eq!(st[0]["failed"], true, "{st}");
+}
+
+#[test]
+fn status_notify_sends_a_stale_notification() {
+    let (addr, rx) = http_listener();
+    let p = Project::new(&format!(
+        r#"
+[status]
+state_dir = "state"
+rpo = "1s"
+
+[[notify]]
+type = "webhook"
+url = "http://{addr}/stale"
+on = ["stale"]
+
+[sources.docs]
+type = "files"
+paths = ["data"]
+"#
+    ));
+    with_data(&p, 1, 10);
+    p.ok(&["init"]);
+    p.backup(&[]);
+    // Only the stale event is wanted: the backup sent nothing.
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = p.run(&["status", "--notify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (path, body) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("stale webhook");
+    assert_eq!(path, "/stale");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["event"], "stale", "{v}");
+    assert_eq!(v["source"], "docs", "{v}");
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .contains("docs: STALE: older than its objective (1s)"),
+        "{v}"
+    );
+    // Without --notify: nothing sent.
+    assert_eq!(p.run(&["status"]).status.code(), Some(1));
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+}
+
+#[test]
+fn a_hook_that_outlives_its_timeout_is_killed_and_fails_the_run() {
+    let p = Project::new(&format!(
+        "{DATA_SOURCE}\n[hooks]\nbefore = \"sleep 5\"\ntimeout = \"1s\"\n"
+    ));
+    with_data(&p, 1, 10);
+    p.ok(&["init"]);
+    let t = Instant::now();
+    let out = p.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "waited for the hook: {:?}",
+        t.elapsed()
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("`before` hook of the run failed")
+            && err.contains("timed out after 1s and was killed")
+            && err.contains("nothing was backed up"),
+        "{err}"
+    );
+    assert!(snapshots(&p).is_empty());
+}
+
+#[test]
+fn min_free_space_stops_a_backup_when_the_disk_is_too_full() {
+    let p = Project::new(&format!(
+        "[backup]\nmin_free_space = \"1000TiB\"\n{DATA_SOURCE}"
+    ));
+    with_data(&p, 1, 10);
+    p.ok(&["init"]);
+    let out = p.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("below min_free_space = 1000") && err.contains("nothing was backed up"),
+        "{err}"
+    );
+    assert!(snapshots(&p).is_empty());
+    let last = history(&p).pop().unwrap();
+    assert_eq!(last["ok"], false, "{last}");
 }

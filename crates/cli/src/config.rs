@@ -273,7 +273,7 @@ impl Config {
             UsageError(format!("{shown}{line}:{key} {msg}"))
         };
         crate::environments::apply(&mut value, env).map_err(|(keys, msg)| at(&keys, msg))?;
-        let masker = crate::mask::Masker::from_config(text, &value);
+        let masker = crate::mask::Masker::from_config(text, &value, base);
         let mut path = Vec::new();
         interpolate(&mut value, &mut path).map_err(|(keys, msg)| at(&keys, msg))?;
         let raw: RawConfig = typed(value, &[]).map_err(|(keys, msg)| at(&keys, msg))?;
@@ -327,7 +327,8 @@ impl Config {
                 .transpose()
                 .map_err(|m| at(&sub("rpo"), m))?;
             let hooks = crate::hooks::Hooks::new(c.hooks, base)
-                .map_err(|(k, m)| at(&[sub("hooks"), vec![k]].concat(), m))?;
+                .map_err(|(k, m)| at(&[sub("hooks"), vec![k]].concat(), m))?
+                .with_masker(masker.clone());
             let source =
                 crate::hooks::HookedSource::wrap(source, &name, hooks, raw.backup.precheck);
             sources.push(SourceSpec {
@@ -402,7 +403,8 @@ impl Config {
             .map_err(|(k, m)| at(&[vec!["status".to_string()], k].concat(), m))?;
         let notify = crate::notify::parse(raw.notify, base).map_err(|(k, m)| at(&k, m))?;
         let hooks = crate::hooks::Hooks::new(raw.hooks, base)
-            .map_err(|(k, m)| at(&["hooks".to_string(), k], m))?;
+            .map_err(|(k, m)| at(&["hooks".to_string(), k], m))?
+            .with_masker(masker.clone());
         Ok(Config {
             path: file.to_path_buf(),
             base: base.to_path_buf(),

@@ -9,7 +9,8 @@
 //! Each is one command: an array (`["docker", "compose", "stop", "app"]`, run
 //! without a shell) or a string run by `sh -c`. They run in the folder of the
 //! configuration file with `RESPALDO_HOOK`, `RESPALDO_SOURCE` (source hooks)
-//! and, after a failure, `RESPALDO_ERROR` in their environment.
+//! and, after a failure, `RESPALDO_ERROR` (secrets masked) in their
+//! environment.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use respaldo_core::process::{self, RunOptions};
 use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget};
 use respaldo_core::Source;
 use serde::Deserialize;
+
+use crate::mask::Masker;
 
 /// How long a hook may run by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -84,6 +87,8 @@ pub struct Hooks {
     finally: Option<HookCommand>,
     timeout: Duration,
     dir: PathBuf,
+    /// Masks secrets in the `RESPALDO_ERROR` given to the hooks.
+    masker: Masker,
 }
 
 /// Which hook.
@@ -139,7 +144,15 @@ impl Hooks {
             finally: c.finally,
             timeout,
             dir: dir.to_path_buf(),
+            masker: Masker::default(),
         })
+    }
+
+    /// These hooks, with secrets masked (by `masker`) in the error they are
+    /// given.
+    pub fn with_masker(mut self, masker: Masker) -> Hooks {
+        self.masker = masker;
+        self
     }
 
     /// Whether any hook is set.
@@ -186,7 +199,7 @@ impl Hooks {
             env.push(("RESPALDO_SOURCE".into(), s.to_string()));
         }
         if let Some(e) = error {
-            env.push(("RESPALDO_ERROR".into(), e.to_string()));
+            env.push(("RESPALDO_ERROR".into(), self.masker.mask(e)));
         }
         let whose = match source {
             Some(s) => format!("source `{s}`"),

@@ -147,17 +147,37 @@ where
         Ok(()) => run.await,
         Err(e) => Err(e),
     };
-    match &result {
+    fill(&mut rec, &result);
+    // The hooks mask the error they are given.
+    if let Some(w) = config.hooks.conclude(None, rec.error.as_deref()).await {
+        tracing::warn!("{w}");
+    }
+    conclude(config, &mut rec).await;
+    result
+}
+
+/// Records a backup's result in `rec`: per source its outcome. Problems
+/// found by verify-after-backup fail every source of the snapshot (it cannot
+/// be trusted), with the problems as their error, so `status` agrees with
+/// the exit code of `backup`.
+fn fill(rec: &mut RunRecord, result: &Result<(BackupOutcome, Vec<String>)>) {
+    match result {
         Ok((outcome, problems)) => {
             let s = &outcome.snapshot;
             rec.snapshot = outcome.snapshot_id.map(|i| i.to_hex());
             rec.bytes_added = s.stats.bytes_added;
+            let verify_error =
+                (!problems.is_empty()).then(|| format!("verify: {}", problems.join("; ")));
             for (n, e) in &s.sources {
+                let error = match (&e.error, &verify_error) {
+                    (Some(e), _) => Some(e.clone()),
+                    (None, v) => v.clone(),
+                };
                 rec.sources.insert(
                     n.clone(),
                     SourceRun {
-                        ok: e.is_ok(),
-                        error: e.error.clone(),
+                        ok: e.is_ok() && verify_error.is_none(),
+                        error,
                         bytes_total: e.stats.bytes_total,
                         bytes_added: e.stats.bytes_added,
                         duration_ms: e.duration_ms,
@@ -184,9 +204,64 @@ where
             rec.error = Some(msg);
         }
     }
-    if let Some(w) = config.hooks.conclude(None, rec.error.as_deref()).await {
-        tracing::warn!("{w}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot of `files` (ok) and `db` (failed), as the engine reports it.
+    fn outcome() -> BackupOutcome {
+        let entry = |status: &str, error: Option<&str>| {
+            serde_json::json!({
+                "type": "files", "status": status, "error": error,
+                "started": "2026-01-01T00:00:00Z", "duration_ms": 5,
+                "artifacts": [], "metadata": {},
+                "stats": respaldo_core::snapshot::SourceStats::default(),
+            })
+        };
+        let snapshot = serde_json::from_value(serde_json::json!({
+            "time": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:00:01Z",
+            "host": "h", "tags": [], "program_version": "0",
+            "sources": {
+                "files": entry("ok", None),
+                "db": entry("failed", Some("connection refused")),
+            },
+            "stats": {"bytes_added": 1, "blobs_added": 1, "packs_added": 1, "duration_ms": 1},
+        }))
+        .unwrap();
+        BackupOutcome {
+            snapshot_id: Some(respaldo_core::id::ObjectId::sha256(b"x")),
+            snapshot,
+        }
     }
-    conclude(config, &mut rec).await;
-    result
+
+    #[test]
+    fn verify_problems_fail_every_source() {
+        let mut rec = RunRecord::start("backup", None);
+        fill(
+            &mut rec,
+            &Ok((outcome(), vec!["pack 1234 is missing".to_string()])),
+        );
+        assert!(!rec.ok);
+        let files = &rec.sources["files"];
+        assert!(!files.ok);
+        assert_eq!(files.error.as_deref(), Some("verify: pack 1234 is missing"));
+        // A source's own error stays its error.
+        assert_eq!(
+            rec.sources["db"].error.as_deref(),
+            Some("connection refused")
+        );
+        assert!(rec.error.as_deref().unwrap().contains("verify: pack 1234"));
+    }
+
+    #[test]
+    fn without_verify_problems_good_sources_are_ok() {
+        let mut rec = RunRecord::start("backup", None);
+        fill(&mut rec, &Ok((outcome(), Vec::new())));
+        assert!(!rec.ok);
+        assert!(rec.sources["files"].ok);
+        assert!(!rec.sources["db"].ok);
+        assert_eq!(rec.error.as_deref(), Some("db: connection refused"));
+    }
 }

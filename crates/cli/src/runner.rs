@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::history::RunRecord;
+use crate::history::{RunRecord, SourceRun};
 use crate::notify::{self, EventKind};
 use crate::run::{RUN_ID_ENV, TRIGGER_ENV};
 use crate::schedule::{Action, Entry};
@@ -163,7 +163,8 @@ async fn step(
 }
 
 /// Records and notifies a step's outcome (for steps other than backup,
-/// which does so itself).
+/// which does so itself, and for a backup step that died before it could);
+/// the record's sources get the step's outcome.
 async fn report(config: &Config, rec: &mut RunRecord, result: Step) {
     rec.ok = result == Step::Ok;
     if !rec.ok {
@@ -188,7 +189,26 @@ async fn report(config: &Config, rec: &mut RunRecord, result: Step) {
             }
         ));
     }
+    for s in rec.sources.values_mut() {
+        s.ok = rec.ok;
+        s.error.clone_from(&rec.error);
+    }
     crate::run::conclude(config, rec).await;
+}
+
+/// The sources a backup step of `sources` backs up: those named, or every
+/// enabled source when none is.
+fn selected(config: &Config, sources: &[String]) -> Vec<String> {
+    if sources.is_empty() {
+        config
+            .sources
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.name.clone())
+            .collect()
+    } else {
+        sources.to_vec()
+    }
 }
 
 /// Runs `entry` now.
@@ -240,9 +260,13 @@ pub async fn run_entry(
             .find(|r| r.id == id);
         wrote_snapshot |= rec.as_ref().is_some_and(|r| r.snapshot.is_some());
         if rec.is_none() && r != Step::Ok {
-            // The step died before it could record its run.
+            // The step died before it could record its run: every source it
+            // was to back up failed.
             let mut rec = RunRecord::start("backup", trigger.clone());
             rec.id = id;
+            for name in selected(config, &sources) {
+                rec.sources.insert(name, SourceRun::default());
+            }
             report(config, &mut rec, r).await;
         }
         match r {

@@ -94,6 +94,8 @@ pub struct LastRun {
     pub ok: bool,
     /// Why not.
     pub error: Option<String>,
+    /// The snapshot it is part of, if any.
+    pub snapshot: Option<String>,
 }
 
 /// One source's state.
@@ -219,6 +221,7 @@ pub fn evaluate(
                         time: e.started,
                         ok: e.is_ok(),
                         error: e.error.clone(),
+                        snapshot: Some(s.id.to_hex()),
                     });
                 }
             }
@@ -230,13 +233,19 @@ pub fn evaluate(
                 if !sr.ok {
                     failures += 1;
                 }
-                // A snapshot entry of the same run is as new: the history
-                // (which has errors even for sealed snapshots) wins the tie.
-                if last_run.as_ref().is_none_or(|l| r.started >= l.time) {
+                // The snapshot entry of the same run (which starts a little
+                // after the run): the history wins, as it has errors even for
+                // sealed snapshots and knows what verify-after-backup found.
+                let same_run = |l: &LastRun| r.snapshot.is_some() && l.snapshot == r.snapshot;
+                if last_run
+                    .as_ref()
+                    .is_none_or(|l| r.started >= l.time || same_run(l))
+                {
                     last_run = Some(LastRun {
                         time: r.started,
                         ok: sr.ok,
                         error: sr.error.clone(),
+                        snapshot: r.snapshot.clone(),
                     });
                 }
             }
@@ -264,12 +273,20 @@ pub fn evaluate(
         .collect()
 }
 
-/// Loads the snapshots and the history and evaluates every source.
+/// Loads the snapshots and the history and evaluates every source; errors
+/// have their secrets masked.
 pub async fn collect(ctx: &Ctx<'_>) -> Result<Vec<SourceState>> {
     let repo = ctx.repo().await?;
     let (snapshots, _) = repo.snapshots().await?;
     let history = ctx.config.status.history.read_or_warn();
-    Ok(evaluate(&ctx.config, &snapshots, &history, Utc::now()))
+    let mut states = evaluate(&ctx.config, &snapshots, &history, Utc::now());
+    // Errors in snapshots were written by the backup unmasked.
+    for s in &mut states {
+        if let Some(r) = &mut s.last_run {
+            r.error = r.error.as_deref().map(|e| ctx.config.masker.mask(e));
+        }
+    }
+    Ok(states)
 }
 
 /// The `stale` notification for these sources, masked.
@@ -389,4 +406,58 @@ pub async fn command(ctx: &Ctx<'_>, send_stale: bool) -> Result<u8> {
     } else {
         1
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::SourceRun;
+    use respaldo_core::id::ObjectId;
+    use respaldo_core::snapshot::{Snapshot, SourceStats};
+
+    #[test]
+    fn a_runs_history_record_wins_over_its_own_snapshot_entry() {
+        let base = std::env::temp_dir();
+        let config = Config::parse(
+            "[repository]\nurl = \"repo\"\n[status]\nstate_dir = \"unused\"\n\
+             [sources.docs]\ntype = \"command\"\ncommand = [\"echo\", \"x\"]\n",
+            &base.join("backup.toml"),
+            &base,
+            None,
+        )
+        .unwrap();
+        let now = Utc::now();
+        // The run starts, then its source does (a little later) and is
+        // written as good; verify-after-backup then finds a problem.
+        let mut rec = RunRecord::start("backup", None);
+        rec.started = now - chrono::Duration::seconds(10);
+        let id = ObjectId::sha256(b"snapshot");
+        rec.snapshot = Some(id.to_hex());
+        rec.sources.insert(
+            "docs".into(),
+            SourceRun {
+                ok: false,
+                error: Some("verify: pack 1 is missing".into()),
+                ..SourceRun::default()
+            },
+        );
+        let snapshot: Snapshot = serde_json::from_value(json!({
+            "time": rec.started, "finished": now, "host": "h", "tags": [],
+            "program_version": "0",
+            "sources": {"docs": {
+                "type": "command", "status": "ok",
+                "started": now - chrono::Duration::seconds(9), "duration_ms": 1,
+                "artifacts": [], "metadata": {}, "stats": SourceStats::default(),
+            }},
+            "stats": {"bytes_added": 0, "blobs_added": 0, "packs_added": 0, "duration_ms": 0},
+        }))
+        .unwrap();
+        let snaps = [SnapshotRef { id, snapshot }];
+        let states = evaluate(&config, &snaps, std::slice::from_ref(&rec), now);
+        assert!(states[0].failed, "{:?}", states[0]);
+        assert_eq!(states[0].describe(), "FAILED: verify: pack 1 is missing");
+        // Without the record, the snapshot's good entry is the last run.
+        let states = evaluate(&config, &snaps, &[], now);
+        assert!(!states[0].failed);
+    }
 }
