@@ -565,6 +565,12 @@ paths = ["data"]
     std::fs::write(p.path().join("broken"), "").unwrap();
     let out = run(&["backup"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(secret), "{}", stderr(&out));
+    // Nor in what the repository stored about the failure.
+    let shown = run(&["--json", "show", "latest"]);
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(shown.contains("postgres://app:***@db"), "{shown}");
+    assert!(!shown.contains(secret), "{shown}");
 
     let mut got = std::collections::BTreeMap::new();
     for _ in 0..2 {

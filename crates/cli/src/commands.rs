@@ -478,6 +478,7 @@ async fn backup_jobs(
         tags: tags.to_vec(),
         concurrency: c.backup.concurrency,
         host: respaldo_core::lock::hostname(),
+        redact: Some(ctx.config.masker.redactor()),
     };
     let outcome = tokio::select! {
         o = engine::backup(&repo, jobs, &opts, progress) => o.map_err(anyhow::Error::from),
@@ -922,6 +923,7 @@ async fn safety_snapshot(
         tags: vec![snapshot::PRE_RESTORE_TAG.to_string()],
         concurrency: ctx.config.backup.concurrency,
         host: respaldo_core::lock::hostname(),
+        redact: Some(ctx.config.masker.redactor()),
     };
     let outcome = engine::backup(repo, jobs, &opts, progress).await;
     view.finish();

@@ -84,6 +84,12 @@ impl Masker {
         }
     }
 
+    /// This masker as the engine's [`respaldo_core::engine::Redactor`].
+    pub fn redactor(&self) -> respaldo_core::engine::Redactor {
+        let m = self.clone();
+        std::sync::Arc::new(move |t: &str| m.mask(t))
+    }
+
     /// `text` with every secret masked.
     ///
     /// The first call runs the `{ command = [...] }` secrets (blocking, at

@@ -28,7 +28,7 @@ pub struct BackupJob {
 }
 
 /// Options of a run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BackupOptions {
     /// Tags for the snapshot.
     pub tags: Vec<String>,
@@ -36,7 +36,25 @@ pub struct BackupOptions {
     pub concurrency: usize,
     /// Host name recorded in the snapshot.
     pub host: String,
+    /// Applied to every source error and warning before it is logged or
+    /// stored (the CLI masks secrets with it); `None` keeps them as they are.
+    pub redact: Option<Redactor>,
 }
+
+impl std::fmt::Debug for BackupOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupOptions")
+            .field("tags", &self.tags)
+            .field("concurrency", &self.concurrency)
+            .field("host", &self.host)
+            .field("redact", &self.redact.is_some())
+            .finish()
+    }
+}
+
+/// Rewrites a message before it is logged or stored (see
+/// [`BackupOptions::redact`]).
+pub type Redactor = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// The result of a run.
 #[derive(Debug)]
@@ -161,6 +179,13 @@ pub async fn backup(
                     stats: SourceStats::default(),
                 },
             };
+            let mut entry = entry;
+            if let Some(redact) = &opts.redact {
+                entry.error = entry.error.map(|e| redact(&e));
+                for w in &mut entry.warnings {
+                    *w = redact(w);
+                }
+            }
             if let Some(err) = &entry.error {
                 tracing::error!("source `{name}` ({kind}) failed: {err}");
             }

@@ -35,6 +35,7 @@ fn opts() -> BackupOptions {
         tags: vec![],
         concurrency: 2,
         host: "test".into(),
+        redact: None,
     }
 }
 
