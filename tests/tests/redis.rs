@@ -169,10 +169,29 @@ fn replication_transfer_with_password_and_key_filter() {
     let b = p.json(&["show", "latest"]);
     assert_eq!(
         b["sources"]["cache"]["metadata"]["transfer"],
-        "replication (SYNC)"
+        "replication (SYNC, diskless)"
     );
     let text = String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o);
     assert!(!text.contains("s3cret"), "password printed: {text}");
+    // A server that saves the snapshot to disk first sends its length
+    // instead of an end mark: the same keys either way.
+    a.cli(&["CONFIG", "SET", "repl-diskless-sync", "no"]);
+    let o = std::process::Command::new(bin())
+        .current_dir(p.path())
+        .env("TEST_REDIS_PW", "s3cret pass")
+        .args(["-c", "backup.toml", "--json", "backup"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let disk = p.json(&["show", "latest"]);
+    assert_eq!(
+        disk["sources"]["cache"]["metadata"]["transfer"],
+        "replication (SYNC)"
+    );
+    assert_eq!(
+        disk["sources"]["cache"]["metadata"]["keys"],
+        b["sources"]["cache"]["metadata"]["keys"]
+    );
 
     let other = Redis::start(Some("other pw"));
     // A wrong password in the target is an authentication error naming the
@@ -377,7 +396,7 @@ fn tls_backup_over_replication_and_file_restore_and_test_restore() {
     let b = p.backup(&[]);
     assert_eq!(b["sources"]["cache"]["status"], "ok", "{b}");
     let meta = &p.json(&["show", "latest"])["sources"]["cache"]["metadata"];
-    assert_eq!(meta["transfer"], "replication (SYNC)", "{meta}");
+    assert_eq!(meta["transfer"], "replication (SYNC, diskless)", "{meta}");
     for (db, n) in counts {
         assert_eq!(meta["keys"][format!("db{db}")], n, "{meta}");
     }

@@ -64,7 +64,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::rdb::{Item, RdbError, RdbReader};
-use crate::resp::{info_fields, Conn, Reply, Tls};
+use crate::resp::{info_fields, Conn, RdbLength, Reply, Tls, EOF_MARK_LEN};
 
 /// The artifact name.
 const ARTIFACT: &str = "dump.rdb";
@@ -1242,7 +1242,10 @@ impl Source for RedisSource {
             }
             None => {
                 let mut s = ep.connect().await?;
-                // Redis ≥ 7: a snapshot only, no command stream afterwards.
+                // Streamed while the server produces it (diskless) when the
+                // server is set up for it, like `redis-cli --rdb`; Redis ≥ 7:
+                // a snapshot only, no command stream afterwards.
+                let _ = s.cmd(&["REPLCONF", "capa", "eof"]).await;
                 let _ = s.cmd(&["REPLCONF", "rdb-only", "1"]).await;
                 s.send(&[b"SYNC"]).await?;
                 s.flush().await?;
@@ -1254,12 +1257,21 @@ impl Source for RedisSource {
                             message: format!("no snapshot after {} s", self.config.timeout),
                         })??;
                 let addr = ep.name();
-                let body = ExactLen {
-                    inner: (&mut s.r).take(len),
-                    left: len,
-                };
-                let (k, v) = self.store(ctx, &addr, body).await?;
-                (k, v, "replication (SYNC)".to_string())
+                match len {
+                    RdbLength::Exact(len) => {
+                        let body = ExactLen {
+                            inner: (&mut s.r).take(len),
+                            left: len,
+                        };
+                        let (k, v) = self.store(ctx, &addr, body).await?;
+                        (k, v, "replication (SYNC)".to_string())
+                    }
+                    RdbLength::UntilMark(mark) => {
+                        let body = UntilMark::new(&mut s.r, mark);
+                        let (k, v) = self.store(ctx, &addr, body).await?;
+                        (k, v, "replication (SYNC, diskless)".to_string())
+                    }
+                }
             }
         };
         ctx.set_metadata("redis_version", version);
@@ -1302,6 +1314,86 @@ impl Source for RedisSource {
     }
 }
 
+/// The bytes of a diskless snapshot: everything up to the server's 40-byte
+/// end mark (held back until it is clear they are not the mark); a stream
+/// that ends before the mark is an error.
+struct UntilMark<R> {
+    inner: R,
+    mark: [u8; EOF_MARK_LEN],
+    /// Received, not yet returned; the mark is searched here.
+    held: Vec<u8>,
+    /// The mark was found: `held` is the rest of the snapshot.
+    done: bool,
+}
+
+impl<R> UntilMark<R> {
+    fn new(inner: R, mark: [u8; EOF_MARK_LEN]) -> Self {
+        UntilMark {
+            inner,
+            mark,
+            held: Vec::with_capacity(64 * 1024 + EOF_MARK_LEN),
+            done: false,
+        }
+    }
+
+    /// Moves up to `n` held bytes into `buf`.
+    fn emit(&mut self, buf: &mut tokio::io::ReadBuf<'_>, n: usize) {
+        let n = n.min(buf.remaining());
+        buf.put_slice(&self.held[..n]);
+        self.held.drain(..n);
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for UntilMark<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if this.done {
+                let n = this.held.len();
+                this.emit(buf, n);
+                return Poll::Ready(Ok(()));
+            }
+            // Bytes that cannot be the start of the mark go out first.
+            let safe = this.held.len().saturating_sub(EOF_MARK_LEN - 1);
+            if safe > 0 {
+                this.emit(buf, safe);
+                return Poll::Ready(Ok(()));
+            }
+            let before = this.held.len();
+            this.held.resize(before + 64 * 1024, 0);
+            let mut rb = tokio::io::ReadBuf::new(&mut this.held[before..]);
+            let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            this.held.truncate(before + n);
+            match r {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if n == 0 => {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the server closed the replication stream before its end mark",
+                    )))
+                }
+                Poll::Ready(Ok(())) => {
+                    let from = before.saturating_sub(EOF_MARK_LEN - 1);
+                    if let Some(at) = this.held[from..]
+                        .windows(EOF_MARK_LEN)
+                        .position(|w| w == this.mark)
+                    {
+                        this.held.truncate(from + at);
+                        this.done = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A reader that fails when fewer than the announced bytes arrive.
 struct ExactLen<R> {
     inner: R,
@@ -1336,6 +1428,42 @@ impl<R: AsyncRead + Unpin> AsyncRead for ExactLen<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The diskless snapshot ends at the mark wherever the reads split it,
+    /// and a stream without the mark is an error.
+    #[tokio::test]
+    async fn until_mark_stops_at_the_mark_across_read_boundaries() {
+        use tokio::io::AsyncReadExt;
+        let mark = *b"0123456789abcdef0123456789abcdef01234567";
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 7) as u8).collect();
+        let mut wire = body.clone();
+        wire.extend_from_slice(&mark);
+        wire.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        for split in [1usize, 39, 40, 41, 4096, 65_536] {
+            let mut b = tokio_test_reader(&wire, split);
+            let mut got = Vec::new();
+            UntilMark::new(&mut b, mark)
+                .read_to_end(&mut got)
+                .await
+                .unwrap();
+            assert_eq!(got, body, "reads of {split} bytes");
+        }
+        let mut cut = tokio_test_reader(&body, 4096);
+        let err = UntilMark::new(&mut cut, mark)
+            .read_to_end(&mut Vec::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    /// A reader over `data` that returns at most `n` bytes per read.
+    fn tokio_test_reader(data: &[u8], n: usize) -> impl AsyncRead + Unpin {
+        let chunks: Vec<std::io::Result<Bytes>> = data
+            .chunks(n)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        tokio_util::io::StreamReader::new(futures::stream::iter(chunks))
+    }
 
     #[test]
     fn urls() {

@@ -242,7 +242,7 @@ impl Conn {
 
     /// After `SYNC`: skips the keep-alive newlines and reads the `$<len>`
     /// header of the RDB payload.
-    pub async fn rdb_header(&mut self) -> Result<u64, RedisError> {
+    pub async fn rdb_header(&mut self) -> Result<RdbLength, RedisError> {
         loop {
             let l = self.line().await?;
             if l.is_empty() {
@@ -255,12 +255,31 @@ impl Conn {
                     message: e.to_string(),
                 });
             }
+            if let Some(mark) = l.strip_prefix("$EOF:") {
+                return <[u8; EOF_MARK_LEN]>::try_from(mark.as_bytes())
+                    .map(RdbLength::UntilMark)
+                    .map_err(|_| self.protocol(format!("unexpected SYNC reply `{l}`")));
+            }
             return l
                 .strip_prefix('$')
                 .and_then(|n| n.parse::<u64>().ok())
+                .map(RdbLength::Exact)
                 .ok_or_else(|| self.protocol(format!("unexpected SYNC reply `{l}`")));
         }
     }
+}
+
+/// Length of the end mark of a diskless (`$EOF:`) replication snapshot.
+pub const EOF_MARK_LEN: usize = 40;
+
+/// How the server delimits the snapshot that follows `SYNC`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RdbLength {
+    /// `$<len>`: exactly this many bytes (a snapshot saved to disk first).
+    Exact(u64),
+    /// `$EOF:<mark>`: streamed while it is produced (diskless), up to this
+    /// 40-byte mark.
+    UntilMark([u8; EOF_MARK_LEN]),
 }
 
 /// A handshake error with its cause (`invalid peer certificate: UnknownIssuer`).
