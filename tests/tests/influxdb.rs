@@ -211,6 +211,10 @@ fn a_million_points_round_trip_into_the_same_and_a_second_database() {
         "SELECT * differs in `copy`"
     );
     assert_eq!(policies(&s, "copy"), rps);
+    let measurements = |db: &str| {
+        s.query(&format!("SHOW MEASUREMENTS ON \"{db}\""))["results"][0]["series"].clone()
+    };
+    assert_eq!(measurements("copy"), measurements(DB));
 
     // Into the live database: refused without --force, nothing changed.
     s.query_on(
@@ -320,6 +324,25 @@ fn failures_name_the_source_exit_1_and_record_no_good_snapshot() {
     assert!(
         out.contains("point counts match (1 measurements, 1 in all)"),
         "{out}"
+    );
+
+    // Into another server (no authentication there): created, identical.
+    let other = Influx::start(None);
+    ok_all(
+        &p,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "metrics",
+            "--target",
+            &format!("{}/small", other.url),
+        ],
+    );
+    let q = "SELECT * FROM \"small\".\"autogen\".\"m\"";
+    assert_eq!(
+        other.query(q)["results"][0]["series"],
+        s.query(&format!("{q} WHERE time > {old}"))["results"][0]["series"]
     );
 }
 
