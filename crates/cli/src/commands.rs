@@ -274,7 +274,11 @@ async fn copy_cmd(ctx: &Ctx<'_>, to: &str, specs: &[String]) -> Result<u8> {
     };
     let progress = Arc::new(Progress::default());
     let view = ctx.progress(&progress, "copied");
-    let result = respaldo_core::copy::copy(&src, &dst, &selected, &progress).await;
+    let result = dst_lock
+        .while_held(
+            src_lock.while_held(respaldo_core::copy::copy(&src, &dst, &selected, &progress)),
+        )
+        .await;
     view.finish();
     dst_lock.release().await?;
     src_lock.release().await?;
@@ -481,7 +485,7 @@ async fn backup_jobs(
         redact: Some(ctx.config.masker.redactor()),
     };
     let outcome = tokio::select! {
-        o = engine::backup(&repo, jobs, &opts, progress) => o.map_err(anyhow::Error::from),
+        o = lock.while_held(engine::backup(&repo, jobs, &opts, progress)) => o.map_err(anyhow::Error::from),
         () = stop.cancelled() => Err(crate::signals::interrupted()),
     };
     view.finish();
@@ -1108,18 +1112,33 @@ async fn verify_cmd(ctx: &Ctx<'_>, spec: Option<&str>, read_data: bool) -> Resul
         }
         None => None,
     };
+    // Shared, so that no prune removes what is being checked. A host that
+    // may only read still verifies, with a warning.
+    let lock = match repo.lock(false, "verify", ctx.lock_wait()).await {
+        Ok(l) => Some(l),
+        Err(e @ respaldo_core::Error::Locked(_)) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(
+                "verifying without a lock ({e}); a prune running meanwhile would show up as damage"
+            );
+            None
+        }
+    };
     let progress = Arc::new(Progress::default());
     let view = ctx.progress(&progress, "verifying");
-    let report = verify::verify(
-        &repo,
-        &VerifyOptions {
-            read_data,
-            snapshots,
-        },
-        &progress,
-    )
-    .await;
+    let opts = VerifyOptions {
+        read_data,
+        snapshots,
+    };
+    let report = verify::verify(&repo, &opts, &progress);
+    let report = match &lock {
+        Some(l) => l.while_held(report).await,
+        None => report.await,
+    };
     view.finish();
+    if let Some(l) = lock {
+        l.release().await?;
+    }
     let report = report?;
     if ctx.cli.json {
         println!(
@@ -1178,8 +1197,14 @@ async fn forget(ctx: &Ctx<'_>, and_prune: bool, dry_run: bool) -> Result<u8> {
     let repo = ctx.repo().await?;
     // Shared: backups may go on; prune (exclusive) must not run meanwhile.
     let lock = repo.lock(false, "forget", ctx.lock_wait()).await?;
-    let decisions =
-        maintenance::forget(&repo, &ctx.config.retention, &chrono::Local, dry_run).await;
+    let decisions = lock
+        .while_held(maintenance::forget(
+            &repo,
+            &ctx.config.retention,
+            &chrono::Local,
+            dry_run,
+        ))
+        .await;
     lock.release().await?;
     let decisions = decisions?;
     let removed = decisions.iter().filter(|d| !d.keep).count();
@@ -1232,7 +1257,7 @@ async fn forget(ctx: &Ctx<'_>, and_prune: bool, dry_run: bool) -> Result<u8> {
 async fn prune(ctx: &Ctx<'_>, dry_run: bool) -> Result<u8> {
     let repo = ctx.repo().await?;
     let lock = repo.lock(true, "prune", ctx.lock_wait()).await?;
-    let r = maintenance::prune(&repo, dry_run).await;
+    let r = lock.while_held(maintenance::prune(&repo, dry_run)).await;
     lock.release().await?;
     let r = r?;
     if ctx.cli.json {

@@ -92,6 +92,9 @@ pub struct RepoLock {
     key: String,
     info: LockInfo,
     refresher: tokio::task::JoinHandle<()>,
+    /// Set when the lock could not be refreshed in time: other commands may
+    /// soon take it for stale, so its holder must stop.
+    lost: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RepoLock {
@@ -99,6 +102,30 @@ impl RepoLock {
     pub async fn release(self) -> Result<()> {
         self.refresher.abort();
         remove(&self.sink, &self.key, &self.info).await
+    }
+
+    /// Runs `work` while the lock holds: if the lock cannot be refreshed
+    /// before its lease would run out (storage unreachable for 25 minutes),
+    /// `work` is dropped and an error returned, before any other command
+    /// may take the lock for stale and, say, prune data this one is writing.
+    pub async fn while_held<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let mut lost = self.lost.clone();
+        tokio::select! {
+            r = work => r,
+            () = async {
+                if lost.wait_for(|l| *l).await.is_err() {
+                    // The refresher is gone (runtime shutting down): not lost.
+                    std::future::pending::<()>().await;
+                }
+            } => Err(Error::Locked(format!(
+                "lost the lock on {}: it could not be refreshed for {} minutes; stopped before its lease ran out",
+                self.sink.location(),
+                (LEASE.to_std().unwrap_or_default() - REFRESH).as_secs() / 60
+            ))),
+        }
     }
 }
 
@@ -214,16 +241,30 @@ impl Repository {
             let jitter = Duration::from_millis(200 + rand::random::<u64>() % 800);
             tokio::time::sleep(jitter).await;
         }
+        let (lost_tx, lost) = tokio::sync::watch::channel(false);
         let refresher = {
             let sink = sink.clone();
             let key = key.clone();
             let mut info = info.clone();
+            let lease = LEASE.to_std().unwrap_or_default();
             tokio::spawn(async move {
+                let mut refreshed = tokio::time::Instant::now();
                 loop {
                     tokio::time::sleep(REFRESH).await;
                     info.time = Utc::now();
-                    if let Err(e) = put_info(&sink, &key, &info).await {
-                        tracing::warn!("cannot refresh the repository lock: {e}");
+                    match put_info(&sink, &key, &info).await {
+                        Ok(()) => refreshed = tokio::time::Instant::now(),
+                        // The next refresh would come after the lease ran out.
+                        Err(e) if refreshed.elapsed() + REFRESH >= lease => {
+                            tracing::error!(
+                                "cannot refresh the repository lock, giving it up: {e}"
+                            );
+                            let _ = lost_tx.send(true);
+                            // Keep the sender: receivers see `true`, not a
+                            // closed channel.
+                            std::future::pending::<()>().await;
+                        }
+                        Err(e) => tracing::warn!("cannot refresh the repository lock: {e}"),
                     }
                 }
             })
@@ -233,6 +274,7 @@ impl Repository {
             key,
             info,
             refresher,
+            lost,
         })
     }
 }

@@ -17,6 +17,14 @@ pub enum Fault {
         /// Which put fails.
         n: usize,
     },
+    /// Every put of a key with this prefix after the first `n` fails
+    /// (storage that becomes unreachable).
+    PutsAfter {
+        /// Key prefix that counts.
+        prefix: &'static str,
+        /// Puts that still succeed.
+        n: usize,
+    },
     /// Every get of a key with this prefix fails.
     Get {
         /// Key prefix.
@@ -57,10 +65,18 @@ impl Sink for FaultySink {
         self.inner.location()
     }
     async fn put(&self, key: &str, data: ByteStream) -> Result<()> {
-        if let Fault::PutNth { prefix, n } = self.fault {
-            if key.starts_with(prefix) && self.puts.fetch_add(1, Ordering::SeqCst) + 1 == n {
+        match self.fault {
+            Fault::PutNth { prefix, n }
+                if key.starts_with(prefix) && self.puts.fetch_add(1, Ordering::SeqCst) + 1 == n =>
+            {
                 return Err(self.injected(key));
             }
+            Fault::PutsAfter { prefix, n }
+                if key.starts_with(prefix) && self.puts.fetch_add(1, Ordering::SeqCst) >= n =>
+            {
+                return Err(self.injected(key));
+            }
+            _ => {}
         }
         self.inner.put(key, data).await
     }

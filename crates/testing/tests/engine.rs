@@ -195,3 +195,44 @@ fn retention_applies_per_source_and_ignores_failed_entries() {
     assert!(!d398.keep);
     assert_eq!(d398.reasons, vec!["no good source".to_string()]);
 }
+
+/// A lock that cannot be refreshed is given up before its lease runs out:
+/// the work holding it stops with a clear error (time is simulated).
+#[tokio::test(start_paused = true)]
+async fn a_lock_that_cannot_be_refreshed_stops_its_holder_before_the_lease_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Sink> = Arc::new(LocalSink::new(dir.path()));
+    let healthy = Repository::init(local.clone()).await.unwrap();
+    // Work that finishes in time is not affected.
+    let lock = healthy
+        .lock(false, "backup", std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(lock.while_held(async { Ok(7) }).await.unwrap(), 7);
+    lock.release().await.unwrap();
+
+    let faulty: Arc<dyn Sink> = Arc::new(FaultySink::new(
+        local,
+        Fault::PutsAfter {
+            prefix: "locks/",
+            n: 1,
+        },
+    ));
+    let repo = Repository::open(faulty).await.unwrap();
+    let lock = repo
+        .lock(false, "backup", std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let err = lock
+        .while_held(std::future::pending::<respaldo_core::error::Result<()>>())
+        .await
+        .unwrap_err();
+    let after = started.elapsed();
+    assert!(err.to_string().contains("lost the lock"), "{err}");
+    assert!(
+        after >= std::time::Duration::from_secs(20 * 60)
+            && after < std::time::Duration::from_secs(30 * 60),
+        "gave up after {after:?}"
+    );
+}

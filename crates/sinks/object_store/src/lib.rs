@@ -20,6 +20,7 @@
 //!   the shared credentials file; then what `object_store` finds itself
 //!   (instance metadata, web identity).
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +93,25 @@ pub struct ObjectStoreSink {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     location: String,
+}
+
+/// The first `n` bytes (or all there are) of `pending`, as slices of its
+/// buffers.
+fn take_part(pending: &mut VecDeque<Bytes>, len: &mut usize, n: usize) -> PutPayload {
+    let mut need = n.min(*len);
+    *len -= need;
+    let mut part = Vec::new();
+    while need > 0 {
+        let Some(mut front) = pending.pop_front() else {
+            break;
+        };
+        if front.len() > need {
+            pending.push_front(front.split_off(need));
+        }
+        need -= front.len();
+        part.push(front);
+    }
+    PutPayload::from_iter(part)
 }
 
 /// The shared-file profile to use, if any (see [`S3Options::profile`]).
@@ -272,12 +292,19 @@ impl ObjectStoreSink {
         }
     }
 
-    /// A multipart upload of `first` and the rest of `data`: parts of
-    /// [`PART_SIZE`], at most [`PARTS_IN_FLIGHT`] uploading at once (the
-    /// stream is not read further until one completes). Any failure, of the
-    /// stream, a part or the completion, aborts the upload, so the store
-    /// keeps neither an object nor the uploaded parts.
-    async fn put_multipart(&self, key: &str, first: Vec<u8>, mut data: ByteStream) -> Result<()> {
+    /// A multipart upload of `pending` (`len` bytes) and the rest of `data`:
+    /// parts of [`PART_SIZE`] cut from the stream's own buffers without
+    /// copying, at most [`PARTS_IN_FLIGHT`] uploading at once (the stream is
+    /// not read further until one completes). Any failure, of the stream, a
+    /// part or the completion, aborts the upload, so the store keeps neither
+    /// an object nor the uploaded parts.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        mut pending: VecDeque<Bytes>,
+        mut len: usize,
+        mut data: ByteStream,
+    ) -> Result<()> {
         let path = self.path(key);
         let mut upload = self
             .store
@@ -285,27 +312,28 @@ impl ObjectStoreSink {
             .await
             .map_err(|e| self.err(key, e))?;
         let mut parts: tokio::task::JoinSet<object_store::Result<()>> = tokio::task::JoinSet::new();
-        let mut buf = bytes::BytesMut::from(&first[..]);
-        drop(first);
         let uploaded: Result<()> = async {
             let mut ended = false;
-            while !ended || !buf.is_empty() {
-                while !ended && buf.len() < PART_SIZE {
+            loop {
+                while !ended && len < PART_SIZE {
                     match data.next().await {
-                        Some(chunk) => buf.extend_from_slice(
-                            &chunk.map_err(|e| Error::io("reading data to upload", key, e))?,
-                        ),
+                        Some(chunk) => {
+                            let chunk =
+                                chunk.map_err(|e| Error::io("reading data to upload", key, e))?;
+                            len += chunk.len();
+                            pending.push_back(chunk);
+                        }
                         None => ended = true,
                     }
                 }
-                if buf.is_empty() {
+                if len == 0 {
                     break;
                 }
-                let part = buf.split_to(buf.len().min(PART_SIZE)).freeze();
+                let part = take_part(&mut pending, &mut len, PART_SIZE);
                 while parts.len() >= PARTS_IN_FLIGHT {
                     self.joined(key, parts.join_next().await)?;
                 }
-                parts.spawn(upload.put_part(PutPayload::from(part)));
+                parts.spawn(upload.put_part(part));
             }
             while !parts.is_empty() {
                 self.joined(key, parts.join_next().await)?;
@@ -348,17 +376,20 @@ impl Sink for ObjectStoreSink {
     }
 
     async fn put(&self, key: &str, mut data: ByteStream) -> Result<()> {
-        // Buffer up to one part: small objects go in a single PUT.
-        let mut buf: Vec<u8> = Vec::new();
+        // Up to one part's worth (the stream's buffers, not copied): small
+        // objects go in a single PUT.
+        let mut pending: VecDeque<Bytes> = VecDeque::new();
+        let mut len = 0usize;
         while let Some(chunk) = data.next().await {
             let chunk = chunk.map_err(|e| Error::io("reading data to upload", key, e))?;
-            buf.extend_from_slice(&chunk);
-            if buf.len() >= PART_SIZE {
-                return self.put_multipart(key, buf, data).await;
+            len += chunk.len();
+            pending.push_back(chunk);
+            if len >= PART_SIZE {
+                return self.put_multipart(key, pending, len, data).await;
             }
         }
         self.store
-            .put(&self.path(key), PutPayload::from(Bytes::from(buf)))
+            .put(&self.path(key), PutPayload::from_iter(pending))
             .await
             .map_err(|e| self.err(key, e))?;
         Ok(())
