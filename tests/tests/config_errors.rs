@@ -186,6 +186,40 @@ fn repository_url_scheme_not_supported_is_a_config_error() {
     );
 }
 
+/// Object-store keys written inline are refused (by reference only), naming
+/// the key, not its value.
+#[test]
+fn inline_object_store_keys_are_refused() {
+    let p = Project::new(GOOD_SOURCE);
+    for (repo, key) in [
+        (
+            "[repository]\nurl = \"s3://bucket/x\"\n[repository.s3]\nsecret_access_key = \"wJalrXUtnFEMI-inline\"\n",
+            "repository.s3.secret_access_key",
+        ),
+        (
+            "[repository]\nurl = \"repo\"\n[repositories.off]\nurl = \"s3://b/y\"\n[repositories.off.s3]\naccess_key_id = \"wJalrXUtnFEMI-inline\"\n",
+            "repositories.off.s3.access_key_id",
+        ),
+    ] {
+        std::fs::write(p.path().join("backup.toml"), format!("{repo}{GOOD_SOURCE}")).unwrap();
+        let o = p.run(&["config", "check"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(key) && err.contains("never written inline"), "{err}");
+        assert!(!err.contains("wJalrXUtnFEMI"), "{err}");
+    }
+    // By reference it is fine.
+    std::fs::write(
+        p.path().join("backup.toml"),
+        format!(
+            "[repository]\nurl = \"s3://bucket/x\"\n[repository.s3]\nsecret_access_key = {{ env = \"S3_SECRET\" }}\naccess_key_id = \"${{HOME}}\"\n{GOOD_SOURCE}"
+        ),
+    )
+    .unwrap();
+    let o = p.run(&["config", "check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn bad_invocations_exit_2() {
     let p = Project::new(GOOD_SOURCE);

@@ -274,6 +274,15 @@ impl Config {
         };
         crate::environments::apply(&mut value, env).map_err(|(keys, msg)| at(&keys, msg))?;
         let masker = crate::mask::Masker::from_config(text, &value, base);
+        if let Some(keys) = inline_object_store_key(&value) {
+            return Err(at(
+                &keys,
+                "object-store keys are never written inline: use `${VAR}`, \
+                 `{ env = \"VAR\" }`, `{ file = \"path\" }`, `{ command = [...] }`, \
+                 an AWS profile or the standard environment"
+                    .into(),
+            ));
+        }
         let mut path = Vec::new();
         interpolate(&mut value, &mut path).map_err(|(keys, msg)| at(&keys, msg))?;
         let raw: RawConfig = typed(value, &[]).map_err(|(keys, msg)| at(&keys, msg))?;
@@ -523,6 +532,33 @@ fn build_driver(
             ))
         }
     }
+}
+
+/// The first `access_key_id` / `secret_access_key` of `[repository.s3]` or a
+/// `[repositories.NAME.s3]` written as a literal string (before `${VAR}`
+/// interpolation), as a key path.
+fn inline_object_store_key(v: &toml::Value) -> Option<Vec<String>> {
+    let mut tables: Vec<(Vec<String>, &toml::Value)> = Vec::new();
+    if let Some(s3) = v.get("repository").and_then(|r| r.get("s3")) {
+        tables.push((vec!["repository".into(), "s3".into()], s3));
+    }
+    if let Some(toml::Value::Table(named)) = v.get("repositories") {
+        for (name, r) in named {
+            if let Some(s3) = r.get("s3") {
+                tables.push((vec!["repositories".into(), name.clone(), "s3".into()], s3));
+            }
+        }
+    }
+    tables.into_iter().find_map(|(path, s3)| {
+        ["access_key_id", "secret_access_key"]
+            .iter()
+            .find_map(|k| match s3.get(*k) {
+                Some(toml::Value::String(s)) if !s.contains("${") => {
+                    Some([path.clone(), vec![k.to_string()]].concat())
+                }
+                _ => None,
+            })
+    })
 }
 
 /// Replaces `${NAME}` in every string with the environment variable; `$${`
