@@ -237,7 +237,11 @@ impl Sink for LocalSink {
                         continue;
                     }
                     let path = entry.path();
-                    let ft = entry.file_type()?;
+                    let ft = match entry.file_type() {
+                        Ok(ft) => ft,
+                        Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
                     let key = path
                         .strip_prefix(&root)
                         .map(|p| p.to_string_lossy().into_owned())
@@ -250,10 +254,14 @@ impl Sink for LocalSink {
                             stack.push(path);
                         }
                     } else if ft.is_file() && key.starts_with(&prefix) {
-                        out.push(ObjectInfo {
-                            key,
-                            size: entry.metadata()?.len(),
-                        });
+                        // Deleted since the directory was read (a concurrent
+                        // prune or a released lock): not listed.
+                        let size = match entry.metadata() {
+                            Ok(m) => m.len(),
+                            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                            Err(e) => return Err(e),
+                        };
+                        out.push(ObjectInfo { key, size });
                     }
                 }
             }
