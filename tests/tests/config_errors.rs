@@ -220,6 +220,21 @@ fn inline_object_store_keys_are_refused() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// With every source disabled there is nothing to test-restore: a usage
+/// error, not a silent success.
+#[test]
+fn test_restore_with_no_enabled_source_is_a_usage_error() {
+    let p = Project::new(&format!("{GOOD_SOURCE}enabled = false\n"));
+    p.ok(&["init"]);
+    let o = p.run(&["test-restore"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("nothing to test-restore"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn bad_invocations_exit_2() {
     let p = Project::new(GOOD_SOURCE);

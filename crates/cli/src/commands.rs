@@ -957,6 +957,16 @@ async fn test_restore(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
             return Err(usage(format!("no source named `{n}`")));
         }
     }
+    if !ctx
+        .config
+        .sources
+        .iter()
+        .any(|s| s.enabled && (names.is_empty() || names.contains(&s.name)))
+    {
+        return Err(usage(
+            "no source selected: nothing to test-restore (check --source and `enabled`)",
+        ));
+    }
     let repo = ctx.repo().await?;
     repo.require_readable("test-restore")?;
     let list = load_snapshots(ctx, &repo).await?;
