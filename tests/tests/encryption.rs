@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{assert_same_tree, stderr, Project};
+use common::{stderr, Project};
 
 const CANARY: &str = "PLAINTEXT-CANARY-4f2a91";
 const NAME_CANARY: &str = "canary-name-7d1e";
@@ -158,15 +158,7 @@ fn write_only_host_backs_up_but_cannot_read() {
     p.write_config(&reader);
     p.ok(&["prune"]);
     p.ok(&["verify", "--read-data"]);
-    p.ok(&[
-        "restore",
-        "latest",
-        "--source",
-        "docs",
-        "--target",
-        out.to_str().unwrap(),
-    ]);
-    assert_same_tree(&p.path().join("data"), &out.join("data"));
+    p.assert_restores_data("docs", &out);
     let dumped = p.run(&["show", "latest", "--json"]);
     assert!(dumped.status.success(), "{}", stderr(&dumped));
 
@@ -206,15 +198,7 @@ fn passphrase_repository_round_trip() {
     p.backup(&[]);
     assert_nothing_readable(&p.repo(), &[CANARY.as_bytes(), NAME_CANARY.as_bytes()]);
     let out = p.path().join("out");
-    p.ok(&[
-        "restore",
-        "latest",
-        "--source",
-        "docs",
-        "--target",
-        out.to_str().unwrap(),
-    ]);
-    assert_same_tree(&p.path().join("data"), &out.join("data"));
+    p.assert_restores_data("docs", &out);
     std::fs::write(p.path().join("pass.txt"), "wrong\n").unwrap();
     let o = p.run(&["snapshots"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -114,15 +114,7 @@ fn every_kind_of_entry_round_trips() {
 
     // Restore somewhere else and compare everything.
     let out = p.path().join("restored");
-    p.ok(&[
-        "restore",
-        "latest",
-        "--source",
-        "files",
-        "--target",
-        out.to_str().unwrap(),
-    ]);
-    assert_same_tree(&p.path().join("data"), &out.join("data"));
+    p.assert_restores_data("files", &out);
 
     // Hard links stay one inode.
     let ia = std::fs::metadata(out.join("data/hardlink-a"))

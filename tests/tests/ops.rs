@@ -417,15 +417,7 @@ fn concurrent_backups_and_a_backup_racing_prune_keep_the_repository_sound() {
         "locks left behind"
     );
     let out = p.path().join("out");
-    p.ok(&[
-        "restore",
-        "latest",
-        "--source",
-        "files",
-        "--target",
-        out.to_str().unwrap(),
-    ]);
-    assert_same_tree(&p.path().join("data"), &out.join("data"));
+    p.assert_restores_data("files", &out);
 }
 
 #[test]
@@ -758,14 +750,26 @@ action = "test-restore"
 "#
     ));
     let root = p.path().join("root");
-    let out = p.ok(&[
-        "schedule",
-        "install",
-        "--root",
-        root.to_str().unwrap(),
-        "--name",
-        "shop",
-    ]);
+    let root_arg = root.to_str().unwrap();
+    // `schedule ACTION [--cron] --root ROOT --name shop`.
+    let schedule = |action: &'static str, cron: bool| {
+        let mut args = vec!["schedule", action];
+        if cron {
+            args.push("--cron");
+        }
+        args.extend(["--root", root_arg, "--name", "shop"]);
+        args
+    };
+    let assert_installed = |st: &serde_json::Value| {
+        assert!(
+            st.as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["installed"] == true),
+            "{st}"
+        );
+    };
+    let out = p.ok(&schedule("install", false));
     assert!(out.contains("not enabled (--root)"), "{out}");
     let units_dir = root.join("etc/systemd/system");
     let units: Vec<PathBuf> = walk(&units_dir);
@@ -805,35 +809,15 @@ action = "test-restore"
         stderr(&out)
     );
     // status sees them installed.
-    let st = p.json(&[
-        "schedule",
-        "status",
-        "--root",
-        root.to_str().unwrap(),
-        "--name",
-        "shop",
-    ]);
-    assert!(
-        st.as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["installed"] == true),
-        "{st}"
-    );
+    let st = p.json(&schedule("status", false));
+    assert_installed(&st);
     assert!(
         st.as_array().unwrap().iter().all(|e| e["next"].is_string()),
         "{st}"
     );
     // A unit written by someone else is left alone.
     std::fs::write(units_dir.join("respaldo-shop-mine.timer"), "[Timer]\n").unwrap();
-    p.ok(&[
-        "schedule",
-        "uninstall",
-        "--root",
-        root.to_str().unwrap(),
-        "--name",
-        "shop",
-    ]);
+    p.ok(&schedule("uninstall", false));
     assert_eq!(
         walk(&units_dir),
         vec![units_dir.join("respaldo-shop-mine.timer")]
@@ -863,15 +847,7 @@ action = "test-restore"
     assert_eq!(walk(&user_dir).len(), 10);
 
     // Cron: seconds-free, zone-free entries only.
-    let out = p.run(&[
-        "schedule",
-        "install",
-        "--cron",
-        "--root",
-        root.to_str().unwrap(),
-        "--name",
-        "shop",
-    ]);
+    let out = p.run(&schedule("install", true));
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("schedule `madrid`: cron runs in the system's time zone"),
@@ -881,44 +857,14 @@ action = "test-restore"
     p.write_config(&format!(
         "{DATA_SOURCE}\n[schedule]\ndaily = \"0 2 * * *\"\nweekly = \"0 3 * * SUN\"\nmonthly = \"0 4 1 * *\"\n[schedule.often]\nevery = \"15min\"\naction = \"verify\"\n"
     ));
-    p.ok(&[
-        "schedule",
-        "install",
-        "--cron",
-        "--root",
-        root.to_str().unwrap(),
-        "--name",
-        "shop",
-    ]);
+    p.ok(&schedule("install", true));
     let cron_file = root.join("etc/cron.d/respaldo-shop");
     let text = std::fs::read_to_string(&cron_file).unwrap();
     assert_eq!(check_cron_d(&text), 4, "{text}");
     assert!(text.contains("\n*/15 * * * * root "), "{text}");
-    let st = p.json(&[
-        "schedule",
-        "status",
-        "--cron",
-        "--root",
-        root.to_str().unwrap(),
-        "--name",
-        "shop",
-    ]);
-    assert!(
-        st.as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["installed"] == true),
-        "{st}"
-    );
-    p.ok(&[
-        "schedule",
-        "uninstall",
-        "--cron",
-        "--root",
-        root.to_str().unwrap(),
-        "--name",
-        "shop",
-    ]);
+    let st = p.json(&schedule("status", true));
+    assert_installed(&st);
+    p.ok(&schedule("uninstall", true));
     assert!(!cron_file.exists());
 }
 

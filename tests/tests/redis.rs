@@ -159,13 +159,18 @@ fn replication_transfer_with_password_and_key_filter() {
         "transfer = \"replication\"\nbatch = 7\npassword = { env = \"TEST_REDIS_PW\" }",
     ));
     p.ok(&["init"]);
-    let o = std::process::Command::new(bin())
-        .current_dir(p.path())
-        .env("TEST_REDIS_PW", "s3cret pass")
-        .args(["-c", "backup.toml", "--json", "backup"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    // A backup with the password in the environment.
+    let backup = || {
+        let o = std::process::Command::new(bin())
+            .current_dir(p.path())
+            .env("TEST_REDIS_PW", "s3cret pass")
+            .args(["-c", "backup.toml", "--json", "backup"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let o = backup();
     let b = p.json(&["show", "latest"]);
     assert_eq!(
         b["sources"]["cache"]["metadata"]["transfer"],
@@ -176,13 +181,7 @@ fn replication_transfer_with_password_and_key_filter() {
     // A server that saves the snapshot to disk first sends its length
     // instead of an end mark: the same keys either way.
     a.cli(&["CONFIG", "SET", "repl-diskless-sync", "no"]);
-    let o = std::process::Command::new(bin())
-        .current_dir(p.path())
-        .env("TEST_REDIS_PW", "s3cret pass")
-        .args(["-c", "backup.toml", "--json", "backup"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    backup();
     let disk = p.json(&["show", "latest"]);
     assert_eq!(
         disk["sources"]["cache"]["metadata"]["transfer"],

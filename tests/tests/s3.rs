@@ -26,6 +26,34 @@ fn ok(dir: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// A moto server with the bucket `backups`, and a project folder whose
+/// `data/NAME` holds `content`.
+fn moto_and_data(name: &str, content: &[u8]) -> (Moto, tempfile::TempDir) {
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data").join(name), content).unwrap();
+    (moto, dir)
+}
+
+/// Restores the latest backup of the source `data` into `out` and asserts
+/// that it is identical to the project's `data` folder.
+fn restores_identically(dir: &std::path::Path, out: &std::path::Path) {
+    ok(
+        dir,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "data",
+            "--target",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&dir.join("data"), &out.join("data"));
+}
+
 #[test]
 fn files_round_trip_through_s3() {
     let moto = Moto::start();
@@ -52,18 +80,7 @@ fn files_round_trip_through_s3() {
     ok(dir.path(), &["backup"]);
     ok(dir.path(), &["verify", "--read-data"]);
     let out = dir.path().join("out");
-    ok(
-        dir.path(),
-        &[
-            "restore",
-            "latest",
-            "--source",
-            "data",
-            "--target",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert_same_tree(&data, &out.join("data"));
+    restores_identically(dir.path(), &out);
     // Forget the first snapshot and prune: the rest still restores.
     std::fs::write(
         dir.path().join("backup.toml"),
@@ -78,18 +95,7 @@ fn files_round_trip_through_s3() {
     assert_ne!(snaps[0]["id"].as_str().unwrap(), first);
     ok(dir.path(), &["verify", "--read-data"]);
     let out2 = dir.path().join("out2");
-    ok(
-        dir.path(),
-        &[
-            "restore",
-            "latest",
-            "--source",
-            "data",
-            "--target",
-            out2.to_str().unwrap(),
-        ],
-    );
-    assert_same_tree(&data, &out2.join("data"));
+    restores_identically(dir.path(), &out2);
 }
 
 #[test]
@@ -189,18 +195,7 @@ fn copy_local_to_s3_to_local() {
     .unwrap();
     ok(d, &["verify", "--read-data"]);
     let out = d.join("out");
-    ok(
-        d,
-        &[
-            "restore",
-            "latest",
-            "--source",
-            "data",
-            "--target",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert_same_tree(&data, &out.join("data"));
+    restores_identically(d, &out);
 }
 
 /// Writes a project whose repository is reached through `endpoint`.
@@ -228,12 +223,8 @@ fn backup_survives_s3_faults() {
     use std::sync::Arc;
     use std::time::Duration;
 
-    let moto = Moto::start();
-    moto.create_bucket("backups");
-    let dir = tempfile::tempdir().unwrap();
+    let (moto, dir) = moto_and_data("big.bin", &common::random_bytes(5, 40 << 20));
     let d = dir.path();
-    std::fs::create_dir_all(d.join("data")).unwrap();
-    std::fs::write(d.join("data/big.bin"), common::random_bytes(5, 40 << 20)).unwrap();
     project_via(d, &moto.endpoint(), "");
     ok(d, &["init"]);
 
@@ -259,18 +250,7 @@ fn backup_survives_s3_faults() {
     project_via(d, &moto.endpoint(), "");
     ok(d, &["verify", "--read-data"]);
     let out = d.join("out");
-    ok(
-        d,
-        &[
-            "restore",
-            "latest",
-            "--source",
-            "data",
-            "--target",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert_same_tree(&d.join("data"), &out.join("data"));
+    restores_identically(d, &out);
 }
 
 /// When S3 keeps failing, the backup fails with exit 1 and writes no
@@ -279,12 +259,8 @@ fn backup_survives_s3_faults() {
 fn persistent_s3_failure_leaves_no_snapshot() {
     use respaldo_testing::s3proxy::{FaultProxy, HttpFault};
 
-    let moto = Moto::start();
-    moto.create_bucket("backups");
-    let dir = tempfile::tempdir().unwrap();
+    let (moto, dir) = moto_and_data("a.bin", &common::random_bytes(8, 3 << 20));
     let d = dir.path();
-    std::fs::create_dir_all(d.join("data")).unwrap();
-    std::fs::write(d.join("data/a.bin"), common::random_bytes(8, 3 << 20)).unwrap();
     project_via(d, &moto.endpoint(), "");
     ok(d, &["init"]);
     ok(d, &["backup"]);
@@ -325,12 +301,8 @@ fn persistent_s3_failure_leaves_no_snapshot() {
 fn append_only_writer() {
     use respaldo_testing::s3proxy::{FaultProxy, HttpFault};
 
-    let moto = Moto::start();
-    moto.create_bucket("backups");
-    let dir = tempfile::tempdir().unwrap();
+    let (moto, dir) = moto_and_data("a.txt", b"one");
     let d = dir.path();
-    std::fs::create_dir_all(d.join("data")).unwrap();
-    std::fs::write(d.join("data/a.txt"), b"one").unwrap();
     let proxy = FaultProxy::start(moto.port, |r| {
         if r.method == "DELETE" || (r.method == "POST" && r.target.contains("?delete")) {
             HttpFault::Status(403)

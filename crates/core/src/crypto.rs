@@ -309,6 +309,25 @@ impl Crypto {
         open_with(&ids, sealed).map_err(|e| Error::corrupt(what, e))
     }
 
+    /// `value` as JSON sealed to the recipients, in base64: the `sealed`
+    /// member of a stored document.
+    pub(crate) fn seal_json<T: serde::Serialize>(&self, value: &T) -> Result<String> {
+        let json = serde_json::to_vec(value).map_err(|e| Error::Task(e.to_string()))?;
+        Ok(b64(&self.seal(&json)?))
+    }
+
+    /// Opens a `sealed` member written by [`Crypto::seal_json`]; `what` names
+    /// the document in errors.
+    pub(crate) fn open_json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        sealed: &str,
+    ) -> Result<T> {
+        let json = self.open_sealed(what, &unb64(what, sealed)?)?;
+        serde_json::from_slice(&json)
+            .map_err(|e| Error::corrupt(what, format!("bad sealed part: {e}")))
+    }
+
     /// A pack key from the cache.
     pub(crate) fn cached_pack_key(&self, pack: &ObjectId) -> Option<[u8; 32]> {
         self.pack_keys.lock().ok()?.get(pack).copied()

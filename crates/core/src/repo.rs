@@ -238,9 +238,7 @@ impl Repository {
         let mut frag: IndexFragment = format::open_document(&what, &id, &bytes)?;
         if let (Some(sealed), Some(c)) = (frag.sealed.take(), &self.crypto) {
             if c.can_read() {
-                let json = c.open_sealed(&what, &crypto::unb64(&what, &sealed)?)?;
-                let details: Vec<(BlobKind, u32)> = serde_json::from_slice(&json)
-                    .map_err(|e| Error::corrupt(&what, format!("bad sealed part: {e}")))?;
+                let details: Vec<(BlobKind, u32)> = c.open_json(&what, &sealed)?;
                 let blobs = frag.packs.iter_mut().flat_map(|p| p.blobs.iter_mut());
                 let mut n = 0usize;
                 for (b, (kind, raw_len)) in blobs.zip(&details) {
@@ -279,8 +277,7 @@ impl Repository {
                     d
                 })
                 .collect();
-            let json = serde_json::to_vec(&details).map_err(|e| Error::Task(e.to_string()))?;
-            fragment.sealed = Some(crypto::b64(&c.seal(&json)?));
+            fragment.sealed = Some(c.seal_json(&details)?);
         }
         let (id, bytes) = format::seal_document(&fragment)?;
         self.sink
@@ -560,9 +557,7 @@ impl Repository {
         let mut snapshot: Snapshot = format::open_document(&what, &id, &bytes)?;
         if let (Some(sealed), Some(c)) = (&snapshot.sealed, &self.crypto) {
             if c.can_read() {
-                let json = c.open_sealed(&what, &crypto::unb64(&what, sealed)?)?;
-                snapshot = serde_json::from_slice(&json)
-                    .map_err(|e| Error::corrupt(&what, format!("bad sealed part: {e}")))?;
+                snapshot = c.open_json(&what, sealed)?;
             }
         }
         Ok(SnapshotRef { id, snapshot })
@@ -577,9 +572,8 @@ impl Repository {
             Some(c) => {
                 let mut full = snapshot.clone();
                 full.sealed = None;
-                let json = serde_json::to_vec(&full).map_err(|e| Error::Task(e.to_string()))?;
                 let mut visible = full.redacted();
-                visible.sealed = Some(crypto::b64(&c.seal(&json)?));
+                visible.sealed = Some(c.seal_json(&full)?);
                 std::borrow::Cow::Owned(visible)
             }
         };

@@ -101,6 +101,20 @@ impl Project {
         serde_json::from_str(&s).unwrap_or_else(|e| panic!("bad json from {args:?}: {e}: {s}"))
     }
 
+    /// Restores the latest backup of `source` into `out` and asserts that
+    /// `out/data` is identical to the project's `data` folder.
+    pub fn assert_restores_data(&self, source: &str, out: &Path) {
+        self.ok(&[
+            "restore",
+            "latest",
+            "--source",
+            source,
+            "--target",
+            out.to_str().unwrap(),
+        ]);
+        assert_same_tree(&self.path().join("data"), &out.join("data"));
+    }
+
     /// `backup --json`, returning the parsed output.
     pub fn backup(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["backup"];

@@ -95,6 +95,27 @@ pub struct ObjectStoreSink {
     location: String,
 }
 
+/// Reads `data` into `pending` (`len` bytes) until it holds a part's worth
+/// or the stream ends; whether it ended.
+async fn fill(
+    key: &str,
+    data: &mut ByteStream,
+    pending: &mut VecDeque<Bytes>,
+    len: &mut usize,
+) -> Result<bool> {
+    while *len < PART_SIZE {
+        match data.next().await {
+            Some(chunk) => {
+                let chunk = chunk.map_err(|e| Error::io("reading data to upload", key, e))?;
+                *len += chunk.len();
+                pending.push_back(chunk);
+            }
+            None => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
 /// The first `n` bytes (or all there are) of `pending`, as slices of its
 /// buffers.
 fn take_part(pending: &mut VecDeque<Bytes>, len: &mut usize, n: usize) -> PutPayload {
@@ -315,16 +336,8 @@ impl ObjectStoreSink {
         let uploaded: Result<()> = async {
             let mut ended = false;
             loop {
-                while !ended && len < PART_SIZE {
-                    match data.next().await {
-                        Some(chunk) => {
-                            let chunk =
-                                chunk.map_err(|e| Error::io("reading data to upload", key, e))?;
-                            len += chunk.len();
-                            pending.push_back(chunk);
-                        }
-                        None => ended = true,
-                    }
+                if !ended {
+                    ended = fill(key, &mut data, &mut pending, &mut len).await?;
                 }
                 if len == 0 {
                     break;
@@ -380,13 +393,8 @@ impl Sink for ObjectStoreSink {
         // objects go in a single PUT.
         let mut pending: VecDeque<Bytes> = VecDeque::new();
         let mut len = 0usize;
-        while let Some(chunk) = data.next().await {
-            let chunk = chunk.map_err(|e| Error::io("reading data to upload", key, e))?;
-            len += chunk.len();
-            pending.push_back(chunk);
-            if len >= PART_SIZE {
-                return self.put_multipart(key, pending, len, data).await;
-            }
+        if !fill(key, &mut data, &mut pending, &mut len).await? {
+            return self.put_multipart(key, pending, len, data).await;
         }
         self.store
             .put(&self.path(key), PutPayload::from_iter(pending))
