@@ -9,7 +9,7 @@ use respaldo_core::engine::{self, BackupJob, BackupOptions};
 use respaldo_core::maintenance;
 use respaldo_core::progress::Progress;
 use respaldo_core::restore::{self, TreeRestoreOptions};
-use respaldo_core::snapshot::{self, SnapshotRef};
+use respaldo_core::snapshot::{self, Hosts, SnapshotRef};
 use respaldo_core::source::{RestoreContext, RestoreTarget, Selection};
 use respaldo_core::tree::RawPath;
 use respaldo_core::verify::{self, VerifyOptions};
@@ -70,7 +70,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn progress(&self, p: &Arc<Progress>, verb: &'static str) -> ProgressView {
+    pub(crate) fn progress(&self, p: &Arc<Progress>, verb: &'static str) -> ProgressView {
         ProgressView::start(p.clone(), !self.cli.quiet && !self.cli.json, verb)
     }
 
@@ -106,8 +106,17 @@ impl Ctx<'_> {
         sink_for(&r.url, r.s3.as_ref()).await
     }
 
-    fn lock_wait(&self) -> Duration {
+    pub(crate) fn lock_wait(&self) -> Duration {
         Duration::from_secs(self.config.backup.lock_wait_secs)
+    }
+
+    /// Whose snapshots the command acts on: `--host`, else this
+    /// configuration's host.
+    pub(crate) fn hosts(&self) -> Hosts {
+        match &self.cli.host {
+            Some(h) => Hosts::parse(h),
+            None => Hosts::Only(self.config.host.clone()),
+        }
     }
 }
 
@@ -188,8 +197,23 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             snapshot,
             read_data,
         } => verify_cmd(&ctx, snapshot.as_deref(), *read_data).await,
-        Command::Forget { prune, dry_run } => forget(&ctx, *prune, *dry_run).await,
-        Command::Prune { dry_run } => prune(&ctx, *dry_run).await,
+        Command::Forget {
+            ids,
+            prune,
+            dry_run,
+            max_unused,
+        } => forget(&ctx, ids, *prune, *dry_run, max_unused.as_deref()).await,
+        Command::Prune {
+            dry_run,
+            max_unused,
+        } => prune(&ctx, *dry_run, max_unused.as_deref()).await,
+        Command::Unlock { remove_all } => unlock(&ctx, *remove_all).await,
+        Command::Repair { action } => crate::repair::command(&ctx, action).await,
+        Command::Tag {
+            snapshot,
+            add,
+            remove,
+        } => tag(&ctx, snapshot, add, remove).await,
         Command::Copy { to, snapshots } => copy_cmd(&ctx, to, snapshots).await,
         Command::Key { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Status { notify } => crate::status::command(&ctx, *notify).await,
@@ -269,7 +293,11 @@ async fn copy_cmd(ctx: &Ctx<'_>, to: &str, specs: &[String]) -> Result<u8> {
     } else {
         specs
             .iter()
-            .map(|spec| snapshot::resolve(&all, spec, None).cloned().map_err(usage))
+            .map(|spec| {
+                snapshot::resolve(&all, spec, None, &ctx.hosts())
+                    .cloned()
+                    .map_err(usage)
+            })
             .collect::<Result<_>>()?
     };
     let progress = Arc::new(Progress::default());
@@ -391,8 +419,7 @@ async fn backup(
         return Ok(if failed > 0 { 1 } else { 0 });
     }
     let selected: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
-    let (outcome, verify_problems) =
-        crate::run::tracked(c, &selected, tags, backup_jobs(ctx, jobs, tags)).await?;
+    let outcome = crate::run::tracked(c, &selected, tags, backup_jobs(ctx, jobs, tags)).await?;
     let s = &outcome.snapshot;
     if ctx.cli.json {
         let sources: serde_json::Map<String, serde_json::Value> = s
@@ -417,7 +444,7 @@ async fn backup(
                 "id": outcome.snapshot_id.map(|i| i.to_hex()),
                 "time": s.time, "tags": s.tags, "sources": sources,
                 "bytes_added": s.stats.bytes_added, "duration_ms": s.stats.duration_ms,
-                "verify_problems": verify_problems,
+                "host": s.host,
             })
         );
     } else {
@@ -444,30 +471,22 @@ async fn backup(
                 eprintln!("{n}: warning: {w}");
             }
         }
-        for p in &verify_problems {
-            eprintln!("verify: {p}");
-        }
         match outcome.snapshot_id {
             Some(id) => println!("{id}"),
             None => eprintln!("every source failed; no snapshot was written"),
         }
     }
-    Ok(
-        if outcome.failures().is_empty() && verify_problems.is_empty() {
-            0
-        } else {
-            1
-        },
-    )
+    Ok(if outcome.failures().is_empty() { 0 } else { 1 })
 }
 
-/// Locks the repository, backs `jobs` up and verifies the new snapshot when
-/// configured; SIGTERM/SIGINT stop it cleanly (no snapshot, lock released).
+/// Locks the repository and backs `jobs` up (verifying the new snapshot
+/// before it is written when configured); SIGTERM/SIGINT stop it cleanly (no
+/// snapshot, lock released).
 async fn backup_jobs(
     ctx: &Ctx<'_>,
     jobs: Vec<BackupJob>,
     tags: &[String],
-) -> Result<(engine::BackupOutcome, Vec<String>)> {
+) -> Result<engine::BackupOutcome> {
     let c = &ctx.config;
     let names_run: Vec<String> = jobs.iter().map(|j| format!("`{}`", j.name)).collect();
     let repo = ctx.repo().await?;
@@ -481,8 +500,9 @@ async fn backup_jobs(
     let opts = BackupOptions {
         tags: tags.to_vec(),
         concurrency: c.backup.concurrency,
-        host: respaldo_core::lock::hostname(),
+        host: c.host.clone(),
         redact: Some(ctx.config.masker.redactor()),
+        verify: c.repository.verify_after_backup,
     };
     let outcome = tokio::select! {
         o = lock.while_held(engine::backup(&repo, jobs, &opts, progress)) => o.map_err(anyhow::Error::from),
@@ -499,21 +519,8 @@ async fn backup_jobs(
             )));
         }
     };
-    let mut verify_problems = Vec::new();
-    if let (Some(id), true) = (outcome.snapshot_id, c.repository.verify_after_backup) {
-        let r = verify::verify(
-            &repo,
-            &VerifyOptions {
-                read_data: false,
-                snapshots: Some(vec![id]),
-            },
-            &Arc::new(Progress::default()),
-        )
-        .await?;
-        verify_problems = r.problems;
-    }
     lock.release().await?;
-    Ok((outcome, verify_problems))
+    Ok(outcome)
 }
 
 async fn load_snapshots(ctx: &Ctx<'_>, repo: &Arc<Repository>) -> Result<Vec<SnapshotRef>> {
@@ -530,19 +537,22 @@ async fn load_snapshots(ctx: &Ctx<'_>, repo: &Arc<Repository>) -> Result<Vec<Sna
 }
 
 fn resolve<'a>(
+    ctx: &Ctx<'_>,
     list: &'a [SnapshotRef],
     spec: &str,
     source: Option<&str>,
 ) -> Result<&'a SnapshotRef> {
-    snapshot::resolve(list, spec, source)
+    snapshot::resolve(list, spec, source, &ctx.hosts())
         .map_err(|m| anyhow::Error::from(Error::SnapshotNotFound(m)))
 }
 
 async fn snapshots(ctx: &Ctx<'_>, source: Option<&str>, tag: Option<&str>) -> Result<u8> {
     let repo = ctx.repo().await?;
     let list = load_snapshots(ctx, &repo).await?;
+    let hosts = ctx.hosts();
     let shown: Vec<&SnapshotRef> = list
         .iter()
+        .filter(|s| hosts.matches(&s.snapshot.host))
         .filter(|s| source.is_none_or(|n| s.snapshot.sources.contains_key(n)))
         .filter(|s| tag.is_none_or(|t| s.snapshot.tags.iter().any(|x| x == t)))
         .collect();
@@ -606,7 +616,7 @@ async fn snapshots(ctx: &Ctx<'_>, source: Option<&str>, tag: Option<&str>) -> Re
 async fn show(ctx: &Ctx<'_>, spec: &str) -> Result<u8> {
     let repo = ctx.repo().await?;
     let list = load_snapshots(ctx, &repo).await?;
-    let s = resolve(&list, spec, None)?;
+    let s = resolve(ctx, &list, spec, None)?;
     if ctx.cli.json {
         let mut v = serde_json::to_value(&s.snapshot)?;
         v["id"] = json!(s.id.to_hex());
@@ -740,11 +750,11 @@ async fn restore_cmd(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
             req.sources.to_vec()
         };
         for n in names {
-            let s = resolve(&list, "latest", Some(&n))?;
+            let s = resolve(ctx, &list, "latest", Some(&n))?;
             plan.push((n, s));
         }
     } else {
-        let s = resolve(&list, req.spec, None)?;
+        let s = resolve(ctx, &list, req.spec, None)?;
         let names: Vec<String> = if req.sources.is_empty() {
             s.snapshot
                 .sources
@@ -926,8 +936,9 @@ async fn safety_snapshot(
     let opts = BackupOptions {
         tags: vec![snapshot::PRE_RESTORE_TAG.to_string()],
         concurrency: ctx.config.backup.concurrency,
-        host: respaldo_core::lock::hostname(),
+        host: ctx.config.host.clone(),
         redact: Some(ctx.config.masker.redactor()),
+        verify: ctx.config.repository.verify_after_backup,
     };
     let outcome = engine::backup(repo, jobs, &opts, progress).await;
     view.finish();
@@ -983,7 +994,7 @@ async fn test_restore(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
     {
         let started = std::time::Instant::now();
         let result: Result<(String, Vec<String>)> = async {
-            let s = resolve(&list, "latest", Some(&spec.name))?;
+            let s = resolve(ctx, &list, "latest", Some(&spec.name))?;
             let rctx = RestoreContext {
                 repo: repo.clone(),
                 snapshot_id: s.id,
@@ -1076,7 +1087,7 @@ async fn dump(ctx: &Ctx<'_>, spec: &str, what: &str) -> Result<u8> {
     let repo = ctx.repo().await?;
     repo.require_readable("dump")?;
     let list = load_snapshots(ctx, &repo).await?;
-    let s = resolve(&list, spec, Some(source))?;
+    let s = resolve(ctx, &list, spec, Some(source))?;
     let entry = s.good(source).ok_or_else(|| {
         usage(format!(
             "snapshot {} has no good backup of `{source}`",
@@ -1118,7 +1129,7 @@ async fn verify_cmd(ctx: &Ctx<'_>, spec: Option<&str>, read_data: bool) -> Resul
     let snapshots = match spec {
         Some(sp) => {
             let (list, _) = repo.snapshots().await?;
-            Some(vec![resolve(&list, sp, None)?.id])
+            Some(vec![resolve(ctx, &list, sp, None)?.id])
         }
         None => None,
     };
@@ -1154,6 +1165,7 @@ async fn verify_cmd(ctx: &Ctx<'_>, spec: Option<&str>, read_data: bool) -> Resul
         println!(
             "{}",
             json!({"ok": report.is_ok(), "problems": report.problems,
+                   "suggestions": report.suggestions, "notes": report.notes,
                    "damaged_snapshots": report.damaged_snapshots.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
                    "snapshots_checked": report.snapshots_checked, "packs_read": report.packs_read,
                    "chunks_referenced": report.chunks_referenced, "bytes_read": report.bytes_read,
@@ -1186,6 +1198,12 @@ async fn verify_cmd(ctx: &Ctx<'_>, spec: Option<&str>, read_data: bool) -> Resul
             let ids: Vec<String> = report.damaged_snapshots.iter().map(|i| i.short()).collect();
             println!("damaged snapshots: {}", ids.join(", "));
         }
+        for n in &report.notes {
+            println!("note: {n}");
+        }
+        for sug in &report.suggestions {
+            println!("to repair: {sug}");
+        }
         if report.sealed_snapshots > 0 {
             println!(
                 "{} snapshot(s) are sealed: their chunks were not checked \
@@ -1197,7 +1215,78 @@ async fn verify_cmd(ctx: &Ctx<'_>, spec: Option<&str>, read_data: bool) -> Resul
     Ok(if report.is_ok() { 0 } else { 1 })
 }
 
-async fn forget(ctx: &Ctx<'_>, and_prune: bool, dry_run: bool) -> Result<u8> {
+async fn forget(
+    ctx: &Ctx<'_>,
+    ids: &[String],
+    and_prune: bool,
+    dry_run: bool,
+    max_unused: Option<&str>,
+) -> Result<u8> {
+    let max_unused = parse_max_unused(max_unused)?;
+    if !ids.is_empty() {
+        forget_ids(ctx, ids, dry_run).await?;
+    } else {
+        forget_policy(ctx, and_prune, dry_run).await?;
+    }
+    if and_prune {
+        return prune_with(ctx, dry_run, max_unused).await;
+    }
+    Ok(0)
+}
+
+/// `forget ID…`: removes exactly those snapshots, whatever their host or tags.
+async fn forget_ids(ctx: &Ctx<'_>, specs: &[String], dry_run: bool) -> Result<()> {
+    let repo = ctx.repo().await?;
+    let lock = repo.lock(false, "forget", ctx.lock_wait()).await?;
+    let result = async {
+        let list = load_snapshots(ctx, &repo).await?;
+        let mut chosen: Vec<SnapshotRef> = Vec::new();
+        for spec in specs {
+            if spec == "latest" {
+                return Err(usage(
+                    "`forget` takes snapshot ids, not `latest` (name the snapshot to remove)",
+                ));
+            }
+            let s = snapshot::resolve(&list, spec, None, &Hosts::All).map_err(usage)?;
+            if !chosen.iter().any(|c| c.id == s.id) {
+                chosen.push(s.clone());
+            }
+        }
+        let ids: Vec<_> = chosen.iter().map(|s| s.id).collect();
+        lock.while_held(maintenance::forget_ids(&repo, &ids, dry_run))
+            .await?;
+        Ok(chosen)
+    }
+    .await;
+    lock.release().await?;
+    let chosen = result?;
+    if ctx.cli.json {
+        let arr: Vec<_> = chosen
+            .iter()
+            .map(|s| json!({"id": s.id.to_hex(), "time": s.snapshot.time, "host": s.snapshot.host,
+                            "tags": s.snapshot.tags, "keep": false, "reasons": ["named by id"]}))
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+    } else {
+        for s in &chosen {
+            println!(
+                "{} {} ({}{})",
+                if dry_run { "would remove" } else { "removed" },
+                s.id.short(),
+                output::time(&s.snapshot.time),
+                if s.snapshot.tags.is_empty() {
+                    String::new()
+                } else {
+                    format!(", tags {}", s.snapshot.tags.join(","))
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `forget`: applies the retention policy to the selected host's snapshots.
+async fn forget_policy(ctx: &Ctx<'_>, and_prune: bool, dry_run: bool) -> Result<()> {
     if ctx.config.retention.is_empty() {
         return Err(usage(format!(
             "no retention rule in {} ([retention] keep_last, keep_daily, …); refusing to forget everything",
@@ -1205,6 +1294,13 @@ async fn forget(ctx: &Ctx<'_>, and_prune: bool, dry_run: bool) -> Result<u8> {
         )));
     }
     let repo = ctx.repo().await?;
+    let opts = maintenance::ForgetOptions {
+        dry_run,
+        hosts: ctx.hosts(),
+        safety_window: chrono::TimeDelta::from_std(ctx.config.keep_safety_snapshots)
+            .unwrap_or(maintenance::DEFAULT_SAFETY_WINDOW),
+        now: chrono::Utc::now(),
+    };
     // Shared: backups may go on; prune (exclusive) must not run meanwhile.
     let lock = repo.lock(false, "forget", ctx.lock_wait()).await?;
     let decisions = lock
@@ -1212,25 +1308,30 @@ async fn forget(ctx: &Ctx<'_>, and_prune: bool, dry_run: bool) -> Result<u8> {
             &repo,
             &ctx.config.retention,
             &chrono::Local,
-            dry_run,
+            &opts,
         ))
         .await;
     lock.release().await?;
     let decisions = decisions?;
     let removed = decisions.iter().filter(|d| !d.keep).count();
+    let several_hosts = decisions
+        .iter()
+        .any(|d| decisions.first().is_some_and(|f| f.host != d.host));
     if ctx.cli.json && !and_prune {
         let arr: Vec<_> = decisions
             .iter()
-            .map(|d| json!({"id": d.id.to_hex(), "time": d.time, "tags": d.tags, "keep": d.keep, "reasons": d.reasons}))
+            .map(|d| json!({"id": d.id.to_hex(), "time": d.time, "host": d.host, "tags": d.tags, "keep": d.keep, "reasons": d.reasons}))
             .collect();
         println!("{}", serde_json::Value::Array(arr));
     } else if !ctx.cli.json {
         let rows: Vec<Vec<String>> = decisions
             .iter()
             .map(|d| {
-                vec![
-                    d.id.short(),
-                    output::time(&d.time),
+                let mut row = vec![d.id.short(), output::time(&d.time)];
+                if several_hosts {
+                    row.push(d.host.clone());
+                }
+                row.extend([
                     d.tags.join(","),
                     if d.keep {
                         "keep".into()
@@ -1240,54 +1341,143 @@ async fn forget(ctx: &Ctx<'_>, and_prune: bool, dry_run: bool) -> Result<u8> {
                         "removed".into()
                     },
                     d.reasons.join("; "),
-                ]
+                ]);
+                row
             })
             .collect();
-        print!(
-            "{}",
-            output::table(&["ID", "TIME", "TAGS", "ACTION", "REASONS"], &rows)
-        );
+        let headers: &[&str] = if several_hosts {
+            &["ID", "TIME", "HOST", "TAGS", "ACTION", "REASONS"]
+        } else {
+            &["ID", "TIME", "TAGS", "ACTION", "REASONS"]
+        };
+        print!("{}", output::table(headers, &rows));
         println!(
-            "{} kept, {} {}",
+            "{} kept, {} {} ({})",
             decisions.len() - removed,
             removed,
             if dry_run {
                 "would be removed"
             } else {
                 "removed"
-            }
+            },
+            opts.hosts
         );
     }
-    if and_prune {
-        return prune(ctx, dry_run).await;
-    }
-    Ok(0)
+    Ok(())
 }
 
-async fn prune(ctx: &Ctx<'_>, dry_run: bool) -> Result<u8> {
+/// `--max-unused`: a percentage (`10%`, `10`) as a share.
+fn parse_max_unused(v: Option<&str>) -> Result<f64> {
+    let Some(v) = v else {
+        return Ok(maintenance::DEFAULT_MAX_UNUSED);
+    };
+    let n: f64 = v
+        .trim()
+        .trim_end_matches('%')
+        .trim()
+        .parse()
+        .map_err(|_| usage(format!("--max-unused `{v}`: expected a percentage, e.g. `10%`")))?;
+    if !(0.0..=100.0).contains(&n) {
+        return Err(usage(format!(
+            "--max-unused `{v}`: must be between 0% and 100%"
+        )));
+    }
+    Ok(n / 100.0)
+}
+
+async fn prune(ctx: &Ctx<'_>, dry_run: bool, max_unused: Option<&str>) -> Result<u8> {
+    let max_unused = parse_max_unused(max_unused)?;
+    prune_with(ctx, dry_run, max_unused).await
+}
+
+async fn prune_with(ctx: &Ctx<'_>, dry_run: bool, max_unused: f64) -> Result<u8> {
     let repo = ctx.repo().await?;
     let lock = repo.lock(true, "prune", ctx.lock_wait()).await?;
-    let r = lock.while_held(maintenance::prune(&repo, dry_run)).await;
+    let opts = maintenance::PruneOptions {
+        dry_run,
+        max_unused,
+    };
+    let r = lock.while_held(maintenance::prune(&repo, &opts)).await;
     lock.release().await?;
     let r = r?;
     if ctx.cli.json {
         println!(
             "{}",
             json!({"dry_run": dry_run, "packs_deleted": r.packs_deleted, "packs_repacked": r.packs_repacked,
-                   "packs_unindexed": r.packs_unindexed, "bytes_freed": r.bytes_freed,
-                   "bytes_rewritten": r.bytes_rewritten, "bytes_incomplete": r.bytes_incomplete})
+                   "packs_unindexed": r.packs_unindexed, "packs_recovered": r.packs_recovered,
+                   "blobs_rewritten": r.blobs_rewritten, "bytes_freed": r.bytes_freed,
+                   "bytes_rewritten": r.bytes_rewritten, "bytes_incomplete": r.bytes_incomplete,
+                   "fragments_replaced": r.fragments_replaced, "fragments_written": r.fragments_written})
         );
     } else {
         println!(
-            "{}{} unused pack(s), {} partly used pack(s) rewritten ({}), {} pack(s) from interrupted runs; {} freed{}",
+            "{}{} unused pack(s), {} partly used pack(s) rewritten ({} chunk(s), {}), {} pack(s) from interrupted runs; {} freed{}",
             if dry_run { "would remove " } else { "removed " },
             r.packs_deleted,
             r.packs_repacked,
+            r.blobs_rewritten,
             output::size(r.bytes_rewritten),
             r.packs_unindexed,
             output::size(r.bytes_freed + r.bytes_incomplete),
             if dry_run { " (dry run: nothing changed)" } else { "" }
         );
+        if r.packs_recovered > 0 {
+            println!(
+                "{} pack(s) that no index fragment described are in use and were indexed again",
+                r.packs_recovered
+            );
+        }
+    }
+    Ok(0)
+}
+
+async fn unlock(ctx: &Ctx<'_>, remove_all: bool) -> Result<u8> {
+    let repo = ctx.repo().await?;
+    let r = repo.unlock(remove_all).await?;
+    if ctx.cli.json {
+        println!("{}", json!({"removed": r.removed, "kept": r.kept}));
+    } else {
+        for l in &r.removed {
+            println!("removed {l}");
+        }
+        for l in &r.kept {
+            println!("kept {l} (in use; --remove-all removes it)");
+        }
+        if r.removed.is_empty() && r.kept.is_empty() {
+            println!("no locks");
+        }
+    }
+    Ok(0)
+}
+
+async fn tag(ctx: &Ctx<'_>, spec: &str, add: &[String], remove: &[String]) -> Result<u8> {
+    if add.is_empty() && remove.is_empty() {
+        return Err(usage("give --add TAG or --remove TAG"));
+    }
+    for t in add {
+        if t.is_empty() || t.contains(char::is_whitespace) || t.contains(',') {
+            return Err(usage(format!("invalid tag `{t}`: no spaces or commas")));
+        }
+    }
+    let repo = ctx.repo().await?;
+    let lock = repo.lock(false, "tag", ctx.lock_wait()).await?;
+    let result = async {
+        let list = load_snapshots(ctx, &repo).await?;
+        let s = resolve(ctx, &list, spec, None)?.clone();
+        let id = lock
+            .while_held(respaldo_core::repair::retag(&repo, &s, add, remove))
+            .await?;
+        Ok::<_, anyhow::Error>((s, id))
+    }
+    .await;
+    lock.release().await?;
+    let (s, id) = result?;
+    if ctx.cli.json {
+        println!("{}", json!({"id": id.to_hex(), "previous_id": s.id.to_hex()}));
+    } else if id == s.id {
+        println!("snapshot {} unchanged", s.id.short());
+    } else {
+        println!("snapshot {} is now {id}", s.id.short());
     }
     Ok(0)
 }

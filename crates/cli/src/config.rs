@@ -83,6 +83,35 @@ pub struct BackupSettings {
     /// less free space than this (`"5GiB"`, `"500MB"`).
     #[serde(default)]
     pub min_free_space: Option<String>,
+    /// The host recorded in this configuration's snapshots, and whose
+    /// snapshots `latest`, retention and `status` use by default. Set it
+    /// where the machine's name changes (Kubernetes pods) or several
+    /// machines are one service. Default: $RESPALDO_HOST, else the hostname.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// Settings of restores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSettings {
+    /// How long the safety snapshots taken before `restore --force` are kept,
+    /// whatever the retention rules say (`"7d"`, `"36h"`). They never count
+    /// as a source's last good backup.
+    #[serde(default = "default_safety_keep")]
+    pub keep_safety_snapshots: String,
+}
+
+fn default_safety_keep() -> String {
+    "7d".into()
+}
+
+impl Default for RestoreSettings {
+    fn default() -> Self {
+        RestoreSettings {
+            keep_safety_snapshots: default_safety_keep(),
+        }
+    }
 }
 
 fn default_concurrency() -> usize {
@@ -103,6 +132,7 @@ impl Default for BackupSettings {
             lock_wait_secs: default_lock_wait(),
             precheck: true,
             min_free_space: None,
+            host: None,
         }
     }
 }
@@ -117,6 +147,8 @@ struct RawConfig {
     retention: RetentionPolicy,
     #[serde(default)]
     backup: BackupSettings,
+    #[serde(default)]
+    restore: RestoreSettings,
     #[serde(default)]
     sources: BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -188,6 +220,10 @@ pub struct Config {
     pub retention: RetentionPolicy,
     /// Backup settings.
     pub backup: BackupSettings,
+    /// How long safety snapshots are kept.
+    pub keep_safety_snapshots: std::time::Duration,
+    /// The host this configuration's snapshots are recorded under.
+    pub host: String,
     /// Sources, in name order.
     pub sources: Vec<SourceSpec>,
     /// `[schedule]` entries, in name order.
@@ -414,6 +450,22 @@ impl Config {
         let hooks = crate::hooks::Hooks::new(raw.hooks, base)
             .map_err(|(k, m)| at(&["hooks".to_string(), k], m))?
             .with_masker(masker.clone());
+        let keep_safety_snapshots = parse_duration(&raw.restore.keep_safety_snapshots)
+            .map_err(|m| at(&["restore".into(), "keep_safety_snapshots".into()], m))?;
+        let host = match std::env::var("RESPALDO_HOST") {
+            Ok(h) if !h.trim().is_empty() => h.trim().to_string(),
+            _ => raw
+                .backup
+                .host
+                .clone()
+                .unwrap_or_else(respaldo_core::lock::hostname),
+        };
+        if host.is_empty() || host == "*" || host.contains(char::is_whitespace) {
+            return Err(at(
+                &["backup".into(), "host".into()],
+                format!("`{host}` is not a host name (no spaces, not `*`)"),
+            ));
+        }
         Ok(Config {
             path: file.to_path_buf(),
             base: base.to_path_buf(),
@@ -421,6 +473,8 @@ impl Config {
             repositories,
             retention: raw.retention,
             backup: raw.backup,
+            keep_safety_snapshots,
+            host,
             sources,
             schedule,
             daemon,

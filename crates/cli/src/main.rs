@@ -23,6 +23,7 @@ mod mask;
 mod notify;
 mod output;
 mod precheck;
+mod repair;
 mod run;
 mod runner;
 mod schedule;
@@ -48,6 +49,11 @@ pub struct Cli {
     /// Apply the `[env.NAME]` overrides of the configuration.
     #[arg(long = "env", global = true, env = "RESPALDO_ENV", value_name = "NAME")]
     pub env: Option<String>,
+    /// Act on this host's snapshots (`'*'`: every host's). Default: the host
+    /// this configuration backs up as (`[backup] host`, $RESPALDO_HOST, else
+    /// the hostname).
+    #[arg(long = "host", global = true, value_name = "NAME")]
+    pub host: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -152,20 +158,58 @@ pub enum Command {
         #[arg(long)]
         read_data: bool,
     },
-    /// Apply the retention policy.
+    /// Apply the retention policy to this host's snapshots (`--host` for
+    /// others'), or remove the snapshots given by id.
     Forget {
+        /// Remove exactly these snapshots (ids or unique prefixes) instead of
+        /// applying the policy.
+        ids: Vec<String>,
         /// Prune afterwards.
         #[arg(long)]
         prune: bool,
         /// Show what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// With --prune: see `prune --max-unused`.
+        #[arg(long, value_name = "PERCENT", requires = "prune")]
+        max_unused: Option<String>,
     },
     /// Remove data no snapshot refers to.
     Prune {
         /// Show what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Rewrite a partly used pack when more than this share of it is
+        /// unused (`10%`, the default; `0%` rewrites every partly used pack,
+        /// `100%` never rewrites one).
+        #[arg(long, value_name = "PERCENT")]
+        max_unused: Option<String>,
+    },
+    /// Remove stale locks (a dead process's, an expired lease's, unreadable
+    /// ones older than the lease); --remove-all removes every lock.
+    Unlock {
+        /// Remove every lock, also those of running commands: only when you
+        /// know no other command uses the repository.
+        #[arg(long)]
+        remove_all: bool,
+    },
+    /// Repair the repository: rebuild the index, replace damaged snapshots,
+    /// rewrite the config from its sound copy.
+    Repair {
+        /// What to repair.
+        #[command(subcommand)]
+        action: RepairAction,
+    },
+    /// Add or remove tags of a snapshot (`keep` protects it from retention).
+    Tag {
+        /// Snapshot id, unique prefix, or `latest`.
+        snapshot: String,
+        /// Add this tag (repeatable).
+        #[arg(long = "add", value_name = "TAG")]
+        add: Vec<String>,
+        /// Remove this tag (repeatable).
+        #[arg(long = "remove", value_name = "TAG")]
+        remove: Vec<String>,
     },
     /// Replicate snapshots to another repository (`[repositories.NAME]`),
     /// sending only the chunks it lacks; snapshots already there are skipped.
@@ -203,6 +247,24 @@ pub enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+}
+
+/// `repair` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RepairAction {
+    /// Rebuild the index from the packs' self-describing headers (reads
+    /// every pack; damaged packs give up only their damaged chunks).
+    Index,
+    /// Replace every snapshot that refers to lost chunks with one that
+    /// keeps everything that survived; the originals stay, tagged `damaged`,
+    /// until `forget ID` removes them.
+    Snapshots {
+        /// Show what would be replaced and dropped; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the repository config and its copy again from the sound one.
+    Config,
 }
 
 /// `key` subcommands.

@@ -63,7 +63,7 @@ pub fn event(config: &Config, kind: EventKind, rec: &RunRecord) -> Event {
         event: kind,
         action: rec.action.clone(),
         trigger: rec.trigger.clone(),
-        host: respaldo_core::lock::hostname(),
+        host: config.host.clone(),
         config: config.path.display().to_string(),
         repository: config.repository.url.clone(),
         time: chrono::Utc::now(),
@@ -118,9 +118,9 @@ pub async fn tracked<F>(
     sources: &[String],
     tags: &[String],
     run: F,
-) -> Result<(BackupOutcome, Vec<String>)>
+) -> Result<BackupOutcome>
 where
-    F: Future<Output = Result<(BackupOutcome, Vec<String>)>>,
+    F: Future<Output = Result<BackupOutcome>>,
 {
     let mut rec = record("backup");
     rec.tags = tags.to_vec();
@@ -156,40 +156,32 @@ where
     result
 }
 
-/// Records a backup's result in `rec`: per source its outcome. Problems
-/// found by verify-after-backup fail every source of the snapshot (it cannot
-/// be trusted), with the problems as their error, so `status` agrees with
-/// the exit code of `backup`.
-fn fill(rec: &mut RunRecord, result: &Result<(BackupOutcome, Vec<String>)>) {
+/// Records a backup's result in `rec`: per source its outcome (a source
+/// whose verification after backup failed is failed in the snapshot itself,
+/// with what was damaged as its error, so `status` agrees with `backup`).
+fn fill(rec: &mut RunRecord, result: &Result<BackupOutcome>) {
     match result {
-        Ok((outcome, problems)) => {
+        Ok(outcome) => {
             let s = &outcome.snapshot;
             rec.snapshot = outcome.snapshot_id.map(|i| i.to_hex());
             rec.bytes_added = s.stats.bytes_added;
-            let verify_error =
-                (!problems.is_empty()).then(|| format!("verify: {}", problems.join("; ")));
             for (n, e) in &s.sources {
-                let error = match (&e.error, &verify_error) {
-                    (Some(e), _) => Some(e.clone()),
-                    (None, v) => v.clone(),
-                };
                 rec.sources.insert(
                     n.clone(),
                     SourceRun {
-                        ok: e.is_ok() && verify_error.is_none(),
-                        error,
+                        ok: e.is_ok(),
+                        error: e.error.clone(),
                         bytes_total: e.stats.bytes_total,
                         bytes_added: e.stats.bytes_added,
                         duration_ms: e.duration_ms,
                     },
                 );
             }
-            let mut errors: Vec<String> = outcome
+            let errors: Vec<String> = outcome
                 .failures()
                 .iter()
                 .map(|(n, e)| format!("{n}: {e}"))
                 .collect();
-            errors.extend(problems.iter().map(|p| format!("verify: {p}")));
             rec.ok = errors.is_empty();
             if !rec.ok {
                 rec.error = Some(errors.join("; "));
@@ -237,28 +229,9 @@ mod tests {
     }
 
     #[test]
-    fn verify_problems_fail_every_source() {
+    fn failed_sources_fail_the_run_and_good_ones_stay_ok() {
         let mut rec = RunRecord::start("backup", None);
-        fill(
-            &mut rec,
-            &Ok((outcome(), vec!["pack 1234 is missing".to_string()])),
-        );
-        assert!(!rec.ok);
-        let files = &rec.sources["files"];
-        assert!(!files.ok);
-        assert_eq!(files.error.as_deref(), Some("verify: pack 1234 is missing"));
-        // A source's own error stays its error.
-        assert_eq!(
-            rec.sources["db"].error.as_deref(),
-            Some("connection refused")
-        );
-        assert!(rec.error.as_deref().unwrap().contains("verify: pack 1234"));
-    }
-
-    #[test]
-    fn without_verify_problems_good_sources_are_ok() {
-        let mut rec = RunRecord::start("backup", None);
-        fill(&mut rec, &Ok((outcome(), Vec::new())));
+        fill(&mut rec, &Ok(outcome()));
         assert!(!rec.ok);
         assert!(rec.sources["files"].ok);
         assert!(!rec.sources["db"].ok);

@@ -203,7 +203,8 @@ pub fn evaluate(
             let name = &spec.name;
             let mut good: Option<Good> = None;
             let mut last_run: Option<LastRun> = None;
-            for s in snapshots {
+            // Safety snapshots and damaged originals are not backups.
+            for s in snapshots.iter().filter(|s| s.is_regular()) {
                 let Some(e) = s.snapshot.sources.get(name) else {
                     continue;
                 };
@@ -277,7 +278,9 @@ pub fn evaluate(
 /// have their secrets masked.
 pub async fn collect(ctx: &Ctx<'_>) -> Result<Vec<SourceState>> {
     let repo = ctx.repo().await?;
-    let (snapshots, _) = repo.snapshots().await?;
+    let (mut snapshots, _) = repo.snapshots().await?;
+    let hosts = ctx.hosts();
+    snapshots.retain(|s| hosts.matches(&s.snapshot.host));
     let history = ctx.config.status.history.read_or_warn();
     let mut states = evaluate(&ctx.config, &snapshots, &history, Utc::now());
     // Errors in snapshots were written by the backup unmasked.
@@ -300,7 +303,7 @@ pub fn stale_event(config: &Config, stale: &[&SourceState]) -> Event {
         event: EventKind::Stale,
         action: "status".into(),
         trigger: None,
-        host: respaldo_core::lock::hostname(),
+        host: config.host.clone(),
         config: config.path.display().to_string(),
         repository: config.repository.url.clone(),
         time: Utc::now(),

@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::id::ObjectId;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::snapshot::{RunStats, Snapshot, SnapshotRef, SourceEntry, SourceStats, SourceStatus};
+use crate::snapshot::{
+    Hosts, RunStats, Snapshot, SnapshotRef, SourceEntry, SourceStats, SourceStatus,
+};
 use crate::source::{BackupContext, Source};
 use crate::writer::WriteSession;
 
@@ -39,6 +41,11 @@ pub struct BackupOptions {
     /// Applied to every source error and warning before it is logged or
     /// stored (the CLI masks secrets with it); `None` keeps them as they are.
     pub redact: Option<Redactor>,
+    /// Check every source's chunks against the index and the packs in
+    /// storage before the snapshot is written (`verify_after_backup`): a
+    /// source that fails is recorded as failed, with what was damaged, so a
+    /// snapshot never looks good while its data is not all there.
+    pub verify: bool,
 }
 
 impl std::fmt::Debug for BackupOptions {
@@ -48,6 +55,7 @@ impl std::fmt::Debug for BackupOptions {
             .field("concurrency", &self.concurrency)
             .field("host", &self.host)
             .field("redact", &self.redact.is_some())
+            .field("verify", &self.verify)
             .finish()
     }
 }
@@ -77,10 +85,14 @@ impl BackupOutcome {
     }
 }
 
-/// The latest good entry of each source, from the newest snapshot that has one.
-pub fn latest_good(snapshots: &[SnapshotRef]) -> BTreeMap<String, SourceEntry> {
+/// The latest good entry of each source among the regular snapshots of
+/// `hosts` (see [`SnapshotRef::is_regular`]), from the newest that has one.
+pub fn latest_good(snapshots: &[SnapshotRef], hosts: &Hosts) -> BTreeMap<String, SourceEntry> {
     let mut out = BTreeMap::new();
-    let mut sorted: Vec<&SnapshotRef> = snapshots.iter().collect();
+    let mut sorted: Vec<&SnapshotRef> = snapshots
+        .iter()
+        .filter(|s| s.is_regular() && hosts.matches(&s.snapshot.host))
+        .collect();
     sorted.sort_by_key(|s| std::cmp::Reverse((s.snapshot.time, s.id)));
     for s in sorted {
         for (name, e) in &s.snapshot.sources {
@@ -119,7 +131,7 @@ pub async fn backup(
     let started = chrono::Utc::now();
     let clock = Instant::now();
     let (snapshots, _) = repo.snapshots().await?;
-    let parents = latest_good(&snapshots);
+    let parents = latest_good(&snapshots, &Hosts::Only(opts.host.clone()));
     let session = WriteSession::new(repo.clone()).await?;
 
     let runs = futures::stream::iter(jobs.into_iter().map(|job| {
@@ -199,7 +211,10 @@ pub async fn backup(
     // Data and index first: only then may a snapshot refer to them.
     session.finish().await?;
 
-    let sources: BTreeMap<String, SourceEntry> = runs.into_iter().collect();
+    let mut sources: BTreeMap<String, SourceEntry> = runs.into_iter().collect();
+    if opts.verify {
+        verify_entries(repo, &mut sources).await?;
+    }
     let snapshot = Snapshot {
         time: started,
         finished: chrono::Utc::now(),
@@ -225,6 +240,31 @@ pub async fn backup(
         snapshot_id,
         snapshot,
     })
+}
+
+/// Checks every good entry's chunks (see [`BackupOptions::verify`]); an entry
+/// with problems becomes a failed one whose error lists them.
+async fn verify_entries(
+    repo: &Arc<Repository>,
+    sources: &mut BTreeMap<String, SourceEntry>,
+) -> Result<()> {
+    let listed = repo.list_packs().await?;
+    for (name, entry) in sources.iter_mut().filter(|(_, e)| e.is_ok()) {
+        let check = crate::verify::check_entry(repo, entry, &listed).await?;
+        if check.problems.is_empty() {
+            continue;
+        }
+        let error = format!(
+            "verification after backup failed: {}; the backup of `{name}` is recorded as failed \
+             (see `respaldo verify`)",
+            check.problems.join("; ")
+        );
+        tracing::error!("source `{name}` ({}): {error}", entry.kind);
+        entry.status = SourceStatus::Failed;
+        entry.error = Some(error);
+        entry.artifacts.clear();
+    }
+    Ok(())
 }
 
 /// Errors from [`Source::check`], wrapped with the source's name.

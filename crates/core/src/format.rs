@@ -67,7 +67,20 @@ pub struct RepoConfig {
     pub encryption_params: Option<EncryptionConfig>,
     /// Creation time.
     pub created: chrono::DateTime<chrono::Utc>,
+    /// Integrity check of every other field: `blake3:` and the hex BLAKE3
+    /// hash of the config without this field, keyed with the chunk-id key.
+    /// An edit of any field (or of the key material, which changes the key)
+    /// fails it. Repositories written before it existed have none until
+    /// their first write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
+
+/// The object holding the repository config.
+pub const CONFIG_KEY: &str = "config";
+/// A second copy of the config, written before it: a damaged `config` is
+/// read from here (with a warning) until `repair config` rewrites it.
+pub const CONFIG_COPY_KEY: &str = "config.copy";
 
 impl RepoConfig {
     /// A new random configuration.
@@ -83,7 +96,41 @@ impl RepoConfig {
             encryption: "none".into(),
             encryption_params: None,
             created: chrono::Utc::now(),
+            mac: None,
         }
+    }
+
+    fn compute_mac(&self, key: &[u8; 32]) -> String {
+        let unsealed = RepoConfig {
+            mac: None,
+            ..self.clone()
+        };
+        let bytes = serde_json::to_vec(&unsealed).expect("a config serializes");
+        format!("blake3:{}", blake3::keyed_hash(key, &bytes).to_hex())
+    }
+
+    /// Sets [`RepoConfig::mac`] for the current fields.
+    pub fn seal(&mut self, key: &[u8; 32]) {
+        self.mac = Some(self.compute_mac(key));
+    }
+
+    /// Checks [`RepoConfig::mac`]: `Ok(true)` when it matches, `Ok(false)`
+    /// when there is none (an older repository), an error naming the config
+    /// when any field was changed.
+    pub fn check_mac(&self, key: &[u8; 32]) -> std::result::Result<bool, String> {
+        match &self.mac {
+            None => Ok(false),
+            Some(m) if *m == self.compute_mac(key) => Ok(true),
+            Some(_) => Err(
+                "integrity check failed: a field was changed after the repository was created"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The stored bytes of this config.
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec_pretty(self).expect("a config serializes"))
     }
 
     /// Checks that this build reads the repository's format version.

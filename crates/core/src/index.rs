@@ -105,6 +105,26 @@ impl Index {
         }
     }
 
+    /// Adds a pack like [`Index::add_pack`], and also moves to it the blobs
+    /// whose current pack (by position in [`Index::packs`]) `replace` names.
+    pub fn add_pack_replacing(&mut self, pack: &PackEntry, replace: impl Fn(u32) -> bool) {
+        self.add_pack(pack);
+        let pos = self.pack_pos[&pack.id];
+        for b in &pack.blobs {
+            if let Some(loc) = self.blobs.get_mut(&b.id) {
+                if loc.pack != pos && replace(loc.pack) {
+                    *loc = BlobLocation {
+                        pack: pos,
+                        offset: b.offset,
+                        length: b.length,
+                        raw_len: b.raw_len,
+                        kind: b.kind,
+                    };
+                }
+            }
+        }
+    }
+
     /// Looks a blob up.
     pub fn get(&self, id: &ObjectId) -> Option<(PackInfo, BlobLocation)> {
         let loc = *self.blobs.get(id)?;

@@ -34,6 +34,7 @@ pub mod index;
 pub mod lock;
 pub mod maintenance;
 pub mod process;
+pub mod repair;
 pub mod progress;
 pub mod repo;
 pub mod restore;

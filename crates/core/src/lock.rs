@@ -183,6 +183,123 @@ async fn put_info(sink: &Arc<dyn Sink>, key: &str, info: &LockInfo) -> Result<()
     sink.put(key, sink::once(Bytes::from(bytes))).await
 }
 
+/// One object under `locks/` as found in storage.
+#[derive(Debug, Clone)]
+pub struct FoundLock {
+    /// Its key.
+    pub key: String,
+    /// When the storage last wrote it (its own clock), if known.
+    pub modified: Option<DateTime<Utc>>,
+    /// What it says.
+    pub state: LockState,
+}
+
+/// What a lock object says.
+#[derive(Debug, Clone)]
+pub enum LockState {
+    /// A readable lock.
+    Info(LockInfo),
+    /// An object that is not a lock this build can read (damaged, or written
+    /// by something else). An exclusive command treats it as held until it is
+    /// older than the lease by the storage's time.
+    Unreadable {
+        /// Why it cannot be read.
+        detail: String,
+    },
+}
+
+impl FoundLock {
+    /// Whether an unreadable lock is older than the lease by its stored time
+    /// (one without a stored time never expires by itself).
+    fn expired(&self) -> bool {
+        self.modified.is_some_and(|m| Utc::now() - m > LEASE)
+    }
+
+    /// Whether the lock may be removed without `--remove-all`: stale by its
+    /// holder's state, or unreadable and older than the lease.
+    pub fn is_stale(&self) -> bool {
+        match &self.state {
+            LockState::Info(i) => i.is_stale(&hostname()),
+            LockState::Unreadable { .. } => self.expired(),
+        }
+    }
+
+    /// One line for messages.
+    pub fn describe(&self) -> String {
+        match &self.state {
+            LockState::Info(i) => i.describe(),
+            LockState::Unreadable { detail } => format!(
+                "an unreadable lock object `{}` ({detail}{}), treated as held until it is older \
+                 than {} minutes (`respaldo unlock --remove-all` removes it when no other command \
+                 is running)",
+                self.key,
+                self.modified
+                    .map(|m| format!(
+                        ", written {}",
+                        m.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S %Z")
+                    ))
+                    .unwrap_or_default(),
+                LEASE.num_minutes()
+            ),
+        }
+    }
+}
+
+/// Reads every lock object.
+async fn read_locks(sink: &Arc<dyn Sink>) -> Result<Vec<FoundLock>> {
+    let mut out = Vec::new();
+    for obj in sink.list("locks/").await? {
+        let state = match sink.get(&obj.key).await {
+            Ok(b) => match serde_json::from_slice::<LockInfo>(&b) {
+                Ok(i) => LockState::Info(i),
+                Err(e) => LockState::Unreadable {
+                    detail: format!("not a lock: {e}"),
+                },
+            },
+            Err(Error::NotFound { .. }) => continue, // released meanwhile
+            Err(e) => return Err(e),
+        };
+        out.push(FoundLock {
+            key: obj.key,
+            modified: obj.modified,
+            state,
+        });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+/// What `unlock` did.
+#[derive(Debug, Clone, Default)]
+pub struct UnlockReport {
+    /// Locks removed, described.
+    pub removed: Vec<String>,
+    /// Locks left in place (held by a live command), described.
+    pub kept: Vec<String>,
+}
+
+impl Repository {
+    /// Every lock object in the repository.
+    pub async fn locks(&self) -> Result<Vec<FoundLock>> {
+        read_locks(self.sink()).await
+    }
+
+    /// Removes stale and expired unreadable locks; with `remove_all`, every
+    /// lock (for when the user knows no other command is running).
+    pub async fn unlock(&self, remove_all: bool) -> Result<UnlockReport> {
+        let mut report = UnlockReport::default();
+        for l in self.locks().await? {
+            if remove_all || l.is_stale() {
+                self.sink().delete(&l.key).await?;
+                report.removed.push(l.describe());
+            } else {
+                report.kept.push(l.describe());
+            }
+        }
+        Ok(report)
+    }
+}
+
 impl Repository {
     /// Takes a lock, waiting up to `wait` for conflicting holders to finish.
     pub async fn lock(&self, exclusive: bool, command: &str, wait: Duration) -> Result<RepoLock> {
@@ -203,44 +320,60 @@ impl Repository {
         loop {
             put_info(&sink, &key, &info).await?;
             let mut conflict = None;
-            for obj in sink.list("locks/").await? {
-                if obj.key == key {
+            for found in read_locks(&sink).await? {
+                if found.key == key {
                     continue;
                 }
-                let other: LockInfo = match sink.get(&obj.key).await {
-                    Ok(b) => match serde_json::from_slice(&b) {
-                        Ok(i) => i,
-                        Err(_) => continue, // being written; treat as absent this round
-                    },
-                    Err(Error::NotFound { .. }) => continue,
-                    Err(e) => return Err(e),
-                };
-                if other.is_stale(&host) {
-                    if !other.released {
-                        tracing::warn!("removing stale lock: {}", other.describe());
+                match &found.state {
+                    LockState::Unreadable { detail } => {
+                        if !exclusive {
+                            tracing::warn!(
+                                "lock object {} is unreadable ({detail}); ignored by a shared lock",
+                                found.key
+                            );
+                            continue;
+                        }
+                        if found.expired() {
+                            tracing::warn!(
+                                "removing unreadable lock object {} ({detail}): older than the lease",
+                                found.key
+                            );
+                            if let Err(e) = sink.delete(&found.key).await {
+                                tracing::debug!("cannot remove lock {}: {e}", found.key);
+                            }
+                            continue;
+                        }
+                        conflict = Some(found.describe());
                     }
-                    if let Err(e) = sink.delete(&obj.key).await {
-                        tracing::debug!("cannot remove stale lock {}: {e}", obj.key);
+                    LockState::Info(other) => {
+                        if other.is_stale(&host) {
+                            if !other.released {
+                                tracing::warn!("removing stale lock: {}", other.describe());
+                            }
+                            if let Err(e) = sink.delete(&found.key).await {
+                                tracing::debug!("cannot remove stale lock {}: {e}", found.key);
+                            }
+                            continue;
+                        }
+                        if exclusive || other.exclusive {
+                            conflict = Some(other.describe());
+                        }
                     }
-                    continue;
-                }
-                if exclusive || other.exclusive {
-                    conflict = Some(other);
                 }
             }
             let Some(other) = conflict else { break };
             remove(&sink, &key, &info).await?;
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Locked(format!(
-                    "repository {} is locked: {}; waited {}s",
+                    "repository {} is locked: {other}; waited {}s",
                     sink.location(),
-                    other.describe(),
                     wait.as_secs()
                 )));
             }
             let jitter = Duration::from_millis(200 + rand::random::<u64>() % 800);
             tokio::time::sleep(jitter).await;
         }
+        self.upgrade_config().await;
         let (lost_tx, lost) = tokio::sync::watch::channel(false);
         let refresher = {
             let sink = sink.clone();

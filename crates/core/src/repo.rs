@@ -35,15 +35,91 @@ pub struct Repository {
     key: [u8; 32],
     crypto: Option<Crypto>,
     index: RwLock<LoadedIndex>,
+    config_damage: Vec<Damage>,
+    legacy_config: std::sync::atomic::AtomicBool,
+    scan_lock: tokio::sync::Mutex<()>,
+}
+
+/// Why a blob frame of a pack cannot be read.
+enum FrameError {
+    /// The pack's structure breaks here: nothing after it can be found.
+    Structure(String),
+    /// This blob is damaged; the next one starts at `end`.
+    Content { end: usize, detail: String },
+}
+
+/// A config object parsed, checked and opened with the keys.
+struct OpenedConfig {
+    config: RepoConfig,
+    key: [u8; 32],
+    crypto: Option<Crypto>,
+}
+
+impl OpenedConfig {
+    fn parse(raw: &[u8], keys: &KeyMaterial, location: &str) -> Result<OpenedConfig> {
+        let config: RepoConfig = serde_json::from_slice(raw)
+            .map_err(|e| Error::corrupt("repository config", e.to_string()))?;
+        config.check_version()?;
+        let (crypto, key) = match (config.encryption.as_str(), &config.encryption_params) {
+            ("none", None) => (None, config.plain_chunk_key()?),
+            (crypto::SCHEME, Some(params)) => {
+                let sealed = config
+                    .chunk_id_key
+                    .strip_prefix("age:")
+                    .ok_or_else(|| Error::corrupt("repository config", "bad chunk_id_key"))?;
+                let (c, k) = Crypto::open(keys, params, sealed).map_err(|e| in_repo(e, location))?;
+                (Some(c), k)
+            }
+            (other, _) => {
+                return Err(Error::Unsupported(format!("encryption scheme `{other}`")));
+            }
+        };
+        config
+            .check_mac(&key)
+            .map_err(|d| Error::corrupt("repository config", d))?;
+        Ok(OpenedConfig {
+            config,
+            key,
+            crypto,
+        })
+    }
+}
+
+/// The detail of a config problem, for messages.
+fn config_problem(e: &Error) -> String {
+    match e {
+        Error::Corrupt { detail, .. } => detail.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Reads an object, `None` when it does not exist.
+async fn read_optional(sink: &Arc<dyn Sink>, key: &str) -> Result<Option<Bytes>> {
+    match sink.get(key).await {
+        Ok(b) => Ok(Some(b)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the config's copy, then the config.
+async fn write_config(sink: &Arc<dyn Sink>, config: &RepoConfig) -> Result<()> {
+    let bytes = config.to_bytes();
+    sink.put(format::CONFIG_COPY_KEY, sink::once(bytes.clone()))
+        .await?;
+    sink.put(format::CONFIG_KEY, sink::once(bytes)).await
 }
 
 #[derive(Debug, Default)]
 struct LoadedIndex {
     index: Index,
-    fragments: Vec<ObjectId>,
+    /// Every valid fragment with the ids of the packs it describes.
+    fragments: Vec<(ObjectId, Vec<ObjectId>)>,
     damaged: Vec<Damage>,
     loaded: bool,
     scanned_unindexed: bool,
+    /// Packs indexed by scanning (no valid fragment describes them).
+    scanned: HashSet<ObjectId>,
 }
 
 impl Repository {
@@ -61,23 +137,27 @@ impl Repository {
         keys: &KeyMaterial,
         like: Option<&Repository>,
     ) -> Result<Arc<Self>> {
-        if !sink.list("config").await?.is_empty() {
+        if !sink.list(format::CONFIG_KEY).await?.is_empty() {
             return Err(Error::AlreadyInitialized(sink.location()));
         }
         let mut config = RepoConfig::generate();
-        if let Some(other) = like {
+        let key = if let Some(other) = like {
             let fresh = config;
             config = other.config.clone();
             config.id = fresh.id;
             config.created = fresh.created;
+            other.key
         } else if !keys.is_empty() {
-            let (params, sealed_key, _) = Crypto::create(keys)?;
+            let (params, sealed_key, key) = Crypto::create(keys)?;
             config.encryption = crypto::SCHEME.into();
             config.encryption_params = Some(params);
             config.chunk_id_key = format!("age:{sealed_key}");
-        }
-        let bytes = serde_json::to_vec_pretty(&config).map_err(|e| Error::Task(e.to_string()))?;
-        sink.put("config", sink::once(Bytes::from(bytes))).await?;
+            key
+        } else {
+            config.plain_chunk_key()?
+        };
+        config.seal(&key);
+        write_config(&sink, &config).await?;
         Self::open_with(sink, keys).await
     }
 
@@ -89,37 +169,128 @@ impl Repository {
     /// Opens an existing repository with the given keys (the index is loaded
     /// on first use). An encrypted repository opens with recipients only
     /// (write, list, forget) or with an identity (everything).
+    ///
+    /// The config is checked against its integrity code; when it is damaged
+    /// and its copy is sound the copy is used, with a warning, and the damage
+    /// is reported by [`Repository::config_damage`] (and `verify`) until
+    /// [`Repository::repair_config`] rewrites it.
     pub async fn open_with(sink: Arc<dyn Sink>, keys: &KeyMaterial) -> Result<Arc<Self>> {
-        let raw = match sink.get("config").await {
-            Ok(b) => b,
-            Err(Error::NotFound { .. }) => return Err(Error::NotInitialized(sink.location())),
-            Err(e) => return Err(e),
-        };
-        let config: RepoConfig = serde_json::from_slice(&raw)
-            .map_err(|e| Error::corrupt("repository config", e.to_string()))?;
-        config.check_version()?;
-        let (crypto, key) = match (config.encryption.as_str(), &config.encryption_params) {
-            ("none", None) => (None, config.plain_chunk_key()?),
-            (crypto::SCHEME, Some(params)) => {
-                let sealed = config
-                    .chunk_id_key
-                    .strip_prefix("age:")
-                    .ok_or_else(|| Error::corrupt("repository config", "bad chunk_id_key"))?;
-                let (c, k) =
-                    Crypto::open(keys, params, sealed).map_err(|e| in_repo(e, &sink.location()))?;
-                (Some(c), k)
+        let main = read_optional(&sink, format::CONFIG_KEY).await?;
+        let copy = read_optional(&sink, format::CONFIG_COPY_KEY).await?;
+        if main.is_none() && copy.is_none() {
+            for prefix in ["snapshots/", "packs/", "index/"] {
+                if !sink.list(prefix).await?.is_empty() {
+                    return Err(Error::corrupt(
+                        "repository config",
+                        format!(
+                            "the `{}` object is missing, but {} holds repository data ({prefix}…); \
+                             without it nothing can be read (restore the object from a copy of \
+                             the repository)",
+                            format::CONFIG_KEY,
+                            sink.location()
+                        ),
+                    ));
+                }
             }
-            (other, _) => {
-                return Err(Error::Unsupported(format!("encryption scheme `{other}`")));
+            return Err(Error::NotInitialized(sink.location()));
+        }
+        let location = sink.location();
+        let main_parsed = main.as_ref().map(|b| OpenedConfig::parse(b, keys, &location));
+        let copy_parsed = copy.as_ref().map(|b| OpenedConfig::parse(b, keys, &location));
+        let mut damage = Vec::new();
+        let mut legacy = false;
+        let chosen = match (main_parsed, copy_parsed) {
+            (Some(Ok(m)), copy_state) => {
+                match copy_state {
+                    None if m.config.mac.is_none() => legacy = true,
+                    None => damage.push(Damage {
+                        key: format::CONFIG_COPY_KEY.into(),
+                        detail: "missing (`respaldo repair config` writes it again)".into(),
+                    }),
+                    Some(Ok(_)) if copy == main => {}
+                    Some(Ok(_)) => damage.push(Damage {
+                        key: format::CONFIG_COPY_KEY.into(),
+                        detail: format!(
+                            "differs from `{}` (`respaldo repair config` writes it again)",
+                            format::CONFIG_KEY
+                        ),
+                    }),
+                    Some(Err(e)) => damage.push(Damage {
+                        key: format::CONFIG_COPY_KEY.into(),
+                        detail: format!(
+                            "{} (`respaldo repair config` writes it again)",
+                            config_problem(&e)
+                        ),
+                    }),
+                }
+                m
             }
+            (main_state, Some(Ok(c))) => {
+                let detail = match main_state {
+                    None => "missing".to_string(),
+                    Some(Err(e)) => config_problem(&e),
+                    Some(Ok(_)) => unreachable!("matched above"),
+                };
+                tracing::warn!(
+                    "the repository config `{}` is damaged ({detail}); using its copy `{}` \
+                     (run `respaldo repair config` to rewrite it)",
+                    format::CONFIG_KEY,
+                    format::CONFIG_COPY_KEY
+                );
+                damage.push(Damage {
+                    key: format::CONFIG_KEY.into(),
+                    detail: format!(
+                        "{detail}; its copy `{}` is sound and was used (`respaldo repair config` rewrites it)",
+                        format::CONFIG_COPY_KEY
+                    ),
+                });
+                c
+            }
+            (Some(Err(e)), Some(Err(_)) | None) => return Err(e),
+            (None, Some(Err(e))) => return Err(e),
+            (None, None) => unreachable!("handled above"),
         };
         Ok(Arc::new(Repository {
             sink,
-            config,
-            key,
-            crypto,
+            config: chosen.config,
+            key: chosen.key,
+            crypto: chosen.crypto,
             index: RwLock::new(LoadedIndex::default()),
+            config_damage: damage,
+            legacy_config: std::sync::atomic::AtomicBool::new(legacy),
+            scan_lock: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// Problems found in the config objects when the repository was opened.
+    pub fn config_damage(&self) -> &[Damage] {
+        &self.config_damage
+    }
+
+    /// Writes the config and its copy again from the sound one this
+    /// repository was opened with (`respaldo repair config`).
+    pub async fn repair_config(&self) -> Result<()> {
+        let mut config = self.config.clone();
+        config.seal(&self.key);
+        write_config(&self.sink, &config).await?;
+        self.legacy_config
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives a config written before integrity codes existed its code and
+    /// copy, once, at the first write (best effort: a failure is a warning).
+    pub(crate) async fn upgrade_config(&self) {
+        if !self
+            .legacy_config
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        match self.repair_config().await {
+            Ok(()) => tracing::info!("repository config given its integrity code and copy"),
+            Err(e) => tracing::warn!("cannot add the integrity code to the repository config: {e}"),
+        }
     }
 
     /// Whether the repository is encrypted.
@@ -215,7 +386,9 @@ impl Repository {
                     for p in &frag.packs {
                         loaded.index.add_pack(p);
                     }
-                    loaded.fragments.push(id);
+                    loaded
+                        .fragments
+                        .push((id, frag.packs.iter().map(|p| p.id).collect()));
                 }
                 Err(Error::Corrupt { detail, .. }) => {
                     tracing::warn!(
@@ -293,8 +466,9 @@ impl Repository {
         Ok(f(&g.index))
     }
 
-    /// The ids of the loaded index fragments.
-    pub async fn index_fragments(&self) -> Result<Vec<ObjectId>> {
+    /// The loaded (valid) index fragments, each with the ids of the packs it
+    /// describes.
+    pub async fn index_fragments(&self) -> Result<Vec<(ObjectId, Vec<ObjectId>)>> {
         self.load_index().await?;
         Ok(self.index.read().await.fragments.clone())
     }
@@ -317,7 +491,7 @@ impl Repository {
             g.index.add_pack(p);
         }
         if let Some(f) = fragment {
-            g.fragments.push(f);
+            g.fragments.push((f, packs.iter().map(|p| p.id).collect()));
         }
     }
 
@@ -336,35 +510,56 @@ impl Repository {
 
     /// Reads one blob as encoded (header and stored payload), decrypted when
     /// the repository is encrypted, with its header checked against `id`.
-    /// Returns it and a name for errors.
+    /// Returns it and a name for errors. A chunk the index does not know, or
+    /// whose pack is gone, is looked for in the packs no fragment describes.
     pub(crate) async fn read_encoded(&self, id: &ObjectId) -> Result<(Bytes, String)> {
         self.load_index().await?;
+        let missing = || {
+            Error::corrupt(
+                format!("chunk {}", id.short()),
+                "missing from the repository",
+            )
+        };
         let found = self.index.read().await.index.get(id);
         let (pack, loc) = match found {
             Some(x) => x,
             None => {
                 self.scan_unindexed_packs().await?;
-                self.index.read().await.index.get(id).ok_or_else(|| {
-                    Error::corrupt(
-                        format!("chunk {}", id.short()),
-                        "missing from the repository",
-                    )
-                })?
+                self.index.read().await.index.get(id).ok_or_else(missing)?
             }
         };
-        let key = format::pack_key(&pack.id);
-        let what = format!("pack {} (chunk {})", pack.id.short(), id.short());
-        let raw = self
-            .sink
+        let raw = match self.fetch_frame(&pack.id, &loc).await {
+            Err(Error::NotFound { .. }) if !self.index.read().await.scanned_unindexed => {
+                // The pack is gone: the chunk may be in another one.
+                self.scan_unindexed_packs().await?;
+                let (pack2, loc2) = self.index.read().await.index.get(id).ok_or_else(missing)?;
+                return self.decode_frame(id, &pack2, self.fetch_frame(&pack2.id, &loc2).await).await;
+            }
+            r => r,
+        };
+        self.decode_frame(id, &pack, raw).await
+    }
+
+    async fn fetch_frame(&self, pack: &ObjectId, loc: &crate::index::BlobLocation) -> Result<Bytes> {
+        self.sink
             .get_range(
-                &key,
+                &format::pack_key(pack),
                 loc.offset as u64..loc.offset as u64 + loc.length as u64,
             )
             .await
-            .map_err(|e| match e {
-                Error::NotFound { .. } => Error::corrupt(what.clone(), "pack is missing"),
-                e => e,
-            })?;
+    }
+
+    async fn decode_frame(
+        &self,
+        id: &ObjectId,
+        pack: &crate::index::PackInfo,
+        raw: Result<Bytes>,
+    ) -> Result<(Bytes, String)> {
+        let what = format!("pack {} (chunk {})", pack.id.short(), id.short());
+        let raw = raw.map_err(|e| match e {
+            Error::NotFound { .. } => Error::corrupt(what.clone(), "pack is missing"),
+            e => e,
+        })?;
         let encoded = match &self.crypto {
             None => raw,
             Some(c) => {
@@ -379,6 +574,36 @@ impl Repository {
             return Err(Error::corrupt(what, "blob header names another chunk"));
         }
         Ok((encoded, what))
+    }
+
+    /// The pack that holds `id` among the packs no valid index fragment
+    /// describes (scanning them once), if any.
+    pub async fn locate_unindexed(&self, id: &ObjectId) -> Result<Option<ObjectId>> {
+        self.load_index().await?;
+        self.scan_unindexed_packs().await?;
+        let g = self.index.read().await;
+        Ok(g
+            .index
+            .get(id)
+            .map(|(p, _)| p.id)
+            .filter(|p| g.scanned.contains(p)))
+    }
+
+    /// Checks an encoded blob (header and payload, decrypted) against the
+    /// chunk id it is stored under: header, lengths and content.
+    pub(crate) fn check_encoded(
+        &self,
+        id: &ObjectId,
+        encoded: &[u8],
+    ) -> std::result::Result<(), String> {
+        let h = BlobHeader::decode(encoded)?;
+        if h.id != *id {
+            return Err("blob header names another chunk".into());
+        }
+        if BLOB_HEADER_LEN + h.stored_len as usize != encoded.len() {
+            return Err("blob has a bad length".into());
+        }
+        format::decode_blob(&h, &encoded[BLOB_HEADER_LEN..], &self.key).map(|_| ())
     }
 
     /// The encoded blob (header and payload) stored as `frame` in pack `pack`,
@@ -422,55 +647,17 @@ impl Repository {
             return Err("content does not match its name (SHA-256 mismatch)".into());
         }
         let header = format::parse_pack_header(bytes)?;
-        let pack_key = match (header.sealed_key, &self.crypto) {
-            (None, None) => None,
-            (Some(sealed), Some(c)) => {
-                Some(c.unseal_pack_key(id, sealed).map_err(|e| e.to_string())?)
-            }
-            (None, Some(_)) => return Err("unencrypted pack in an encrypted repository".into()),
-            (Some(_), None) => return Err("encrypted pack in an unencrypted repository".into()),
-        };
+        let pack_key = self.pack_key_in(id, header.sealed_key)?;
         let mut blobs = Vec::new();
         let mut pos = header.data_start;
         while pos < bytes.len() {
-            let decrypted;
-            let (encoded, end): (&[u8], usize) = match &pack_key {
-                None => {
-                    let h = BlobHeader::decode(&bytes[pos..])
-                        .map_err(|e| format!("at offset {pos}: {e}"))?;
-                    let end = pos + BLOB_HEADER_LEN + h.stored_len as usize;
-                    if end > bytes.len() {
-                        return Err(format!("blob at offset {pos} runs past the end"));
-                    }
-                    (&bytes[pos..end], end)
-                }
-                Some(k) => {
-                    let end = pos
-                        + crypto::frame_len(&bytes[pos..])
-                            .map_err(|e| format!("at offset {pos}: {e}"))?;
-                    if end > bytes.len() {
-                        return Err(format!("blob at offset {pos} runs past the end"));
-                    }
-                    decrypted = crypto::decrypt_blob(k, &bytes[pos..end])
-                        .map_err(|e| format!("blob at offset {pos}: {e}"))?;
-                    (&decrypted, end)
+            let (entry, end) = match self.frame(pack_key.as_ref(), bytes, pos, check_data) {
+                Ok(x) => x,
+                Err(FrameError::Structure(d)) | Err(FrameError::Content { detail: d, .. }) => {
+                    return Err(d)
                 }
             };
-            let h = BlobHeader::decode(encoded).map_err(|e| format!("at offset {pos}: {e}"))?;
-            if BLOB_HEADER_LEN + h.stored_len as usize != encoded.len() {
-                return Err(format!("blob at offset {pos} has a bad length"));
-            }
-            if check_data {
-                format::decode_blob(&h, &encoded[BLOB_HEADER_LEN..], &self.key)
-                    .map_err(|e| format!("chunk {} at offset {pos}: {e}", h.id.short()))?;
-            }
-            blobs.push(BlobEntry {
-                id: h.id,
-                kind: h.kind,
-                offset: pos as u32,
-                length: (end - pos) as u32,
-                raw_len: h.raw_len,
-            });
+            blobs.push(entry);
             pos = end;
         }
         Ok(PackEntry {
@@ -480,10 +667,108 @@ impl Repository {
         })
     }
 
-    /// Finds packs that no valid index fragment describes (a damaged fragment,
-    /// an interrupted run) and indexes them from their self-describing headers,
-    /// in memory only. Runs at most once per process.
+    /// The blob frame at `pos` of a pack that may be damaged: `None` when the
+    /// pack's structure breaks there, else the frame's entry (`None` when its
+    /// content is damaged) and where the next frame starts. For salvaging
+    /// what is intact (`repair index`).
+    pub(crate) fn frame_at(
+        &self,
+        id: &ObjectId,
+        bytes: &[u8],
+        pos: usize,
+    ) -> Option<(Option<BlobEntry>, usize)> {
+        let header = format::parse_pack_header(bytes).ok()?;
+        let pack_key = self.pack_key_in(id, header.sealed_key).ok()?;
+        match self.frame(pack_key.as_ref(), bytes, pos, true) {
+            Ok((entry, end)) => Some((Some(entry), end)),
+            Err(FrameError::Content { end, .. }) => Some((None, end)),
+            Err(FrameError::Structure(_)) => None,
+        }
+    }
+
+    /// The key of an encrypted pack from its header, `None` for a plain one.
+    fn pack_key_in(
+        &self,
+        id: &ObjectId,
+        sealed: Option<&[u8]>,
+    ) -> std::result::Result<Option<[u8; 32]>, String> {
+        match (sealed, &self.crypto) {
+            (None, None) => Ok(None),
+            (Some(sealed), Some(c)) => {
+                if let Some(k) = c.cached_pack_key(id) {
+                    return Ok(Some(k));
+                }
+                Ok(Some(c.unseal_pack_key(id, sealed).map_err(|e| e.to_string())?))
+            }
+            (None, Some(_)) => Err("unencrypted pack in an encrypted repository".into()),
+            (Some(_), None) => Err("encrypted pack in an unencrypted repository".into()),
+        }
+    }
+
+    /// Reads one blob frame at `pos`.
+    fn frame(
+        &self,
+        pack_key: Option<&[u8; 32]>,
+        bytes: &[u8],
+        pos: usize,
+        check_data: bool,
+    ) -> std::result::Result<(BlobEntry, usize), FrameError> {
+        let structure = |e: String| FrameError::Structure(format!("at offset {pos}: {e}"));
+        let decrypted;
+        let (encoded, end): (&[u8], usize) = match pack_key {
+            None => {
+                let h = BlobHeader::decode(&bytes[pos..]).map_err(structure)?;
+                let end = pos + BLOB_HEADER_LEN + h.stored_len as usize;
+                if end > bytes.len() {
+                    return Err(FrameError::Structure(format!(
+                        "blob at offset {pos} runs past the end"
+                    )));
+                }
+                (&bytes[pos..end], end)
+            }
+            Some(k) => {
+                let end = pos + crypto::frame_len(&bytes[pos..]).map_err(structure)?;
+                if end > bytes.len() {
+                    return Err(FrameError::Structure(format!(
+                        "blob at offset {pos} runs past the end"
+                    )));
+                }
+                decrypted = crypto::decrypt_blob(k, &bytes[pos..end]).map_err(|e| {
+                    FrameError::Content {
+                        end,
+                        detail: format!("blob at offset {pos}: {e}"),
+                    }
+                })?;
+                (&decrypted, end)
+            }
+        };
+        let content = |detail: String| FrameError::Content { end, detail };
+        let h = BlobHeader::decode(encoded).map_err(|e| content(format!("at offset {pos}: {e}")))?;
+        if BLOB_HEADER_LEN + h.stored_len as usize != encoded.len() {
+            return Err(content(format!("blob at offset {pos} has a bad length")));
+        }
+        if check_data {
+            format::decode_blob(&h, &encoded[BLOB_HEADER_LEN..], &self.key)
+                .map_err(|e| content(format!("chunk {} at offset {pos}: {e}", h.id.short())))?;
+        }
+        Ok((
+            BlobEntry {
+                id: h.id,
+                kind: h.kind,
+                offset: pos as u32,
+                length: (end - pos) as u32,
+                raw_len: h.raw_len,
+            },
+            end,
+        ))
+    }
+
+    /// Finds packs that no valid index fragment describes (a damaged or
+    /// deleted fragment, an interrupted run) and indexes them from their
+    /// self-describing headers, in memory only; their chunks take the place
+    /// of index entries whose pack is gone. Runs at most once per process.
     async fn scan_unindexed_packs(&self) -> Result<()> {
+        let _one_at_a_time = self.scan_lock.lock().await;
         if self.index.read().await.scanned_unindexed {
             return Ok(());
         }
@@ -498,15 +783,28 @@ impl Repository {
         };
         let mut found = Vec::new();
         for id in unknown {
-            let bytes = self.sink.get(&format::pack_key(&id)).await?;
+            let bytes = match self.sink.get(&format::pack_key(&id)).await {
+                Ok(b) => b,
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             match self.parse_pack(&id, &bytes, false) {
                 Ok(entry) => found.push(entry),
                 Err(e) => tracing::warn!("pack {} is damaged: {e}", id.short()),
             }
         }
         let mut g = self.index.write().await;
+        let gone: HashSet<u32> = g
+            .index
+            .packs()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !listed.contains_key(&p.id))
+            .map(|(i, _)| i as u32)
+            .collect();
         for p in &found {
-            g.index.add_pack(p);
+            g.index.add_pack_replacing(p, |pos| gone.contains(&pos));
+            g.scanned.insert(p.id);
         }
         g.scanned_unindexed = true;
         Ok(())
@@ -567,6 +865,10 @@ impl Repository {
     /// repository only what listing and retention need stays readable; the
     /// rest is sealed to the recipients.
     pub async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<ObjectId> {
+        if snapshot.sealed.is_some() {
+            // Read without the identity: its contents are not here.
+            return Err(crypto::identity_required("rewriting a sealed snapshot"));
+        }
         let stored = match &self.crypto {
             None => std::borrow::Cow::Borrowed(snapshot),
             Some(c) => {

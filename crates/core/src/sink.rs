@@ -28,6 +28,9 @@ pub struct ObjectInfo {
     pub key: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When the storage last wrote it (its own clock, not the writer's), when
+    /// the backend reports it. Used to judge locks that cannot be read.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Where repository objects are stored.

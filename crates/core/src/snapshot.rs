@@ -157,16 +157,81 @@ impl SnapshotRef {
 }
 
 /// The tag of the safety snapshot taken before a restore overwrites live
-/// data. `latest` never resolves to such a snapshot.
+/// data. Such a snapshot is never `latest`, never a source's last good
+/// backup, and is kept for the safety window whatever the retention rules say.
 pub const PRE_RESTORE_TAG: &str = "pre-restore";
 
+/// The tag of an original snapshot that `repair snapshots` replaced: kept
+/// (never `latest`, never removed by retention) until it is forgotten by id.
+pub const DAMAGED_TAG: &str = "damaged";
+
+/// The tag of a replacement written by `repair snapshots`.
+pub const REPAIRED_TAG: &str = "repaired";
+
+/// Snapshots with this tag are kept by retention whatever the rules say.
+pub const KEEP_TAG: &str = "keep";
+
+/// Which hosts' snapshots a command acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hosts {
+    /// Every host's (`--host '*'`).
+    All,
+    /// One host's.
+    Only(String),
+}
+
+impl Hosts {
+    /// From a `--host` value: `*` means all.
+    pub fn parse(value: &str) -> Hosts {
+        if value == "*" {
+            Hosts::All
+        } else {
+            Hosts::Only(value.to_string())
+        }
+    }
+
+    /// Whether a snapshot taken on `host` is included.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            Hosts::All => true,
+            Hosts::Only(h) => h == host,
+        }
+    }
+}
+
+impl std::fmt::Display for Hosts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hosts::All => f.write_str("every host"),
+            Hosts::Only(h) => write!(f, "host `{h}`"),
+        }
+    }
+}
+
+impl SnapshotRef {
+    /// Whether the snapshot carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.snapshot.tags.iter().any(|t| t == tag)
+    }
+
+    /// Whether this is a regular backup: not a safety snapshot taken before a
+    /// restore and not a damaged original replaced by `repair snapshots`.
+    /// Only regular backups are `latest`, count for `status` and form the
+    /// retention series.
+    pub fn is_regular(&self) -> bool {
+        !self.has_tag(PRE_RESTORE_TAG) && !self.has_tag(DAMAGED_TAG)
+    }
+}
+
 /// Resolves a user's snapshot reference: `latest`, a full id or a unique id
-/// prefix. With `source`, `latest` means that source's latest *good* backup
-/// (safety snapshots tagged [`PRE_RESTORE_TAG`] excluded).
+/// prefix. `latest` is the newest regular snapshot of `hosts` (with `source`,
+/// the newest holding a good backup of that source); an id names any
+/// snapshot, whatever its host.
 pub fn resolve<'a>(
     snapshots: &'a [SnapshotRef],
     spec: &str,
     source: Option<&str>,
+    hosts: &Hosts,
 ) -> Result<&'a SnapshotRef, String> {
     let usable = |s: &&SnapshotRef| match source {
         Some(name) => s.good(name).is_some(),
@@ -176,11 +241,24 @@ pub fn resolve<'a>(
         return snapshots
             .iter()
             .filter(usable)
-            .filter(|s| !s.snapshot.tags.iter().any(|t| t == PRE_RESTORE_TAG))
+            .filter(|s| s.is_regular() && hosts.matches(&s.snapshot.host))
             .max_by_key(|s| (s.snapshot.time, s.id))
-            .ok_or_else(|| match source {
-                Some(name) => format!("no good backup of source `{name}` in the repository"),
-                None => "the repository has no snapshots".to_string(),
+            .ok_or_else(|| {
+                let other_hosts = snapshots
+                    .iter()
+                    .filter(usable)
+                    .any(|s| s.is_regular() && !hosts.matches(&s.snapshot.host));
+                let hint = if other_hosts {
+                    " (other hosts have some: see `respaldo snapshots --host '*'`, or pass --host NAME)"
+                } else {
+                    ""
+                };
+                match source {
+                    Some(name) => {
+                        format!("no good backup of source `{name}` from {hosts} in the repository{hint}")
+                    }
+                    None => format!("the repository has no snapshots from {hosts}{hint}"),
+                }
             });
     }
     let spec_l = spec.to_ascii_lowercase();

@@ -247,7 +247,21 @@ impl BackupContext {
                 .into_map()
                 .await
             {
-                Ok(m) => m,
+                Ok(mut m) => {
+                    // An unchanged file reuses its parent's chunk list only
+                    // when every chunk is still stored; otherwise it is read
+                    // again, so a new snapshot never inherits a hole.
+                    let before = m.len();
+                    m.retain(|_, e| e.chunks.iter().all(|c| self.session.is_stored(c)));
+                    let dropped = before - m.len();
+                    if dropped > 0 {
+                        self.warn(format!(
+                            "{dropped} file(s) of the previous snapshot refer to chunks missing \
+                             from the repository; they are read again"
+                        ));
+                    }
+                    m
+                }
                 Err(e) => {
                     self.warn(format!(
                         "cannot read the previous snapshot's tree ({e}); reading every file"

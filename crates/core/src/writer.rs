@@ -96,7 +96,15 @@ impl WriteSession {
     /// Starts a session, loading the index for deduplication.
     pub async fn new(repo: Arc<Repository>) -> Result<Arc<Self>> {
         let known = repo.known_blobs().await?;
-        Ok(Arc::new(WriteSession {
+        Ok(Self::with_known(repo, known))
+    }
+
+    /// Starts a session that takes exactly the blobs in `known` as stored
+    /// and writes every other blob it is given. Prune uses it with the blobs
+    /// of the packs it keeps, so that the live blobs of the packs it rewrites
+    /// are really written again before those packs are deleted.
+    pub(crate) fn with_known(repo: Arc<Repository>, known: HashSet<ObjectId>) -> Arc<Self> {
+        Arc::new(WriteSession {
             key: *repo.chunk_key(),
             repo,
             known: Mutex::new(known),
@@ -105,7 +113,14 @@ impl WriteSession {
             permits: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
             pack_target: PACK_TARGET,
             stats: SessionStats::default(),
-        }))
+        })
+    }
+
+    /// Whether the blob is stored (in the index when the session started, or
+    /// written by it). A backup reuses a parent's chunk list only when every
+    /// chunk passes this check.
+    pub fn is_stored(&self, id: &ObjectId) -> bool {
+        self.known.lock().is_ok_and(|k| k.contains(id))
     }
 
     /// The repository written to.

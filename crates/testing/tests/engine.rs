@@ -36,6 +36,7 @@ fn opts() -> BackupOptions {
         concurrency: 2,
         host: "test".into(),
         redact: None,
+        verify: false,
     }
 }
 
@@ -175,7 +176,12 @@ fn retention_applies_per_source_and_ignores_failed_entries() {
     let policy: RetentionPolicy =
         serde_json::from_str(r#"{"keep_last": 2, "tags": {"pre-migration": {"keep_last": 1}}}"#)
             .unwrap();
-    let decisions = maintenance::decide(&snaps, &policy, &chrono::Utc);
+    let decisions = maintenance::decide(
+        &snaps,
+        &policy,
+        &chrono::Utc,
+        &maintenance::ForgetOptions::default(),
+    );
     let kept: Vec<u32> = decisions
         .iter()
         .filter(|d| d.keep)

@@ -256,12 +256,16 @@ impl Sink for LocalSink {
                     } else if ft.is_file() && key.starts_with(&prefix) {
                         // Deleted since the directory was read (a concurrent
                         // prune or a released lock): not listed.
-                        let size = match entry.metadata() {
-                            Ok(m) => m.len(),
+                        let (size, modified) = match entry.metadata() {
+                            Ok(m) => (m.len(), m.modified().ok().map(chrono::DateTime::from)),
                             Err(e) if e.kind() == ErrorKind::NotFound => continue,
                             Err(e) => return Err(e),
                         };
-                        out.push(ObjectInfo { key, size });
+                        out.push(ObjectInfo {
+                            key,
+                            size,
+                            modified,
+                        });
                     }
                 }
             }

@@ -453,6 +453,7 @@ impl Sink for ObjectStoreSink {
             .map(|m| ObjectInfo {
                 key: self.key_of(&m.location),
                 size: m.size,
+                modified: Some(m.last_modified),
             })
             .filter(|o| o.key.starts_with(prefix))
             .collect())
