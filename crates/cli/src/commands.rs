@@ -1263,8 +1263,10 @@ async fn forget_ids(ctx: &Ctx<'_>, specs: &[String], dry_run: bool) -> Result<()
     if ctx.cli.json {
         let arr: Vec<_> = chosen
             .iter()
-            .map(|s| json!({"id": s.id.to_hex(), "time": s.snapshot.time, "host": s.snapshot.host,
-                            "tags": s.snapshot.tags, "keep": false, "reasons": ["named by id"]}))
+            .map(|s| {
+                json!({"id": s.id.to_hex(), "time": s.snapshot.time, "host": s.snapshot.host,
+                            "tags": s.snapshot.tags, "keep": false, "reasons": ["named by id"]})
+            })
             .collect();
         println!("{}", serde_json::Value::Array(arr));
     } else {
@@ -1371,12 +1373,11 @@ fn parse_max_unused(v: Option<&str>) -> Result<f64> {
     let Some(v) = v else {
         return Ok(maintenance::DEFAULT_MAX_UNUSED);
     };
-    let n: f64 = v
-        .trim()
-        .trim_end_matches('%')
-        .trim()
-        .parse()
-        .map_err(|_| usage(format!("--max-unused `{v}`: expected a percentage, e.g. `10%`")))?;
+    let n: f64 = v.trim().trim_end_matches('%').trim().parse().map_err(|_| {
+        usage(format!(
+            "--max-unused `{v}`: expected a percentage, e.g. `10%`"
+        ))
+    })?;
     if !(0.0..=100.0).contains(&n) {
         return Err(usage(format!(
             "--max-unused `{v}`: must be between 0% and 100%"
@@ -1473,7 +1474,10 @@ async fn tag(ctx: &Ctx<'_>, spec: &str, add: &[String], remove: &[String]) -> Re
     lock.release().await?;
     let (s, id) = result?;
     if ctx.cli.json {
-        println!("{}", json!({"id": id.to_hex(), "previous_id": s.id.to_hex()}));
+        println!(
+            "{}",
+            json!({"id": id.to_hex(), "previous_id": s.id.to_hex()})
+        );
     } else if id == s.id {
         println!("snapshot {} unchanged", s.id.short());
     } else {

@@ -63,9 +63,16 @@ pub async fn command(ctx: &Ctx<'_>, action: &RepairAction) -> Result<u8> {
                         .collect();
                     println!(
                         "{}",
-                        json!({"dry_run": dry_run, "checked": r.checked, "replaced": arr})
+                        json!({"dry_run": dry_run, "checked": r.checked, "replaced": arr,
+                               "packs_forgotten": r.packs_forgotten})
                     );
                 } else {
+                    if r.packs_forgotten > 0 {
+                        println!(
+                            "{} pack(s) gone from storage taken out of the index",
+                            r.packs_forgotten
+                        );
+                    }
                     for x in &r.replaced {
                         match (x.replacement, x.kept_as) {
                             (Some(new), Some(kept)) => println!(

@@ -236,7 +236,8 @@ impl FoundLock {
                 self.modified
                     .map(|m| format!(
                         ", written {}",
-                        m.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S %Z")
+                        m.with_timezone(&chrono::Local)
+                            .format("%Y-%m-%d %H:%M:%S %Z")
                     ))
                     .unwrap_or_default(),
                 LEASE.num_minutes()

@@ -298,7 +298,9 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
         .filter(|p| listed.contains_key(&p.id))
         .map(|entry| PackCandidate::new(entry, false))
         .collect();
-    let indexed: HashSet<ObjectId> = repo.with_index(|i| i.packs().iter().map(|p| p.id).collect()).await?;
+    let indexed: HashSet<ObjectId> = repo
+        .with_index(|i| i.packs().iter().map(|p| p.id).collect())
+        .await?;
     // Packs no fragment describes: read them, so that used chunks in them
     // are never deleted with them.
     let mut unreadable: HashSet<ObjectId> = HashSet::new();
@@ -408,19 +410,31 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
             let end = start + b.length as usize;
             let what = || format!("pack {} (chunk {})", p.id.short(), b.id.short());
             if end > bytes.len() || b.length as usize <= BLOB_HEADER_LEN {
-                return Err(Error::corrupt(what(), "index entry out of range; nothing was deleted"));
+                return Err(Error::corrupt(
+                    what(),
+                    "index entry out of range; nothing was deleted",
+                ));
             }
             let encoded = repo.open_frame(&p.id, &bytes, bytes.slice(start..end))?;
-            repo.check_encoded(&b.id, &encoded)
-                .map_err(|d| Error::corrupt(what(), format!("{d}; prune stopped before deleting anything")))?;
+            repo.check_encoded(&b.id, &encoded).map_err(|d| {
+                Error::corrupt(
+                    what(),
+                    format!("{d}; prune stopped before deleting anything"),
+                )
+            })?;
             session.add_encoded(b.id, b.kind, encoded).await?;
             report.blobs_rewritten += 1;
         }
     }
+    // Names are content hashes: what this run writes may carry the very name
+    // of an object it is about to delete (a pack or fragment an interrupted
+    // earlier prune wrote with the same content). Those are never deleted.
+    let mut written_fragments: HashSet<ObjectId> = HashSet::new();
     if let Some(f) = session.finish().await? {
         report.fragments_written += 1;
-        tracing::debug!("repacked blobs indexed in fragment {}", f.short());
+        written_fragments.insert(f);
     }
+    let written_packs = session.written_packs();
     report.bytes_rewritten = session
         .stats
         .bytes_added
@@ -439,25 +453,34 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
         blobs += p.blobs.len();
         batch.push(p);
         if blobs >= FRAGMENT_BLOBS {
-            repo.write_fragment(&batch).await?;
+            written_fragments.insert(repo.write_fragment(&batch).await?);
             report.fragments_written += 1;
             batch.clear();
             blobs = 0;
         }
     }
     if !batch.is_empty() {
-        repo.write_fragment(&batch).await?;
+        written_fragments.insert(repo.write_fragment(&batch).await?);
         report.fragments_written += 1;
     }
 
     // 3. Old fragments, then 4. packs.
-    for (f, _) in &fragments_dropped {
+    for (f, _) in fragments_dropped
+        .iter()
+        .filter(|(f, _)| !written_fragments.contains(f))
+    {
         repo.sink().delete(&format::index_key(f)).await?;
     }
-    for d in &damaged_fragments {
+    for d in damaged_fragments
+        .iter()
+        .filter(|d| format::id_from_key(&d.key).is_none_or(|id| !written_fragments.contains(&id)))
+    {
         repo.sink().delete(&d.key).await?;
     }
-    for c in candidates.iter().filter(|c| c.fate != Fate::Keep) {
+    for c in candidates
+        .iter()
+        .filter(|c| c.fate != Fate::Keep && !written_packs.contains(&c.entry.id))
+    {
         repo.sink().delete(&format::pack_key(&c.entry.id)).await?;
     }
     report.bytes_incomplete = repo.sink().reclaim_incomplete().await?;
@@ -467,7 +490,12 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
 
 impl PackCandidate {
     fn new(entry: PackEntry, unindexed: bool) -> Self {
-        let total_bytes = entry.blobs.iter().map(|b| b.length as u64).sum::<u64>().max(1);
+        let total_bytes = entry
+            .blobs
+            .iter()
+            .map(|b| b.length as u64)
+            .sum::<u64>()
+            .max(1);
         PackCandidate {
             entry,
             unindexed,

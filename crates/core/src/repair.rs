@@ -4,7 +4,8 @@
 //!
 //! * [`repair_index`] reads every pack's self-describing blob headers and
 //!   writes a fresh set of index fragments, then removes the old ones. A pack
-//!   whose bytes are damaged gives up only its damaged blobs.
+//!   whose bytes are damaged gives up only its damaged blobs: the intact ones
+//!   are checked one by one and moved to new packs, then it is deleted.
 //! * [`repair_snapshots`] writes, for every snapshot that refers to chunks
 //!   that are gone, a replacement (tag `repaired`) without the files or
 //!   artifacts that lost data, and keeps the original under the tag
@@ -23,7 +24,7 @@ use crate::format::{self, BLOB_HEADER_LEN};
 use crate::id::ObjectId;
 use crate::index::PackEntry;
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::{ChunkLocation, Repository};
 use crate::snapshot::{SnapshotRef, SourceStatus, DAMAGED_TAG, REPAIRED_TAG};
 use crate::tree::{RawPath, TreeReader, TreeWriter};
 use crate::writer::WriteSession;
@@ -68,6 +69,10 @@ pub async fn repair_index(
     let mut written: HashSet<String> = HashSet::new();
     let mut batch: Vec<PackEntry> = Vec::new();
     let mut blobs = 0usize;
+    // The intact blobs of damaged packs go to new packs; the damaged packs
+    // are deleted once those are indexed.
+    let salvage = WriteSession::with_known(repo.clone(), HashSet::new());
+    let mut damaged: Vec<ObjectId> = Vec::new();
     for (id, size) in listed {
         let bytes = match repo.sink().get(&format::pack_key(&id)).await {
             Ok(b) => b,
@@ -80,11 +85,17 @@ pub async fn repair_index(
             Ok(e) => e,
             Err(detail) => {
                 let saved = salvage_pack(repo, &id, &bytes);
+                for b in &saved.blobs {
+                    let frame = bytes.slice(b.offset as usize..(b.offset + b.length) as usize);
+                    let encoded = repo.open_frame(&id, &bytes, frame)?;
+                    salvage.add_encoded(b.id, b.kind, encoded).await?;
+                }
                 report.damaged_packs.push(format!(
-                    "pack {id}: {detail}; {} blob(s) intact and indexed",
+                    "pack {id}: {detail}; {} intact blob(s) moved to new packs, the rest is lost",
                     saved.blobs.len()
                 ));
-                saved
+                damaged.push(id);
+                continue;
             }
         };
         if entry.blobs.is_empty() {
@@ -104,9 +115,21 @@ pub async fn repair_index(
         written.insert(format::index_key(&repo.write_fragment(&batch).await?));
         report.fragments_written += 1;
     }
+    if let Some(f) = salvage.finish().await? {
+        written.insert(format::index_key(&f));
+        report.fragments_written += 1;
+    }
+    report.blobs_indexed += salvage
+        .stats
+        .blobs_added
+        .load(std::sync::atomic::Ordering::Relaxed);
     for key in old.iter().filter(|k| !written.contains(*k)) {
         repo.sink().delete(key).await?;
         report.fragments_removed += 1;
+    }
+    let fresh = salvage.written_packs();
+    for id in damaged.iter().filter(|id| !fresh.contains(id)) {
+        repo.sink().delete(&format::pack_key(id)).await?;
     }
     repo.index_reset().await;
     Ok(report)
@@ -141,6 +164,9 @@ fn salvage_pack(repo: &Repository, id: &ObjectId, bytes: &[u8]) -> PackEntry {
 /// What `repair snapshots` did.
 #[derive(Debug, Clone, Default)]
 pub struct RepairSnapshotsReport {
+    /// Packs the index described that are gone from storage, taken out of
+    /// the index.
+    pub packs_forgotten: usize,
     /// Snapshots checked.
     pub checked: usize,
     /// Per replaced snapshot: its id, the replacement's id (none in a dry
@@ -169,10 +195,13 @@ pub async fn repair_snapshots(
     progress: &Arc<Progress>,
 ) -> Result<RepairSnapshotsReport> {
     repo.require_readable("repair snapshots")?;
+    let mut report = RepairSnapshotsReport::default();
     repo.load_index().await?;
     let listed = repo.list_packs().await?;
+    if !dry_run {
+        report.packs_forgotten = drop_missing_packs(repo, &listed).await?;
+    }
     let (snapshots, _) = repo.snapshots().await?;
-    let mut report = RepairSnapshotsReport::default();
     let session = WriteSession::new(repo.clone()).await?;
     let present = Presence {
         repo: repo.clone(),
@@ -196,13 +225,11 @@ pub async fn repair_snapshots(
                     ArtifactFate::Whole => kept.push(a),
                     ArtifactFate::Pruned(new, paths) => {
                         lost.extend(paths.iter().map(|p| format!("{name}: {}/{p}", a.name)));
-                        entry
-                            .warnings
-                            .push(format!(
-                                "repaired: {} file(s) of `{}` were lost and dropped",
-                                paths.len(),
-                                a.name
-                            ));
+                        entry.warnings.push(format!(
+                            "repaired: {} file(s) of `{}` were lost and dropped",
+                            paths.len(),
+                            a.name
+                        ));
                         kept.push(new);
                     }
                     ArtifactFate::Lost(why) => {
@@ -262,6 +289,44 @@ pub async fn repair_snapshots(
     Ok(report)
 }
 
+/// Takes the packs that are gone from storage out of the index: the
+/// fragments that describe them are written again without them, then
+/// removed. Returns how many packs were dropped.
+async fn drop_missing_packs(
+    repo: &Arc<Repository>,
+    listed: &HashMap<ObjectId, u64>,
+) -> Result<usize> {
+    let entries: HashMap<ObjectId, PackEntry> = repo
+        .with_index(|i| i.pack_entries())
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    let mut dropped: HashSet<ObjectId> = HashSet::new();
+    for (fragment, packs) in repo.index_fragments().await? {
+        if packs.iter().all(|p| listed.contains_key(p)) {
+            continue;
+        }
+        dropped.extend(packs.iter().filter(|p| !listed.contains_key(p)));
+        let keep: Vec<PackEntry> = packs
+            .iter()
+            .filter(|p| listed.contains_key(p))
+            .filter_map(|p| entries.get(p).cloned())
+            .collect();
+        let new = if keep.is_empty() {
+            None
+        } else {
+            Some(repo.write_fragment(&keep).await?)
+        };
+        if new != Some(fragment) {
+            repo.sink().delete(&format::index_key(&fragment)).await?;
+        }
+    }
+    repo.index_reset().await;
+    repo.load_index().await?;
+    Ok(dropped.len())
+}
+
 /// Whether chunks are stored, remembered per chunk.
 struct Presence {
     repo: Arc<Repository>,
@@ -274,11 +339,7 @@ impl Presence {
         if let Some(v) = self.cache.lock().await.get(id) {
             return Ok(*v);
         }
-        let indexed = self.repo.with_index(|i| i.get(id)).await?;
-        let v = match indexed {
-            Some((p, _)) if self.listed.contains_key(&p.id) => true,
-            _ => self.repo.locate_unindexed(id).await?.is_some(),
-        };
+        let v = self.repo.locate_chunk(id, &self.listed).await? != ChunkLocation::Missing;
         self.cache.lock().await.insert(*id, v);
         Ok(v)
     }
@@ -325,7 +386,11 @@ async fn repair_artifact(
         match reader.next_entry().await {
             Ok(Some(e)) => entries.push(e),
             Ok(None) => break,
-            Err(e) => return Ok(ArtifactFate::Lost(format!("its file listing is unreadable: {e}"))),
+            Err(e) => {
+                return Ok(ArtifactFate::Lost(format!(
+                    "its file listing is unreadable: {e}"
+                )))
+            }
         }
     }
     let mut dropped: HashSet<RawPath> = HashSet::new();

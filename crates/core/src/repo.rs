@@ -40,6 +40,17 @@ pub struct Repository {
     scan_lock: tokio::sync::Mutex<()>,
 }
 
+/// Where a chunk is (see [`Repository::locate_chunk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkLocation {
+    /// In this pack, which an index fragment describes.
+    Indexed(ObjectId),
+    /// Only in this pack, which no valid index fragment describes.
+    Unindexed(ObjectId),
+    /// In no pack in storage.
+    Missing,
+}
+
 /// Why a blob frame of a pack cannot be read.
 enum FrameError {
     /// The pack's structure breaks here: nothing after it can be found.
@@ -67,7 +78,8 @@ impl OpenedConfig {
                     .chunk_id_key
                     .strip_prefix("age:")
                     .ok_or_else(|| Error::corrupt("repository config", "bad chunk_id_key"))?;
-                let (c, k) = Crypto::open(keys, params, sealed).map_err(|e| in_repo(e, location))?;
+                let (c, k) =
+                    Crypto::open(keys, params, sealed).map_err(|e| in_repo(e, location))?;
                 (Some(c), k)
             }
             (other, _) => {
@@ -137,10 +149,33 @@ impl Repository {
         keys: &KeyMaterial,
         like: Option<&Repository>,
     ) -> Result<Arc<Self>> {
+        Self::create(sink, keys, like, None).await
+    }
+
+    /// Creates a new repository with its own chunking parameters instead of
+    /// the defaults (small chunks make small test repositories behave like
+    /// large ones).
+    pub async fn init_with_chunker(
+        sink: Arc<dyn Sink>,
+        keys: &KeyMaterial,
+        chunker: format::ChunkerParams,
+    ) -> Result<Arc<Self>> {
+        Self::create(sink, keys, None, Some(chunker)).await
+    }
+
+    async fn create(
+        sink: Arc<dyn Sink>,
+        keys: &KeyMaterial,
+        like: Option<&Repository>,
+        chunker: Option<format::ChunkerParams>,
+    ) -> Result<Arc<Self>> {
         if !sink.list(format::CONFIG_KEY).await?.is_empty() {
             return Err(Error::AlreadyInitialized(sink.location()));
         }
         let mut config = RepoConfig::generate();
+        if let Some(c) = chunker {
+            config.chunker = c;
+        }
         let key = if let Some(other) = like {
             let fresh = config;
             config = other.config.clone();
@@ -195,8 +230,12 @@ impl Repository {
             return Err(Error::NotInitialized(sink.location()));
         }
         let location = sink.location();
-        let main_parsed = main.as_ref().map(|b| OpenedConfig::parse(b, keys, &location));
-        let copy_parsed = copy.as_ref().map(|b| OpenedConfig::parse(b, keys, &location));
+        let main_parsed = main
+            .as_ref()
+            .map(|b| OpenedConfig::parse(b, keys, &location));
+        let copy_parsed = copy
+            .as_ref()
+            .map(|b| OpenedConfig::parse(b, keys, &location));
         let mut damage = Vec::new();
         let mut legacy = false;
         let chosen = match (main_parsed, copy_parsed) {
@@ -533,14 +572,20 @@ impl Repository {
                 // The pack is gone: the chunk may be in another one.
                 self.scan_unindexed_packs().await?;
                 let (pack2, loc2) = self.index.read().await.index.get(id).ok_or_else(missing)?;
-                return self.decode_frame(id, &pack2, self.fetch_frame(&pack2.id, &loc2).await).await;
+                return self
+                    .decode_frame(id, &pack2, self.fetch_frame(&pack2.id, &loc2).await)
+                    .await;
             }
             r => r,
         };
         self.decode_frame(id, &pack, raw).await
     }
 
-    async fn fetch_frame(&self, pack: &ObjectId, loc: &crate::index::BlobLocation) -> Result<Bytes> {
+    async fn fetch_frame(
+        &self,
+        pack: &ObjectId,
+        loc: &crate::index::BlobLocation,
+    ) -> Result<Bytes> {
         self.sink
             .get_range(
                 &format::pack_key(pack),
@@ -576,17 +621,35 @@ impl Repository {
         Ok((encoded, what))
     }
 
-    /// The pack that holds `id` among the packs no valid index fragment
-    /// describes (scanning them once), if any.
-    pub async fn locate_unindexed(&self, id: &ObjectId) -> Result<Option<ObjectId>> {
+    /// Where a chunk is, given the packs in storage (`listed`): in a pack an
+    /// index fragment describes, only in a pack none describes (found by
+    /// scanning them, once), or nowhere.
+    pub async fn locate_chunk(
+        &self,
+        id: &ObjectId,
+        listed: &std::collections::HashMap<ObjectId, u64>,
+    ) -> Result<ChunkLocation> {
         self.load_index().await?;
+        {
+            let g = self.index.read().await;
+            if let Some((p, _)) = g.index.get(id) {
+                if listed.contains_key(&p.id) {
+                    return Ok(if g.scanned.contains(&p.id) {
+                        ChunkLocation::Unindexed(p.id)
+                    } else {
+                        ChunkLocation::Indexed(p.id)
+                    });
+                }
+            }
+        }
         self.scan_unindexed_packs().await?;
         let g = self.index.read().await;
-        Ok(g
-            .index
-            .get(id)
-            .map(|(p, _)| p.id)
-            .filter(|p| g.scanned.contains(p)))
+        Ok(match g.index.get(id) {
+            Some((p, _)) if g.scanned.contains(&p.id) && listed.contains_key(&p.id) => {
+                ChunkLocation::Unindexed(p.id)
+            }
+            _ => ChunkLocation::Missing,
+        })
     }
 
     /// Checks an encoded blob (header and payload, decrypted) against the
@@ -698,7 +761,9 @@ impl Repository {
                 if let Some(k) = c.cached_pack_key(id) {
                     return Ok(Some(k));
                 }
-                Ok(Some(c.unseal_pack_key(id, sealed).map_err(|e| e.to_string())?))
+                Ok(Some(
+                    c.unseal_pack_key(id, sealed).map_err(|e| e.to_string())?,
+                ))
             }
             (None, Some(_)) => Err("unencrypted pack in an encrypted repository".into()),
             (Some(_), None) => Err("encrypted pack in an unencrypted repository".into()),
@@ -733,17 +798,17 @@ impl Repository {
                         "blob at offset {pos} runs past the end"
                     )));
                 }
-                decrypted = crypto::decrypt_blob(k, &bytes[pos..end]).map_err(|e| {
-                    FrameError::Content {
+                decrypted =
+                    crypto::decrypt_blob(k, &bytes[pos..end]).map_err(|e| FrameError::Content {
                         end,
                         detail: format!("blob at offset {pos}: {e}"),
-                    }
-                })?;
+                    })?;
                 (&decrypted, end)
             }
         };
         let content = |detail: String| FrameError::Content { end, detail };
-        let h = BlobHeader::decode(encoded).map_err(|e| content(format!("at offset {pos}: {e}")))?;
+        let h =
+            BlobHeader::decode(encoded).map_err(|e| content(format!("at offset {pos}: {e}")))?;
         if BLOB_HEADER_LEN + h.stored_len as usize != encoded.len() {
             return Err(content(format!("blob at offset {pos} has a bad length")));
         }

@@ -14,8 +14,8 @@ use crate::format;
 use crate::id::ObjectId;
 use crate::lock::LockState;
 use crate::progress::Progress;
-use crate::repo::Repository;
-use crate::snapshot::{SnapshotRef, SourceEntry};
+use crate::repo::{ChunkLocation, Repository};
+use crate::snapshot::{SnapshotRef, SourceEntry, DAMAGED_TAG};
 use crate::tree::TreeReader;
 
 /// What to verify.
@@ -64,8 +64,7 @@ impl VerifyReport {
     }
 }
 
-const REPAIR_INDEX: &str =
-    "`respaldo repair index` rebuilds the index from the packs' own headers";
+const REPAIR_INDEX: &str = "`respaldo repair index` rebuilds the index from the packs' own headers";
 const REPAIR_SNAPSHOTS: &str = "`respaldo repair snapshots` replaces the damaged snapshots with \
      ones that keep everything that survived (the originals stay, tagged `damaged`)";
 const REPAIR_CONFIG: &str = "`respaldo repair config` writes the config and its copy again";
@@ -100,22 +99,15 @@ pub async fn check_entry(
         }
         let mut missing = 0usize;
         for id in ids {
-            let loc = repo.with_index(|i| i.get(&id)).await?;
-            match loc {
-                Some((pack, _)) if listed.contains_key(&pack.id) => {
-                    out.packs.insert(pack.id);
+            match repo.locate_chunk(&id, listed).await? {
+                ChunkLocation::Indexed(pack) => {
+                    out.packs.insert(pack);
                 }
-                _ => {
-                    // Not in a valid fragment (or its pack is gone): look in
-                    // the packs no fragment describes.
-                    match repo.locate_unindexed(&id).await? {
-                        Some(pack) => {
-                            out.packs.insert(pack);
-                            out.unindexed += 1;
-                        }
-                        None => missing += 1,
-                    }
+                ChunkLocation::Unindexed(pack) => {
+                    out.packs.insert(pack);
+                    out.unindexed += 1;
                 }
+                ChunkLocation::Missing => missing += 1,
             }
             out.chunks.insert(id);
         }
@@ -153,9 +145,10 @@ pub async fn verify(
     }
     let mut report = VerifyReport::default();
     for d in repo.config_damage() {
-        report
-            .problems
-            .push(format!("repository config object `{}`: {}", d.key, d.detail));
+        report.problems.push(format!(
+            "repository config object `{}`: {}",
+            d.key, d.detail
+        ));
         report.suggest(REPAIR_CONFIG);
     }
     for l in repo.locks().await? {
@@ -165,7 +158,9 @@ pub async fn verify(
                 report.suggest(UNLOCK);
             }
             LockState::Info(_) if l.is_stale() => {
-                report.notes.push(format!("stale lock {}: {}", l.key, l.describe()));
+                report
+                    .notes
+                    .push(format!("stale lock {}: {}", l.key, l.describe()));
             }
             LockState::Info(_) => {}
         }
@@ -234,13 +229,24 @@ pub async fn verify(
     for s in &selected {
         for (name, entry) in s.snapshot.sources.iter().filter(|(_, e)| e.is_ok()) {
             let check = check_entry(repo, entry, &listed).await?;
-            for p in &check.problems {
-                report
-                    .problems
-                    .push(format!("snapshot {} source `{name}` {p}", s.id.short()));
-            }
-            if !check.problems.is_empty() {
-                report.damaged_snapshots.insert(s.id);
+            if s.has_tag(DAMAGED_TAG) {
+                // Known: replaced by `repair snapshots`, kept on purpose.
+                for p in &check.problems {
+                    report.notes.push(format!(
+                        "snapshot {} (tag `{DAMAGED_TAG}`, replaced by `repair snapshots`) source `{name}` {p}; `respaldo forget {}` removes it",
+                        s.id.short(),
+                        s.id.short()
+                    ));
+                }
+            } else {
+                for p in &check.problems {
+                    report
+                        .problems
+                        .push(format!("snapshot {} source `{name}` {p}", s.id.short()));
+                }
+                if !check.problems.is_empty() {
+                    report.damaged_snapshots.insert(s.id);
+                }
             }
             only_unindexed += check.unindexed;
             for p in check.packs {

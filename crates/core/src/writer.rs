@@ -78,10 +78,16 @@ pub struct WriteSession {
     repo: Arc<Repository>,
     key: [u8; 32],
     known: Mutex<HashSet<ObjectId>>,
-    pack: tokio::sync::Mutex<PackBuf>,
+    /// The pack being filled with data blobs, and the one with tree
+    /// listings: listings go to packs of their own, so that losing a data
+    /// pack never takes a tree's listing with it (and listings, read by
+    /// every `ls`, `diff` and backup parent, stay in a few small packs).
+    packs: [tokio::sync::Mutex<PackBuf>; 2],
     uploads: Mutex<Vec<JoinHandle<Result<PackEntry>>>>,
     permits: Arc<Semaphore>,
     pack_target: usize,
+    /// Packs uploaded and indexed by [`WriteSession::finish`].
+    written: Mutex<Vec<ObjectId>>,
     /// Counters.
     pub stats: SessionStats,
 }
@@ -108,10 +114,14 @@ impl WriteSession {
             key: *repo.chunk_key(),
             repo,
             known: Mutex::new(known),
-            pack: tokio::sync::Mutex::new(PackBuf::new()),
+            packs: [
+                tokio::sync::Mutex::new(PackBuf::new()),
+                tokio::sync::Mutex::new(PackBuf::new()),
+            ],
             uploads: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
             pack_target: PACK_TARGET,
+            written: Mutex::new(Vec::new()),
             stats: SessionStats::default(),
         })
     }
@@ -196,7 +206,7 @@ impl WriteSession {
         kind: BlobKind,
         blob: Bytes,
     ) -> Result<()> {
-        let mut pack = self.pack.lock().await;
+        let mut pack = self.packs[usize::from(kind == BlobKind::Tree)].lock().await;
         if !self
             .known
             .lock()
@@ -277,8 +287,8 @@ impl WriteSession {
     /// fragment describing the new packs. After this returns, every chunk
     /// stored in the session is durable and indexed: a snapshot may refer to it.
     pub async fn finish(&self) -> Result<Option<ObjectId>> {
-        {
-            let mut pack = self.pack.lock().await;
+        for slot in &self.packs {
+            let mut pack = slot.lock().await;
             if !pack.blobs.is_empty() {
                 let permit = self.permit().await?;
                 let full = std::mem::replace(&mut *pack, PackBuf::new());
@@ -312,7 +322,21 @@ impl WriteSession {
         }
         let id = self.repo.write_fragment(&packs).await?;
         self.repo.index_add(&packs, Some(id)).await;
+        self.written
+            .lock()
+            .map_err(|_| Error::Task("poisoned".into()))?
+            .extend(packs.iter().map(|p| p.id));
         Ok(Some(id))
+    }
+
+    /// The packs this session wrote and indexed. Pack names are the SHA-256
+    /// of their bytes, so one may be the very name of an older pack with the
+    /// same content: prune never deletes a pack it has just written.
+    pub fn written_packs(&self) -> HashSet<ObjectId> {
+        self.written
+            .lock()
+            .map(|w| w.iter().copied().collect())
+            .unwrap_or_default()
     }
 }
 

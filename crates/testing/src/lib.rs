@@ -5,9 +5,11 @@
 //! that injects failures for fault-injection tests.
 
 pub mod conformance;
+mod crash;
 pub mod docker;
 mod faulty;
 pub mod moto;
 pub mod s3proxy;
 
+pub use crash::CrashSink;
 pub use faulty::{Fault, FaultySink};
