@@ -67,7 +67,9 @@ pub const DEFAULT_SAFETY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(7);
 /// sources keeps it, so two hosts with a source of the same name never
 /// share a series. Snapshots tagged `keep` and damaged originals (tag
 /// `damaged`) are always kept; safety snapshots (tag `pre-restore`) are kept
-/// within the safety window. Snapshots without any good source are removed.
+/// within the safety window, and longer by a `tags.pre-restore` rule
+/// (counted among the safety snapshots of each host). Snapshots without any
+/// good source are removed.
 pub fn decide<Tz: chrono::TimeZone>(
     snapshots: &[SnapshotRef],
     policy: &RetentionPolicy,
@@ -101,6 +103,40 @@ pub fn decide<Tz: chrono::TimeZone>(
         };
         if let Some(r) = r {
             reasons.entry(s.id).or_default().push(r);
+        }
+    }
+    // A rule written for the safety snapshots' own tag keeps them longer,
+    // counted among themselves, per host.
+    if let Some(rules) = policy.tags.get(PRE_RESTORE_TAG) {
+        let own = RetentionPolicy {
+            tags: [(PRE_RESTORE_TAG.to_string(), rules.clone())].into(),
+            ..Default::default()
+        };
+        let mut hosts: Vec<&str> = considered
+            .iter()
+            .map(|s| s.snapshot.host.as_str())
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        for host in hosts {
+            let members: Vec<(String, &SnapshotRef)> = considered
+                .iter()
+                .filter(|s| s.snapshot.host == host && s.has_tag(PRE_RESTORE_TAG))
+                .map(|s| (s.id.to_hex(), *s))
+                .collect();
+            let candidates: Vec<Candidate<'_>> = members
+                .iter()
+                .map(|(id, s)| Candidate {
+                    id,
+                    time: s.snapshot.time,
+                    tags: &s.snapshot.tags,
+                })
+                .collect();
+            for d in own.apply(&candidates, tz).into_iter().filter(|d| d.keep) {
+                let id: ObjectId = d.id.parse().expect("ids are hex");
+                removed_why.remove(&id);
+                reasons.entry(id).or_default().extend(d.reasons);
+            }
         }
     }
     let mut series: Vec<(&str, &str)> = considered

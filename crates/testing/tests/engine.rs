@@ -242,3 +242,73 @@ async fn a_lock_that_cannot_be_refreshed_stops_its_holder_before_the_lease_ends(
         "gave up after {after:?}"
     );
 }
+
+/// Retention series are per (host, source); safety snapshots never take a
+/// place in them and are kept for the safety window only; `keep` and
+/// `damaged` snapshots are always kept; other hosts are not touched.
+#[test]
+fn retention_is_per_host_and_protects_safety_kept_and_damaged_snapshots() {
+    let mut snaps = Vec::new();
+    for day in 0..10u32 {
+        let mut s = snap(day, &[("db", true)], &[]);
+        s.snapshot.host = if day % 2 == 0 { "a" } else { "b" }.into();
+        snaps.push(s);
+    }
+    // Newer than every backup of host a: two safety snapshots (one old by
+    // the window), one kept by tag, one damaged original.
+    let mut tagged = |day: u32, tag: &str| {
+        let mut s = snap(day, &[("db", true)], &[tag]);
+        s.snapshot.host = "a".into();
+        snaps.push(s);
+    };
+    tagged(20, "pre-restore");
+    tagged(12, "pre-restore");
+    tagged(1, "keep");
+    tagged(3, "damaged");
+    let policy: RetentionPolicy =
+        serde_json::from_str(r#"{"keep_last": 2, "tags": {"pre-restore": {"keep_last": 5}}}"#)
+            .unwrap();
+    let day = |d: &maintenance::ForgetDecision| u32::from_be_bytes(d.id.0[..4].try_into().unwrap());
+    let now = chrono::DateTime::from_timestamp(1_700_000_000 + 21 * 86_400, 0).unwrap();
+    let opts = maintenance::ForgetOptions {
+        dry_run: true,
+        hosts: respaldo_core::snapshot::Hosts::Only("a".into()),
+        safety_window: chrono::TimeDelta::days(7),
+        now,
+    };
+    let decisions = maintenance::decide(&snaps, &policy, &chrono::Utc, &opts);
+    assert!(
+        decisions.iter().all(|d| d.host == "a"),
+        "host b is not even considered"
+    );
+    let kept: std::collections::BTreeSet<u32> =
+        decisions.iter().filter(|d| d.keep).map(day).collect();
+    // a's last two regular backups (8, 6) — the safety snapshots do not push
+    // them out — the safety snapshots (20 by the window, 12 by its own tag
+    // rule), `keep` (1) and `damaged` (3).
+    assert_eq!(kept, [1, 3, 6, 8, 12, 20].into_iter().collect());
+    // Without a rule for their tag, an old safety snapshot goes.
+    let plain: RetentionPolicy = serde_json::from_str(r#"{"keep_last": 2}"#).unwrap();
+    let decisions = maintenance::decide(&snaps, &plain, &chrono::Utc, &opts);
+    let kept: std::collections::BTreeSet<u32> =
+        decisions.iter().filter(|d| d.keep).map(day).collect();
+    assert_eq!(kept, [1, 3, 6, 8, 20].into_iter().collect());
+    let old_safety = decisions.iter().find(|d| day(d) == 12).unwrap();
+    assert!(!old_safety.keep);
+    assert_eq!(
+        old_safety.reasons,
+        vec!["safety snapshot older than 7d".to_string()]
+    );
+    // All hosts: each keeps its own last two.
+    let all = maintenance::decide(
+        &snaps,
+        &policy,
+        &chrono::Utc,
+        &maintenance::ForgetOptions {
+            hosts: respaldo_core::snapshot::Hosts::All,
+            ..opts
+        },
+    );
+    let kept: std::collections::BTreeSet<u32> = all.iter().filter(|d| d.keep).map(day).collect();
+    assert_eq!(kept, [1, 3, 6, 7, 8, 9, 12, 20].into_iter().collect());
+}
