@@ -76,7 +76,8 @@ log "restic: forget --keep-last 1 --prune"
 timed "$W/restic" restic forget --keep-last 1 --prune
 after=$(du -sb "$W/restic-repo" | cut -f1)
 read -r s_sec s_rss <"$W/restic.time"
-s_freed=$(grep -oE 'this frees [0-9.]+ [KMGT]?i?B' "$W/restic.log" | head -1 | sed 's/this frees //')
+# restic reports "total prune: N blobs / SIZE" (what it removes).
+s_freed=$(grep -E '^total prune:' "$W/restic.log" | head -1 | sed 's/.*\/ *//' || true)
 s_du=$((before - after))
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }

@@ -1,17 +1,16 @@
 //! The commands.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use respaldo_core::engine::{self, BackupJob, BackupOptions};
 use respaldo_core::maintenance;
 use respaldo_core::progress::Progress;
-use respaldo_core::restore::{self, TreeRestoreOptions};
+use respaldo_core::restore;
 use respaldo_core::snapshot::{self, Hosts, SnapshotRef};
-use respaldo_core::source::{RestoreContext, RestoreTarget, Selection};
-use respaldo_core::tree::RawPath;
+use respaldo_core::source::Selection;
 use respaldo_core::verify::{self, VerifyOptions};
 use respaldo_core::{Error, Repository};
 use respaldo_sink_local::LocalSink;
@@ -51,7 +50,7 @@ pub fn describe(e: &anyhow::Error) -> String {
     msg
 }
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
@@ -64,7 +63,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn say(&self, msg: impl AsRef<str>) {
+    pub(crate) fn say(&self, msg: impl AsRef<str>) {
         if !self.cli.quiet {
             eprintln!("{}", msg.as_ref());
         }
@@ -173,7 +172,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             no_safety_snapshot,
             dry_run,
         } => {
-            let req = RestoreRequest {
+            let req = crate::restore::RestoreRequest {
                 spec: snapshot,
                 sources,
                 target: target.as_deref(),
@@ -184,14 +183,16 @@ pub async fn run(cli: &Cli) -> Result<u8> {
                     schemas: selection.schemas.clone(),
                     schema_only: selection.schema_only,
                     keys: selection.keys.clone(),
+                    databases: selection.databases.clone(),
+                    volumes: selection.volumes.clone(),
                 },
                 force: *force,
                 safety_snapshot: !*no_safety_snapshot,
                 dry_run: *dry_run,
             };
-            restore_cmd(&ctx, req).await
+            crate::restore::command(&ctx, req).await
         }
-        Command::TestRestore { sources } => test_restore(&ctx, sources).await,
+        Command::TestRestore { sources } => crate::test_restore::command(&ctx, sources).await,
         Command::Dump { snapshot, what } => dump(&ctx, snapshot, what).await,
         Command::Verify {
             snapshot,
@@ -382,11 +383,7 @@ async fn backup(
         .filter(|s| s.enabled)
         .filter(|s| names.is_empty() || names.contains(&s.name))
         .filter(|s| types.is_empty() || types.contains(&s.kind))
-        .map(|s| BackupJob {
-            name: s.name.clone(),
-            source: s.source.clone(),
-            compression_level: s.compression_level,
-        })
+        .map(|s| BackupJob::new(s.name.clone(), s.source.clone(), s.compression_level))
         .collect();
     if jobs.is_empty() {
         return Err(usage(
@@ -523,7 +520,10 @@ async fn backup_jobs(
     Ok(outcome)
 }
 
-async fn load_snapshots(ctx: &Ctx<'_>, repo: &Arc<Repository>) -> Result<Vec<SnapshotRef>> {
+pub(crate) async fn load_snapshots(
+    ctx: &Ctx<'_>,
+    repo: &Arc<Repository>,
+) -> Result<Vec<SnapshotRef>> {
     let (list, damaged) = repo.snapshots().await?;
     for d in damaged {
         if !ctx.cli.quiet {
@@ -536,7 +536,7 @@ async fn load_snapshots(ctx: &Ctx<'_>, repo: &Arc<Repository>) -> Result<Vec<Sna
     Ok(list)
 }
 
-fn resolve<'a>(
+pub(crate) fn resolve<'a>(
     ctx: &Ctx<'_>,
     list: &'a [SnapshotRef],
     spec: &str,
@@ -692,390 +692,6 @@ async fn show(ctx: &Ctx<'_>, spec: &str) -> Result<u8> {
         }
     }
     Ok(0)
-}
-
-struct RestoreRequest<'a> {
-    spec: &'a str,
-    sources: &'a [String],
-    target: Option<&'a str>,
-    to: Option<&'a Path>,
-    paths: &'a [String],
-    selection: Selection,
-    force: bool,
-    safety_snapshot: bool,
-    dry_run: bool,
-}
-
-async fn restore_cmd(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
-    if req.target.is_some() && req.sources.len() != 1 {
-        return Err(usage("--target needs exactly one --source"));
-    }
-    if !req.selection.options_set().is_empty() && req.sources.len() != 1 {
-        return Err(usage(format!(
-            "{} needs exactly one --source",
-            req.selection.options_set().join(", ")
-        )));
-    }
-    if !req.selection.options_set().is_empty() && req.to.is_some() {
-        return Err(usage(format!(
-            "{} cannot be combined with --to (it writes whole artifacts)",
-            req.selection.options_set().join(", ")
-        )));
-    }
-    let filter: Vec<RawPath> = req
-        .paths
-        .iter()
-        .map(|p| RawPath(p.trim_matches('/').as_bytes().to_vec()))
-        .collect();
-    if let Some(bad) = filter.iter().find(|p| !p.is_safe()) {
-        return Err(usage(format!(
-            "--path `{}` must be a relative path inside the tree",
-            bad.display()
-        )));
-    }
-    let repo = ctx.repo().await?;
-    repo.require_readable("restore")?;
-    let list = load_snapshots(ctx, &repo).await?;
-    // Which (source, snapshot) pairs to restore.
-    let mut plan: Vec<(String, &SnapshotRef)> = Vec::new();
-    if req.spec == "latest" {
-        let names: Vec<String> = if req.sources.is_empty() {
-            ctx.config
-                .sources
-                .iter()
-                .filter(|s| s.enabled)
-                .map(|s| s.name.clone())
-                .collect()
-        } else {
-            req.sources.to_vec()
-        };
-        for n in names {
-            let s = resolve(ctx, &list, "latest", Some(&n))?;
-            plan.push((n, s));
-        }
-    } else {
-        let s = resolve(ctx, &list, req.spec, None)?;
-        let names: Vec<String> = if req.sources.is_empty() {
-            s.snapshot
-                .sources
-                .iter()
-                .filter(|(_, e)| e.is_ok())
-                .map(|(n, _)| n.clone())
-                .collect()
-        } else {
-            req.sources.to_vec()
-        };
-        for n in names {
-            match s.snapshot.sources.get(&n) {
-                None => {
-                    return Err(usage(format!(
-                        "snapshot {} has no source `{n}`",
-                        s.id.short()
-                    )))
-                }
-                Some(e) if !e.is_ok() => {
-                    return Err(anyhow!(
-                        "source `{n}` failed in snapshot {} ({}); it cannot be restored from there",
-                        s.id.short(),
-                        e.error.as_deref().unwrap_or("failed")
-                    ))
-                }
-                Some(_) => plan.push((n, s)),
-            }
-        }
-    }
-    if plan.is_empty() {
-        return Err(usage("nothing to restore"));
-    }
-    // Validate everything before changing anything.
-    for (name, s) in &plan {
-        if req.to.is_none() {
-            let spec = ctx.config.source(name).ok_or_else(|| {
-                usage(format!(
-                    "source `{name}` is not in {}; use --to DIR to get its artifacts as files",
-                    ctx.config.path.display()
-                ))
-            })?;
-            let recorded = &s.snapshot.sources[name].kind;
-            if &spec.kind != recorded {
-                return Err(usage(format!(
-                    "source `{name}` is `{}` in the configuration but `{recorded}` in snapshot {}",
-                    spec.kind,
-                    s.id.short()
-                )));
-            }
-        }
-    }
-    if req.dry_run {
-        for (name, s) in &plan {
-            let dest = match (req.to, req.target) {
-                (Some(dir), _) => dir.join(name).display().to_string(),
-                (None, Some(t)) => t.to_string(),
-                (None, None) => "its live location".into(),
-            };
-            println!(
-                "would restore `{name}` from snapshot {} ({}) into {dest}",
-                s.id.short(),
-                output::time(&s.snapshot.time)
-            );
-        }
-        return Ok(0);
-    }
-    let progress = Arc::new(Progress::default());
-    // A shared lock: prune (exclusive) cannot remove data while it is read.
-    let lock = repo.lock(false, "restore", ctx.lock_wait()).await?;
-    if req.force && req.safety_snapshot && req.to.is_none() && req.target.is_none() {
-        if let Err(e) = safety_snapshot(ctx, &repo, &plan).await {
-            lock.release().await?;
-            return Err(e);
-        }
-    }
-    let view = ctx.progress(&progress, "restoring");
-    let mut failures = 0;
-    let mut reports = Vec::new();
-    for (name, s) in &plan {
-        let entry = s.snapshot.sources[name].clone();
-        let result: Result<Vec<String>> = async {
-            if let Some(dir) = req.to {
-                let opts = TreeRestoreOptions {
-                    force: req.force,
-                    paths: filter.clone(),
-                };
-                let written =
-                    restore::export_source(&repo, name, &entry, dir, &opts, &progress).await?;
-                return Ok(written
-                    .iter()
-                    .map(|p| format!("wrote {}", p.display()))
-                    .collect());
-            }
-            let spec = ctx.config.source(name).expect("validated above");
-            let rctx = RestoreContext {
-                repo: repo.clone(),
-                snapshot_id: s.id,
-                source_name: name.clone(),
-                entry,
-                force: req.force,
-                paths: filter.clone(),
-                selection: req.selection.clone(),
-                progress: progress.clone(),
-            };
-            let target = match req.target {
-                Some(t) => RestoreTarget::Other(resolve_target(t, &ctx.config.base)),
-                None => RestoreTarget::Live,
-            };
-            let report = spec
-                .source
-                .restore(&rctx, &target)
-                .await
-                .map_err(|e| Error::Source {
-                    name: name.clone(),
-                    kind: spec.kind.clone(),
-                    source: e,
-                })?;
-            Ok(report.lines)
-        }
-        .await;
-        match result {
-            Ok(lines) => reports.push(
-                json!({"source": name, "snapshot": s.id.to_hex(), "ok": true, "lines": lines}),
-            ),
-            Err(e) => {
-                failures += 1;
-                let msg = describe(&e);
-                view_error(ctx, name, &msg);
-                reports.push(
-                    json!({"source": name, "snapshot": s.id.to_hex(), "ok": false, "error": msg}),
-                );
-            }
-        }
-    }
-    view.finish();
-    lock.release().await?;
-    if ctx.cli.json {
-        println!("{}", serde_json::Value::Array(reports));
-    } else {
-        for r in &reports {
-            if let Some(lines) = r["lines"].as_array() {
-                for l in lines {
-                    ctx.say(format!(
-                        "{}: {}",
-                        r["source"].as_str().unwrap_or(""),
-                        l.as_str().unwrap_or("")
-                    ));
-                }
-            }
-        }
-    }
-    Ok(if failures > 0 { 1 } else { 0 })
-}
-
-/// Backs up the live state of the sources about to be overwritten, tagged
-/// `pre-restore`, so a mistaken restore can itself be undone. Any failure
-/// stops the restore before anything changed.
-async fn safety_snapshot(
-    ctx: &Ctx<'_>,
-    repo: &Arc<Repository>,
-    plan: &[(String, &SnapshotRef)],
-) -> Result<()> {
-    let jobs: Vec<BackupJob> = plan
-        .iter()
-        .filter_map(|(name, _)| ctx.config.source(name))
-        .map(|s| BackupJob {
-            name: s.name.clone(),
-            source: s.source.clone(),
-            compression_level: s.compression_level,
-        })
-        .collect();
-    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-    ctx.say(format!(
-        "taking a safety snapshot of {} before overwriting it",
-        names.join(", ")
-    ));
-    let progress = Arc::new(Progress::default());
-    let view = ctx.progress(&progress, "safety snapshot");
-    let opts = BackupOptions {
-        tags: vec![snapshot::PRE_RESTORE_TAG.to_string()],
-        concurrency: ctx.config.backup.concurrency,
-        host: ctx.config.host.clone(),
-        redact: Some(ctx.config.masker.redactor()),
-        verify: ctx.config.repository.verify_after_backup,
-    };
-    let outcome = engine::backup(repo, jobs, &opts, progress).await;
-    view.finish();
-    let outcome = outcome.context("safety snapshot failed; nothing was restored")?;
-    let failed = outcome.failures();
-    if let Some((name, msg)) = failed.first() {
-        return Err(anyhow!(
-            "safety snapshot of `{name}` failed ({msg}); nothing was restored \
-             (use --no-safety-snapshot to restore anyway)"
-        ));
-    }
-    if let Some(id) = outcome.snapshot_id {
-        ctx.say(format!(
-            "safety snapshot {} taken (tag `{}`)",
-            id.short(),
-            snapshot::PRE_RESTORE_TAG
-        ));
-    }
-    Ok(())
-}
-
-/// `test-restore`: every selected source's latest good backup goes through
-/// its driver's throwaway restore and checks.
-async fn test_restore(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
-    for n in names {
-        if ctx.config.source(n).is_none() {
-            return Err(usage(format!("no source named `{n}`")));
-        }
-    }
-    if !ctx
-        .config
-        .sources
-        .iter()
-        .any(|s| s.enabled && (names.is_empty() || names.contains(&s.name)))
-    {
-        return Err(usage(
-            "no source selected: nothing to test-restore (check --source and `enabled`)",
-        ));
-    }
-    let repo = ctx.repo().await?;
-    repo.require_readable("test-restore")?;
-    let list = load_snapshots(ctx, &repo).await?;
-    let lock = repo.lock(false, "test-restore", ctx.lock_wait()).await?;
-    let progress = Arc::new(Progress::default());
-    let total = std::time::Instant::now();
-    let mut results = Vec::new();
-    let mut failures = 0;
-    for spec in ctx
-        .config
-        .sources
-        .iter()
-        .filter(|s| s.enabled && (names.is_empty() || names.contains(&s.name)))
-    {
-        let started = std::time::Instant::now();
-        let result: Result<(String, Vec<String>)> = async {
-            let s = resolve(ctx, &list, "latest", Some(&spec.name))?;
-            let rctx = RestoreContext {
-                repo: repo.clone(),
-                snapshot_id: s.id,
-                source_name: spec.name.clone(),
-                entry: s.snapshot.sources[&spec.name].clone(),
-                force: false,
-                paths: Vec::new(),
-                selection: Selection::default(),
-                progress: progress.clone(),
-            };
-            let report = spec
-                .source
-                .test_restore(&rctx)
-                .await
-                .map_err(|e| Error::Source {
-                    name: spec.name.clone(),
-                    kind: spec.kind.clone(),
-                    source: e,
-                })?;
-            Ok((s.id.to_hex(), report.lines))
-        }
-        .await;
-        let ms = started.elapsed().as_millis() as u64;
-        match result {
-            Ok((id, lines)) => {
-                for l in &lines {
-                    ctx.say(format!("{}: {l}", spec.name));
-                }
-                ctx.say(format!(
-                    "{}: test restore ok in {}",
-                    spec.name,
-                    output::duration(ms)
-                ));
-                results.push(json!({"source": spec.name, "snapshot": id, "ok": true,
-                    "duration_ms": ms, "lines": lines}));
-            }
-            Err(e) => {
-                failures += 1;
-                let msg = describe(&e);
-                eprintln!(
-                    "{}: TEST RESTORE FAILED after {}: {msg}",
-                    spec.name,
-                    output::duration(ms)
-                );
-                results.push(
-                    json!({"source": spec.name, "ok": false, "duration_ms": ms, "error": msg}),
-                );
-            }
-        }
-    }
-    lock.release().await?;
-    let total_ms = total.elapsed().as_millis() as u64;
-    if ctx.cli.json {
-        println!(
-            "{}",
-            json!({"sources": results, "duration_ms": total_ms, "ok": failures == 0})
-        );
-    } else {
-        println!(
-            "test restore: {} of {} sources ok, total time {} (RTO)",
-            results.len() - failures,
-            results.len(),
-            output::duration(total_ms)
-        );
-    }
-    Ok(if failures > 0 { 1 } else { 0 })
-}
-
-fn view_error(_ctx: &Ctx<'_>, name: &str, msg: &str) {
-    eprintln!("error: restore of `{name}` failed: {msg}");
-}
-
-/// A `--target` that looks like a relative path is taken relative to the
-/// current directory (URLs and names pass unchanged).
-fn resolve_target(t: &str, _base: &Path) -> String {
-    if t.contains("://") || !(t.starts_with('.') || t.contains('/')) {
-        return t.to_string();
-    }
-    std::path::absolute(PathBuf::from(t))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| t.to_string())
 }
 
 async fn dump(ctx: &Ctx<'_>, spec: &str, what: &str) -> Result<u8> {

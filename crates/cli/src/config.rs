@@ -180,13 +180,24 @@ struct CommonSourceKeys {
     /// Hooks around this source's backup.
     #[serde(default)]
     hooks: crate::hooks::HooksConfig,
+    /// What happens around this source's restore: hooks, containers to
+    /// stop, the health check.
+    #[serde(default)]
+    restore: crate::restore::RestoreSettingsConfig,
 }
 
 fn yes() -> bool {
     true
 }
 
-const COMMON_KEYS: [&str; 5] = ["type", "enabled", "compression_level", "rpo", "hooks"];
+const COMMON_KEYS: [&str; 6] = [
+    "type",
+    "enabled",
+    "compression_level",
+    "rpo",
+    "hooks",
+    "restore",
+];
 
 /// One configured source.
 #[derive(Debug, Clone)]
@@ -203,6 +214,8 @@ pub struct SourceSpec {
     pub rpo: Option<std::time::Duration>,
     /// The driver (with the source's hooks and pre-check around its backup).
     pub source: Arc<dyn Source>,
+    /// Hooks, containers and the health check around its restore.
+    pub restore: crate::restore::RestoreSettings,
 }
 
 /// A loaded configuration.
@@ -323,6 +336,10 @@ impl Config {
         interpolate(&mut value, &mut path).map_err(|(keys, msg)| at(&keys, msg))?;
         let raw: RawConfig = typed(value, &[]).map_err(|(keys, msg)| at(&keys, msg))?;
 
+        let local_repository: Option<PathBuf> = resolve_repository_url(&raw.repository.url, base)
+            .ok()
+            .filter(|u| !respaldo_sink_object_store::ObjectStoreSink::handles(u))
+            .map(PathBuf::from);
         let mut sources = Vec::new();
         for (name, v) in raw.sources {
             let keys = vec!["sources".to_string(), name.clone()];
@@ -359,7 +376,8 @@ impl Config {
                 k.push("compression_level".into());
                 return Err(at(&k, format!("{level} is out of range (1–19)")));
             }
-            let source = build_driver(&c.kind, table, base, &keys).map_err(|(k, m)| at(&k, m))?;
+            let source = build_driver(&c.kind, table, base, &keys, local_repository.as_deref())
+                .map_err(|(k, m)| at(&k, m))?;
             let sub = |k: &str| {
                 let mut p = keys.clone();
                 p.push(k.to_string());
@@ -383,6 +401,8 @@ impl Config {
                 compression_level: level,
                 rpo,
                 source,
+                restore: crate::restore::RestoreSettings::new(c.restore, base)
+                    .map_err(|(k, m)| at(&[keys.clone(), vec!["restore".into(), k]].concat(), m))?,
             });
         }
         if !(1..=19).contains(&raw.backup.compression_level) {
@@ -542,6 +562,7 @@ fn build_driver(
     table: toml::Table,
     base: &Path,
     keys: &[String],
+    local_repository: Option<&Path>,
 ) -> Result<Arc<dyn Source>, KeyError> {
     let here = || keys.to_vec();
     let value = toml::Value::Table(table);
@@ -568,7 +589,21 @@ fn build_driver(
     use respaldo_source_postgres::PostgresSource;
     use respaldo_source_redis::RedisSource;
     match kind {
-        "files" => make(value, keys, |c| FilesSource::new(c, base)),
+        "files" => make(value, keys, |c| {
+            FilesSource::new(c, base).map(|mut f| {
+                // The repository is never backed up into itself.
+                if let Some(repo) = local_repository {
+                    if f.never_back_up(repo) {
+                        tracing::debug!(
+                            "files source {}: the repository {} is inside its paths and left out",
+                            keys.join("."),
+                            repo.display()
+                        );
+                    }
+                }
+                f
+            })
+        }),
         "command" => make(value, keys, |c| CommandSource::new(c, base)),
         "docker" => make(value, keys, DockerSource::new),
         "influxdb" => make(value, keys, |c| InfluxSource::new(c, base)),

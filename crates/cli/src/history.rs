@@ -68,6 +68,11 @@ pub struct SourceRun {
     /// How long it took.
     #[serde(default)]
     pub duration_ms: u64,
+    /// Restores: how long each step took, in milliseconds (`safety`,
+    /// `stop`, `restore`, `start`, `health`), for the RTO `test-restore`
+    /// reports.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub phases: BTreeMap<String, u64>,
 }
 
 impl RunRecord {

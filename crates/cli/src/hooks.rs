@@ -20,7 +20,9 @@ use async_trait::async_trait;
 use respaldo_core::duration::parse_duration;
 use respaldo_core::error::BoxError;
 use respaldo_core::process::{self, RunOptions};
-use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget};
+use respaldo_core::source::{
+    BackupContext, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
+};
 use respaldo_core::Source;
 use serde::Deserialize;
 
@@ -40,14 +42,14 @@ pub enum HookCommand {
 }
 
 impl HookCommand {
-    fn argv(&self) -> Vec<String> {
+    pub(crate) fn argv(&self) -> Vec<String> {
         match self {
             HookCommand::Shell(s) => vec!["sh".into(), "-c".into(), s.clone()],
             HookCommand::Argv(a) => a.clone(),
         }
     }
 
-    fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match self {
             HookCommand::Shell(s) => s.clone(),
             HookCommand::Argv(a) => a.join(" "),
@@ -308,12 +310,30 @@ impl Source for HookedSource {
         result
     }
 
+    async fn plan(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestorePlan, BoxError> {
+        self.inner.plan(ctx, target).await
+    }
+
     async fn restore(
         &self,
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, BoxError> {
         self.inner.restore(ctx, target).await
+    }
+
+    /// The backup hooks do not run for a safety snapshot: the restore's
+    /// own `before` hook has already quiesced what needs it.
+    async fn safety_backup(
+        &self,
+        ctx: &mut BackupContext,
+        plan: &RestorePlan,
+    ) -> Result<(), BoxError> {
+        self.inner.safety_backup(ctx, plan).await
     }
 
     async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {

@@ -24,11 +24,13 @@ mod notify;
 mod output;
 mod precheck;
 mod repair;
+mod restore;
 mod run;
 mod runner;
 mod schedule;
 mod signals;
 mod status;
+mod test_restore;
 
 /// Back up and restore whole application stacks from one backup.toml.
 #[derive(Debug, Parser)]
@@ -294,6 +296,12 @@ pub struct SelectionArgs {
     /// Key-value stores: only keys matching this glob, e.g. 'session:*' (repeatable).
     #[arg(long = "keys", value_name = "PATTERN")]
     pub keys: Vec<String>,
+    /// Only this database of a backup that holds several (repeatable).
+    #[arg(long = "database", value_name = "NAME")]
+    pub databases: Vec<String>,
+    /// Docker: only this volume of a backup that holds several (repeatable).
+    #[arg(long = "volume", value_name = "NAME")]
+    pub volumes: Vec<String>,
 }
 
 /// `config` subcommands.

@@ -174,6 +174,7 @@ fn fill(rec: &mut RunRecord, result: &Result<BackupOutcome>) {
                         bytes_total: e.stats.bytes_total,
                         bytes_added: e.stats.bytes_added,
                         duration_ms: e.duration_ms,
+                        phases: Default::default(),
                     },
                 );
             }

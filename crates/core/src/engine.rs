@@ -15,7 +15,7 @@ use crate::repo::Repository;
 use crate::snapshot::{
     Hosts, RunStats, Snapshot, SnapshotRef, SourceEntry, SourceStats, SourceStatus,
 };
-use crate::source::{BackupContext, Source};
+use crate::source::{BackupContext, RestorePlan, Source};
 use crate::writer::WriteSession;
 
 /// One source to back up.
@@ -27,6 +27,21 @@ pub struct BackupJob {
     pub source: Arc<dyn Source>,
     /// zstd level for its data.
     pub compression_level: i32,
+    /// For a safety snapshot before a restore: the restore's plan, so the
+    /// driver backs up what it will destroy ([`Source::safety_backup`]).
+    pub safety: Option<RestorePlan>,
+}
+
+impl BackupJob {
+    /// A regular backup job.
+    pub fn new(name: impl Into<String>, source: Arc<dyn Source>, compression_level: i32) -> Self {
+        BackupJob {
+            name: name.into(),
+            source,
+            compression_level,
+            safety: None,
+        }
+    }
 }
 
 /// Options of a run.
@@ -154,7 +169,10 @@ pub async fn backup(
                     job.compression_level,
                     progress,
                 );
-                let r = job.source.backup(&mut ctx).await;
+                let r = match &job.safety {
+                    Some(plan) => job.source.safety_backup(&mut ctx, plan).await,
+                    None => job.source.backup(&mut ctx).await,
+                };
                 (ctx, r, start, t0.elapsed())
             });
             let entry = match handle.await {

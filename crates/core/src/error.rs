@@ -82,6 +82,13 @@ pub enum Error {
     /// A request that cannot be honoured (bad argument or unsupported combination).
     #[error("{0}")]
     Invalid(String),
+    /// A restore was refused before anything changed (the plan's reasons).
+    #[error("{0}")]
+    Refused(String),
+    /// A source cannot be drilled by `test-restore` (why): reported as not
+    /// testable, not as a failure.
+    #[error("not testable: {0}")]
+    NotTestable(String),
     /// The repository is locked by another process.
     #[error("{0}")]
     Locked(String),

@@ -29,6 +29,7 @@ pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod format;
+pub mod health;
 pub mod id;
 pub mod index;
 pub mod lock;

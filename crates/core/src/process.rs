@@ -173,16 +173,144 @@ pub async fn store_stdout(
 pub async fn feed_stdin(
     ctx: &crate::source::RestoreContext,
     artifact: &crate::artifact::Artifact,
+    cmd: tokio::process::Command,
+    what: &str,
+) -> Result<u64, ProcessError> {
+    feed(ctx, artifact, cmd, what, Stdout::Discard).await
+}
+
+/// Like [`feed_stdin`], and returns the program's standard output (at most
+/// `limit` bytes are kept: for small outputs such as an archive's table of
+/// contents).
+pub async fn feed_stdin_capture(
+    ctx: &crate::source::RestoreContext,
+    artifact: &crate::artifact::Artifact,
+    cmd: tokio::process::Command,
+    what: &str,
+    limit: usize,
+) -> Result<Vec<u8>, ProcessError> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    feed(
+        ctx,
+        artifact,
+        cmd,
+        what,
+        Stdout::Capture(out.clone(), limit),
+    )
+    .await?;
+    let v = out.lock().map(|v| v.clone()).unwrap_or_default();
+    Ok(v)
+}
+
+/// Feeds the artifact to `first` and its standard output, between
+/// `prologue` and `epilogue`, to `second` (`pg_restore -f -` into `psql`,
+/// wrapped in one transaction). Both must exit 0.
+pub async fn feed_through(
+    ctx: &crate::source::RestoreContext,
+    artifact: &crate::artifact::Artifact,
+    first: tokio::process::Command,
+    second: tokio::process::Command,
+    prologue: Vec<u8>,
+    epilogue: Vec<u8>,
+    what: &str,
+) -> Result<u64, ProcessError> {
+    feed(
+        ctx,
+        artifact,
+        first,
+        what,
+        Stdout::Pipe {
+            into: second,
+            prologue,
+            epilogue,
+        },
+    )
+    .await
+}
+
+enum Stdout {
+    Discard,
+    Capture(Arc<Mutex<Vec<u8>>>, usize),
+    Pipe {
+        into: tokio::process::Command,
+        prologue: Vec<u8>,
+        epilogue: Vec<u8>,
+    },
+}
+
+async fn feed(
+    ctx: &crate::source::RestoreContext,
+    artifact: &crate::artifact::Artifact,
     mut cmd: tokio::process::Command,
     what: &str,
+    stdout: Stdout,
 ) -> Result<u64, ProcessError> {
     use std::process::Stdio;
     use tokio::io::AsyncWriteExt;
+    let out_mode = match &stdout {
+        Stdout::Discard => Stdio::null(),
+        _ => Stdio::piped(),
+    };
     cmd.stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(out_mode)
         .stderr(Stdio::piped());
     let mut child = spawn(&mut cmd, what)?;
     let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
+    // What happens to the program's output, concurrently with the feeding.
+    let sink: Option<tokio::task::JoinHandle<Result<(), ProcessError>>> = match stdout {
+        Stdout::Discard => None,
+        Stdout::Capture(buf, limit) => {
+            let mut out = child.stdout.take().expect("piped");
+            Some(tokio::spawn(async move {
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    let n = out.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    if let Ok(mut v) = buf.lock() {
+                        let room = limit.saturating_sub(v.len());
+                        v.extend_from_slice(&chunk[..n.min(room)]);
+                    }
+                }
+            }))
+        }
+        Stdout::Pipe {
+            mut into,
+            prologue,
+            epilogue,
+        } => {
+            let mut out = child.stdout.take().expect("piped");
+            into.stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let name = format!("{what} (loader)");
+            let mut second = spawn(&mut into, &name)?;
+            let (tail2, drain2) = StderrTail::capture(second.stderr.take().expect("piped"));
+            let mut sin = second.stdin.take().expect("piped");
+            Some(tokio::spawn(async move {
+                let copy = async {
+                    sin.write_all(&prologue).await?;
+                    tokio::io::copy(&mut out, &mut sin).await?;
+                    sin.write_all(&epilogue).await?;
+                    sin.shutdown().await
+                }
+                .await;
+                drop(sin);
+                let status = second.wait().await.map_err(|source| ProcessError::Spawn {
+                    program: name.clone(),
+                    source,
+                })?;
+                let _ = drain2.await;
+                if !status.success() {
+                    return Err(ProcessError::Failed(failure_message(
+                        &name, &status, &tail2,
+                    )));
+                }
+                copy.map_err(|e| ProcessError::Failed(format!("{name}: {e}")))
+            }))
+        }
+    };
     let mut stdin = child.stdin.take().expect("piped");
     let mut reader = ctx.open_stream(artifact);
     // A program may stop reading once it has what it needs (pg_restore of
@@ -213,6 +341,12 @@ pub async fn feed_stdin(
         source,
     })?;
     let _ = drain.await;
+    let sunk = match sink {
+        Some(h) => h
+            .await
+            .unwrap_or_else(|e| Err(ProcessError::Failed(format!("{what}: {e}")))),
+        None => Ok(()),
+    };
     if let Some(e) = read_error {
         return Err(ProcessError::Failed(format!(
             "reading the backup for {what}: {e}"
@@ -221,7 +355,28 @@ pub async fn feed_stdin(
     if !status.success() {
         return Err(ProcessError::Failed(failure_message(what, &status, &tail)));
     }
+    sunk?;
     Ok(fed)
+}
+
+/// Runs a prepared command (stdin closed, stdout discarded) and fails with
+/// the end of its stderr unless it exits 0.
+pub async fn run_command(mut cmd: tokio::process::Command, what: &str) -> Result<(), ProcessError> {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = spawn(&mut cmd, what)?;
+    let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
+    let status = child.wait().await.map_err(|source| ProcessError::Spawn {
+        program: what.to_string(),
+        source,
+    })?;
+    let _ = drain.await;
+    if !status.success() {
+        return Err(ProcessError::Failed(failure_message(what, &status, &tail)));
+    }
+    Ok(())
 }
 
 /// Options of [`run_with`].

@@ -86,6 +86,26 @@ pub struct TreeRestoreOptions {
     pub force: bool,
     /// Only these paths and what is below them (empty: everything).
     pub paths: Vec<RawPath>,
+    /// With `force`: make the restored part identical to the tree by first
+    /// removing what is in `dest` but not in the tree — under the selected
+    /// paths, or under the tree's top-level entries when there is no
+    /// selection. Nothing outside them is touched.
+    pub mirror: bool,
+    /// With `mirror`: entries the backup would never have held (excluded,
+    /// too old, on another filesystem), which are kept.
+    pub out_of_scope: Option<OutOfScope>,
+}
+
+/// Tells entries outside a source's scope (see
+/// [`TreeRestoreOptions::out_of_scope`]): given a path relative to the
+/// restore target and its metadata, true keeps it.
+#[derive(Clone)]
+pub struct OutOfScope(pub Arc<dyn Fn(&Path, &fs::Metadata) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for OutOfScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutOfScope(..)")
+    }
 }
 
 /// What a tree restore wrote.
@@ -97,6 +117,8 @@ pub struct TreeRestoreStats {
     pub files: u64,
     /// File bytes written (holes excluded).
     pub bytes: u64,
+    /// Entries removed because the tree does not have them (mirror).
+    pub removed: u64,
     /// Non-fatal problems (ownership not restorable as non-root, …).
     pub warnings: Vec<String>,
 }
@@ -127,6 +149,98 @@ enum Op {
     Data(Bytes),
 }
 
+/// The filters of `paths` that match no entry of a tree artifact (a `--path`
+/// that would restore nothing).
+pub async fn unmatched_paths(
+    repo: &Arc<Repository>,
+    artifact: &Artifact,
+    paths: &[RawPath],
+) -> Result<Vec<RawPath>> {
+    let mut left: Vec<RawPath> = paths.to_vec();
+    let mut reader = TreeReader::new(repo.clone(), artifact)?;
+    while !left.is_empty() {
+        let Some(e) = reader.next_entry().await? else {
+            break;
+        };
+        left.retain(|f| {
+            !(e.path.0 == f.0
+                || (e.path.0.starts_with(&f.0) && e.path.0.get(f.0.len()) == Some(&b'/')))
+        });
+    }
+    Ok(left)
+}
+
+fn path_key(p: &[u8]) -> u64 {
+    let h = blake3::hash(p);
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// Removes what is under the mirrored part of `dest` but not in the tree
+/// (see [`TreeRestoreOptions::mirror`]); returns how many entries went.
+async fn remove_extras(
+    repo: &Arc<Repository>,
+    artifact: &Artifact,
+    dest: &Path,
+    filter: &[RawPath],
+    out_of_scope: Option<OutOfScope>,
+) -> Result<u64> {
+    let mut keep: HashSet<u64> = HashSet::new();
+    let mut scope: Vec<RawPath> = filter.to_vec();
+    let mut reader = TreeReader::new(repo.clone(), artifact)?;
+    while let Some(e) = reader.next_entry().await? {
+        if selected(&e.path, filter) {
+            keep.insert(path_key(&e.path.0));
+            if filter.is_empty() && !e.path.0.contains(&b'/') {
+                scope.push(e.path.clone());
+            }
+        }
+    }
+    let dest = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut removed = 0u64;
+        let mut stack: Vec<PathBuf> = scope.iter().map(|p| dest.join(p.as_path())).collect();
+        while let Some(dir) = stack.pop() {
+            let md = match fs::symlink_metadata(&dir) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("reading", &dir, e)),
+            };
+            if !md.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&dir).map_err(|e| Error::io("reading", &dir, e))? {
+                let entry = entry.map_err(|e| Error::io("reading", &dir, e))?;
+                let path = entry.path();
+                let rel = path.strip_prefix(&dest).unwrap_or(&path);
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if keep.contains(&path_key(rel.as_os_str().as_bytes())) {
+                    if is_dir {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                if let Some(f) = &out_of_scope {
+                    match fs::symlink_metadata(&path) {
+                        Ok(md) if (f.0)(rel, &md) => continue,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(Error::io("reading", &path, e)),
+                    }
+                }
+                let r = if is_dir {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                r.map_err(|e| Error::io("removing", &path, e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    })
+    .await?
+}
+
 /// Restores a tree artifact into `dest`. Refuses a non-empty `dest` unless
 /// `force`. Every path is checked to stay inside `dest`: entries with unsafe
 /// paths are rejected and existing symlinks are never followed.
@@ -137,12 +251,22 @@ pub async fn restore_tree(
     opts: &TreeRestoreOptions,
     progress: &Arc<Progress>,
 ) -> Result<TreeRestoreStats> {
+    if dest.as_os_str().is_empty() {
+        return Err(Error::Invalid(
+            "the restore target is an empty path; name a folder".into(),
+        ));
+    }
     if !opts.force && dir_is_nonempty(dest)? {
         return Err(Error::TargetNotEmpty(format!(
             "{} is not empty",
             dest.display()
         )));
     }
+    let removed = if opts.force && opts.mirror {
+        remove_extras(repo, artifact, dest, &opts.paths, opts.out_of_scope.clone()).await?
+    } else {
+        0
+    };
     fs::create_dir_all(dest).map_err(|e| Error::io("creating", dest, e))?;
     let mut reader = TreeReader::new(repo.clone(), artifact)?;
     let (tx, rx) = mpsc::channel::<Op>(32);
@@ -198,8 +322,9 @@ pub async fn restore_tree(
     .await;
     drop(tx);
     let written = writer.await?;
-    let stats = written?;
+    let mut stats = written?;
     produced?;
+    stats.removed = removed;
     Ok(stats)
 }
 

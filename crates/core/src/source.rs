@@ -38,6 +38,134 @@ pub struct RestoreReport {
     pub lines: Vec<String>,
 }
 
+/// The state of one restore target before anything is changed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "detail")]
+pub enum TargetState {
+    /// It does not exist (a database, volume or folder that is gone).
+    Absent,
+    /// It exists and holds nothing.
+    Empty,
+    /// It holds data (what, briefly: "12 tables", "3 042 keys").
+    Holds(String),
+}
+
+/// What a restore does to one target.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "action", content = "detail")]
+pub enum PlanAction {
+    /// Creates it.
+    Create,
+    /// Fills it (it exists and is empty).
+    Fill,
+    /// Replaces what it holds (`--force`): a safety snapshot of it is taken
+    /// first when the restore goes into the live system.
+    Overwrite,
+    /// Changes only the selected part, leaving the rest as it is.
+    Partial,
+    /// Refuses: the reason, and what to type instead.
+    Refuse(String),
+}
+
+/// One target of a restore: what goes where, the target's state, and what
+/// the restore will do to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlanItem {
+    /// What is restored (`database shop`, `volume grafana-data`, `files`).
+    pub what: String,
+    /// Where it goes (a URL, a volume, a folder).
+    pub target: String,
+    /// The target's state now.
+    #[serde(flatten)]
+    pub state: TargetState,
+    /// What the restore does to it.
+    #[serde(rename = "plan")]
+    pub action: PlanAction,
+}
+
+impl PlanItem {
+    /// A new item.
+    pub fn new(
+        what: impl Into<String>,
+        target: impl Into<String>,
+        state: TargetState,
+        action: PlanAction,
+    ) -> Self {
+        PlanItem {
+            what: what.into(),
+            target: target.into(),
+            state,
+            action,
+        }
+    }
+
+    /// The usual decision for a whole target: create an absent one, fill an
+    /// empty one, overwrite one that holds data only with `force` (else
+    /// refuse, saying how to go on).
+    pub fn decide(
+        what: impl Into<String>,
+        target: impl Into<String>,
+        state: TargetState,
+        force: bool,
+    ) -> Self {
+        let target = target.into();
+        let action = match &state {
+            TargetState::Absent => PlanAction::Create,
+            TargetState::Empty => PlanAction::Fill,
+            TargetState::Holds(_) if force => PlanAction::Overwrite,
+            TargetState::Holds(what) => PlanAction::Refuse(format!(
+                "{target} holds data ({what}); add --force to replace it (a safety snapshot \
+                 is taken first), or restore somewhere else with --target"
+            )),
+        };
+        PlanItem::new(what, target, state, action)
+    }
+
+    /// Whether this item's current content will be destroyed, so a safety
+    /// snapshot must hold it first.
+    pub fn overwrites_data(&self) -> bool {
+        matches!(self.state, TargetState::Holds(_))
+            && matches!(self.action, PlanAction::Overwrite | PlanAction::Partial)
+    }
+}
+
+/// What a restore of one source will do, found out without changing
+/// anything ([`Source::plan`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RestorePlan {
+    /// One entry per target.
+    pub items: Vec<PlanItem>,
+}
+
+impl RestorePlan {
+    /// The refusals, one line each.
+    pub fn refusals(&self) -> Vec<String> {
+        self.items
+            .iter()
+            .filter_map(|i| match &i.action {
+                PlanAction::Refuse(why) => Some(format!("{}: {why}", i.what)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether any target's data would be destroyed.
+    pub fn overwrites_data(&self) -> bool {
+        self.items.iter().any(PlanItem::overwrites_data)
+    }
+
+    /// The error for a plan with refusals, naming the source.
+    pub fn refused(&self, source: &str) -> Option<Error> {
+        let r = self.refusals();
+        (!r.is_empty()).then(|| {
+            Error::Refused(format!(
+                "restore of `{source}` refused, nothing was changed: {}",
+                r.join("; ")
+            ))
+        })
+    }
+}
+
 /// A backup driver. One value per configured source.
 #[async_trait]
 pub trait Source: Send + Sync + std::fmt::Debug {
@@ -51,6 +179,17 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// marks the source as failed in the snapshot.
     async fn backup(&self, ctx: &mut BackupContext) -> Result<(), BoxError>;
 
+    /// Finds out, without changing anything, what a restore of this
+    /// snapshot into `target` would do: each target's state (absent, empty,
+    /// holds data) and the action (create, fill, overwrite with `--force`,
+    /// refuse saying what to type instead). The restore of a whole stack
+    /// plans every source before it changes any.
+    async fn plan(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestorePlan, BoxError>;
+
     /// Restores a snapshot's artifacts of this source into `target`. Without
     /// `ctx.force`, a restore that would overwrite data must refuse and change
     /// nothing.
@@ -60,16 +199,33 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         target: &RestoreTarget,
     ) -> Result<RestoreReport, BoxError>;
 
+    /// The safety snapshot before a restore into the live system: backs up
+    /// what `plan` says the restore will destroy. Targets that are absent
+    /// have nothing to protect and are left out; a failure to back up a
+    /// target that holds data fails (and so stops that source's restore).
+    /// The default backs the source up as configured, which is right for
+    /// drivers whose backup covers exactly what their restore replaces.
+    async fn safety_backup(
+        &self,
+        ctx: &mut BackupContext,
+        plan: &RestorePlan,
+    ) -> Result<(), BoxError> {
+        let _ = plan;
+        self.backup(ctx).await
+    }
+
     /// Restores the snapshot into a throwaway target the driver provides (a
     /// scratch database on the same server, a temporary server or volume),
     /// checks it against what the backup recorded, and removes the target.
     /// Drivers without such a target say so.
+    /// Drivers without such a target return [`Error::NotTestable`] with
+    /// the reason: it is reported, not counted as a failure.
     async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
-        Err(format!(
-            "the `{}` driver has no throwaway target for test-restore of `{}`",
+        Err(Error::NotTestable(format!(
+            "the `{}` driver has no throwaway target for `{}`",
             self.kind(),
             ctx.source_name
-        )
+        ))
         .into())
     }
 }
@@ -87,6 +243,10 @@ pub struct Selection {
     pub schema_only: bool,
     /// Only keys matching these glob patterns — `--keys`.
     pub keys: Vec<String>,
+    /// Only these databases of a backup that holds several — `--database`.
+    pub databases: Vec<String>,
+    /// Only these volumes of a backup that holds several — `--volume`.
+    pub volumes: Vec<String>,
 }
 
 impl Selection {
@@ -104,6 +264,12 @@ impl Selection {
         }
         if !self.keys.is_empty() {
             v.push("--keys");
+        }
+        if !self.databases.is_empty() {
+            v.push("--database");
+        }
+        if !self.volumes.is_empty() {
+            v.push("--volume");
         }
         v
     }
@@ -356,6 +522,8 @@ impl RestoreContext {
         let opts = TreeRestoreOptions {
             force: self.force,
             paths: self.paths.clone(),
+            mirror: self.force,
+            out_of_scope: None,
         };
         restore::restore_tree(&self.repo, artifact, dest, &opts, &self.progress).await
     }

@@ -19,15 +19,17 @@ fn job(name: &str, script: &str) -> BackupJob {
     let cfg = CommandConfig {
         command: vec!["sh".into(), "-c".into(), script.into()],
         restore_command: None,
+        check_empty: None,
+        test_restore_command: None,
         artifact: "out".into(),
         env: Default::default(),
         workdir: None,
     };
-    BackupJob {
-        name: name.into(),
-        source: Arc::new(CommandSource::new(cfg, Path::new("/")).unwrap()),
-        compression_level: 3,
-    }
+    BackupJob::new(
+        name,
+        Arc::new(CommandSource::new(cfg, Path::new("/")).unwrap()),
+        3,
+    )
 }
 
 fn opts() -> BackupOptions {

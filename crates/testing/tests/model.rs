@@ -357,11 +357,7 @@ impl World {
                 self.work.path(),
             )
             .map_err(|e| respaldo_core::Error::Invalid(e.to_string()))?;
-            let job = BackupJob {
-                name: "data".into(),
-                source: Arc::new(source),
-                compression_level: 3,
-            };
+            let job = BackupJob::new("data", Arc::new(source), 3);
             let opts = BackupOptions {
                 tags: tags.clone(),
                 concurrency: 1,

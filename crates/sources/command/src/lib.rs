@@ -14,6 +14,7 @@
 //! type = "command"
 //! command = ["mysqldump", "--all-databases", "--single-transaction"]
 //! restore_command = ["mysql"]
+//! check_empty = ["sh", "-c", "test -z \"$(mysql -N -e 'SHOW DATABASES' | grep -v _schema)\""]
 //! env.MYSQL_PWD = { file = "/etc/respaldo/mysql.pw" }
 //! ```
 
@@ -24,7 +25,10 @@ use async_trait::async_trait;
 use respaldo_core::error::BoxError;
 use respaldo_core::process::{feed_stdin, find_program, store_stdout};
 use respaldo_core::secret::Secret;
-use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
+use respaldo_core::source::{
+    BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
+    Source, TargetState,
+};
 use serde::Deserialize;
 use tokio::process::Command;
 
@@ -40,6 +44,19 @@ pub struct CommandConfig {
     /// environment. Without it, restore only works with `--to` or `dump`.
     #[serde(default)]
     pub restore_command: Option<Vec<String>>,
+    /// A program that tells whether the restore target is empty, run before
+    /// a restore (with `RESPALDO_TARGET` set for `--target`): exit 0 = empty
+    /// or absent, 1 = holds data (then `--force` is needed, and the safety
+    /// snapshot runs `command` first), anything else = cannot tell (the
+    /// restore stops). Without it, a restore always needs `--force`.
+    #[serde(default)]
+    pub check_empty: Option<Vec<String>>,
+    /// A program that receives the artifact on standard input for
+    /// `test-restore` (e.g. loads it into a scratch database and checks it);
+    /// exit 0 means the drill passed. Without it the source is reported as
+    /// not testable.
+    #[serde(default)]
+    pub test_restore_command: Option<Vec<String>>,
     /// Name of the artifact (its file name with `restore --to`).
     #[serde(default = "default_artifact")]
     pub artifact: String,
@@ -96,14 +113,17 @@ impl CommandSource {
         if config.command.first().is_none_or(|p| p.is_empty()) {
             return Err(CommandError::Config("`command` must name a program".into()));
         }
-        if config
-            .restore_command
-            .as_ref()
-            .is_some_and(|c| c.first().is_none_or(|p| p.is_empty()))
-        {
-            return Err(CommandError::Config(
-                "`restore_command` must name a program".into(),
-            ));
+        for (key, argv) in [
+            ("restore_command", &config.restore_command),
+            ("check_empty", &config.check_empty),
+            ("test_restore_command", &config.test_restore_command),
+        ] {
+            if argv
+                .as_ref()
+                .is_some_and(|c| c.first().is_none_or(|p| p.is_empty()))
+            {
+                return Err(CommandError::Config(format!("`{key}` must name a program")));
+            }
         }
         if config.artifact.is_empty() || config.artifact.contains('/') {
             return Err(CommandError::Config(format!(
@@ -139,6 +159,91 @@ impl CommandSource {
     }
 }
 
+impl CommandSource {
+    /// The target's state by `check_empty` (see [`CommandConfig::check_empty`]).
+    async fn target_state(&self, target: &RestoreTarget) -> Result<TargetState, CommandError> {
+        let Some(argv) = &self.config.check_empty else {
+            return Ok(TargetState::Holds(
+                "cannot tell: no `check_empty` command is configured".into(),
+            ));
+        };
+        let mut cmd = self.command(argv).await?;
+        if let RestoreTarget::Other(t) = target {
+            cmd.env("RESPALDO_TARGET", t);
+        }
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| CommandError::Config(format!("check_empty `{}`: {e}", argv[0])))?;
+        match out.status.code() {
+            Some(0) => Ok(TargetState::Empty),
+            Some(1) => Ok(TargetState::Holds(format!(
+                "`{}` says it holds data",
+                argv[0]
+            ))),
+            _ => Err(CommandError::Config(format!(
+                "check_empty `{}` could not tell ({}): {}",
+                argv[0],
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+        }
+    }
+
+    async fn plan_restore(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestorePlan, CommandError> {
+        ctx.refuse_selection("command", &[])?;
+        let where_ = match target {
+            RestoreTarget::Live => "the live system".to_string(),
+            RestoreTarget::Other(t) => t.clone(),
+        };
+        let what = format!("`{}`", self.config.artifact);
+        let item = match &self.config.restore_command {
+            None => PlanItem::new(
+                what,
+                where_,
+                TargetState::Holds("unknown".into()),
+                PlanAction::Refuse(format!(
+                    "source `{}` has no restore_command; use `restore --to DIR` or `dump`",
+                    ctx.source_name
+                )),
+            ),
+            Some(_) => PlanItem::decide(what, where_, self.target_state(target).await?, ctx.force),
+        };
+        Ok(RestorePlan { items: vec![item] })
+    }
+
+    /// Feeds the artifact to `argv`; fails when the program did not read it
+    /// all (a loader that stopped early restored only part of it).
+    async fn feed(
+        &self,
+        ctx: &RestoreContext,
+        argv: &[String],
+        target: &RestoreTarget,
+        what: &str,
+    ) -> Result<String, CommandError> {
+        let program = argv[0].clone();
+        let artifact = ctx.artifact(&self.config.artifact)?.clone();
+        let mut cmd = self.command(argv).await?;
+        if let RestoreTarget::Other(t) = target {
+            cmd.env("RESPALDO_TARGET", t);
+        }
+        let n = feed_stdin(ctx, &artifact, cmd, &format!("{what} `{program}`")).await?;
+        if n != artifact.size {
+            return Err(CommandError::Config(format!(
+                "{what} `{program}` exited after reading {n} of {} bytes: only part of the \
+                 backup went in",
+                artifact.size
+            )));
+        }
+        Ok(format!("piped {n} bytes into `{program}`"))
+    }
+}
+
 #[async_trait]
 impl Source for CommandSource {
     fn kind(&self) -> &'static str {
@@ -171,27 +276,45 @@ impl Source for CommandSource {
         Ok(())
     }
 
+    async fn plan(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestorePlan, BoxError> {
+        Ok(self.plan_restore(ctx, target).await?)
+    }
+
     async fn restore(
         &self,
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, BoxError> {
-        ctx.refuse_selection("command", &[])?;
-        let argv = self.config.restore_command.as_ref().ok_or_else(|| {
-            CommandError::Config(format!(
-                "source `{}` has no restore_command; use `restore --to DIR` or `dump`",
+        let plan = self.plan_restore(ctx, target).await?;
+        if let Some(e) = plan.refused(&ctx.source_name) {
+            return Err(e.into());
+        }
+        let argv = self
+            .config
+            .restore_command
+            .as_ref()
+            .expect("the plan refuses without one");
+        let line = self.feed(ctx, argv, target, "restore command").await?;
+        Ok(RestoreReport { lines: vec![line] })
+    }
+
+    async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
+        let Some(argv) = &self.config.test_restore_command else {
+            return Err(respaldo_core::Error::NotTestable(format!(
+                "source `{}` has no `test_restore_command`",
                 ctx.source_name
             ))
-        })?;
-        let program = argv[0].clone();
-        let artifact = ctx.artifact(&self.config.artifact)?.clone();
-        let mut cmd = self.command(argv).await?;
-        if let RestoreTarget::Other(t) = target {
-            cmd.env("RESPALDO_TARGET", t);
-        }
-        let n = feed_stdin(ctx, &artifact, cmd, &format!("restore command `{program}`")).await?;
+            .into());
+        };
+        let line = self
+            .feed(ctx, argv, &RestoreTarget::Live, "test-restore command")
+            .await?;
         Ok(RestoreReport {
-            lines: vec![format!("piped {n} bytes into `{program}`")],
+            lines: vec![format!("{line}; it reported success")],
         })
     }
 }

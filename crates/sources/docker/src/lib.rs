@@ -47,11 +47,18 @@ use bollard::Docker;
 use futures::{Stream, StreamExt, TryStreamExt};
 use respaldo_core::check::compare_counts;
 use respaldo_core::error::BoxError;
-use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
+use respaldo_core::health;
+use respaldo_core::source::{
+    BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
+    Source, TargetState,
+};
 use serde::{Deserialize, Serialize};
 
 mod archive;
 mod guard;
+mod services;
+
+pub use services::{stop_containers, StoppedContainers};
 
 use archive::{Counts, RootMeta, MOUNT};
 use guard::{Helper, Quiesced};
@@ -424,6 +431,70 @@ impl DockerSource {
         })
     }
 
+    /// Which recorded volume goes into which volume: every one (or those
+    /// named by `--volume`) under its own name, or the one selected into
+    /// `--target`; `--path` filters must match in some volume.
+    async fn pairs(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<Vec<(String, String)>, DockerError> {
+        ctx.refuse_selection("docker", &["--path", "--volume"])?;
+        let mut recorded = Self::recorded(ctx)?;
+        let all_names = recorded.keys().cloned().collect::<Vec<_>>().join(", ");
+        let names = || all_names.clone();
+        if let Some(bad) = ctx
+            .selection
+            .volumes
+            .iter()
+            .find(|v| !recorded.contains_key(*v))
+        {
+            return Err(DockerError::Config(format!(
+                "--volume `{bad}`: snapshot {} holds no such volume (it holds {})",
+                ctx.snapshot_id.short(),
+                names()
+            )));
+        }
+        if !ctx.selection.volumes.is_empty() {
+            recorded.retain(|k, _| ctx.selection.volumes.contains(k));
+        }
+        if !ctx.paths.is_empty() {
+            let mut unmatched = ctx.paths.clone();
+            for name in recorded.keys() {
+                let artifact = ctx.artifact(name)?;
+                let left = respaldo_core::restore::unmatched_paths(&ctx.repo, artifact, &unmatched)
+                    .await?;
+                unmatched = left;
+            }
+            if !unmatched.is_empty() {
+                return Err(DockerError::Config(format!(
+                    "--path {} matches nothing in the volumes restored ({})",
+                    unmatched
+                        .iter()
+                        .map(|p| format!("`{}`", p.display()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    names()
+                )));
+            }
+        }
+        Ok(match target {
+            RestoreTarget::Live => recorded.keys().map(|k| (k.clone(), k.clone())).collect(),
+            RestoreTarget::Other(t) => {
+                if recorded.len() != 1 {
+                    return Err(DockerError::Config(format!(
+                        "--target names one volume, but {} volumes are selected ({}); \
+                         choose one with --volume NAME",
+                        recorded.len(),
+                        names()
+                    )));
+                }
+                let k = recorded.keys().next().expect("one volume").clone();
+                vec![(k, t.clone())]
+            }
+        })
+    }
+
     fn recorded(ctx: &RestoreContext) -> Result<BTreeMap<String, VolumeMeta>, DockerError> {
         let v = ctx.entry.metadata.get("volumes").cloned().ok_or_else(|| {
             DockerError::Check(format!(
@@ -542,13 +613,20 @@ impl DockerSource {
                 lines.push(self.health_check(docker, &names, t).await?);
             }
         }
+        let t = self.health_timeout.unwrap_or(health::DEFAULT_TIMEOUT);
         if let Some(argv) = &self.config.health_command {
-            let t = self.health_timeout.unwrap_or(Duration::from_secs(60));
-            lines.push(health_command(argv, t).await?);
+            lines.push(
+                health::command(argv, t)
+                    .await
+                    .map_err(|e| DockerError::Check(e.to_string()))?,
+            );
         }
         if let Some(url) = &self.config.health_url {
-            let t = self.health_timeout.unwrap_or(Duration::from_secs(60));
-            lines.push(health_url(url, t).await?);
+            lines.push(
+                health::url(url, t)
+                    .await
+                    .map_err(|e| DockerError::Check(e.to_string()))?,
+            );
         }
         Ok(lines)
     }
@@ -696,64 +774,6 @@ impl DockerSource {
     }
 }
 
-/// Runs `argv` on this host every half second until it exits 0 or `timeout`
-/// has passed.
-async fn health_command(argv: &[String], timeout: Duration) -> Result<String, DockerError> {
-    let shown = argv.join(" ");
-    respaldo_core::process::find_program(&argv[0]).ok_or_else(|| {
-        DockerError::Config(format!("health_command: `{}` not found on PATH", argv[0]))
-    })?;
-    let started = tokio::time::Instant::now();
-    let deadline = started + timeout;
-    loop {
-        match respaldo_core::process::run(argv).await {
-            Ok(()) => {
-                return Ok(format!(
-                    "health command `{shown}` passed after {:.1}s",
-                    started.elapsed().as_secs_f64()
-                ))
-            }
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(DockerError::Check(format!(
-                    "health command `{shown}` still failing after {}s: {e}",
-                    timeout.as_secs()
-                )))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-}
-
-/// Fetches `url` until it answers 2xx or `timeout` passes.
-async fn health_url(url: &str, timeout: Duration) -> Result<String, DockerError> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| DockerError::Config(format!("health_url: {e}")))?;
-    let started = tokio::time::Instant::now();
-    let deadline = started + timeout;
-    loop {
-        let last = match client.get(url).send().await {
-            Ok(r) if r.status().is_success() => {
-                return Ok(format!(
-                    "health URL {url} answered {} after {:.1}s",
-                    r.status(),
-                    started.elapsed().as_secs_f64()
-                ))
-            }
-            Ok(r) => format!("it answered {}", r.status()),
-            Err(e) => format!("{e}"),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            return Err(DockerError::Check(format!(
-                "health URL {url} still failing after {}s: {last}",
-                timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// Runs `argv` inside a running container; fails unless it exits 0.
 async fn run_exec(docker: &Docker, container: &str, argv: &[String]) -> Result<(), DockerError> {
     use bollard::exec::{CreateExecOptions, StartExecResults};
@@ -807,6 +827,43 @@ fn volume_mount(volume: &str, read_only: bool) -> Mount {
         read_only: Some(read_only),
         ..Default::default()
     }
+}
+
+/// Whether a volume's driver options point at storage outside the volume
+/// (a bind mount, an NFS or CIFS share): a copy made with them would be the
+/// same storage. Returns why.
+fn shares_storage(meta: &VolumeMeta) -> Option<String> {
+    let o = meta.options.get("o").map(String::as_str).unwrap_or("");
+    let device = meta.options.get("device");
+    let kind = meta.options.get("type").map(String::as_str).unwrap_or("");
+    if meta.driver != "local" {
+        return Some(format!("the original uses driver `{}`", meta.driver));
+    }
+    if o.split(',').any(|x| x == "bind") || device.is_some() || !kind.is_empty() {
+        return Some(format!(
+            "the original is mounted from {}",
+            device.map(String::as_str).unwrap_or("a device")
+        ));
+    }
+    None
+}
+
+/// Whether a volume is absent, empty, or holds files.
+async fn volume_state(docker: &Docker, name: &str) -> Result<TargetState, DockerError> {
+    match docker.inspect_volume(name).await {
+        Err(e) if is_404(&e) => return Ok(TargetState::Absent),
+        Err(e) => return Err(DockerError::api(format!("inspecting volume `{name}`"), e)),
+        Ok(_) => {}
+    }
+    ensure_helper_image(docker).await?;
+    let helper = create_helper(docker, name, true).await?;
+    let r = archive::has_content(download(docker, &helper.id)).await;
+    helper.remove().await?;
+    Ok(if r? {
+        TargetState::Holds("files".into())
+    } else {
+        TargetState::Empty
+    })
 }
 
 async fn create_volume(docker: &Docker, name: &str, meta: &VolumeMeta) -> Result<(), DockerError> {
@@ -952,24 +1009,45 @@ impl Source for DockerSource {
     async fn backup(&self, ctx: &mut BackupContext) -> Result<(), BoxError> {
         let docker = self.engine().await?;
         let names = self.select(&docker).await?;
-        let mut metas = BTreeMap::new();
-        for name in names {
-            let meta = self
-                .backup_volume(&docker, &name, ctx)
-                .await
-                .map_err(|e| -> BoxError {
-                    match e {
-                        DockerError::NoVolume(_) => Box::new(e),
-                        e => format!("volume `{name}`: {e}").into(),
-                    }
-                })?;
-            metas.insert(name, meta);
+        self.backup_volumes(&docker, names, ctx).await
+    }
+
+    /// Backs up the volumes the restore will overwrite (those that exist
+    /// and hold files); a volume that is gone has nothing to protect.
+    async fn safety_backup(
+        &self,
+        ctx: &mut BackupContext,
+        plan: &RestorePlan,
+    ) -> Result<(), BoxError> {
+        let docker = self.engine().await?;
+        let names: Vec<String> = plan
+            .items
+            .iter()
+            .filter(|i| i.overwrites_data())
+            .map(|i| i.target.clone())
+            .collect();
+        self.backup_volumes(&docker, names, ctx).await
+    }
+
+    async fn plan(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestorePlan, BoxError> {
+        let pairs = self.pairs(ctx, target).await?;
+        let docker = self.engine().await?;
+        let partial = !ctx.paths.is_empty();
+        let mut plan = RestorePlan::default();
+        for (_, dest) in &pairs {
+            let state = volume_state(&docker, dest).await?;
+            let mut item =
+                PlanItem::decide(format!("volume {dest}"), dest.clone(), state, ctx.force);
+            if partial && item.action == PlanAction::Overwrite {
+                item.action = PlanAction::Partial;
+            }
+            plan.items.push(item);
         }
-        ctx.set_metadata(
-            "volumes",
-            serde_json::to_value(&metas).map_err(|e| DockerError::Archive(e.to_string()))?,
-        );
-        Ok(())
+        Ok(plan)
     }
 
     async fn restore(
@@ -977,27 +1055,27 @@ impl Source for DockerSource {
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, BoxError> {
-        ctx.refuse_selection("docker", &["--path"])?;
+        let plan = self.plan(ctx, target).await?;
+        if let Some(e) = plan.refused(&ctx.source_name) {
+            return Err(e.into());
+        }
+        let pairs = self.pairs(ctx, target).await?;
         let recorded = Self::recorded(ctx)?;
         let docker = self.engine().await?;
-        let plan: Vec<(String, String)> = match target {
-            RestoreTarget::Live => recorded.keys().map(|k| (k.clone(), k.clone())).collect(),
-            RestoreTarget::Other(t) => {
-                if recorded.len() != 1 {
-                    return Err(DockerError::Config(format!(
-                        "--target names one volume, but the snapshot holds {} volumes ({})",
-                        recorded.len(),
-                        recorded.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ))
-                    .into());
-                }
-                let k = recorded.keys().next().expect("one volume").clone();
-                vec![(k, t.clone())]
-            }
-        };
         let mut lines = Vec::new();
-        for (source, dest) in plan {
-            let meta = &recorded[&source];
+        for (source, dest) in pairs {
+            let mut meta = recorded[&source].clone();
+            if let RestoreTarget::Other(_) = target {
+                // A new volume never shares the original's storage.
+                if let Some(why) = shares_storage(&meta) {
+                    lines.push(format!(
+                        "volume `{dest}` created with the local driver and no options ({why})"
+                    ));
+                    meta.driver = "local".into();
+                    meta.options.clear();
+                }
+            }
+            let meta = &meta;
             let l = self
                 .restore_volume(&docker, ctx, &source, meta, &dest, ctx.force)
                 .await
@@ -1022,7 +1100,10 @@ impl Source for DockerSource {
                 ctx.snapshot_id.short(),
                 std::process::id()
             );
+            // Never the original's storage: the local driver, no options.
             let scratch_meta = VolumeMeta {
+                driver: "local".into(),
+                options: BTreeMap::new(),
                 labels: BTreeMap::from([("respaldo.test-restore".into(), "true".into())]),
                 ..meta.clone()
             };
@@ -1073,6 +1154,34 @@ impl Source for DockerSource {
             removed?;
         }
         Ok(RestoreReport { lines })
+    }
+}
+
+impl DockerSource {
+    async fn backup_volumes(
+        &self,
+        docker: &Docker,
+        names: Vec<String>,
+        ctx: &mut BackupContext,
+    ) -> Result<(), BoxError> {
+        let mut metas = BTreeMap::new();
+        for name in names {
+            let meta = self
+                .backup_volume(docker, &name, ctx)
+                .await
+                .map_err(|e| -> BoxError {
+                    match e {
+                        DockerError::NoVolume(_) => Box::new(e),
+                        e => format!("volume `{name}`: {e}").into(),
+                    }
+                })?;
+            metas.insert(name, meta);
+        }
+        ctx.set_metadata(
+            "volumes",
+            serde_json::to_value(&metas).map_err(|e| DockerError::Archive(e.to_string()))?,
+        );
+        Ok(())
     }
 }
 

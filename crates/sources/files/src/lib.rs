@@ -25,8 +25,11 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use respaldo_core::error::BoxError;
-use respaldo_core::restore::{self, TreeRestoreOptions};
-use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
+use respaldo_core::restore::{self, OutOfScope, TreeRestoreOptions};
+use respaldo_core::source::{
+    BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
+    Source, TargetState,
+};
 use respaldo_core::tree::RawPath;
 use serde::Deserialize;
 
@@ -81,6 +84,7 @@ pub struct FilesSource {
     paths: Vec<PathBuf>,
     root: PathBuf,
     filter: Arc<walk::Filter>,
+    exclude: Vec<String>,
     max_age: Option<Duration>,
     one_file_system: bool,
 }
@@ -107,6 +111,16 @@ impl FilesSource {
                 "`paths` must list at least one path".into(),
             ));
         }
+        if let Some(bad) = config
+            .paths
+            .iter()
+            .find(|p| p.as_os_str().to_string_lossy().trim().is_empty())
+        {
+            return Err(FilesError::Config(format!(
+                "`paths` has an empty entry ({bad:?}); name a file or folder (`\".\"` for the \
+                 configuration's own folder)"
+            )));
+        }
         let mut paths: Vec<PathBuf> = config
             .paths
             .iter()
@@ -126,6 +140,7 @@ impl FilesSource {
             .map_err(|e| FilesError::Config(format!("max_age: {e}")))?;
         Ok(FilesSource {
             filter: Arc::new(walk::Filter::new(&config.exclude).map_err(FilesError::Config)?),
+            exclude: config.exclude.clone(),
             paths,
             root,
             max_age,
@@ -139,8 +154,158 @@ impl FilesSource {
         &self.root
     }
 
+    /// Never backs up `folder` (absolute), nor restores over it: the
+    /// repository itself when it lies inside a backed-up folder. Returns
+    /// whether it is inside one.
+    pub fn never_back_up(&mut self, folder: &Path) -> bool {
+        let folder = normalize(folder);
+        if !self.paths.iter().any(|p| folder.starts_with(p)) {
+            return false;
+        }
+        let mut filter = walk::Filter::new(&self.exclude).expect("validated in new");
+        filter.absolute = self.filter.absolute.clone();
+        filter.absolute.push(folder);
+        self.filter = Arc::new(filter);
+        true
+    }
+
     fn relative(&self, p: &Path) -> RawPath {
         RawPath::from_path(p.strip_prefix(&self.root).unwrap_or(p))
+    }
+
+    /// The configured paths that exist now.
+    fn existing_paths(&self) -> Vec<PathBuf> {
+        self.paths
+            .iter()
+            .filter(|p| p.symlink_metadata().is_ok())
+            .cloned()
+            .collect()
+    }
+
+    /// Tells what the backup would never hold (excluded, too old, below a
+    /// mount point with `one_file_system`), so a mirroring restore into
+    /// `dest` keeps it.
+    fn out_of_scope(&self, dest: &Path) -> OutOfScope {
+        let filter = self.filter.clone();
+        let min_mtime = self.max_age.map(|a| SystemTime::now() - a);
+        let one_fs = self.one_file_system;
+        let dest = dest.to_path_buf();
+        OutOfScope(Arc::new(move |rel: &Path, md: &std::fs::Metadata| {
+            let mut parts = rel.components();
+            let top = parts.next().map(|c| PathBuf::from(c.as_os_str()));
+            let rel_top = parts.as_path();
+            if filter.excluded(rel, rel_top) || filter.excluded_absolute(&dest.join(rel)) {
+                return true;
+            }
+            if let (Some(min), true) = (min_mtime, md.is_file()) {
+                if md.modified().is_ok_and(|t| t < min) {
+                    return true;
+                }
+            }
+            if one_fs {
+                if let Some(top) = top {
+                    use std::os::unix::fs::MetadataExt;
+                    if let Ok(tm) = std::fs::symlink_metadata(dest.join(top)) {
+                        return tm.dev() != md.dev();
+                    }
+                }
+            }
+            false
+        }))
+    }
+
+    /// The live folder a snapshot's tree goes back to, and its top paths.
+    fn live(&self, ctx: &RestoreContext) -> Result<(PathBuf, Vec<String>), FilesError> {
+        let artifact = ctx.artifact("files")?;
+        let root = artifact
+            .tree
+            .as_ref()
+            .and_then(|t| t.root.clone())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.root.clone());
+        let tops: Vec<String> = ctx
+            .entry
+            .metadata
+            .get("paths")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        Ok((root, tops))
+    }
+
+    async fn plan_restore(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestorePlan, FilesError> {
+        ctx.refuse_selection("files", &["--path"])?;
+        let artifact = ctx.artifact("files")?;
+        if !ctx.paths.is_empty() {
+            let unmatched = restore::unmatched_paths(&ctx.repo, artifact, &ctx.paths).await?;
+            if !unmatched.is_empty() {
+                let (_, tops) = self.live(ctx)?;
+                return Err(FilesError::Config(format!(
+                    "--path {} matches nothing in snapshot {} (paths are relative to the \
+                     backed-up folder's parent; its top paths: {})",
+                    unmatched
+                        .iter()
+                        .map(|p| format!("`{}`", p.display()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    ctx.snapshot_id.short(),
+                    tops.join(", ")
+                )));
+            }
+        }
+        let partial = !ctx.paths.is_empty();
+        let mut plan = RestorePlan::default();
+        match target {
+            RestoreTarget::Live => {
+                let (root, tops) = self.live(ctx)?;
+                let items: Vec<String> = if partial {
+                    ctx.paths.iter().map(|p| p.display()).collect()
+                } else {
+                    tops
+                };
+                for rel in items {
+                    let path = root.join(&rel);
+                    let mut item = PlanItem::decide(
+                        rel.clone(),
+                        path.display().to_string(),
+                        state_of(&path),
+                        ctx.force,
+                    );
+                    if partial && item.action == PlanAction::Overwrite {
+                        item.action = PlanAction::Partial;
+                    }
+                    plan.items.push(item);
+                }
+            }
+            RestoreTarget::Other(dir) => {
+                let dir = PathBuf::from(dir);
+                plan.items.push(PlanItem::decide(
+                    "files",
+                    dir.display().to_string(),
+                    state_of(&dir),
+                    ctx.force,
+                ));
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// Whether a path is absent, an empty folder, or holds something.
+fn state_of(path: &Path) -> TargetState {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => TargetState::Absent,
+        Ok(m) if m.is_dir() => match std::fs::read_dir(path) {
+            Ok(rd) => match rd.count() {
+                0 => TargetState::Empty,
+                n => TargetState::Holds(format!("{n} entries")),
+            },
+            Err(e) => TargetState::Holds(format!("unreadable: {e}")),
+        },
+        Ok(_) => TargetState::Holds("a file".into()),
     }
 }
 
@@ -208,72 +373,73 @@ impl Source for FilesSource {
         Ok(())
     }
 
+    async fn plan(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestorePlan, BoxError> {
+        Ok(self.plan_restore(ctx, target).await?)
+    }
+
     async fn restore(
         &self,
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, BoxError> {
-        ctx.refuse_selection("files", &["--path"])?;
+        let plan = self.plan_restore(ctx, target).await?;
+        if let Some(e) = plan.refused(&ctx.source_name) {
+            return Err(e.into());
+        }
         let artifact = ctx.artifact("files")?;
-        let recorded_root = artifact
-            .tree
-            .as_ref()
-            .and_then(|t| t.root.clone())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.root.clone());
-        let (dest, opts) = match target {
-            RestoreTarget::Live => {
-                // The live location is never empty: check the paths themselves.
-                if !ctx.force {
-                    let tops: Vec<String> = ctx
-                        .entry
-                        .metadata
-                        .get("paths")
-                        .and_then(|v| serde_json::from_value(v.clone()).ok())
-                        .unwrap_or_default();
-                    let existing: Vec<String> = tops
-                        .iter()
-                        .map(|t| recorded_root.join(t))
-                        .filter(|p| {
-                            p.symlink_metadata().is_ok()
-                                && restore::dir_is_nonempty(p).unwrap_or(true)
-                        })
-                        .map(|p| p.display().to_string())
-                        .collect();
-                    if !existing.is_empty() {
-                        return Err(respaldo_core::Error::TargetNotEmpty(format!(
-                            "{} already exist(s) with content",
-                            existing.join(", ")
-                        ))
-                        .into());
-                    }
-                }
-                (
-                    recorded_root,
-                    TreeRestoreOptions {
-                        force: true,
-                        paths: ctx.paths.clone(),
-                    },
-                )
-            }
-            RestoreTarget::Other(dir) => (
-                PathBuf::from(dir),
-                TreeRestoreOptions {
-                    force: ctx.force,
-                    paths: ctx.paths.clone(),
-                },
-            ),
+        let dest = match target {
+            RestoreTarget::Live => self.live(ctx)?.0,
+            RestoreTarget::Other(dir) => PathBuf::from(dir),
+        };
+        // The plan refused what holds data without --force; what is left is
+        // absent or empty, or is replaced (made identical) with --force.
+        let opts = TreeRestoreOptions {
+            force: true,
+            paths: ctx.paths.clone(),
+            mirror: ctx.force,
+            out_of_scope: Some(self.out_of_scope(&dest)),
         };
         let stats = restore::restore_tree(&ctx.repo, artifact, &dest, &opts, &ctx.progress).await?;
         let mut lines = vec![format!(
-            "restored {} entries ({} files, {} bytes) into {}",
+            "restored {} entries ({} files, {} bytes) into {}{}",
             stats.entries,
             stats.files,
             stats.bytes,
-            dest.display()
+            dest.display(),
+            if stats.removed > 0 {
+                format!("; {} entries not in the backup removed", stats.removed)
+            } else {
+                String::new()
+            }
         )];
         lines.extend(stats.warnings);
         Ok(RestoreReport { lines })
+    }
+
+    /// Backs up the configured paths that exist (a folder that is gone has
+    /// nothing to protect).
+    async fn safety_backup(
+        &self,
+        ctx: &mut BackupContext,
+        _plan: &RestorePlan,
+    ) -> Result<(), BoxError> {
+        let paths = self.existing_paths();
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let present = FilesSource {
+            root: common_root(&paths),
+            paths,
+            filter: self.filter.clone(),
+            exclude: self.exclude.clone(),
+            max_age: self.max_age,
+            one_file_system: self.one_file_system,
+        };
+        present.backup(ctx).await
     }
 
     /// Restores the tree into a temporary folder (under `$TMPDIR`), which
@@ -285,10 +451,7 @@ impl Source for FilesSource {
             .prefix("respaldo-test-restore-")
             .tempdir()
             .map_err(|e| format!("cannot create a scratch folder for test-restore: {e}"))?;
-        let opts = TreeRestoreOptions {
-            force: false,
-            paths: Vec::new(),
-        };
+        let opts = TreeRestoreOptions::default();
         let stats =
             restore::restore_tree(&ctx.repo, artifact, scratch.path(), &opts, &ctx.progress)
                 .await?;

@@ -21,11 +21,13 @@ use crate::FilesError;
 const READ_BLOCK: usize = 1024 * 1024;
 static ZEROS: [u8; READ_BLOCK] = [0; READ_BLOCK];
 
-/// Exclude patterns.
+/// Exclude patterns, plus absolute paths that are never backed up (the
+/// repository itself when it lies inside a backed-up folder).
 #[derive(Debug)]
 pub(crate) struct Filter {
     names: GlobSet,
     paths: GlobSet,
+    pub(crate) absolute: Vec<PathBuf>,
 }
 
 impl Filter {
@@ -46,10 +48,16 @@ impl Filter {
         Ok(Filter {
             names: names.build().map_err(|e| e.to_string())?,
             paths: paths.build().map_err(|e| e.to_string())?,
+            absolute: Vec::new(),
         })
     }
 
-    fn excluded(&self, rel_root: &Path, rel_top: &Path) -> bool {
+    /// Whether `path` (absolute) is one of the folders never backed up.
+    pub(crate) fn excluded_absolute(&self, path: &Path) -> bool {
+        self.absolute.iter().any(|a| path.starts_with(a))
+    }
+
+    pub(crate) fn excluded(&self, rel_root: &Path, rel_top: &Path) -> bool {
         let name_hit = rel_root
             .file_name()
             .map(|n| self.names.is_match(n))
@@ -165,6 +173,9 @@ impl Walker {
         let rel_root = path.strip_prefix(&self.opts.root).unwrap_or(path);
         let rel_top = path.strip_prefix(top).unwrap_or(path);
         if path != top && self.opts.filter.excluded(rel_root, rel_top) {
+            return Ok(());
+        }
+        if self.opts.filter.excluded_absolute(path) {
             return Ok(());
         }
         let Some(mut entry) = entry_from(RawPath::from_path(rel_root), &m) else {

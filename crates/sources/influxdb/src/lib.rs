@@ -71,7 +71,10 @@ use respaldo_core::check::compare_counts;
 use respaldo_core::duration::parse_duration;
 use respaldo_core::error::BoxError;
 use respaldo_core::secret::Secret;
-use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
+use respaldo_core::source::{
+    BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
+    Source, TargetState,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -286,6 +289,11 @@ pub struct DatabaseMeta {
     /// Field values exported (what `SELECT COUNT(*)` sums to), per retention
     /// policy and measurement; for information (the restore checks points).
     pub values: Counts,
+    /// With `since`: the absolute start of the exported window (ns); a
+    /// `--force` restore replaces only the points from then on and keeps the
+    /// older ones (and the retention policies the backup does not name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ns: Option<i64>,
 }
 
 /// The `influxdb` source.
@@ -455,6 +463,7 @@ impl InfluxSource {
     ) -> Result<DatabaseMeta, InfluxError> {
         let mut meta = DatabaseMeta {
             artifact: format!("{db}.lp"),
+            since_ns,
             ..Default::default()
         };
         for s in c
@@ -538,11 +547,27 @@ impl InfluxSource {
             }
         }
         for (meta, target) in plan {
-            if existing.contains(target) && force {
-                c.query(None, &format!("DROP DATABASE {}", ident(target)))
+            let window = existing.contains(target).then_some(meta.since_ns).flatten();
+            match window {
+                // A `since` backup replaces its window only.
+                Some(since) if force => {
+                    c.query(
+                        Some(target),
+                        &format!("DELETE WHERE time >= '{}'", lp::ns_rfc3339(since)),
+                    )
                     .await?;
+                    report.lines.push(format!(
+                        "database `{target}`: points from {} on deleted before restoring (older ones kept)",
+                        lp::ns_rfc3339(since)
+                    ));
+                }
+                _ if existing.contains(target) && force => {
+                    c.query(None, &format!("DROP DATABASE {}", ident(target)))
+                        .await?;
+                }
+                _ => {}
             }
-            create_database(c, target, &meta.retention_policies).await?;
+            create_database(c, target, &meta.retention_policies, window.is_none()).await?;
             let artifact = ctx.artifact(&meta.artifact)?.clone();
             let reader = ctx.open_stream(&artifact);
             let lines = write_lines(
@@ -611,7 +636,12 @@ fn cq_for(query: &str, target: &str) -> Option<String> {
 
 /// Creates `db` (or keeps it, when it exists and is empty) with exactly the
 /// retention policies `rps`.
-async fn create_database(c: &Client, db: &str, rps: &[RetentionPolicy]) -> Result<(), InfluxError> {
+async fn create_database(
+    c: &Client,
+    db: &str,
+    rps: &[RetentionPolicy],
+    drop_others: bool,
+) -> Result<(), InfluxError> {
     c.query(None, &format!("CREATE DATABASE {}", ident(db)))
         .await?;
     let present: Vec<String> = c
@@ -645,7 +675,7 @@ async fn create_database(c: &Client, db: &str, rps: &[RetentionPolicy]) -> Resul
     }
     for name in present
         .iter()
-        .filter(|p| !rps.iter().any(|r| &r.name == *p))
+        .filter(|p| drop_others && !rps.iter().any(|r| &r.name == *p))
     {
         c.query(
             None,
@@ -933,6 +963,7 @@ impl InfluxSource {
                 description: b.description.clone(),
                 retention_rules: b.retention_rules.clone(),
                 points: BTreeMap::new(),
+                since_ns: self.since_ns()?,
             };
             let (v2, org_id, name) = (&v2, &org_id, &b.name);
             meta.points = stream_artifact(ctx, &meta.artifact, |tx| async move {
@@ -983,25 +1014,118 @@ impl InfluxSource {
             .collect())
     }
 
+    /// Keeps the databases (or buckets) named by `--database`.
+    fn only_selected<M>(
+        ctx: &RestoreContext,
+        metas: BTreeMap<String, M>,
+        what: &str,
+    ) -> Result<BTreeMap<String, M>, InfluxError> {
+        let want = &ctx.selection.databases;
+        if want.is_empty() {
+            return Ok(metas);
+        }
+        if let Some(bad) = want.iter().find(|w| !metas.contains_key(*w)) {
+            return Err(InfluxError::Config(format!(
+                "--database `{bad}`: snapshot {} holds no such {what} (it holds {})",
+                ctx.snapshot_id.short(),
+                metas.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(metas
+            .into_iter()
+            .filter(|(k, _)| want.contains(k))
+            .collect())
+    }
+
+    async fn plan_any(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestorePlan, InfluxError> {
+        ctx.refuse_selection("influxdb", &["--database"])?;
+        self.same_version(ctx)?;
+        let (url, rename) = match target {
+            RestoreTarget::Live => (self.config.url.clone(), None),
+            RestoreTarget::Other(t) => parse_target(t, &self.config.url)?,
+        };
+        let mut plan = RestorePlan::default();
+        if self.version == 2 {
+            let pairs = Self::targets(
+                Self::only_selected(ctx, Self::plan_v2(ctx)?, "bucket")?,
+                rename,
+                "bucket",
+            )?;
+            let states = self.v2(&url).await?.states(&pairs).await?;
+            for ((meta, name), state) in pairs.iter().zip(states) {
+                plan.items.push(window_item(
+                    format!("bucket {name}"),
+                    format!("{url} bucket {name}"),
+                    state,
+                    meta.since_ns.is_some(),
+                    ctx.force,
+                ));
+            }
+        } else {
+            let pairs = Self::targets(
+                Self::only_selected(ctx, Self::plan(ctx)?, "database")?,
+                rename,
+                "database",
+            )?;
+            let c = self.client(&url).await?;
+            let existing = Self::databases(&c).await?;
+            for (meta, name) in &pairs {
+                let state = if !existing.contains(name) {
+                    TargetState::Absent
+                } else {
+                    let m = c
+                        .query(None, &format!("SHOW MEASUREMENTS ON {}", ident(name)))
+                        .await?;
+                    match m.iter().map(|s| s.values.len()).sum::<usize>() {
+                        0 => TargetState::Empty,
+                        n => TargetState::Holds(format!("{n} measurements")),
+                    }
+                };
+                plan.items.push(window_item(
+                    format!("database {name}"),
+                    format!("{url} database {name}"),
+                    state,
+                    meta.since_ns.is_some(),
+                    ctx.force,
+                ));
+            }
+        }
+        Ok(plan)
+    }
+
     async fn restore_any(
         &self,
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, InfluxError> {
-        ctx.refuse_selection("influxdb", &[])?;
-        self.same_version(ctx)?;
+        let planned = self.plan_any(ctx, target).await?;
+        if let Some(e) = planned.refused(&ctx.source_name) {
+            return Err(e.into());
+        }
         let (url, rename) = match target {
             RestoreTarget::Live => (self.config.url.clone(), None),
             RestoreTarget::Other(t) => parse_target(t, &self.config.url)?,
         };
         let mut report = RestoreReport::default();
         if self.version == 2 {
-            let plan = Self::targets(Self::plan_v2(ctx)?, rename, "bucket")?;
+            let plan = Self::targets(
+                Self::only_selected(ctx, Self::plan_v2(ctx)?, "bucket")?,
+                rename,
+                "bucket",
+            )?;
             let v2 = self.v2(&url).await?;
             v2.restore(ctx, &plan, ctx.force, self.config.batch_lines, &mut report)
                 .await?;
         } else {
-            let plan = Self::targets(Self::plan(ctx)?, rename, "database")?;
+            let plan = Self::targets(
+                Self::only_selected(ctx, Self::plan(ctx)?, "database")?,
+                rename,
+                "database",
+            )?;
             let c = self.client(&url).await?;
             self.restore_into(ctx, &c, &plan, ctx.force, &mut report)
                 .await?;
@@ -1055,6 +1179,22 @@ impl InfluxSource {
 }
 
 /// A database or bucket name no one else uses.
+/// The decision for a database or bucket; one backed up with a `since`
+/// window replaces only that window with `--force`.
+fn window_item(
+    what: String,
+    target: String,
+    state: TargetState,
+    window: bool,
+    force: bool,
+) -> PlanItem {
+    let mut item = PlanItem::decide(what, target, state, force);
+    if window && item.action == PlanAction::Overwrite {
+        item.action = PlanAction::Partial;
+    }
+    item
+}
+
 fn scratch_name() -> String {
     format!("respaldo_test_restore_{}_{}", std::process::id(), now_ns())
 }
@@ -1089,12 +1229,51 @@ impl Source for InfluxSource {
         Ok(())
     }
 
+    async fn plan(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestorePlan, BoxError> {
+        Ok(self.plan_any(ctx, target).await?)
+    }
+
     async fn restore(
         &self,
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, BoxError> {
         Ok(self.restore_any(ctx, target).await?)
+    }
+
+    /// A full export (no `since` window) of the databases that exist: what a
+    /// `--force` restore may replace.
+    async fn safety_backup(
+        &self,
+        ctx: &mut BackupContext,
+        _plan: &RestorePlan,
+    ) -> Result<(), BoxError> {
+        let mut config = self.config.clone();
+        config.since = None;
+        if self.version == 1 {
+            let c = self.client(&self.config.url).await?;
+            let existing = Self::databases(&c).await?;
+            let wanted: Vec<String> = if config.databases.is_empty() {
+                existing.clone()
+            } else {
+                config
+                    .databases
+                    .iter()
+                    .filter(|d| existing.contains(d))
+                    .cloned()
+                    .collect()
+            };
+            if wanted.is_empty() {
+                return Ok(());
+            }
+            config.databases = wanted;
+        }
+        // Paths in `config` were made absolute when this source was built.
+        InfluxSource::new(config, Path::new("/"))?.backup(ctx).await
     }
 
     async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {

@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use reqwest::Method;
 use respaldo_core::check::compare_counts;
+use respaldo_core::source::TargetState;
 use respaldo_core::source::{RestoreContext, RestoreReport};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -82,6 +83,10 @@ pub struct BucketMeta {
     /// Points exported per measurement.
     #[serde(default)]
     pub points: BTreeMap<String, u64>,
+    /// With `since`: the absolute start of the exported window (ns); a
+    /// `--force` restore replaces only the points from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ns: Option<i64>,
 }
 
 /// A bucket as `/api/v2/buckets` lists it.
@@ -573,9 +578,14 @@ impl V2 {
     }
 
     /// Deletes every point of a bucket (the bucket stays).
-    async fn delete_points(&self, org_id: &str, bucket_id: &str) -> Result<(), InfluxError> {
+    async fn delete_points(
+        &self,
+        org_id: &str,
+        bucket_id: &str,
+        start: i64,
+    ) -> Result<(), InfluxError> {
         let body = json!({
-            "start": lp::ns_rfc3339(MIN_NS),
+            "start": lp::ns_rfc3339(start),
             "stop": lp::ns_rfc3339(i64::MAX - 1),
         });
         let rb = self
@@ -585,6 +595,23 @@ impl V2 {
             .header("Content-Type", "application/json")
             .body(body.to_string());
         self.http.send(rb).await.map(drop)
+    }
+
+    /// The state of each target bucket: absent, empty, or holding points.
+    pub async fn states(
+        &self,
+        plan: &[(BucketMeta, String)],
+    ) -> Result<Vec<TargetState>, InfluxError> {
+        let org_id = self.org_id().await?;
+        let mut out = Vec::new();
+        for (_, target) in plan {
+            out.push(match self.bucket(&org_id, target).await? {
+                None => TargetState::Absent,
+                Some(b) if self.is_empty(&org_id, &b.name).await? => TargetState::Empty,
+                Some(_) => TargetState::Holds("points".into()),
+            });
+        }
+        Ok(out)
     }
 
     /// Restores each `(bucket, target name)` of `plan`. Existing buckets
@@ -616,7 +643,8 @@ impl V2 {
             match old {
                 Some(b) => {
                     if force {
-                        self.delete_points(&org_id, &b.id).await?;
+                        let start = meta.since_ns.unwrap_or(MIN_NS);
+                        self.delete_points(&org_id, &b.id, start).await?;
                     }
                     self.update_bucket(&b.id, meta).await?;
                 }

@@ -9,7 +9,9 @@ use tokio_postgres::Client;
 
 use crate::conn::{qualified, query_err};
 use crate::tools::Tools;
-use crate::{DatabaseRecord, Endpoint, Format, PgError, PostgresSource};
+use crate::{
+    Content, DatabaseRecord, Dependents, Endpoint, ForeignKey, Format, PgError, PostgresSource,
+};
 
 /// Schemas that belong to the server, never counted.
 const SYSTEM_SCHEMAS: &str =
@@ -64,6 +66,83 @@ pub(crate) async fn has_user_objects(client: &Client, ep: &Endpoint) -> Result<b
         .await
         .map_err(|e| query_err(ep, "checking whether the database is empty", e))?;
     Ok(row.get(0))
+}
+
+/// Each table's standalone indexes and owned sequences, keyed `schema.table`.
+pub(crate) async fn dependents(
+    client: &Client,
+    ep: &Endpoint,
+) -> Result<BTreeMap<String, Dependents>, PgError> {
+    let mut out: BTreeMap<String, Dependents> = BTreeMap::new();
+    let indexes = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, t.relname::text, i.relname::text FROM pg_index x \
+                 JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
+                 JOIN pg_namespace n ON n.oid = t.relnamespace \
+                 WHERE {SYSTEM_SCHEMAS} AND NOT EXISTS \
+                   (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid)"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| query_err(ep, "listing indexes", e))?;
+    for r in indexes {
+        let (s, t, i): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        out.entry(format!("{s}.{t}"))
+            .or_default()
+            .indexes
+            .push(format!("{s}.{i}"));
+    }
+    let seqs = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, t.relname::text, sn.nspname::text, s.relname::text \
+                 FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+                 JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+                 JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace n ON n.oid = t.relnamespace \
+                 WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
+                   AND d.deptype IN ('a', 'i') AND {SYSTEM_SCHEMAS}"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| query_err(ep, "listing owned sequences", e))?;
+    for r in seqs {
+        let (s, t, ss, q): (String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        out.entry(format!("{s}.{t}"))
+            .or_default()
+            .sequences
+            .push(format!("{ss}.{q}"));
+    }
+    Ok(out)
+}
+
+/// Every foreign key between user tables.
+pub(crate) async fn foreign_keys(
+    client: &Client,
+    ep: &Endpoint,
+) -> Result<Vec<ForeignKey>, PgError> {
+    let rows = client
+        .query(
+            "SELECT cn.nspname::text, c.relname::text, k.conname::text, pn.nspname::text, p.relname::text \
+             FROM pg_constraint k \
+             JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace \
+             JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace \
+             WHERE k.contype = 'f' ORDER BY 1, 2, 3",
+            &[],
+        )
+        .await
+        .map_err(|e| query_err(ep, "listing foreign keys", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| ForeignKey {
+            table: format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1)),
+            name: r.get(2),
+            references: format!("{}.{}", r.get::<_, String>(3), r.get::<_, String>(4)),
+        })
+        .collect())
 }
 
 /// `count(*)` of each table, keyed `schema.table`.
@@ -256,13 +335,30 @@ impl PostgresSource {
         }
         // The dump and the counts run at once, in the same snapshot.
         let what = format!("pg_dump of {}", ep.display());
-        let (stored, counted) = tokio::join!(
-            store_stdout(ctx, &artifact, cmd, &what),
-            count_rows(&client, &ep, &tables, None)
-        );
+        let (stored, counted) = tokio::join!(store_stdout(ctx, &artifact, cmd, &what), async {
+            let rows = count_rows(&client, &ep, &tables, None).await?;
+            let deps = dependents(&client, &ep).await?;
+            let fks = foreign_keys(&client, &ep).await?;
+            Ok::<_, PgError>((rows, deps, fks))
+        });
         stored?;
-        let rows = counted?;
+        let (rows, mut deps, fks) = counted?;
+        deps.retain(|k, _| {
+            k.split_once('.')
+                .is_some_and(|(s, t)| self.dumps_table(s, t))
+        });
         let _ = client.batch_execute("COMMIT").await;
+        let content = if c.data_only {
+            Content::DataOnly
+        } else if c.schema_only {
+            Content::SchemaOnly
+        } else {
+            Content::Full
+        };
+        let filtered = !(c.schemas.is_empty()
+            && c.exclude_schemas.is_empty()
+            && c.tables.is_empty()
+            && c.exclude_tables.is_empty());
         Ok((
             DatabaseRecord {
                 artifact,
@@ -270,6 +366,10 @@ impl PostgresSource {
                 size_bytes: size.max(0) as u64,
                 owner,
                 rows,
+                content,
+                filtered,
+                dependents: deps,
+                foreign_keys: fks,
             },
             version,
         ))

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::{SinkExt, TryStreamExt};
 use respaldo_core::check::compare_counts;
-use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget};
+use respaldo_core::source::{
+    BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
+    TargetState,
+};
 use tokio::io::AsyncReadExt;
 use tokio_postgres::Client;
 use tokio_util::io::StreamReader;
@@ -85,12 +88,46 @@ impl PostgresSource {
         Ok(())
     }
 
-    pub(crate) async fn restore_csv(
+    /// Per table: the rows the restore would replace (those matching the
+    /// backup's `where`).
+    pub(crate) async fn plan_csv(
         &self,
         ctx: &RestoreContext,
         target: &RestoreTarget,
-    ) -> Result<RestoreReport, PgError> {
+    ) -> Result<RestorePlan, PgError> {
         ctx.refuse_selection("postgres (csv mode)", &["--table"])?;
+        let (ep, tables, cond) = self.csv_scope(ctx, target)?;
+        let password = self.password().await?;
+        let client = ep.connect(password.as_deref()).await?;
+        let mut plan = RestorePlan::default();
+        for t in &tables {
+            let n = count(&client, &ep, t, cond.as_deref()).await?;
+            let state = if n == 0 {
+                TargetState::Empty
+            } else {
+                TargetState::Holds(format!("{n} matching rows"))
+            };
+            let mut item = PlanItem::decide(
+                format!("table {t}{}", condition(cond.as_deref())),
+                ep.display(),
+                state,
+                ctx.force,
+            );
+            if item.action == PlanAction::Overwrite {
+                item.action = PlanAction::Partial;
+            }
+            plan.items.push(item);
+        }
+        Ok(plan)
+    }
+
+    /// The endpoint, the tables (parents first) and the `where` of a csv
+    /// restore.
+    fn csv_scope(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<(Endpoint, Vec<String>, Option<String>), PgError> {
         let meta = &ctx.entry.metadata;
         let recorded: BTreeMap<String, u64> = meta
             .get("tables")
@@ -101,7 +138,6 @@ impl PostgresSource {
             .get("where")
             .and_then(|w| w.as_str())
             .map(str::to_string);
-        let cond = cond.as_deref();
         let ep = match target {
             RestoreTarget::Live => self.endpoint.clone(),
             RestoreTarget::Other(t) => {
@@ -114,8 +150,6 @@ impl PostgresSource {
                 ep
             }
         };
-        // The order of the configuration (parents first) is kept in the
-        // artifacts' order.
         let tables: Vec<String> = ctx
             .entry
             .artifacts
@@ -134,6 +168,23 @@ impl PostgresSource {
                 recorded.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
+        Ok((ep, tables, cond))
+    }
+
+    pub(crate) async fn restore_csv(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestoreReport, PgError> {
+        ctx.refuse_selection("postgres (csv mode)", &["--table"])?;
+        let meta = &ctx.entry.metadata;
+        let recorded: BTreeMap<String, u64> = meta
+            .get("tables")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| PgError::Config("the snapshot has no table list".into()))?;
+        let (ep, tables, cond) = self.csv_scope(ctx, target)?;
+        let cond = cond.as_deref();
         let password = self.password().await?;
         let client = ep.connect(password.as_deref()).await?;
         let mut present = Vec::new();

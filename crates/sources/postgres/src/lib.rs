@@ -32,7 +32,9 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use respaldo_core::error::BoxError;
 use respaldo_core::secret::{Secret, SecretValue};
-use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
+use respaldo_core::source::{
+    BackupContext, RestoreContext, RestorePlan, RestoreReport, RestoreTarget, Source,
+};
 use serde::{Deserialize, Serialize};
 
 mod backup;
@@ -43,6 +45,8 @@ mod tls;
 mod tools;
 
 pub use conn::Endpoint;
+
+mod toc;
 
 /// Configuration of a `postgres` source.
 #[derive(Debug, Clone, Deserialize)]
@@ -178,6 +182,9 @@ pub enum PgError {
     /// The restore would overwrite data.
     #[error("{0}")]
     Refused(String),
+    /// The source cannot be drilled by test-restore (why).
+    #[error("{0}")]
+    NotTestable(String),
     /// Rows counted after the restore differ from the backup's.
     #[error("{0}")]
     Mismatch(String),
@@ -211,6 +218,57 @@ pub struct DatabaseRecord {
     pub owner: String,
     /// Rows per `schema.table`, counted in the dump's snapshot.
     pub rows: BTreeMap<String, u64>,
+    /// What the dump holds (`full`, `data_only`, `schema_only`).
+    #[serde(default)]
+    pub content: Content,
+    /// Whether `schemas`/`tables` filters limited the dump: a `--force`
+    /// restore then replaces only the dumped objects, never the database.
+    #[serde(default)]
+    pub filtered: bool,
+    /// Per table (`schema.table`), the objects a single-table restore brings
+    /// back with it that pg_restore does not name after the table.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dependents: BTreeMap<String, Dependents>,
+    /// Foreign keys between the dumped tables, so that a table restored on
+    /// its own gets back the keys other tables had into it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_keys: Vec<ForeignKey>,
+}
+
+/// A foreign key: `table`'s constraint `name` references `references`
+/// (both `schema.table`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignKey {
+    /// The referencing table.
+    pub table: String,
+    /// The constraint's name.
+    pub name: String,
+    /// The referenced table.
+    pub references: String,
+}
+
+/// What a dump holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Content {
+    /// Definitions and data.
+    #[default]
+    Full,
+    /// Rows only (`data_only`): restored into existing tables.
+    DataOnly,
+    /// Definitions only (`schema_only`).
+    SchemaOnly,
+}
+
+/// A table's standalone indexes and owned sequences (`schema.name`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependents {
+    /// Indexes that are not constraints (those come as constraints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<String>,
+    /// Sequences owned by its columns (serial, identity).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<String>,
 }
 
 /// The `postgres` source.
@@ -321,6 +379,14 @@ impl Source for PostgresSource {
         Ok(())
     }
 
+    async fn plan(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestorePlan, BoxError> {
+        Ok(self.plan_snapshot(ctx, target).await?)
+    }
+
     async fn restore(
         &self,
         ctx: &RestoreContext,
@@ -329,7 +395,49 @@ impl Source for PostgresSource {
         Ok(self.restore_snapshot(ctx, target).await?)
     }
 
+    /// A full, unfiltered dump of the target databases that exist: what a
+    /// `--force` restore may replace (a data-only or filtered backup does not
+    /// hold all of it). csv mode: the same rows the restore deletes.
+    async fn safety_backup(
+        &self,
+        ctx: &mut BackupContext,
+        plan: &RestorePlan,
+    ) -> Result<(), BoxError> {
+        if self.config.mode == Mode::Csv {
+            return self.backup(ctx).await;
+        }
+        let dbs: Vec<String> = plan
+            .items
+            .iter()
+            .filter(|i| i.overwrites_data())
+            .filter_map(|i| i.what.strip_prefix("database ").map(str::to_string))
+            .collect();
+        if dbs.is_empty() {
+            return Ok(());
+        }
+        let config = PostgresConfig {
+            databases: dbs,
+            globals: Some(false),
+            format: Format::Custom,
+            schema_only: false,
+            data_only: false,
+            schemas: Vec::new(),
+            exclude_schemas: Vec::new(),
+            tables: Vec::new(),
+            exclude_tables: Vec::new(),
+            ..self.config.clone()
+        };
+        let whole = PostgresSource {
+            config,
+            endpoint: self.endpoint.clone(),
+        };
+        Ok(whole.backup_dump(ctx).await?)
+    }
+
     async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
-        Ok(self.test_restore_snapshot(ctx).await?)
+        match self.test_restore_snapshot(ctx).await {
+            Err(PgError::NotTestable(why)) => Err(respaldo_core::Error::NotTestable(why).into()),
+            r => Ok(r?),
+        }
     }
 }

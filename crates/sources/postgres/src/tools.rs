@@ -37,6 +37,14 @@ impl Tools {
         })
     }
 
+    /// A command for `program` that connects to no server (`pg_restore
+    /// --list`, `pg_restore --file=-`).
+    pub fn offline(&self, program: &str) -> Result<Command, PgError> {
+        let mut cmd = Command::new(self.path(program)?);
+        cmd.env_remove("PGPASSWORD");
+        Ok(cmd)
+    }
+
     /// A command for `program` against `ep`, with the password in the
     /// environment (never on the command line) and no prompting.
     pub fn command(

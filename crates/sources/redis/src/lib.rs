@@ -58,7 +58,10 @@ use respaldo_core::check::compare_counts;
 use respaldo_core::error::BoxError;
 use respaldo_core::process::{find_program, run};
 use respaldo_core::secret::Secret;
-use respaldo_core::source::{BackupContext, RestoreContext, RestoreReport, RestoreTarget, Source};
+use respaldo_core::source::{
+    BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
+    Source, TargetState,
+};
 use respaldo_core::tls::{client_config, server_name, ClientCert, Verify};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -692,37 +695,39 @@ impl RedisSource {
     ) -> Result<RestoreReport, RedisError> {
         let addr = ep.name();
         let artifact = ctx.artifact(ARTIFACT)?.clone();
-        let patterns = {
-            let mut b = globset::GlobSetBuilder::new();
-            for p in &ctx.selection.keys {
-                let g = globset::GlobBuilder::new(p)
-                    .literal_separator(false)
-                    .backslash_escape(true)
-                    .build()
-                    .map_err(|e| RedisError::Config(format!("--keys `{p}`: {e}")))?;
-                b.add(g);
-            }
-            b.build()
-                .map_err(|e| RedisError::Config(format!("--keys: {e}")))?
-        };
+        let patterns = key_patterns(&ctx.selection.keys)?;
         let partial = !ctx.selection.keys.is_empty() || ep.db.is_some();
         let mut c = ep.connect().await?;
         let mut lines = Vec::new();
 
-        let before = keyspace(&mut c).await?;
-        let existing: u64 = before.values().sum();
+        // What the restore replaces: the whole server, one db, or the keys
+        // that match the selection.
+        let live = scope_keys(&mut c, ep, &ctx.selection.keys, &patterns).await?;
+        let existing = live.count;
         if existing > 0 {
             if !force {
                 return Err(RedisError::NotEmpty {
                     addr,
-                    summary: summary(&before),
+                    summary: live.summary.clone(),
                 });
             }
-            if !partial {
-                c.cmd(&["FLUSHALL"]).await?;
-                lines.push(format!("flushed {addr} ({existing} keys) before restoring"));
+            if ctx.selection.keys.is_empty() {
+                match ep.db {
+                    None => {
+                        c.cmd(&["FLUSHALL"]).await?;
+                        lines.push(format!("flushed {addr} ({existing} keys) before restoring"));
+                    }
+                    Some(db) => {
+                        c.cmd(&["SELECT", &db.to_string()]).await?;
+                        c.cmd(&["FLUSHDB"]).await?;
+                        lines.push(format!(
+                            "flushed db{db} of {addr} ({existing} keys) before restoring"
+                        ));
+                    }
+                }
             }
         }
+        let mut restored_keys: std::collections::HashSet<(u64, Vec<u8>)> = Default::default();
 
         let mut r = RdbReader::new(ctx.open_stream(&artifact), true)
             .await
@@ -764,6 +769,9 @@ impl RedisSource {
                         continue;
                     }
                     let payload = r.payload(value);
+                    if !ctx.selection.keys.is_empty() {
+                        restored_keys.insert((db, key.clone()));
+                    }
                     batch.add(&mut c, db, key, expire_ms, &payload).await?;
                     if batch.keys.len() >= self.config.batch || batch.bytes >= 16 << 20 {
                         batch.send(&mut c, r.version).await?;
@@ -793,6 +801,35 @@ impl RedisSource {
             }
         }
         batch.drain(&mut c, r.version).await?;
+        if partial && selected.values().sum::<u64>() == 0 {
+            return Err(RedisError::Config(format!(
+                "the selection ({}) matches no key of the backup; nothing was restored",
+                match (ep.db, ctx.selection.keys.is_empty()) {
+                    (Some(db), true) => format!("db {db}"),
+                    _ => ctx.selection.keys.join(", "),
+                }
+            )));
+        }
+        // With --keys and --force, the matching keys become exactly the
+        // backup's: those it does not have go.
+        if force && !ctx.selection.keys.is_empty() {
+            let mut removed = 0u64;
+            for (db, key) in &live.keys {
+                if restored_keys.contains(&(*db, key.clone())) {
+                    continue;
+                }
+                c.cmd(&["SELECT", &db.to_string()]).await?;
+                c.send(&[b"UNLINK", key]).await?;
+                c.flush().await?;
+                c.read().await?;
+                removed += 1;
+            }
+            if removed > 0 {
+                lines.push(format!(
+                    "removed {removed} matching keys the backup does not have"
+                ));
+            }
+        }
         let secs = started.elapsed().as_secs_f64().max(0.001);
         lines.push(format!(
             "restored {} keys into {addr} in {secs:.1} s ({:.0} keys/s)",
@@ -986,6 +1023,75 @@ async fn lastsave(c: &mut Conn) -> Result<i64, RedisError> {
     }
 }
 
+/// The live keys a restore would replace.
+struct Scope {
+    count: u64,
+    summary: String,
+    /// With `--keys`: the matching keys (db, name).
+    keys: Vec<(u64, Vec<u8>)>,
+}
+
+/// The keys of `ep` that a restore with these `--keys` patterns replaces:
+/// every key of the server, of its db (`/N`), or those matching.
+async fn scope_keys(
+    c: &mut Conn,
+    ep: &Endpoint,
+    selection: &[String],
+    patterns: &globset::GlobSet,
+) -> Result<Scope, RedisError> {
+    let space = keyspace(c).await?;
+    let dbs: Vec<u64> = space
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .filter_map(|(k, _)| k.strip_prefix("db").and_then(|n| n.parse().ok()))
+        .filter(|db| ep.db.is_none_or(|d| d == *db))
+        .collect();
+    if selection.is_empty() {
+        let per: BTreeMap<String, u64> = space
+            .into_iter()
+            .filter(|(k, _)| dbs.iter().any(|d| *k == format!("db{d}")))
+            .collect();
+        return Ok(Scope {
+            count: per.values().sum(),
+            summary: summary(&per),
+            keys: Vec::new(),
+        });
+    }
+    let mut keys = Vec::new();
+    for db in dbs {
+        c.cmd(&["SELECT", &db.to_string()]).await?;
+        let mut cursor = "0".to_string();
+        loop {
+            let reply = c.cmd(&["SCAN", &cursor, "COUNT", "1000"]).await?;
+            let Reply::Array(Some(mut parts)) = reply else {
+                return Err(RedisError::Config(format!("SCAN answered {reply:?}")));
+            };
+            let batch = parts.pop();
+            cursor = match parts.pop() {
+                Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(&b).into_owned(),
+                other => return Err(RedisError::Config(format!("SCAN cursor {other:?}"))),
+            };
+            if let Some(Reply::Array(Some(items))) = batch {
+                for it in items {
+                    if let Reply::Bulk(Some(k)) = it {
+                        if patterns.is_match(key_path(&k)) {
+                            keys.push((db, k));
+                        }
+                    }
+                }
+            }
+            if cursor == "0" {
+                break;
+            }
+        }
+    }
+    Ok(Scope {
+        count: keys.len() as u64,
+        summary: format!("{} keys match {}", keys.len(), selection.join(", ")),
+        keys,
+    })
+}
+
 /// Keys per db from `INFO keyspace`.
 async fn keyspace(c: &mut Conn) -> Result<BTreeMap<String, u64>, RedisError> {
     let info = c.text(&["INFO", "keyspace"]).await?;
@@ -1001,6 +1107,21 @@ async fn keyspace(c: &mut Conn) -> Result<BTreeMap<String, u64>, RedisError> {
             (k, n)
         })
         .collect())
+}
+
+/// The `--keys` globs.
+fn key_patterns(keys: &[String]) -> Result<globset::GlobSet, RedisError> {
+    let mut b = globset::GlobSetBuilder::new();
+    for p in keys {
+        let g = globset::GlobBuilder::new(p)
+            .literal_separator(false)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| RedisError::Config(format!("--keys `{p}`: {e}")))?;
+        b.add(g);
+    }
+    b.build()
+        .map_err(|e| RedisError::Config(format!("--keys: {e}")))
 }
 
 fn summary(m: &BTreeMap<String, u64>) -> String {
@@ -1285,12 +1406,79 @@ impl Source for RedisSource {
         Ok(())
     }
 
+    async fn plan(
+        &self,
+        ctx: &RestoreContext,
+        target: &RestoreTarget,
+    ) -> Result<RestorePlan, BoxError> {
+        ctx.refuse_selection("redis", &["--keys"])?;
+        let ep = match target {
+            RestoreTarget::Live => self.live().await?,
+            RestoreTarget::Other(url) => self.secured(parse_url(url)?)?,
+        };
+        let what = match ep.db {
+            Some(db) => format!("keys of db{db}"),
+            None if ctx.selection.keys.is_empty() => "every key".to_string(),
+            None => format!("keys matching {}", ctx.selection.keys.join(", ")),
+        };
+        if let Some(db) = ep.db {
+            let recorded: BTreeMap<String, u64> = ctx
+                .entry
+                .metadata
+                .get("keys")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            if recorded.get(&format!("db{db}")).copied().unwrap_or(0) == 0 {
+                let item = PlanItem::new(
+                    what,
+                    ep.name(),
+                    TargetState::Absent,
+                    PlanAction::Refuse(format!(
+                        "the backup holds no keys in db{db} (it has {}); name a db it holds",
+                        summary(&recorded)
+                    )),
+                );
+                return Ok(RestorePlan { items: vec![item] });
+            }
+        }
+        let mut c = match ep.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                let item = PlanItem::new(
+                    what,
+                    ep.name(),
+                    TargetState::Absent,
+                    PlanAction::Refuse(format!(
+                        "the server is not reachable ({e}); start it (an empty one will do), then restore"
+                    )),
+                );
+                return Ok(RestorePlan { items: vec![item] });
+            }
+        };
+        let patterns = key_patterns(&ctx.selection.keys)?;
+        let live = scope_keys(&mut c, &ep, &ctx.selection.keys, &patterns).await?;
+        let state = if live.count == 0 {
+            TargetState::Empty
+        } else {
+            TargetState::Holds(live.summary)
+        };
+        let partial = !ctx.selection.keys.is_empty() || ep.db.is_some();
+        let mut item = PlanItem::decide(what, ep.name(), state, ctx.force);
+        if partial && item.action == PlanAction::Overwrite {
+            item.action = PlanAction::Partial;
+        }
+        Ok(RestorePlan { items: vec![item] })
+    }
+
     async fn restore(
         &self,
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, BoxError> {
-        ctx.refuse_selection("redis", &["--keys"])?;
+        let plan = self.plan(ctx, target).await?;
+        if let Some(e) = plan.refused(&ctx.source_name) {
+            return Err(e.into());
+        }
         let ep = match target {
             RestoreTarget::Live => self.live().await?,
             RestoreTarget::Other(url) => self.secured(parse_url(url)?)?,
