@@ -24,7 +24,6 @@ use serde_json::json;
 use crate::commands::{describe, load_snapshots, resolve, usage, Ctx};
 use crate::config::SourceSpec;
 use crate::hooks::{HookCommand, Hooks, HooksConfig, Stage};
-use crate::output;
 
 /// `[sources.NAME.restore]`: what happens around this source's restore.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -468,7 +467,6 @@ fn print_plan(ctx: &Ctx<'_>, planned: &[Planned<'_>], req: &RestoreRequest<'_>, 
         println!("{}", serde_json::Value::Array(arr));
         return;
     }
-    let mut rows = Vec::new();
     for p in planned {
         for i in &p.plan.items {
             let state = match &i.state {
@@ -477,52 +475,37 @@ fn print_plan(ctx: &Ctx<'_>, planned: &[Planned<'_>], req: &RestoreRequest<'_>, 
                 respaldo_core::source::TargetState::Holds(w) => format!("holds data ({w})"),
             };
             let action = match &i.action {
-                PlanAction::Create => "create".to_string(),
-                PlanAction::Fill => "fill".to_string(),
-                PlanAction::Overwrite => "overwrite".to_string(),
-                PlanAction::Partial => "replace the selection".to_string(),
-                PlanAction::Refuse(why) => format!("REFUSE: {why}"),
+                PlanAction::Create => "create it".to_string(),
+                PlanAction::Fill => "fill it".to_string(),
+                PlanAction::Overwrite => "replace it".to_string(),
+                PlanAction::Partial => "replace the selected part".to_string(),
+                PlanAction::Refuse(why) => format!("REFUSED: {why}"),
             };
-            rows.push(vec![
-                p.name.clone(),
+            let safety_note = if i.overwrites_data() && safety(p) {
+                ", safety snapshot first"
+            } else if i.overwrites_data() {
+                ", no safety snapshot"
+            } else {
+                ""
+            };
+            println!(
+                "would restore `{}` {} (snapshot {}) into {}: {state} → {action}{safety_note}",
+                p.name,
+                i.what,
                 p.snapshot.id.short(),
-                i.target.clone(),
-                state,
-                action,
-                if i.overwrites_data() && safety(p) {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
-            ]);
+                i.target
+            );
         }
         if let Some(spec) = p.spec {
             if !spec.restore.containers().is_empty() {
-                rows.push(vec![
-                    p.name.clone(),
-                    String::new(),
-                    format!("containers {}", spec.restore.containers().join(", ")),
-                    "running".into(),
-                    "stop during the restore, start after".into(),
-                    String::new(),
-                ]);
+                println!(
+                    "would stop {} for the restore of `{}`, and start them again",
+                    spec.restore.containers().join(", "),
+                    p.name
+                );
             }
         }
     }
-    print!(
-        "{}",
-        output::table(
-            &[
-                "SOURCE",
-                "SNAPSHOT",
-                "TARGET",
-                "STATE",
-                "ACTION",
-                "SAFETY SNAPSHOT"
-            ],
-            &rows
-        )
-    );
     println!("dry run: nothing was changed");
 }
 

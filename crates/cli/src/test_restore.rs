@@ -175,16 +175,16 @@ pub async fn command(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
         );
     } else {
         println!(
-            "test restore: {} of {} testable sources ok{}, drills took {}; RTO of a whole-stack restore on this host ≈ {}",
+            "test restore: {} of {} sources ok{}, total time {} (RTO) for a whole-stack restore on this host; the drills took {}",
             tested - failures,
             tested,
             if untestable > 0 {
-                format!(", {untestable} not testable")
+                format!(" ({untestable} more not testable)")
             } else {
                 String::new()
             },
-            output::duration(total_ms),
-            output::duration(rto_total)
+            output::duration(rto_total),
+            output::duration(total_ms)
         );
     }
     Ok(if failures > 0 { 1 } else { 0 })

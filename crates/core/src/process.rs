@@ -220,7 +220,7 @@ pub async fn feed_through(
         first,
         what,
         Stdout::Pipe {
-            into: second,
+            into: Box::new(second),
             prologue,
             epilogue,
         },
@@ -232,7 +232,7 @@ enum Stdout {
     Discard,
     Capture(Arc<Mutex<Vec<u8>>>, usize),
     Pipe {
-        into: tokio::process::Command,
+        into: Box<tokio::process::Command>,
         prologue: Vec<u8>,
         epilogue: Vec<u8>,
     },

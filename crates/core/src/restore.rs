@@ -100,7 +100,10 @@ pub struct TreeRestoreOptions {
 /// [`TreeRestoreOptions::out_of_scope`]): given a path relative to the
 /// restore target and its metadata, true keeps it.
 #[derive(Clone)]
-pub struct OutOfScope(pub Arc<dyn Fn(&Path, &fs::Metadata) -> bool + Send + Sync>);
+pub struct OutOfScope(pub Arc<ScopeTest>);
+
+/// The test an [`OutOfScope`] runs.
+pub type ScopeTest = dyn Fn(&Path, &fs::Metadata) -> bool + Send + Sync;
 
 impl std::fmt::Debug for OutOfScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -114,8 +114,8 @@ impl PlanItem {
             TargetState::Empty => PlanAction::Fill,
             TargetState::Holds(_) if force => PlanAction::Overwrite,
             TargetState::Holds(what) => PlanAction::Refuse(format!(
-                "{target} holds data ({what}); add --force to replace it (a safety snapshot \
-                 is taken first), or restore somewhere else with --target"
+                "{target} is not empty ({what}); add --force to replace it, or restore \
+                 somewhere else with --target"
             )),
         };
         PlanItem::new(what, target, state, action)

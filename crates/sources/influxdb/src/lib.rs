@@ -1063,6 +1063,7 @@ impl InfluxSource {
                     state,
                     meta.since_ns.is_some(),
                     ctx.force,
+                    "points",
                 ));
             }
         } else {
@@ -1091,6 +1092,7 @@ impl InfluxSource {
                     state,
                     meta.since_ns.is_some(),
                     ctx.force,
+                    "measurements",
                 ));
             }
         }
@@ -1187,10 +1189,23 @@ fn window_item(
     state: TargetState,
     window: bool,
     force: bool,
+    has: &str,
 ) -> PlanItem {
     let mut item = PlanItem::decide(what, target, state, force);
-    if window && item.action == PlanAction::Overwrite {
-        item.action = PlanAction::Partial;
+    match &item.action {
+        PlanAction::Overwrite if window => item.action = PlanAction::Partial,
+        PlanAction::Refuse(_) => {
+            item.action = PlanAction::Refuse(format!(
+                "{} already has {has}; use --force to replace {}",
+                item.target,
+                if window {
+                    "the backup's time window (older points are kept)"
+                } else {
+                    "it (a safety snapshot is taken first)"
+                }
+            ))
+        }
+        _ => {}
     }
     item
 }

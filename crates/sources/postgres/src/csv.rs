@@ -107,14 +107,17 @@ impl PostgresSource {
             } else {
                 TargetState::Holds(format!("{n} matching rows"))
             };
-            let mut item = PlanItem::decide(
-                format!("table {t}{}", condition(cond.as_deref())),
-                ep.display(),
-                state,
-                ctx.force,
-            );
-            if item.action == PlanAction::Overwrite {
-                item.action = PlanAction::Partial;
+            let what = format!("table {t}{}", condition(cond.as_deref()));
+            let mut item = PlanItem::decide(what, ep.display(), state, ctx.force);
+            match &item.action {
+                PlanAction::Overwrite => item.action = PlanAction::Partial,
+                PlanAction::Refuse(_) => {
+                    item.action = PlanAction::Refuse(format!(
+                        "{} already has matching rows in {t} ({n}); use --force to replace them",
+                        ep.display()
+                    ))
+                }
+                _ => {}
             }
             plan.items.push(item);
         }

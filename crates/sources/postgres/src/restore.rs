@@ -419,7 +419,7 @@ impl PostgresSource {
             return refuse(
                 state,
                 format!(
-                    "{target} holds data; add --force to replace it (a safety snapshot is taken first), or restore into another database with --target"
+                    "database {target} is not empty ({n} tables); add --force to replace it (a safety snapshot is taken first), or restore into another database with --target"
                 ),
             );
         }
@@ -455,7 +455,7 @@ impl PostgresSource {
         let state = TargetState::Holds(format!("{rows} rows in {}", tables.join(", ")));
         if !force {
             let why = format!(
-                "{} already has rows in {}; add --force to replace them (a safety snapshot is taken first)",
+                "{} already has {} ({rows} rows); add --force to replace their rows (a safety snapshot is taken first)",
                 ep.display(),
                 tables.join(", ")
             );
