@@ -263,3 +263,33 @@ pub fn is_root() -> bool {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Marks a cell of the restore matrix in docs/restore.md as covered by the
+/// test code that follows (the table and the suite are compared by
+/// `restore_matrix_table_matches_the_suite`).
+pub fn cell(id: &str) {
+    eprintln!("restore matrix cell {id}");
+}
+
+/// Runs and asserts failure with `code`; returns stderr.
+pub fn fails(p: &Project, args: &[&str], code: i32) -> String {
+    let o = p.run(args);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "respaldo {args:?}: stdout {} stderr {}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    stderr(&o)
+}
+
+/// The ids of the snapshots tagged `tag`.
+pub fn tagged(p: &Project, tag: &str) -> Vec<String> {
+    p.json(&["--host", "*", "snapshots", "--tag", tag])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}

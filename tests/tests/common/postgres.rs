@@ -304,9 +304,15 @@ impl Pg {
     /// The random `\restrict` key lines pg_dump writes since 15.14 are left
     /// out; a dump too long to print is compared by its digest.
     pub fn dump(&self, db: &str) -> Dump {
+        self.dump_with(db, &[])
+    }
+
+    /// [`Pg::dump`] with more pg_dump options (`--schema-only`, `-n app`).
+    pub fn dump_with(&self, db: &str, extra: &[&str]) -> Dump {
         let out = self
             .client("pg_dump")
             .args(["--format=plain", "--no-owner", "-d", db])
+            .args(extra)
             .output()
             .unwrap();
         assert!(
