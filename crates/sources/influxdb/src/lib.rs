@@ -586,7 +586,8 @@ impl InfluxSource {
                     skipped.push(cq.name.clone());
                 }
             }
-            let restored = count_points(c, target, &meta.retention_policies).await?;
+            // A `since` backup is checked within its window.
+            let restored = count_points(c, target, &meta.retention_policies, meta.since_ns).await?;
             let check = compare_counts(&flatten(&meta.points), &flatten(&restored), |_| true, true);
             let line = check.line("point", "measurements");
             if !check.ok() {
@@ -694,13 +695,17 @@ async fn count_points(
     c: &Client,
     db: &str,
     rps: &[RetentionPolicy],
+    since_ns: Option<i64>,
 ) -> Result<Counts, InfluxError> {
     let mut out = Counts::new();
     for rp in rps {
         let q = format!(
-            "SELECT *::field FROM {}.{}./.*/",
+            "SELECT *::field FROM {}.{}./.*/{}",
             ident(db),
-            ident(&rp.name)
+            ident(&rp.name),
+            since_ns
+                .map(|t| format!(" WHERE time >= {t}"))
+                .unwrap_or_default()
         );
         let mut chunks = c.query_chunks(db, &q).await?;
         while let Some(s) = chunks.next().await? {

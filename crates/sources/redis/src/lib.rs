@@ -1109,6 +1109,14 @@ async fn keyspace(c: &mut Conn) -> Result<BTreeMap<String, u64>, RedisError> {
         .collect())
 }
 
+/// How many function libraries the server holds (0 before Redis 7).
+async fn function_libraries(c: &mut Conn) -> Result<u64, RedisError> {
+    match c.cmd(&["FUNCTION", "LIST"]).await? {
+        Reply::Array(Some(libs)) => Ok(libs.len() as u64),
+        _ => Ok(0),
+    }
+}
+
 /// The `--keys` globs.
 fn key_patterns(keys: &[String]) -> Result<globset::GlobSet, RedisError> {
     let mut b = globset::GlobSetBuilder::new();
@@ -1457,12 +1465,20 @@ impl Source for RedisSource {
         };
         let patterns = key_patterns(&ctx.selection.keys)?;
         let live = scope_keys(&mut c, &ep, &ctx.selection.keys, &patterns).await?;
-        let state = if live.count == 0 {
-            TargetState::Empty
-        } else {
-            TargetState::Holds(live.summary)
-        };
         let partial = !ctx.selection.keys.is_empty() || ep.db.is_some();
+        // A whole-server restore brings the function libraries back too:
+        // those the server has are data as well.
+        let libraries = if partial {
+            0
+        } else {
+            function_libraries(&mut c).await?
+        };
+        let state = match (live.count, libraries) {
+            (0, 0) => TargetState::Empty,
+            (0, n) => TargetState::Holds(format!("{n} function libraries")),
+            (_, 0) => TargetState::Holds(live.summary),
+            (_, n) => TargetState::Holds(format!("{}, {n} function libraries", live.summary)),
+        };
         let mut item = PlanItem::decide(what, ep.name(), state, ctx.force);
         if partial && item.action == PlanAction::Overwrite {
             item.action = PlanAction::Partial;
