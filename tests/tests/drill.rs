@@ -12,10 +12,8 @@ mod dockerh;
 #[allow(dead_code)]
 #[path = "common/influxdb.rs"]
 mod influx;
-#[allow(dead_code)]
 #[path = "common/postgres.rs"]
 mod pg;
-#[allow(dead_code)]
 #[path = "common/redis.rs"]
 mod redis_server;
 

@@ -9,7 +9,6 @@ mod dockerh;
 #[allow(dead_code)]
 #[path = "common/influxdb.rs"]
 mod influx;
-#[allow(dead_code)]
 #[path = "common/redis.rs"]
 mod redis_server;
 
