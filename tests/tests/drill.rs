@@ -201,6 +201,29 @@ paths = ["app"]
         pos("db") < pos("vols") && pos("cache") < pos("files"),
         "{out}"
     );
+    // The drill afterwards reports an RTO with what the real restore took
+    // around the data: the safety snapshot, the containers, the health check.
+    let drill = p.json(&["test-restore"]);
+    assert_eq!(drill["ok"], true, "{drill}");
+    let vols = drill["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "vols")
+        .unwrap();
+    for part in ["drill", "safety", "stop", "start", "health"] {
+        assert!(
+            vols["rto_parts_ms"][part].is_u64(),
+            "{part} missing: {vols}"
+        );
+    }
+    let sum: u64 = drill["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["rto_ms"].as_u64())
+        .sum();
+    assert_eq!(drill["rto_ms"].as_u64(), Some(sum), "{drill}");
     // The safety snapshots never become `latest` nor the last good backup.
     let st = p.json(&["status"]);
     for s in st.as_array().unwrap() {

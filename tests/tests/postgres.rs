@@ -569,6 +569,10 @@ fn tenant_csv_export_and_restore() {
         "5000",
         "only tenant 42's rows were replaced"
     );
+    // A csv source is reported as not testable, which is not a failure.
+    let v = p.json(&["test-restore"]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["sources"][0]["testable"], false, "{v}");
 }
 
 #[test]

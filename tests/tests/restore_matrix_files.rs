@@ -60,6 +60,23 @@ fn files_restore_matrix() {
     );
     assert_eq!(fingerprint(&data), changed, "a refusal changed nothing");
 
+    // --dry-run: the plan, per target, and nothing changes.
+    let plan = p.ok(&[
+        "restore",
+        "latest",
+        "--source",
+        "files",
+        "--force",
+        "--dry-run",
+    ]);
+    assert!(
+        plan.contains("holds data")
+            && plan.contains("replace it")
+            && plan.contains("safety snapshot first"),
+        "{plan}"
+    );
+    assert_eq!(fingerprint(&data), changed);
+
     cell("files/live/holds/force");
     // An excluded file is outside the backup's scope: it stays.
     std::fs::write(data.join("keep.tmp"), b"scratch").unwrap();
