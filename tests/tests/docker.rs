@@ -373,3 +373,41 @@ fn unreachable_engine_and_unknown_volume_fail_clearly() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// File capabilities, the extended attribute the engine's archive API
+/// carries (as a PAX record), survive a volume's round trip.
+#[test]
+fn file_capabilities_in_a_volume_round_trip() {
+    let v = Volume::new("caps", &[]);
+    v.sh("echo '#!/bin/true' > /v/ping && chmod 755 /v/ping");
+    let mountpoint = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &v.name]);
+    let file = format!("{}/ping", mountpoint.trim());
+    let st = Command::new("setcap")
+        .args(["cap_net_raw+ep", &file])
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "setcap (libcap2-bin, installed by scripts/test.sh)"
+    );
+    let p = Project::new(&source(&format!("volumes = [\"{}\"]", v.name)));
+    p.ok(&["init"]);
+    p.backup(&[]);
+    let copy = Volume::future("caps-copy");
+    ok_all(
+        &p,
+        &[
+            "restore", "latest", "--source", "vol", "--target", &copy.name,
+        ],
+    );
+    let mp = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &copy.name]);
+    let got = Command::new("getcap")
+        .arg(format!("{}/ping", mp.trim()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&got.stdout).contains("cap_net_raw=ep"),
+        "{}",
+        String::from_utf8_lossy(&got.stdout)
+    );
+}

@@ -49,6 +49,7 @@ pub mod tls;
 pub mod tree;
 pub mod verify;
 pub mod writer;
+pub mod xattr;
 
 pub use error::{Error, Result};
 pub use id::ObjectId;

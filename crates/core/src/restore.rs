@@ -516,6 +516,9 @@ impl TreeWriterFs {
                     std::os::unix::fs::lchown(&path, Some(e.uid), Some(e.gid))
                         .map_err(io_err("chown", &path))?;
                 }
+                self.stats
+                    .warnings
+                    .extend(crate::xattr::write(&path, &e.xattrs));
                 let t = mtime(&e);
                 filetime::set_symlink_file_times(&path, t, t)
                     .map_err(io_err("setting times", &path))?;
@@ -614,19 +617,26 @@ impl TreeWriterFs {
         f.file
             .set_permissions(fs::Permissions::from_mode(f.entry.mode & 0o7777))
             .map_err(io_err("chmod", &f.path))?;
+        // After chmod, which would rewrite an ACL's mask.
+        self.stats
+            .warnings
+            .extend(crate::xattr::write(&f.path, &f.entry.xattrs));
         let t = mtime(&f.entry);
         filetime::set_file_handle_times(&f.file, Some(t), Some(t))
             .map_err(io_err("setting times", &f.path))?;
         Ok(())
     }
 
-    fn apply_meta(&self, path: &Path, e: &TreeEntry) -> Result<()> {
+    fn apply_meta(&mut self, path: &Path, e: &TreeEntry) -> Result<()> {
         if self.is_root {
             std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))
                 .map_err(io_err("chown", path))?;
         }
         fs::set_permissions(path, fs::Permissions::from_mode(e.mode & 0o7777))
             .map_err(io_err("chmod", path))?;
+        self.stats
+            .warnings
+            .extend(crate::xattr::write(path, &e.xattrs));
         let t = mtime(e);
         // Never opens the entry (a FIFO would block): utimensat on the path.
         filetime::set_symlink_file_times(path, t, t).map_err(io_err("setting times", path))

@@ -149,6 +149,9 @@ pub struct TreeEntry {
     /// inconsistent (a warning was reported).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub changed_during_backup: bool,
+    /// Extended attributes, POSIX ACLs included, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<crate::xattr::Xattr>,
 }
 
 impl TreeEntry {

@@ -74,8 +74,58 @@ fn relative(name: &[u8]) -> Result<Option<RawPath>, DockerError> {
     }
 }
 
+/// The extended attributes a tar entry carries as PAX records
+/// (`SCHILY.xattr.NAME`; the engine exports file capabilities this way).
+fn pax_xattrs(e: &mut tar::Entry<'_, impl Read>) -> Vec<respaldo_core::xattr::Xattr> {
+    let mut out = Vec::new();
+    if let Ok(Some(exts)) = e.pax_extensions() {
+        for ext in exts.flatten() {
+            if let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                out.push(respaldo_core::xattr::Xattr {
+                    name: name.to_string(),
+                    value: ext.value_bytes().to_vec(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// A PAX extended header carrying `xattrs` for the entry that follows.
+async fn write_pax_xattrs<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    xattrs: &[respaldo_core::xattr::Xattr],
+) -> std::io::Result<()> {
+    if xattrs.is_empty() {
+        return Ok(());
+    }
+    let mut body = Vec::new();
+    for x in xattrs {
+        let rest_len = format!(" SCHILY.xattr.{}=", x.name).len() + x.value.len() + 1;
+        // The record's length counts its own digits.
+        let mut len = rest_len + 1;
+        while len.to_string().len() + rest_len > len {
+            len += 1;
+        }
+        body.extend_from_slice(format!("{len} SCHILY.xattr.{}=", x.name).as_bytes());
+        body.extend_from_slice(&x.value);
+        body.push(b'\n');
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_mode(0o644);
+    h.set_size(body.len() as u64);
+    h.set_path("././@PaxHeader")
+        .map_err(std::io::Error::other)?;
+    h.set_cksum();
+    w.write_all(h.as_bytes()).await?;
+    write_padded(w, &body).await
+}
+
 /// Converts one tar header into a tree entry (content not set).
-fn entry_of(path: RawPath, e: &tar::Entry<'_, impl Read>) -> Result<TreeEntry, DockerError> {
+fn entry_of(path: RawPath, e: &mut tar::Entry<'_, impl Read>) -> Result<TreeEntry, DockerError> {
+    let xattrs = pax_xattrs(e);
     let h = e.header();
     let shown = path.display();
     let bad = |what: &str| DockerError::Archive(format!("{shown}: bad {what}"));
@@ -97,6 +147,7 @@ fn entry_of(path: RawPath, e: &tar::Entry<'_, impl Read>) -> Result<TreeEntry, D
         sha256: None,
         hardlink: None,
         changed_during_backup: false,
+        xattrs,
         path,
     };
     use tar::EntryType as T;
@@ -154,7 +205,7 @@ fn parse(reader: impl Read, tx: mpsc::Sender<Msg>) -> Result<(), DockerError> {
             }))?;
             continue;
         };
-        let entry = entry_of(path, &e)?;
+        let entry = entry_of(path, &mut e)?;
         if entry.kind != EntryKind::File || entry.hardlink.is_some() {
             send(Msg::Entry(entry))?;
             continue;
@@ -280,7 +331,7 @@ where
             if !respaldo_core::restore::selected(&path, &paths) {
                 continue;
             }
-            let entry = entry_of(path, &e)?;
+            let entry = entry_of(path, &mut e)?;
             count(&mut counts, entry.kind, entry.hardlink.is_some());
             if entry.kind == EntryKind::File && entry.hardlink.is_none() {
                 let mut h = Sha256::new();
@@ -457,6 +508,7 @@ pub(crate) async fn write_tree<W: AsyncWrite + Unpin>(
                 h.set_device_minor(libc::minor(rdev)).map_err(io)?;
             }
         }
+        write_pax_xattrs(&mut w, &e.xattrs).await.map_err(io)?;
         write_header(&mut w, h, &name, link.as_deref())
             .await
             .map_err(io)?;

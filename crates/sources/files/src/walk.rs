@@ -136,6 +136,7 @@ fn entry_from(rel: RawPath, m: &Metadata) -> Option<TreeEntry> {
         sha256: None,
         hardlink: None,
         changed_during_backup: false,
+        xattrs: Vec::new(),
     })
 }
 
@@ -181,6 +182,13 @@ impl Walker {
         let Some(mut entry) = entry_from(RawPath::from_path(rel_root), &m) else {
             return Ok(());
         };
+        match respaldo_core::xattr::read(path) {
+            Ok(x) => entry.xattrs = x,
+            Err(e) => self.warn(format!(
+                "cannot read the extended attributes of {}: {e}",
+                path.display()
+            ))?,
+        }
         match entry.kind {
             EntryKind::Dir => {
                 self.send(Msg::Entry(entry))?;
