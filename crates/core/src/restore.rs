@@ -148,7 +148,7 @@ pub fn dir_is_nonempty(dir: &Path) -> Result<bool> {
 }
 
 enum Op {
-    Entry(TreeEntry),
+    Entry(Box<TreeEntry>),
     Data(Bytes),
 }
 
@@ -302,7 +302,7 @@ pub async fn restore_tree(
                                 progress.add_total(e.size);
                             }
                             chunks.extend(e.chunks.iter().copied());
-                            queue.push_back(Pending::Ready(Op::Entry(e)));
+                            queue.push_back(Pending::Ready(Op::Entry(Box::new(e))));
                         }
                         Some(_) => {}
                     }
@@ -378,7 +378,7 @@ impl TreeWriterFs {
             match op {
                 Op::Entry(e) => {
                     self.finish_file()?;
-                    self.begin(e)?;
+                    self.begin(*e)?;
                 }
                 Op::Data(b) => self.write(&b)?,
             }
