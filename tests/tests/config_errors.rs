@@ -311,3 +311,13 @@ fn config_is_found_through_the_environment_and_the_current_folder() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(p.repo().join("config").exists());
 }
+
+#[test]
+fn a_missing_repository_is_exit_code_10() {
+    let p = Project::new("[sources.files]\ntype = \"files\"\npaths = [\"data\"]\n");
+    for args in [&["snapshots"][..], &["backup"], &["verify"]] {
+        let o = p.run(args);
+        assert_eq!(o.status.code(), Some(10), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("respaldo init"), "{}", stderr(&o));
+    }
+}

@@ -241,7 +241,7 @@ fn containers_are_stopped_for_the_copy_and_always_started_again() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(130),
         "respaldo was not stopped cleanly during the copy ({}): {}",
         out.status,
         stderr(&out)

@@ -132,7 +132,7 @@ fn write_only_host_backs_up_but_cannot_read() {
         vec!["prune"],
     ] {
         let o = p.run(&args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert_eq!(o.status.code(), Some(12), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains("identity"), "{args:?}: {}", stderr(&o));
         assert!(!out.exists());
     }
@@ -181,7 +181,7 @@ fn write_only_host_backs_up_but_cannot_read() {
         sources()
     ));
     let o = p.run(&["backup"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(12), "{}", stderr(&o));
     assert!(stderr(&o).contains("recipients"), "{}", stderr(&o));
 }
 
@@ -201,7 +201,7 @@ fn passphrase_repository_round_trip() {
     p.assert_restores_data("docs", &out);
     std::fs::write(p.path().join("pass.txt"), "wrong\n").unwrap();
     let o = p.run(&["snapshots"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(12), "{}", stderr(&o));
     assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("correct horse"));
 }

@@ -413,7 +413,7 @@ fn unreadable_locks_are_held_for_prune_reported_and_unlocked_on_request() {
     )
     .unwrap();
     let o = p.run(&["prune"]);
-    assert_eq!(o.status.code(), Some(1), "a held lock stops prune");
+    assert_eq!(o.status.code(), Some(11), "a held lock stops prune");
     assert!(
         stderr(&o).contains("lock held by `backup`"),
         "{}",
@@ -424,7 +424,7 @@ fn unreadable_locks_are_held_for_prune_reported_and_unlocked_on_request() {
     std::fs::write(&lock, &full[..full.len() / 2]).unwrap();
     // Exclusive: refused, naming the object.
     let o = p.run(&["prune"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(11), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("unreadable lock object `locks/0123456789abcdef"),
         "{}",
@@ -598,7 +598,7 @@ fn verify_after_backup_never_leaves_a_damaged_snapshot_looking_good() {
     }
     std::fs::write(p.path().join("other/c"), random_bytes(3, 1000)).unwrap();
     let o = p.run(&["--json", "backup"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let err = v["sources"]["files"]["error"].as_str().unwrap().to_string();
     assert_eq!(v["sources"]["files"]["status"], "failed", "{v}");

@@ -485,7 +485,7 @@ command = ["sh", "-c", "echo $$ > pid; touch started; exec sleep 30"]
     with_data(&p, 1, 100);
     let t = Instant::now();
     let out = p.run(&["backup"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(11));
     let err = stderr(&out);
     assert!(
         err.contains("is locked: an exclusive lock held by `prune`")
@@ -558,7 +558,7 @@ paths = ["data"]
     assert!(run(&["init"]).status.success());
     std::fs::write(p.path().join("broken"), "").unwrap();
     let out = run(&["backup"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(!stderr(&out).contains(secret), "{}", stderr(&out));
     // Nor in what the repository stored about the failure.
     let shown = run(&["--json", "show", "latest"]);
@@ -663,7 +663,7 @@ command = ["echo", "fine"]
     let out = p.run(&["backup", "--dry-run"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("would back up `files`"));
     let out = p.run(&["--json", "backup"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let err = v["sources"]["files"]["error"].as_str().unwrap();
     assert!(
@@ -1113,7 +1113,7 @@ paths = ["data"]
     assert!(run(&["init"]).status.success());
     // docs succeeds, so a snapshot with db's raw error is written.
     let out = run(&["backup"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let out = run(&["--json", "snapshots"]);
     let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");

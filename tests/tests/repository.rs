@@ -199,7 +199,7 @@ fn a_failing_source_is_recorded_as_failed_and_latest_means_latest_good() {
     std::fs::write(p.path().join("payload"), b"version 2\n").unwrap();
     std::fs::write(p.path().join("fail"), b"").unwrap();
     let o = p.run(&["--json", "backup"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3));
     let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(b["sources"]["dump"]["status"], "failed");
     let err = b["sources"]["dump"]["error"].as_str().unwrap();
@@ -257,9 +257,14 @@ fn command_source_round_trip_through_restore_command() {
     assert!(!serde_json::to_string(&p.json(&["show", "latest"]))
         .unwrap()
         .contains("s3cr3t"));
-    // Into the live system.
+    // Into the live system: refused without --force, as nothing tells
+    // whether it holds data (no `check_empty`); the safety snapshot would
+    // run the backup command, which cannot work with db.txt gone.
     std::fs::remove_file(p.path().join("db.txt")).unwrap();
-    p.ok(&["restore", "latest"]);
+    let o = p.run(&["restore", "latest"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("check_empty"), "{}", stderr(&o));
+    p.ok(&["restore", "latest", "--force", "--no-safety-snapshot"]);
     assert_eq!(std::fs::read(p.path().join("db.txt")).unwrap(), content);
     // Somewhere else.
     let other = p.path().join("other.txt");
@@ -270,6 +275,7 @@ fn command_source_round_trip_through_restore_command() {
         "db",
         "--target",
         other.to_str().unwrap(),
+        "--force",
     ]);
     assert_eq!(std::fs::read(&other).unwrap(), content);
     // As a plain file; its SHA-256 is the recorded one.

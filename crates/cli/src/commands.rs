@@ -22,17 +22,58 @@ use crate::keys;
 use crate::output::{self, ProgressView};
 use crate::{Cli, Command, ConfigAction, KeyAction};
 
-/// The exit code for an error: 2 for usage and configuration, 1 otherwise.
-pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<UsageError>().is_some() {
-        return 2;
-    }
-    if let Some(core) = e.downcast_ref::<Error>() {
-        if core.is_usage() {
-            return 2;
+/// Exit codes, the one place they are chosen (see `--help` and the README).
+pub mod exit {
+    /// Everything went well.
+    pub const OK: u8 = 0;
+    /// The operation failed.
+    pub const FAILED: u8 = 1;
+    /// Usage or configuration error.
+    pub const USAGE: u8 = 2;
+    /// Partial: some sources failed, others succeeded.
+    pub const PARTIAL: u8 = 3;
+    /// No repository at the configured location.
+    pub const NO_REPOSITORY: u8 = 10;
+    /// The repository is locked by another command.
+    pub const LOCKED: u8 = 11;
+    /// A key, passphrase or identity is missing or wrong.
+    pub const KEY: u8 = 12;
+    /// Interrupted by SIGINT or SIGTERM.
+    pub const INTERRUPTED: u8 = 130;
+
+    /// The code for a run over several sources: `failed` of `total` failed.
+    pub fn for_sources(failed: usize, total: usize) -> u8 {
+        match failed {
+            0 => OK,
+            f if f < total => PARTIAL,
+            _ => FAILED,
         }
     }
-    1
+}
+
+/// The exit code for an error, by the first cause that decides it.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return exit::USAGE;
+        }
+        if cause
+            .downcast_ref::<crate::signals::Interrupted>()
+            .is_some()
+        {
+            return exit::INTERRUPTED;
+        }
+        if let Some(core) = cause.downcast_ref::<Error>() {
+            match core {
+                Error::NotInitialized(_) => return exit::NO_REPOSITORY,
+                Error::Locked(_) => return exit::LOCKED,
+                Error::KeyRequired(_) => return exit::KEY,
+                Error::Invalid(_) | Error::SnapshotNotFound(_) => return exit::USAGE,
+                _ => {}
+            }
+        }
+    }
+    exit::FAILED
 }
 
 /// The message for an error, each cause once.
@@ -473,7 +514,10 @@ async fn backup(
             None => eprintln!("every source failed; no snapshot was written"),
         }
     }
-    Ok(if outcome.failures().is_empty() { 0 } else { 1 })
+    Ok(exit::for_sources(
+        outcome.failures().len(),
+        outcome.snapshot.sources.len(),
+    ))
 }
 
 /// Locks the repository and backs `jobs` up (verifying the new snapshot

@@ -4,7 +4,9 @@
 //! Docker volumes, plain files, any command's output — from one `backup.toml`,
 //! into one deduplicated, verifiable repository.
 //!
-//! Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error.
+//! Exit codes: 0 success, 1 the operation failed, 2 usage or configuration
+//! error, 3 partial (some sources failed, others succeeded), 10 no repository,
+//! 11 repository locked, 12 wrong or missing key or identity, 130 interrupted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -762,5 +762,5 @@ fn report(ctx: &Ctx<'_>, planned: &[Planned<'_>]) -> Result<u8> {
             }
         }
     }
-    Ok(if failures > 0 { 1 } else { 0 })
+    Ok(crate::commands::exit::for_sources(failures, planned.len()))
 }

@@ -43,7 +43,12 @@ pub fn shutdown() -> CancellationToken {
         .clone()
 }
 
+/// A command stopped by SIGTERM or SIGINT (exit code 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by a signal")]
+pub struct Interrupted;
+
 /// The error of a command stopped by a signal.
 pub fn interrupted() -> anyhow::Error {
-    anyhow::anyhow!("interrupted by a signal")
+    Interrupted.into()
 }

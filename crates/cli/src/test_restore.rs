@@ -187,5 +187,5 @@ pub async fn command(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
             output::duration(total_ms)
         );
     }
-    Ok(if failures > 0 { 1 } else { 0 })
+    Ok(crate::commands::exit::for_sources(failures, tested))
 }

@@ -114,15 +114,6 @@ impl Error {
             detail: detail.into(),
         }
     }
-
-    /// Whether the error is a usage/configuration problem (CLI exit code 2) rather
-    /// than a failed operation (exit code 1).
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            Error::Invalid(_) | Error::SnapshotNotFound(_) | Error::KeyRequired(_)
-        )
-    }
 }
 
 impl From<tokio::task::JoinError> for Error {
