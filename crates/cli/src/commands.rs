@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use respaldo_core::engine::{self, BackupJob, BackupOptions};
-use respaldo_core::maintenance;
-use respaldo_core::progress::Progress;
-use respaldo_core::restore;
-use respaldo_core::snapshot::{self, Hosts, SnapshotRef};
+use respaldo_core::kit::progress::Progress;
+use respaldo_core::ops::backup::{self, BackupJob, BackupOptions};
+use respaldo_core::ops::maintenance;
+use respaldo_core::ops::verify::{self, VerifyOptions};
+use respaldo_core::repo::extract;
+use respaldo_core::repo::snapshot::{self, Hosts, SnapshotRef};
 use respaldo_core::source::Selection;
-use respaldo_core::verify::{self, VerifyOptions};
 use respaldo_core::{Error, Repository};
 use respaldo_sink_local::LocalSink;
 use respaldo_sink_object_store::ObjectStoreSink;
@@ -69,6 +69,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                 Error::Locked(_) => return exit::LOCKED,
                 Error::KeyRequired(_) => return exit::KEY,
                 Error::Invalid(_) | Error::SnapshotNotFound(_) => return exit::USAGE,
+                Error::Interrupted => return exit::INTERRUPTED,
                 _ => {}
             }
         }
@@ -345,9 +346,9 @@ async fn copy_cmd(ctx: &Ctx<'_>, to: &str, specs: &[String]) -> Result<u8> {
     let progress = Arc::new(Progress::default());
     let view = ctx.progress(&progress, "copied");
     let result = dst_lock
-        .while_held(
-            src_lock.while_held(respaldo_core::copy::copy(&src, &dst, &selected, &progress)),
-        )
+        .while_held(src_lock.while_held(respaldo_core::ops::copy::copy(
+            &src, &dst, &selected, &progress,
+        )))
         .await;
     view.finish();
     dst_lock.release().await?;
@@ -406,10 +407,10 @@ async fn backup(
         }
     }
     for t in types {
-        if !crate::config::DRIVERS.contains(&t.as_str()) {
+        if crate::registry::driver(t).is_none() {
             return Err(usage(format!(
                 "unknown source type `{t}` (known: {})",
-                crate::config::DRIVERS.join(", ")
+                crate::registry::kinds().join(", ")
             )));
         }
     }
@@ -433,7 +434,7 @@ async fn backup(
     }
     if dry_run {
         let _repo = ctx.repo().await?; // it must exist
-        let checks = engine::check_sources(&jobs).await;
+        let checks = backup::check_sources(&jobs).await;
         let mut failed = 0;
         for (name, r) in &checks {
             match r {
@@ -527,7 +528,7 @@ async fn backup_jobs(
     ctx: &Ctx<'_>,
     jobs: Vec<BackupJob>,
     tags: &[String],
-) -> Result<engine::BackupOutcome> {
+) -> Result<backup::BackupOutcome> {
     let c = &ctx.config;
     let names_run: Vec<String> = jobs.iter().map(|j| format!("`{}`", j.name)).collect();
     let repo = ctx.repo().await?;
@@ -544,11 +545,12 @@ async fn backup_jobs(
         host: c.host.clone(),
         redact: Some(ctx.config.masker.redactor()),
         verify: c.repository.verify_after_backup,
+        cancel: Some(stop.clone()),
     };
-    let outcome = tokio::select! {
-        o = lock.while_held(engine::backup(&repo, jobs, &opts, progress)) => o.map_err(anyhow::Error::from),
-        () = stop.cancelled() => Err(crate::signals::interrupted()),
-    };
+    let outcome = lock
+        .while_held(backup::backup(&repo, jobs, &opts, progress))
+        .await
+        .map_err(anyhow::Error::from);
     view.finish();
     let outcome = match outcome {
         Ok(o) => o,
@@ -775,7 +777,7 @@ async fn dump(ctx: &Ctx<'_>, spec: &str, what: &str) -> Result<u8> {
             a.name
         )));
     }
-    let mut reader = restore::stream_reader(&repo, a);
+    let mut reader = extract::stream_reader(&repo, a);
     let mut out = tokio::io::stdout();
     tokio::io::copy(&mut reader, &mut out)
         .await
@@ -1126,7 +1128,7 @@ async fn tag(ctx: &Ctx<'_>, spec: &str, add: &[String], remove: &[String]) -> Re
         let list = load_snapshots(ctx, &repo).await?;
         let s = resolve(ctx, &list, spec, None)?.clone();
         let id = lock
-            .while_held(respaldo_core::repair::retag(&repo, &s, add, remove))
+            .while_held(respaldo_core::ops::repair::retag(&repo, &s, add, remove))
             .await?;
         Ok::<_, anyhow::Error>((s, id))
     }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use respaldo_core::duration::parse_duration;
-use respaldo_core::retention::RetentionPolicy;
+use respaldo_core::kit::duration::parse_duration;
+use respaldo_core::ops::retention::RetentionPolicy;
 use respaldo_core::Source;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -45,7 +45,7 @@ pub struct RepositoryConfig {
     /// can read and write). By reference: `"${VAR}"`, `{ env = "VAR" }`,
     /// `{ file = "path" }` or `{ command = [...] }`, never inline.
     #[serde(default)]
-    pub passphrase: Option<respaldo_core::secret::Secret>,
+    pub passphrase: Option<respaldo_core::kit::secret::Secret>,
 }
 
 /// Another repository, for `copy --to NAME` (`[repositories.NAME]`). It is
@@ -255,11 +255,6 @@ pub struct Config {
     pub env: Option<String>,
 }
 
-/// The driver types this build knows.
-pub const DRIVERS: [&str; 6] = [
-    "command", "docker", "files", "influxdb", "postgres", "redis",
-];
-
 impl Config {
     /// Finds the configuration: `-c`, else `$RESPALDO_CONFIG`, else `./backup.toml`.
     pub fn locate(flag: Option<&Path>) -> PathBuf {
@@ -365,7 +360,10 @@ impl Config {
             if !common.contains_key("type") {
                 return Err(at(
                     &keys,
-                    format!("missing `type` (one of: {})", DRIVERS.join(", ")),
+                    format!(
+                        "missing `type` (one of: {})",
+                        crate::registry::kinds().join(", ")
+                    ),
                 ));
             }
             let c: CommonSourceKeys =
@@ -425,7 +423,7 @@ impl Config {
         repository.url = resolve_repository_url(&repository.url, base)
             .map_err(|m| at(&["repository".into(), "url".into()], m))?;
         for (i, r) in repository.recipients.iter().enumerate() {
-            respaldo_core::crypto::check_recipient(r).map_err(|e| {
+            respaldo_core::repo::crypto::check_recipient(r).map_err(|e| {
                 at(
                     &["repository".into(), "recipients".into()],
                     format!("entry {}: {e}", i + 1),
@@ -478,7 +476,7 @@ impl Config {
                 .backup
                 .host
                 .clone()
-                .unwrap_or_else(respaldo_core::lock::hostname),
+                .unwrap_or_else(respaldo_core::repo::lock::hostname),
         };
         if host.is_empty() || host == "*" || host.contains(char::is_whitespace) {
             return Err(at(
@@ -564,63 +562,27 @@ fn build_driver(
     keys: &[String],
     local_repository: Option<&Path>,
 ) -> Result<Arc<dyn Source>, KeyError> {
-    let here = || keys.to_vec();
-    let value = toml::Value::Table(table);
-    /// Deserializes the driver's config (errors name the key) and builds it.
-    fn make<C, S, E>(
-        value: toml::Value,
-        keys: &[String],
-        new: impl FnOnce(C) -> Result<S, E>,
-    ) -> Result<Arc<dyn Source>, KeyError>
-    where
-        C: DeserializeOwned,
-        S: Source + 'static,
-        E: std::fmt::Display,
-    {
-        let cfg = typed(value, keys)?;
-        new(cfg)
-            .map(|s| Arc::new(s) as Arc<dyn Source>)
-            .map_err(|e| (keys.to_vec(), e.to_string()))
-    }
-    use respaldo_source_command::CommandSource;
-    use respaldo_source_docker::DockerSource;
-    use respaldo_source_files::FilesSource;
-    use respaldo_source_influxdb::InfluxSource;
-    use respaldo_source_postgres::PostgresSource;
-    use respaldo_source_redis::RedisSource;
-    match kind {
-        "files" => make(value, keys, |c| {
-            FilesSource::new(c, base).map(|mut f| {
-                // The repository is never backed up into itself.
-                if let Some(repo) = local_repository {
-                    if f.never_back_up(repo) {
-                        tracing::debug!(
-                            "files source {}: the repository {} is inside its paths and left out",
-                            keys.join("."),
-                            repo.display()
-                        );
-                    }
-                }
-                f
-            })
-        }),
-        "command" => make(value, keys, |c| CommandSource::new(c, base)),
-        "docker" => make(value, keys, DockerSource::new),
-        "influxdb" => make(value, keys, |c| InfluxSource::new(c, base)),
-        "postgres" => make(value, keys, |c| PostgresSource::new(c, base)),
-        "redis" => make(value, keys, |c| RedisSource::new(c, base)),
-        other => {
-            let mut k = here();
-            k.push("type".into());
-            Err((
-                k,
-                format!(
-                    "unknown source type `{other}` (this build knows: {})",
-                    DRIVERS.join(", ")
-                ),
-            ))
-        }
-    }
+    let Some(driver) = crate::registry::driver(kind) else {
+        let mut k = keys.to_vec();
+        k.push("type".into());
+        return Err((
+            k,
+            format!(
+                "unknown source type `{kind}` (this build knows: {})",
+                crate::registry::kinds().join(", ")
+            ),
+        ));
+    };
+    let value = serde_json::to_value(&table).map_err(|e| (keys.to_vec(), e.to_string()))?;
+    let cx = respaldo_core::registry::BuildContext {
+        base,
+        local_repository,
+    };
+    (driver.build)(value, &cx).map_err(|e| {
+        let mut k = keys.to_vec();
+        k.extend(e.keys);
+        (k, e.message)
+    })
 }
 
 /// The first `access_key_id` / `secret_access_key` of `[repository.s3]` or a

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use respaldo_core::duration::parse_duration;
+use respaldo_core::kit::duration::parse_duration;
 use serde::Deserialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use respaldo_core::duration::parse_duration;
 use respaldo_core::error::BoxError;
-use respaldo_core::process::{self, RunOptions};
+use respaldo_core::kit::duration::parse_duration;
+use respaldo_core::kit::process::{self, RunOptions};
 use respaldo_core::source::{
     BackupContext, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
 };
@@ -303,7 +303,7 @@ impl Source for HookedSource {
         let error = result
             .as_ref()
             .err()
-            .map(|e| respaldo_core::engine::error_chain(e.as_ref()));
+            .map(|e| respaldo_core::ops::backup::error_chain(e.as_ref()));
         if let Some(w) = self.hooks.conclude(name, error.as_deref()).await {
             ctx.warn(w);
         }

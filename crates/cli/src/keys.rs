@@ -6,7 +6,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use respaldo_core::crypto::{self, KeyMaterial};
+use respaldo_core::repo::crypto::{self, KeyMaterial};
 use serde_json::json;
 
 use crate::config::{RepositoryConfig, UsageError};

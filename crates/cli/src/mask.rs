@@ -84,8 +84,8 @@ impl Masker {
         }
     }
 
-    /// This masker as the engine's [`respaldo_core::engine::Redactor`].
-    pub fn redactor(&self) -> respaldo_core::engine::Redactor {
+    /// This masker as the engine's [`respaldo_core::ops::backup::Redactor`].
+    pub fn redactor(&self) -> respaldo_core::ops::backup::Redactor {
         let m = self.clone();
         std::sync::Arc::new(move |t: &str| m.mask(t))
     }

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use respaldo_core::duration::parse_duration;
-use respaldo_core::process::{self, RunOptions};
-use respaldo_core::secret::Secret;
+use respaldo_core::kit::duration::parse_duration;
+use respaldo_core::kit::process::{self, RunOptions};
+use respaldo_core::kit::secret::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{typed, KeyError};

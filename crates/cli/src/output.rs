@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use respaldo_core::progress::Progress;
+use respaldo_core::kit::progress::Progress;
 
 /// `1.5 GiB`.
 pub fn size(n: u64) -> String {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use respaldo_core::progress::Progress;
-use respaldo_core::repair;
+use respaldo_core::kit::progress::Progress;
+use respaldo_core::ops::repair;
 use serde_json::json;
 
 use crate::commands::Ctx;

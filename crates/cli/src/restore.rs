@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use respaldo_core::engine::{self, BackupJob, BackupOptions};
-use respaldo_core::progress::Progress;
-use respaldo_core::restore::{self as core_restore, TreeRestoreOptions};
-use respaldo_core::snapshot::{self, SnapshotRef};
+use respaldo_core::kit::progress::Progress;
+use respaldo_core::ops::backup::{self, BackupJob, BackupOptions};
+use respaldo_core::repo::extract::{self as core_restore, TreeRestoreOptions};
+use respaldo_core::repo::snapshot::{self, SnapshotRef};
+use respaldo_core::repo::tree::RawPath;
 use respaldo_core::source::{PlanAction, RestoreContext, RestorePlan, RestoreTarget, Selection};
-use respaldo_core::tree::RawPath;
 use respaldo_core::{Error, Repository};
 use serde::Deserialize;
 use serde_json::json;
@@ -96,9 +96,9 @@ impl RestoreSettings {
             }
         }
         let health_timeout = match &c.health_timeout {
-            Some(t) => respaldo_core::duration::parse_duration(t)
+            Some(t) => respaldo_core::kit::duration::parse_duration(t)
                 .map_err(|m| ("health_timeout".to_string(), m))?,
-            None => respaldo_core::health::DEFAULT_TIMEOUT,
+            None => respaldo_core::kit::health::DEFAULT_TIMEOUT,
         };
         Ok(RestoreSettings {
             hooks,
@@ -124,10 +124,10 @@ impl RestoreSettings {
     pub async fn health(&self) -> Result<Vec<String>> {
         let mut lines = Vec::new();
         if let Some(c) = &self.health_command {
-            lines.push(respaldo_core::health::command(&c.argv(), self.health_timeout).await?);
+            lines.push(respaldo_core::kit::health::command(&c.argv(), self.health_timeout).await?);
         }
         if let Some(u) = &self.health_url {
-            lines.push(respaldo_core::health::url(u, self.health_timeout).await?);
+            lines.push(respaldo_core::kit::health::url(u, self.health_timeout).await?);
         }
         Ok(lines)
     }
@@ -278,7 +278,7 @@ pub async fn command(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
                 p.plan = plan;
             }
             Err(e) => {
-                let msg = respaldo_core::engine::error_chain(e.as_ref());
+                let msg = respaldo_core::ops::backup::error_chain(e.as_ref());
                 refusals.push(format!("`{}`: {msg}", p.name));
             }
         }
@@ -680,9 +680,10 @@ async fn safety_snapshot(ctx: &Ctx<'_>, repo: &Arc<Repository>, planned: &mut [P
         host: ctx.config.host.clone(),
         redact: Some(ctx.config.masker.redactor()),
         verify: ctx.config.repository.verify_after_backup,
+        cancel: None,
     };
     let t = Instant::now();
-    let outcome = engine::backup(repo, jobs, &opts, progress).await;
+    let outcome = backup::backup(repo, jobs, &opts, progress).await;
     view.finish();
     let ms = t.elapsed().as_millis() as u64;
     match outcome {

@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use anyhow::{anyhow, Result};
-use respaldo_core::engine::BackupOutcome;
+use respaldo_core::ops::backup::BackupOutcome;
 
 use crate::config::Config;
 use crate::history::{RunRecord, SourceRun};
@@ -210,7 +210,7 @@ mod tests {
                 "type": "files", "status": status, "error": error,
                 "started": "2026-01-01T00:00:00Z", "duration_ms": 5,
                 "artifacts": [], "metadata": {},
-                "stats": respaldo_core::snapshot::SourceStats::default(),
+                "stats": respaldo_core::repo::snapshot::SourceStats::default(),
             })
         };
         let snapshot = serde_json::from_value(serde_json::json!({
@@ -224,7 +224,7 @@ mod tests {
         }))
         .unwrap();
         BackupOutcome {
-            snapshot_id: Some(respaldo_core::id::ObjectId::sha256(b"x")),
+            snapshot_id: Some(respaldo_core::repo::id::ObjectId::sha256(b"x")),
             snapshot,
         }
     }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use respaldo_core::duration::parse_duration;
+use respaldo_core::kit::duration::parse_duration;
 use serde::Deserialize;
 
 use crate::config::{typed, KeyError};

@@ -14,6 +14,9 @@ pub fn shutdown() -> CancellationToken {
     TOKEN
         .get_or_init(|| {
             let token = CancellationToken::new();
+            // Drivers' guards clean up when the cancelled operation drops
+            // them; their own emergency handlers stand aside.
+            respaldo_core::kit::interrupt::application_handles_signals();
             let (mut term, mut int) = match (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use respaldo_core::duration::parse_duration;
-use respaldo_core::snapshot::SnapshotRef;
+use respaldo_core::kit::duration::parse_duration;
+use respaldo_core::repo::snapshot::SnapshotRef;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -415,8 +415,8 @@ pub async fn command(ctx: &Ctx<'_>, send_stale: bool) -> Result<u8> {
 mod tests {
     use super::*;
     use crate::history::SourceRun;
-    use respaldo_core::id::ObjectId;
-    use respaldo_core::snapshot::{Snapshot, SourceStats};
+    use respaldo_core::repo::id::ObjectId;
+    use respaldo_core::repo::snapshot::{Snapshot, SourceStats};
 
     #[test]
     fn a_runs_history_record_wins_over_its_own_snapshot_entry() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use respaldo_core::progress::Progress;
+use respaldo_core::kit::progress::Progress;
 use respaldo_core::source::{RestoreContext, Selection};
 use respaldo_core::Error;
 use serde_json::json;

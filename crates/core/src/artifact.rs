@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::ObjectId;
+use crate::repo::id::ObjectId;
 
 /// Whether an artifact is one byte stream or a tree of files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -92,6 +92,10 @@ pub enum Error {
     /// The repository is locked by another process.
     #[error("{0}")]
     Locked(String),
+    /// The operation was cancelled (SIGINT or SIGTERM): it stopped cleanly
+    /// and wrote nothing that refers to unfinished work.
+    #[error("interrupted by a signal")]
+    Interrupted,
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

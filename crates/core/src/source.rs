@@ -9,14 +9,14 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::artifact::{Artifact, ArtifactKind};
 use crate::error::{BoxError, Error, Result};
-use crate::format::BlobKind;
-use crate::id::ObjectId;
-use crate::progress::Progress;
+use crate::kit::progress::Progress;
+use crate::repo::extract::{self, TreeRestoreOptions, TreeRestoreStats};
+use crate::repo::format::BlobKind;
+use crate::repo::id::ObjectId;
+use crate::repo::snapshot::{SourceEntry, SourceStats};
+use crate::repo::tree::{RawPath, TreeReader, TreeWriter};
+use crate::repo::writer::{StreamWriter, WriteSession};
 use crate::repo::Repository;
-use crate::restore::{self, TreeRestoreOptions, TreeRestoreStats};
-use crate::snapshot::{SourceEntry, SourceStats};
-use crate::tree::{RawPath, TreeReader, TreeWriter};
-use crate::writer::{StreamWriter, WriteSession};
 
 /// Read buffer size for streams.
 const READ_BUF: usize = 1024 * 1024;
@@ -514,7 +514,7 @@ impl RestoreContext {
 
     /// A reader over a stream artifact's bytes; every chunk is checked.
     pub fn open_stream(&self, artifact: &Artifact) -> impl AsyncRead + Send + Unpin + 'static {
-        restore::stream_reader(&self.repo, artifact)
+        extract::stream_reader(&self.repo, artifact)
     }
 
     /// Restores a tree artifact under `dest`, honouring `force` and `paths`.
@@ -525,6 +525,6 @@ impl RestoreContext {
             mirror: self.force,
             out_of_scope: None,
         };
-        restore::restore_tree(&self.repo, artifact, dest, &opts, &self.progress).await
+        extract::restore_tree(&self.repo, artifact, dest, &opts, &self.progress).await
     }
 }

@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use respaldo_core::engine::{self, BackupJob, BackupOptions};
-use respaldo_core::maintenance;
-use respaldo_core::progress::Progress;
-use respaldo_core::retention::RetentionPolicy;
-use respaldo_core::snapshot::{
+use respaldo_core::kit::progress::Progress;
+use respaldo_core::ops::backup::{self, BackupJob, BackupOptions};
+use respaldo_core::ops::maintenance;
+use respaldo_core::ops::retention::RetentionPolicy;
+use respaldo_core::repo::snapshot::{
     RunStats, Snapshot, SnapshotRef, SourceEntry, SourceStats, SourceStatus,
 };
 use respaldo_core::{ObjectId, Repository, Sink};
@@ -39,6 +39,7 @@ fn opts() -> BackupOptions {
         host: "test".into(),
         redact: None,
         verify: false,
+        cancel: None,
     }
 }
 
@@ -48,7 +49,7 @@ async fn a_failing_pack_upload_fails_the_run_and_writes_no_snapshot() {
     let local: Arc<dyn Sink> = Arc::new(LocalSink::new(dir.path()));
     let repo = Repository::init(local.clone()).await.unwrap();
     // A good first run.
-    let first = engine::backup(
+    let first = backup::backup(
         &repo,
         vec![job("a", "head -c 3000000 /dev/urandom")],
         &opts(),
@@ -67,7 +68,7 @@ async fn a_failing_pack_upload_fails_the_run_and_writes_no_snapshot() {
         },
     ));
     let repo2 = Repository::open(faulty).await.unwrap();
-    let r = engine::backup(
+    let r = backup::backup(
         &repo2,
         vec![
             job("a", "head -c 40000000 /dev/urandom"),
@@ -89,10 +90,13 @@ async fn a_failing_pack_upload_fails_the_run_and_writes_no_snapshot() {
     let a = &snaps[0].snapshot.sources["a"].artifacts[0];
     let data = repo3.read_all(a.chunks.clone()).await.unwrap();
     assert_eq!(data.iter().map(|b| b.len() as u64).sum::<u64>(), 3_000_000);
-    let report =
-        respaldo_core::verify::verify(&repo3, &Default::default(), &Arc::new(Progress::default()))
-            .await
-            .unwrap();
+    let report = respaldo_core::ops::verify::verify(
+        &repo3,
+        &Default::default(),
+        &Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
 
@@ -109,7 +113,7 @@ async fn a_failing_snapshot_write_leaves_no_snapshot() {
         },
     ));
     let repo = Repository::open(faulty).await.unwrap();
-    assert!(engine::backup(
+    assert!(backup::backup(
         &repo,
         vec![job("a", "echo hi")],
         &opts(),
@@ -274,7 +278,7 @@ fn retention_is_per_host_and_protects_safety_kept_and_damaged_snapshots() {
     let now = chrono::DateTime::from_timestamp(1_700_000_000 + 21 * 86_400, 0).unwrap();
     let opts = maintenance::ForgetOptions {
         dry_run: true,
-        hosts: respaldo_core::snapshot::Hosts::Only("a".into()),
+        hosts: respaldo_core::repo::snapshot::Hosts::Only("a".into()),
         safety_window: chrono::TimeDelta::days(7),
         now,
     };
@@ -307,7 +311,7 @@ fn retention_is_per_host_and_protects_safety_kept_and_damaged_snapshots() {
         &policy,
         &chrono::Utc,
         &maintenance::ForgetOptions {
-            hosts: respaldo_core::snapshot::Hosts::All,
+            hosts: respaldo_core::repo::snapshot::Hosts::All,
             ..opts
         },
     );

@@ -21,16 +21,16 @@ use std::sync::Arc;
 use futures::FutureExt;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use respaldo_core::crypto::{self, KeyMaterial};
-use respaldo_core::engine::{self, BackupJob, BackupOptions};
-use respaldo_core::format::ChunkerParams;
-use respaldo_core::maintenance::{self, ForgetOptions, PruneOptions};
-use respaldo_core::progress::Progress;
-use respaldo_core::restore::{self, TreeRestoreOptions};
-use respaldo_core::retention::RetentionPolicy;
-use respaldo_core::snapshot::{Hosts, SnapshotRef};
-use respaldo_core::tree::{EntryKind, TreeReader};
-use respaldo_core::verify::{self, VerifyOptions};
+use respaldo_core::kit::progress::Progress;
+use respaldo_core::ops::backup::{self, BackupJob, BackupOptions};
+use respaldo_core::ops::maintenance::{self, ForgetOptions, PruneOptions};
+use respaldo_core::ops::retention::RetentionPolicy;
+use respaldo_core::ops::verify::{self, VerifyOptions};
+use respaldo_core::repo::crypto::{self, KeyMaterial};
+use respaldo_core::repo::extract::{self, TreeRestoreOptions};
+use respaldo_core::repo::format::ChunkerParams;
+use respaldo_core::repo::snapshot::{Hosts, SnapshotRef};
+use respaldo_core::repo::tree::{EntryKind, TreeReader};
 use respaldo_core::{ObjectId, Repository, Sink};
 use respaldo_sink_local::LocalSink;
 use respaldo_source_files::{FilesConfig, FilesSource};
@@ -55,8 +55,12 @@ impl Storage {
                 let opts = respaldo_sink_object_store::S3Options {
                     endpoint: Some(endpoint.clone()),
                     region: Some("us-east-1".into()),
-                    access_key_id: Some(respaldo_core::secret::Secret::Value("testing".into())),
-                    secret_access_key: Some(respaldo_core::secret::Secret::Value("testing".into())),
+                    access_key_id: Some(respaldo_core::kit::secret::Secret::Value(
+                        "testing".into(),
+                    )),
+                    secret_access_key: Some(respaldo_core::kit::secret::Secret::Value(
+                        "testing".into(),
+                    )),
                     ..Default::default()
                 };
                 Arc::new(
@@ -364,8 +368,9 @@ impl World {
                 host: "model".into(),
                 redact: None,
                 verify: true,
+                cancel: None,
             };
-            engine::backup(&repo, vec![job], &opts, Arc::new(Progress::default())).await
+            backup::backup(&repo, vec![job], &opts, Arc::new(Progress::default())).await
         }
         .await;
         self.note_crash(&sink, &crash);
@@ -420,7 +425,7 @@ impl World {
         if let Some(w) = weekly {
             policy.tags.insert(
                 "weekly".into(),
-                respaldo_core::retention::KeepRules {
+                respaldo_core::ops::retention::KeepRules {
                     keep_last: Some(w),
                     ..Default::default()
                 },
@@ -525,7 +530,7 @@ impl World {
             let src = Repository::open_with(self.sink_a.clone(), &self.keys).await?;
             let dst = Repository::open_with(sink.clone(), &self.keys).await?;
             let (list, _) = src.snapshots().await?;
-            respaldo_core::copy::copy(&src, &dst, &list, &Arc::new(Progress::default())).await
+            respaldo_core::ops::copy::copy(&src, &dst, &list, &Arc::new(Progress::default())).await
         }
         .await;
         self.note_crash(&sink, &crash);
@@ -653,7 +658,7 @@ impl World {
         if to_disk {
             self.stats.restores_to_disk += 1;
             let dest = self.scratch.path().join(s.id.short());
-            restore::restore_tree(
+            extract::restore_tree(
                 repo,
                 &artifact,
                 &dest,

@@ -31,7 +31,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload, RetryConfig};
 use respaldo_core::error::{Error, Result};
-use respaldo_core::secret::Secret;
+use respaldo_core::kit::secret::Secret;
 use respaldo_core::sink::{ByteStream, ObjectInfo, Sink};
 use serde::Deserialize;
 

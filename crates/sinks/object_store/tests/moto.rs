@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use respaldo_core::secret::Secret;
+use respaldo_core::kit::secret::Secret;
 use respaldo_sink_object_store::{ObjectStoreSink, S3Options};
 use respaldo_testing::moto::Moto;
 

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use respaldo_core::error::BoxError;
-use respaldo_core::process::{feed_stdin, find_program, store_stdout};
-use respaldo_core::secret::Secret;
+use respaldo_core::kit::process::{feed_stdin, find_program, store_stdout};
+use respaldo_core::kit::secret::Secret;
 use respaldo_core::source::{
     BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
     Source, TargetState,
@@ -86,7 +86,7 @@ pub enum CommandError {
     NotFound(String),
     /// Running the command failed.
     #[error(transparent)]
-    Process(#[from] respaldo_core::process::ProcessError),
+    Process(#[from] respaldo_core::kit::process::ProcessError),
     /// A secret could not be resolved.
     #[error("environment variable {name}: {message}")]
     Secret {
@@ -243,6 +243,13 @@ impl CommandSource {
         Ok(format!("piped {n} bytes into `{program}`"))
     }
 }
+
+/// The driver's registry entry.
+pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
+    kind: "command",
+    build: |value, cx| respaldo_core::registry::build_with(value, |c| CommandSource::new(c, cx.base)),
+    example: "type = \"command\"\ncommand = [\"sh\", \"-c\", \"sqlite3 app.db .dump\"]\nrestore_command = [\"sqlite3\", \"app.db\"]\ncheck_empty = [\"sh\", \"-c\", \"test ! -s app.db\"]\n",
+};
 
 #[async_trait]
 impl Source for CommandSource {

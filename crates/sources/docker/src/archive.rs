@@ -13,9 +13,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use respaldo_core::artifact::Artifact;
+use respaldo_core::repo::tree::{EntryKind, RawPath, TreeEntry, TreeReader, TreeWriter};
 use respaldo_core::repo::Repository;
 use respaldo_core::source::BackupContext;
-use respaldo_core::tree::{EntryKind, RawPath, TreeEntry, TreeReader, TreeWriter};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -76,12 +76,12 @@ fn relative(name: &[u8]) -> Result<Option<RawPath>, DockerError> {
 
 /// The extended attributes a tar entry carries as PAX records
 /// (`SCHILY.xattr.NAME`; the engine exports file capabilities this way).
-fn pax_xattrs(e: &mut tar::Entry<'_, impl Read>) -> Vec<respaldo_core::xattr::Xattr> {
+fn pax_xattrs(e: &mut tar::Entry<'_, impl Read>) -> Vec<respaldo_core::kit::xattr::Xattr> {
     let mut out = Vec::new();
     if let Ok(Some(exts)) = e.pax_extensions() {
         for ext in exts.flatten() {
             if let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
-                out.push(respaldo_core::xattr::Xattr {
+                out.push(respaldo_core::kit::xattr::Xattr {
                     name: name.to_string(),
                     value: ext.value_bytes().to_vec(),
                 });
@@ -95,7 +95,7 @@ fn pax_xattrs(e: &mut tar::Entry<'_, impl Read>) -> Vec<respaldo_core::xattr::Xa
 /// A PAX extended header carrying `xattrs` for the entry that follows.
 async fn write_pax_xattrs<W: AsyncWrite + Unpin>(
     w: &mut W,
-    xattrs: &[respaldo_core::xattr::Xattr],
+    xattrs: &[respaldo_core::kit::xattr::Xattr],
 ) -> std::io::Result<()> {
     if xattrs.is_empty() {
         return Ok(());
@@ -328,7 +328,7 @@ where
             let Some(path) = relative(&e.path_bytes())? else {
                 continue;
             };
-            if !respaldo_core::restore::selected(&path, &paths) {
+            if !respaldo_core::repo::extract::selected(&path, &paths) {
                 continue;
             }
             let entry = entry_of(path, &mut e)?;
@@ -460,7 +460,7 @@ pub(crate) async fn write_tree<W: AsyncWrite + Unpin>(
         .map_err(io)?;
     let mut reader = TreeReader::new(repo.clone(), artifact)?;
     while let Some(e) = reader.next_entry().await? {
-        if !respaldo_core::restore::selected(&e.path, paths) {
+        if !respaldo_core::repo::extract::selected(&e.path, paths) {
             continue;
         }
         if !e.path.is_safe() {

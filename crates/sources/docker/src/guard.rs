@@ -1,8 +1,10 @@
 //! Containers stopped (or paused) for a copy, and helper containers, with the
 //! guarantee that the former run again and the latter are removed: on
 //! success, on error, when the future is dropped or panics, and on
-//! SIGINT/SIGTERM (a process-wide listener puts everything back, then lets
-//! the signal terminate the process as it would have).
+//! SIGINT/SIGTERM: an application that cancels its operations on a signal
+//! (`kit::interrupt`) gets everything back through the guards' `Drop`;
+//! otherwise a process-wide listener puts everything back, then lets the
+//! signal terminate the process as it would have.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -62,6 +64,11 @@ fn ensure_listener() {
                 _ = term.recv() => libc::SIGTERM,
                 _ = int.recv() => libc::SIGINT,
             };
+            if respaldo_core::kit::interrupt::signals_handled_by_application() {
+                // The application cancels the operation; the guards' `Drop`
+                // restarts and removes what this process holds.
+                return;
+            }
             let mut reg = registry().lock().await;
             reg.terminating = true;
             let held: Vec<Held> = reg.held.drain().flat_map(|(_, v)| v).collect();

@@ -45,9 +45,9 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures::{Stream, StreamExt, TryStreamExt};
-use respaldo_core::check::compare_counts;
 use respaldo_core::error::BoxError;
-use respaldo_core::health;
+use respaldo_core::kit::check::compare_counts;
+use respaldo_core::kit::health;
 use respaldo_core::source::{
     BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
     Source, TargetState,
@@ -275,7 +275,7 @@ impl DockerSource {
         let health_timeout = config
             .health_timeout
             .as_deref()
-            .map(respaldo_core::duration::parse_duration)
+            .map(respaldo_core::kit::duration::parse_duration)
             .transpose()
             .map_err(|e| DockerError::Config(format!("health_timeout: {e}")))?;
         Ok(DockerSource {
@@ -462,8 +462,9 @@ impl DockerSource {
             let mut unmatched = ctx.paths.clone();
             for name in recorded.keys() {
                 let artifact = ctx.artifact(name)?;
-                let left = respaldo_core::restore::unmatched_paths(&ctx.repo, artifact, &unmatched)
-                    .await?;
+                let left =
+                    respaldo_core::repo::extract::unmatched_paths(&ctx.repo, artifact, &unmatched)
+                        .await?;
                 unmatched = left;
             }
             if !unmatched.is_empty() {
@@ -952,7 +953,7 @@ async fn upload_tree(
     ctx: &RestoreContext,
     artifact: &respaldo_core::artifact::Artifact,
     root: RootMeta,
-    paths: &[respaldo_core::tree::RawPath],
+    paths: &[respaldo_core::repo::tree::RawPath],
 ) -> Result<archive::WriteStats, DockerError> {
     let (w, r) = tokio::io::duplex(256 * 1024);
     let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(r));
@@ -978,13 +979,27 @@ async fn upload_tree(
 async fn scan_volume(
     docker: &Docker,
     volume: &str,
-    paths: &[respaldo_core::tree::RawPath],
-) -> Result<(Counts, BTreeMap<respaldo_core::tree::RawPath, [u8; 32]>), DockerError> {
+    paths: &[respaldo_core::repo::tree::RawPath],
+) -> Result<
+    (
+        Counts,
+        BTreeMap<respaldo_core::repo::tree::RawPath, [u8; 32]>,
+    ),
+    DockerError,
+> {
     let helper = create_helper(docker, volume, true).await?;
     let r = archive::scan(download(docker, &helper.id), paths.to_vec()).await;
     helper.remove().await?;
     r
 }
+
+/// The driver's registry entry.
+pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
+    kind: "docker",
+    build: |value, _| respaldo_core::registry::build_with(value, DockerSource::new),
+    example:
+        "type = \"docker\"\nvolumes = [\"grafana-data\", \"loki-data\"]\nstop_containers = true\n",
+};
 
 #[async_trait]
 impl Source for DockerSource {
@@ -1122,7 +1137,8 @@ impl Source for DockerSource {
                     return Err(DockerError::Check(line));
                 }
                 lines.push(line);
-                let mut reader = respaldo_core::tree::TreeReader::new(ctx.repo.clone(), &artifact)?;
+                let mut reader =
+                    respaldo_core::repo::tree::TreeReader::new(ctx.repo.clone(), &artifact)?;
                 let mut checked = 0u64;
                 while let Some(e) = reader.next_entry().await? {
                     let Some(want) = e.sha256 else { continue };

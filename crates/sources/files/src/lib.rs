@@ -25,12 +25,12 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use respaldo_core::error::BoxError;
-use respaldo_core::restore::{self, OutOfScope, TreeRestoreOptions};
+use respaldo_core::repo::extract::{self, OutOfScope, TreeRestoreOptions};
+use respaldo_core::repo::tree::RawPath;
 use respaldo_core::source::{
     BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
     Source, TargetState,
 };
-use respaldo_core::tree::RawPath;
 use serde::Deserialize;
 
 mod walk;
@@ -135,7 +135,7 @@ impl FilesSource {
         let max_age = config
             .max_age
             .as_deref()
-            .map(respaldo_core::duration::parse_duration)
+            .map(respaldo_core::kit::duration::parse_duration)
             .transpose()
             .map_err(|e| FilesError::Config(format!("max_age: {e}")))?;
         Ok(FilesSource {
@@ -240,7 +240,7 @@ impl FilesSource {
         ctx.refuse_selection("files", &["--path"])?;
         let artifact = ctx.artifact("files")?;
         if !ctx.paths.is_empty() {
-            let unmatched = restore::unmatched_paths(&ctx.repo, artifact, &ctx.paths).await?;
+            let unmatched = extract::unmatched_paths(&ctx.repo, artifact, &ctx.paths).await?;
             if !unmatched.is_empty() {
                 let (_, tops) = self.live(ctx)?;
                 return Err(FilesError::Config(format!(
@@ -325,6 +325,23 @@ fn common_root(paths: &[PathBuf]) -> PathBuf {
     root
 }
 
+/// The driver's registry entry.
+pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
+    kind: "files",
+    build: |value, cx| {
+        respaldo_core::registry::build_with(value, |c| {
+            FilesSource::new(c, cx.base).map(|mut f| {
+                // The repository is never backed up into itself.
+                if let Some(repo) = cx.local_repository {
+                    f.never_back_up(repo);
+                }
+                f
+            })
+        })
+    },
+    example: "type = \"files\"\npaths = [\"models\", \"config\"]\nexclude = [\"**/__pycache__\", \"*.pyc\"]\n",
+};
+
 #[async_trait]
 impl Source for FilesSource {
     fn kind(&self) -> &'static str {
@@ -403,7 +420,7 @@ impl Source for FilesSource {
             mirror: ctx.force,
             out_of_scope: Some(self.out_of_scope(&dest)),
         };
-        let stats = restore::restore_tree(&ctx.repo, artifact, &dest, &opts, &ctx.progress).await?;
+        let stats = extract::restore_tree(&ctx.repo, artifact, &dest, &opts, &ctx.progress).await?;
         let mut lines = vec![format!(
             "restored {} entries ({} files, {} bytes) into {}{}",
             stats.entries,
@@ -453,7 +470,7 @@ impl Source for FilesSource {
             .map_err(|e| format!("cannot create a scratch folder for test-restore: {e}"))?;
         let opts = TreeRestoreOptions::default();
         let stats =
-            restore::restore_tree(&ctx.repo, artifact, scratch.path(), &opts, &ctx.progress)
+            extract::restore_tree(&ctx.repo, artifact, scratch.path(), &opts, &ctx.progress)
                 .await?;
         let recorded = artifact.tree.clone().unwrap_or_default();
         if stats.entries != recorded.entries || stats.files != recorded.files {

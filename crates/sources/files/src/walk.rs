@@ -12,8 +12,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use respaldo_core::repo::tree::{EntryKind, RawPath, TreeEntry, TreeWriter};
 use respaldo_core::source::BackupContext;
-use respaldo_core::tree::{EntryKind, RawPath, TreeEntry, TreeWriter};
 use tokio::sync::mpsc;
 
 use crate::FilesError;
@@ -182,7 +182,7 @@ impl Walker {
         let Some(mut entry) = entry_from(RawPath::from_path(rel_root), &m) else {
             return Ok(());
         };
-        match respaldo_core::xattr::read(path) {
+        match respaldo_core::kit::xattr::read(path) {
             Ok(x) => entry.xattrs = x,
             Err(e) => self.warn(format!(
                 "cannot read the extended attributes of {}: {e}",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use respaldo_core::secret::SecretValue;
+use respaldo_core::kit::secret::SecretValue;
 use serde::Deserialize;
 
 use crate::InfluxError;

@@ -67,10 +67,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use respaldo_core::check::compare_counts;
-use respaldo_core::duration::parse_duration;
 use respaldo_core::error::BoxError;
-use respaldo_core::secret::Secret;
+use respaldo_core::kit::check::compare_counts;
+use respaldo_core::kit::duration::parse_duration;
+use respaldo_core::kit::secret::Secret;
 use respaldo_core::source::{
     BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
     Source, TargetState,
@@ -1218,6 +1218,15 @@ fn window_item(
 fn scratch_name() -> String {
     format!("respaldo_test_restore_{}_{}", std::process::id(), now_ns())
 }
+
+/// The driver's registry entry.
+pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
+    kind: "influxdb",
+    build: |value, cx| {
+        respaldo_core::registry::build_with(value, |c| InfluxSource::new(c, cx.base))
+    },
+    example: "type = \"influxdb\"\nurl = \"http://localhost:8086\"\ndatabases = [\"energy\"]\n",
+};
 
 #[async_trait]
 impl Source for InfluxSource {

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use reqwest::Method;
-use respaldo_core::check::compare_counts;
+use respaldo_core::kit::check::compare_counts;
 use respaldo_core::source::TargetState;
 use respaldo_core::source::{RestoreContext, RestoreReport};
 use serde::{Deserialize, Serialize};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use respaldo_core::process::store_stdout;
+use respaldo_core::kit::process::store_stdout;
 use respaldo_core::source::BackupContext;
 use tokio_postgres::Client;
 

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use respaldo_core::secret::SecretValue;
+use respaldo_core::kit::secret::SecretValue;
 use tokio_postgres::{Client, NoTls};
 use url::Url;
 

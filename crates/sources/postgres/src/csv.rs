@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::{SinkExt, TryStreamExt};
-use respaldo_core::check::compare_counts;
+use respaldo_core::kit::check::compare_counts;
 use respaldo_core::source::{
     BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
     TargetState,

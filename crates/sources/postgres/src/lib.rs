@@ -31,7 +31,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use respaldo_core::error::BoxError;
-use respaldo_core::secret::{Secret, SecretValue};
+use respaldo_core::kit::secret::{Secret, SecretValue};
 use respaldo_core::source::{
     BackupContext, RestoreContext, RestorePlan, RestoreReport, RestoreTarget, Source,
 };
@@ -199,7 +199,7 @@ pub enum PgError {
     },
     /// A client program failed.
     #[error(transparent)]
-    Process(#[from] respaldo_core::process::ProcessError),
+    Process(#[from] respaldo_core::kit::process::ProcessError),
     /// The repository failed.
     #[error(transparent)]
     Core(#[from] respaldo_core::Error),
@@ -349,6 +349,13 @@ impl PostgresSource {
         self.endpoint.with_database(&self.config.maintenance_db)
     }
 }
+
+/// The driver's registry entry.
+pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
+    kind: "postgres",
+    build: |value, cx| respaldo_core::registry::build_with(value, |c| PostgresSource::new(c, cx.base)),
+    example: "type = \"postgres\"\nurl = \"postgres://backup@localhost:5432/shop\"\npassword = { env = \"PGPASSWORD\" }\n",
+};
 
 #[async_trait]
 impl Source for PostgresSource {

@@ -18,8 +18,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use respaldo_core::check::compare_counts;
-use respaldo_core::process::{feed_stdin, feed_stdin_capture, feed_through};
+use respaldo_core::kit::check::compare_counts;
+use respaldo_core::kit::process::{feed_stdin, feed_stdin_capture, feed_through};
 use respaldo_core::source::{
     PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget, Selection,
     TargetState,
@@ -582,7 +582,7 @@ impl PostgresSource {
         cmd.args(["--no-psqlrc", "--quiet"])
             .arg("--file")
             .arg(&file);
-        respaldo_core::process::run_command(
+        respaldo_core::kit::process::run_command(
             cmd,
             &format!("psql (roles) on {}", admin_ep.display()),
         )

@@ -4,7 +4,7 @@
 //! certificate), `verify-ca`/`verify-full` always, checking the certificate
 //! against `sslrootcert` (a PEM file) or the system's roots, and the host name.
 
-use respaldo_core::tls::{client_config, Verify};
+use respaldo_core::kit::tls::{client_config, Verify};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::PgError;
@@ -49,7 +49,7 @@ impl SslMode {
 }
 
 /// The TLS connector for `mode` (the rustls settings are built by
-/// `respaldo_core::tls`, shared with the other drivers).
+/// `respaldo_core::kit::tls`, shared with the other drivers).
 pub fn connector(mode: SslMode, root_cert: Option<&str>) -> Result<MakeRustlsConnect, PgError> {
     let verify = if mode == SslMode::Verify {
         Verify::Full {

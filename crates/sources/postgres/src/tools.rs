@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use respaldo_core::process::find_program;
+use respaldo_core::kit::process::find_program;
 use tokio::process::Command;
 
 use crate::{Endpoint, PgError};

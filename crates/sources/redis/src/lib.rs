@@ -27,7 +27,7 @@
 //! only matching keys; `/N` at the end of the target URL only database N.
 //!
 //! **TLS.** A `rediss://` URL (the source's, or `--target`'s) connects with
-//! TLS (rustls, settings from `respaldo_core::tls`): the server's
+//! TLS (rustls, settings from `respaldo_core::kit::tls`): the server's
 //! certificate is checked against `tls_ca_file` or the system's roots and
 //! the host name (or `tls_server_name`); `tls_cert_file`/`tls_key_file`
 //! present a client certificate. Every path works over it: commands,
@@ -54,15 +54,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use respaldo_core::check::compare_counts;
 use respaldo_core::error::BoxError;
-use respaldo_core::process::{find_program, run};
-use respaldo_core::secret::Secret;
+use respaldo_core::kit::check::compare_counts;
+use respaldo_core::kit::process::{find_program, run};
+use respaldo_core::kit::secret::Secret;
+use respaldo_core::kit::tls::{client_config, server_name, ClientCert, Verify};
 use respaldo_core::source::{
     BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
     Source, TargetState,
 };
-use respaldo_core::tls::{client_config, server_name, ClientCert, Verify};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -520,7 +520,7 @@ impl RedisSource {
             }),
             _ => None,
         };
-        let tls_err = |e: respaldo_core::tls::TlsError| {
+        let tls_err = |e: respaldo_core::kit::tls::TlsError| {
             RedisError::Config(format!("TLS for {}: {e}", ep.name()))
         };
         let config = client_config(&verify, client.as_ref()).map_err(tls_err)?;
@@ -1297,7 +1297,7 @@ impl Throwaway {
             if let Ok(Some(st)) = t.child.try_wait() {
                 return Err(err(format!(
                     "redis-server on port {port} {}",
-                    respaldo_core::process::describe_exit(&st)
+                    respaldo_core::kit::process::describe_exit(&st)
                 )));
             }
             if let Ok(mut c) = Conn::connect(&format!("redis://{}", t.addr), &t.addr, None).await {
@@ -1325,6 +1325,13 @@ impl Throwaway {
         }
     }
 }
+
+/// The driver's registry entry.
+pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
+    kind: "redis",
+    build: |value, cx| respaldo_core::registry::build_with(value, |c| RedisSource::new(c, cx.base)),
+    example: "type = \"redis\"\nurl = \"redis://localhost:6379\"\n",
+};
 
 #[async_trait]
 impl Source for RedisSource {

@@ -10,13 +10,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::chunker::Chunker;
-use crate::crypto::{self, Crypto};
 use crate::error::{Error, Result};
-use crate::format::{self, BlobHeader, BlobKind, Compression, BLOB_HEADER_LEN};
-use crate::id::ObjectId;
-use crate::index::{BlobEntry, PackEntry};
-use crate::progress::Progress;
+use crate::kit::progress::Progress;
+use crate::repo::chunker::Chunker;
+use crate::repo::crypto::{self, Crypto};
+use crate::repo::format::{self, BlobHeader, BlobKind, Compression, BLOB_HEADER_LEN};
+use crate::repo::id::ObjectId;
+use crate::repo::index::{BlobEntry, PackEntry};
 use crate::repo::Repository;
 use crate::sink;
 

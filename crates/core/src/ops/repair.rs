@@ -20,14 +20,14 @@ use std::sync::Arc;
 
 use crate::artifact::{Artifact, ArtifactKind};
 use crate::error::{Error, Result};
-use crate::format::{self, BLOB_HEADER_LEN};
-use crate::id::ObjectId;
-use crate::index::PackEntry;
-use crate::progress::Progress;
+use crate::kit::progress::Progress;
+use crate::repo::format::{self, BLOB_HEADER_LEN};
+use crate::repo::id::ObjectId;
+use crate::repo::index::PackEntry;
+use crate::repo::snapshot::{SnapshotRef, SourceStatus, DAMAGED_TAG, REPAIRED_TAG};
+use crate::repo::tree::{RawPath, TreeReader, TreeWriter};
+use crate::repo::writer::WriteSession;
 use crate::repo::{ChunkLocation, Repository};
-use crate::snapshot::{SnapshotRef, SourceStatus, DAMAGED_TAG, REPAIRED_TAG};
-use crate::tree::{RawPath, TreeReader, TreeWriter};
-use crate::writer::WriteSession;
 
 /// Blobs described per index fragment written by repair, at most.
 const FRAGMENT_BLOBS: usize = 50_000;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::BlobKind;
-use crate::id::ObjectId;
+use crate::repo::format::BlobKind;
+use crate::repo::id::ObjectId;
 
 /// One index fragment as stored: the packs written by one run (or one prune).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

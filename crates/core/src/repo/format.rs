@@ -4,9 +4,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::EncryptionConfig;
 use crate::error::{Error, Result};
-use crate::id::ObjectId;
+use crate::repo::crypto::EncryptionConfig;
+use crate::repo::id::ObjectId;
 
 /// The repository format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;

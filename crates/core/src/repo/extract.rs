@@ -19,10 +19,10 @@ use tokio::sync::mpsc;
 
 use crate::artifact::{Artifact, ArtifactKind};
 use crate::error::{Error, Result};
-use crate::progress::Progress;
+use crate::kit::progress::Progress;
+use crate::repo::snapshot::SourceEntry;
+use crate::repo::tree::{EntryKind, RawPath, TreeEntry, TreeReader};
 use crate::repo::Repository;
-use crate::snapshot::SourceEntry;
-use crate::tree::{EntryKind, RawPath, TreeEntry, TreeReader};
 
 /// Chunks fetched ahead of the writer.
 const FETCH_AHEAD: usize = 8;
@@ -281,7 +281,7 @@ pub async fn restore_tree(
     };
     let produced: Result<()> = async {
         let mut queue: VecDeque<Pending> = VecDeque::new();
-        let mut chunks: VecDeque<crate::id::ObjectId> = VecDeque::new();
+        let mut chunks: VecDeque<crate::repo::id::ObjectId> = VecDeque::new();
         let mut fetching = 0usize;
         let mut entries_done = false;
         loop {
@@ -518,7 +518,7 @@ impl TreeWriterFs {
                 }
                 self.stats
                     .warnings
-                    .extend(crate::xattr::write(&path, &e.xattrs));
+                    .extend(crate::kit::xattr::write(&path, &e.xattrs));
                 let t = mtime(&e);
                 filetime::set_symlink_file_times(&path, t, t)
                     .map_err(io_err("setting times", &path))?;
@@ -620,7 +620,7 @@ impl TreeWriterFs {
         // After chmod, which would rewrite an ACL's mask.
         self.stats
             .warnings
-            .extend(crate::xattr::write(&f.path, &f.entry.xattrs));
+            .extend(crate::kit::xattr::write(&f.path, &f.entry.xattrs));
         let t = mtime(&f.entry);
         filetime::set_file_handle_times(&f.file, Some(t), Some(t))
             .map_err(io_err("setting times", &f.path))?;
@@ -636,7 +636,7 @@ impl TreeWriterFs {
             .map_err(io_err("chmod", path))?;
         self.stats
             .warnings
-            .extend(crate::xattr::write(path, &e.xattrs));
+            .extend(crate::kit::xattr::write(path, &e.xattrs));
         let t = mtime(e);
         // Never opens the entry (a FIFO would block): utimensat on the path.
         filetime::set_symlink_file_times(path, t, t).map_err(io_err("setting times", path))

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Artifact;
-use crate::id::ObjectId;
+use crate::repo::id::ObjectId;
 
 /// One backup run.
 #[derive(Debug, Clone, Serialize, Deserialize)]

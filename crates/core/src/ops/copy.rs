@@ -10,12 +10,12 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
-use crate::id::ObjectId;
-use crate::maintenance::used_chunks;
-use crate::progress::Progress;
+use crate::kit::progress::Progress;
+use crate::ops::maintenance::used_chunks;
+use crate::repo::id::ObjectId;
+use crate::repo::snapshot::SnapshotRef;
+use crate::repo::writer::WriteSession;
 use crate::repo::Repository;
-use crate::snapshot::SnapshotRef;
-use crate::writer::WriteSession;
 
 /// Chunks read from the source at once.
 const READS_IN_FLIGHT: usize = 8;
@@ -84,7 +84,7 @@ pub async fn copy(
                 let session = session.clone();
                 async move {
                     progress.add_bytes(encoded.len() as u64);
-                    let kind = crate::format::BlobHeader::decode(&encoded)
+                    let kind = crate::repo::format::BlobHeader::decode(&encoded)
                         .map_err(|d| Error::corrupt(format!("chunk {}", id.short()), d))?
                         .kind;
                     session.add_encoded(id, kind, encoded).await

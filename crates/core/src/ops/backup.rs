@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::id::ObjectId;
-use crate::progress::Progress;
-use crate::repo::Repository;
-use crate::snapshot::{
+use crate::kit::progress::Progress;
+use crate::repo::id::ObjectId;
+use crate::repo::snapshot::{
     Hosts, RunStats, Snapshot, SnapshotRef, SourceEntry, SourceStats, SourceStatus,
 };
+use crate::repo::writer::WriteSession;
+use crate::repo::Repository;
 use crate::source::{BackupContext, RestorePlan, Source};
-use crate::writer::WriteSession;
 
 /// One source to back up.
 #[derive(Debug, Clone)]
@@ -61,6 +62,12 @@ pub struct BackupOptions {
     /// source that fails is recorded as failed, with what was damaged, so a
     /// snapshot never looks good while its data is not all there.
     pub verify: bool,
+    /// Stops the run when cancelled (the CLI cancels it on SIGINT/SIGTERM):
+    /// every source's task is aborted and awaited, so the drivers' guards
+    /// (stopped containers, helper containers, child processes) have cleaned
+    /// up when [`backup`] returns [`Error::Interrupted`]; no snapshot is
+    /// written.
+    pub cancel: Option<CancellationToken>,
 }
 
 impl std::fmt::Debug for BackupOptions {
@@ -71,6 +78,7 @@ impl std::fmt::Debug for BackupOptions {
             .field("host", &self.host)
             .field("redact", &self.redact.is_some())
             .field("verify", &self.verify)
+            .field("cancel", &self.cancel.is_some())
             .finish()
     }
 }
@@ -156,8 +164,12 @@ pub async fn backup(
             .filter(|p| p.kind == job.source.kind())
             .cloned();
         let progress = progress.clone();
+        let cancel = opts.cancel.clone();
         async move {
             let name = job.name.clone();
+            if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                return (name, None);
+            }
             let kind = job.source.kind().to_string();
             let handle = tokio::spawn(async move {
                 let t0 = Instant::now();
@@ -175,7 +187,21 @@ pub async fn backup(
                 };
                 (ctx, r, start, t0.elapsed())
             });
-            let entry = match handle.await {
+            let mut handle = handle;
+            let joined = match &cancel {
+                Some(c) => tokio::select! {
+                    r = &mut handle => r,
+                    () = c.cancelled() => {
+                        handle.abort();
+                        // The task is dropped (its guards clean up) before
+                        // this resolves.
+                        let _ = handle.await;
+                        return (name, None);
+                    }
+                },
+                None => handle.await,
+            };
+            let entry = match joined {
                 Ok((ctx, r, start, took)) => {
                     let (status, error) = match r {
                         Ok(()) => (SourceStatus::Ok, None),
@@ -219,17 +245,25 @@ pub async fn backup(
             if let Some(err) = &entry.error {
                 tracing::error!("source `{name}` ({kind}) failed: {err}");
             }
-            (name, entry)
+            (name, Some(entry))
         }
     }))
     .buffer_unordered(opts.concurrency.max(1))
     .collect::<Vec<_>>()
     .await;
 
+    let interrupted = runs.iter().any(|(_, e)| e.is_none())
+        || opts.cancel.as_ref().is_some_and(|c| c.is_cancelled());
+    if interrupted {
+        return Err(Error::Interrupted);
+    }
     // Data and index first: only then may a snapshot refer to them.
     session.finish().await?;
 
-    let mut sources: BTreeMap<String, SourceEntry> = runs.into_iter().collect();
+    let mut sources: BTreeMap<String, SourceEntry> = runs
+        .into_iter()
+        .filter_map(|(name, e)| Some((name, e?)))
+        .collect();
     if opts.verify {
         verify_entries(repo, &mut sources).await?;
     }
@@ -268,7 +302,7 @@ async fn verify_entries(
 ) -> Result<()> {
     let listed = repo.list_packs().await?;
     for (name, entry) in sources.iter_mut().filter(|(_, e)| e.is_ok()) {
-        let check = crate::verify::check_entry(repo, entry, &listed).await?;
+        let check = crate::ops::verify::check_entry(repo, entry, &listed).await?;
         if check.problems.is_empty() {
             continue;
         }

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use crate::artifact::ArtifactKind;
 use crate::error::{Error, Result};
-use crate::format::{self, BLOB_HEADER_LEN};
-use crate::id::ObjectId;
-use crate::index::PackEntry;
+use crate::ops::retention::{Candidate, RetentionPolicy};
+use crate::repo::format::{self, BLOB_HEADER_LEN};
+use crate::repo::id::ObjectId;
+use crate::repo::index::PackEntry;
+use crate::repo::snapshot::{Hosts, SnapshotRef, DAMAGED_TAG, KEEP_TAG, PRE_RESTORE_TAG};
+use crate::repo::tree::TreeReader;
+use crate::repo::writer::WriteSession;
 use crate::repo::Repository;
-use crate::retention::{Candidate, RetentionPolicy};
-use crate::snapshot::{Hosts, SnapshotRef, DAMAGED_TAG, KEEP_TAG, PRE_RESTORE_TAG};
-use crate::tree::TreeReader;
-use crate::writer::WriteSession;
 
 /// One snapshot's fate.
 #[derive(Debug, Clone)]

@@ -13,11 +13,11 @@ use tokio::task::JoinHandle;
 
 use crate::artifact::{Artifact, ArtifactKind, TreeSummary};
 use crate::error::{Error, Result};
-use crate::format::BlobKind;
-use crate::id::ObjectId;
-use crate::progress::Progress;
+use crate::kit::progress::Progress;
+use crate::repo::format::BlobKind;
+use crate::repo::id::ObjectId;
+use crate::repo::writer::{Deferred, StreamWriter, WriteSession};
 use crate::repo::Repository;
-use crate::writer::{Deferred, StreamWriter, WriteSession};
 
 /// Files whose content is still being stored, at most.
 const PENDING_FILES: usize = 512;
@@ -151,7 +151,7 @@ pub struct TreeEntry {
     pub changed_during_backup: bool,
     /// Extended attributes, POSIX ACLs included, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub xattrs: Vec<crate::xattr::Xattr>,
+    pub xattrs: Vec<crate::kit::xattr::Xattr>,
 }
 
 impl TreeEntry {

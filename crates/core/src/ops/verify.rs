@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use crate::artifact::ArtifactKind;
 use crate::error::Result;
-use crate::format;
-use crate::id::ObjectId;
-use crate::lock::LockState;
-use crate::progress::Progress;
+use crate::kit::progress::Progress;
+use crate::repo::format;
+use crate::repo::id::ObjectId;
+use crate::repo::lock::LockState;
+use crate::repo::snapshot::{SnapshotRef, SourceEntry, DAMAGED_TAG};
+use crate::repo::tree::TreeReader;
 use crate::repo::{ChunkLocation, Repository};
-use crate::snapshot::{SnapshotRef, SourceEntry, DAMAGED_TAG};
-use crate::tree::TreeReader;
 
 /// What to verify.
 #[derive(Debug, Clone, Default)]

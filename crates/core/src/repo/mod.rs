@@ -1,4 +1,19 @@
-//! The repository: opening, the index, snapshots and reading blobs.
+//! The repository: the on-disk [`format`], encryption ([`crypto`]),
+//! chunking ([`chunker`]), ids ([`id`]), the [`index`], the write session
+//! ([`writer`]), file trees ([`tree`]), [`snapshot`]s, [`lock`]s, and
+//! extracting artifacts back into files ([`extract`]). [`Repository`] opens
+//! one over a [`Sink`] and reads and writes its objects.
+
+pub mod chunker;
+pub mod crypto;
+pub mod extract;
+pub mod format;
+pub mod id;
+pub mod index;
+pub mod lock;
+pub mod snapshot;
+pub mod tree;
+pub mod writer;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -7,13 +22,13 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::RwLock;
 
-use crate::crypto::{self, Crypto, KeyMaterial};
 use crate::error::{Error, Result};
-use crate::format::{self, BlobHeader, BlobKind, RepoConfig, BLOB_HEADER_LEN};
-use crate::id::ObjectId;
-use crate::index::{BlobEntry, Index, IndexFragment, PackEntry};
+use crate::repo::id::ObjectId;
+use crate::repo::index::{BlobEntry, Index, IndexFragment, PackEntry};
+use crate::repo::snapshot::{Snapshot, SnapshotRef};
 use crate::sink::{self, Sink};
-use crate::snapshot::{Snapshot, SnapshotRef};
+use crypto::{Crypto, KeyMaterial};
+use format::{BlobHeader, BlobKind, RepoConfig, BLOB_HEADER_LEN};
 
 /// Concurrent object reads when loading many small objects.
 const LOAD_CONCURRENCY: usize = 16;
@@ -584,7 +599,7 @@ impl Repository {
     async fn fetch_frame(
         &self,
         pack: &ObjectId,
-        loc: &crate::index::BlobLocation,
+        loc: &crate::repo::index::BlobLocation,
     ) -> Result<Bytes> {
         self.sink
             .get_range(
@@ -597,7 +612,7 @@ impl Repository {
     async fn decode_frame(
         &self,
         id: &ObjectId,
-        pack: &crate::index::PackInfo,
+        pack: &crate::repo::index::PackInfo,
         raw: Result<Bytes>,
     ) -> Result<(Bytes, String)> {
         let what = format!("pack {} (chunk {})", pack.id.short(), id.short());

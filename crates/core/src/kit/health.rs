@@ -17,12 +17,12 @@ pub async fn command(argv: &[String], timeout: Duration) -> Result<String> {
     let program = argv
         .first()
         .ok_or_else(|| Error::Invalid("an empty health command".into()))?;
-    crate::process::find_program(program)
+    crate::kit::process::find_program(program)
         .ok_or_else(|| Error::Invalid(format!("health command: `{program}` not found on PATH")))?;
     let started = tokio::time::Instant::now();
     let deadline = started + timeout;
     loop {
-        match crate::process::run(argv).await {
+        match crate::kit::process::run(argv).await {
             Ok(()) => {
                 return Ok(format!(
                     "health command `{shown}` passed after {:.1}s",

@@ -2,7 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::format::ChunkerParams;
+use crate::repo::format::ChunkerParams;
 
 /// Cuts a byte stream into content-defined chunks. Push buffers in with
 /// [`Chunker::push`]; complete chunks come out as soon as they are determined,

@@ -28,7 +28,7 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 
 use crate::error::{Error, Result};
-use crate::id::ObjectId;
+use crate::repo::id::ObjectId;
 
 /// The `encryption` value of an encrypted repository's config.
 pub const SCHEME: &str = "age-x25519";
