@@ -4,8 +4,7 @@
 //! (success, repository disk full, SIGTERM), pause; clear failures.
 
 mod common;
-#[path = "common/docker.rs"]
-mod dockerh;
+use respaldo_testing::servers::docker_objects as dockerh;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

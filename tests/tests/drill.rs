@@ -7,15 +7,11 @@
 
 mod common;
 #[allow(dead_code)]
-#[path = "common/docker.rs"]
-mod dockerh;
+use respaldo_testing::servers::docker_objects as dockerh;
 #[allow(dead_code)]
-#[path = "common/influxdb.rs"]
-mod influx;
-#[path = "common/postgres.rs"]
-mod pg;
-#[path = "common/redis.rs"]
-mod redis_server;
+use respaldo_testing::servers::influxdb as influx;
+use respaldo_testing::servers::postgres as pg;
+use respaldo_testing::servers::redis as redis_server;
 
 use common::*;
 use dockerh::*;

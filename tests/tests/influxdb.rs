@@ -8,10 +8,8 @@
 //! no InfluxDB 2.x server can be installed here.
 
 mod common;
-#[path = "common/influx2_fake.rs"]
-mod influx2_fake;
-#[path = "common/influxdb.rs"]
-mod influxdb_server;
+use respaldo_testing::servers::influx2_fake;
+use respaldo_testing::servers::influxdb as influxdb_server;
 
 use common::{stderr, Project};
 use influx2_fake::{point_counts, Fake2};

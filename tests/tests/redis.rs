@@ -4,8 +4,7 @@
 //! leave no good snapshot; restores into data refuse without --force.
 
 mod common;
-#[path = "common/redis.rs"]
-mod redis_server;
+use respaldo_testing::servers::redis as redis_server;
 
 use common::*;
 use redis_server::{free_port, populate, Redis, TestCerts};

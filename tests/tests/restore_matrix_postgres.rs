@@ -3,8 +3,7 @@
 //! `pg_dump` of the original and of the restored database.
 
 mod common;
-#[path = "common/postgres.rs"]
-mod pg;
+use respaldo_testing::servers::postgres as pg;
 
 use common::*;
 use pg::{Pg, PASSWORD};

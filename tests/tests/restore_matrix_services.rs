@@ -4,13 +4,10 @@
 
 mod common;
 #[allow(dead_code)]
-#[path = "common/docker.rs"]
-mod dockerh;
+use respaldo_testing::servers::docker_objects as dockerh;
 #[allow(dead_code)]
-#[path = "common/influxdb.rs"]
-mod influx;
-#[path = "common/redis.rs"]
-mod redis_server;
+use respaldo_testing::servers::influxdb as influx;
+use respaldo_testing::servers::redis as redis_server;
 
 use common::*;
 use dockerh::*;

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use respaldo_core::kit::progress::Progress;
@@ -12,167 +11,15 @@ use respaldo_core::ops::verify::{self, VerifyOptions};
 use respaldo_core::repo::extract;
 use respaldo_core::repo::snapshot::{self, Hosts, SnapshotRef};
 use respaldo_core::source::Selection;
-use respaldo_core::{Error, Repository};
-use respaldo_sink_local::LocalSink;
-use respaldo_sink_object_store::ObjectStoreSink;
+use respaldo_core::Repository;
 use serde_json::json;
 
-use crate::config::{Config, UsageError};
+use crate::config::Config;
+use crate::ctx::{load_snapshots, resolve, usage, Ctx};
+use crate::exit;
 use crate::keys;
-use crate::output::{self, ProgressView};
+use crate::output;
 use crate::{Cli, Command, ConfigAction, KeyAction};
-
-/// Exit codes, the one place they are chosen (see `--help` and the README).
-pub mod exit {
-    /// Everything went well.
-    pub const OK: u8 = 0;
-    /// The operation failed.
-    pub const FAILED: u8 = 1;
-    /// Usage or configuration error.
-    pub const USAGE: u8 = 2;
-    /// Partial: some sources failed, others succeeded.
-    pub const PARTIAL: u8 = 3;
-    /// No repository at the configured location.
-    pub const NO_REPOSITORY: u8 = 10;
-    /// The repository is locked by another command.
-    pub const LOCKED: u8 = 11;
-    /// A key, passphrase or identity is missing or wrong.
-    pub const KEY: u8 = 12;
-    /// Interrupted by SIGINT or SIGTERM.
-    pub const INTERRUPTED: u8 = 130;
-
-    /// The code for a run over several sources: `failed` of `total` failed.
-    pub fn for_sources(failed: usize, total: usize) -> u8 {
-        match failed {
-            0 => OK,
-            f if f < total => PARTIAL,
-            _ => FAILED,
-        }
-    }
-}
-
-/// The exit code for an error, by the first cause that decides it.
-pub fn exit_code(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        if cause.downcast_ref::<UsageError>().is_some() {
-            return exit::USAGE;
-        }
-        if cause
-            .downcast_ref::<crate::signals::Interrupted>()
-            .is_some()
-        {
-            return exit::INTERRUPTED;
-        }
-        if let Some(core) = cause.downcast_ref::<Error>() {
-            match core {
-                Error::NotInitialized(_) => return exit::NO_REPOSITORY,
-                Error::Locked(_) => return exit::LOCKED,
-                Error::KeyRequired(_) => return exit::KEY,
-                Error::Invalid(_) | Error::SnapshotNotFound(_) => return exit::USAGE,
-                Error::Interrupted => return exit::INTERRUPTED,
-                _ => {}
-            }
-        }
-    }
-    exit::FAILED
-}
-
-/// The message for an error, each cause once.
-pub fn describe(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if !msg.contains(&s) {
-            if !msg.is_empty() {
-                msg.push_str(": ");
-            }
-            msg.push_str(&s);
-        }
-    }
-    msg
-}
-
-pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
-    UsageError(msg.into()).into()
-}
-
-/// A command's context: the command line and the loaded configuration.
-pub(crate) struct Ctx<'a> {
-    /// The command line.
-    pub cli: &'a Cli,
-    /// The configuration.
-    pub config: Config,
-}
-
-impl Ctx<'_> {
-    pub(crate) fn say(&self, msg: impl AsRef<str>) {
-        if !self.cli.quiet {
-            eprintln!("{}", msg.as_ref());
-        }
-    }
-
-    pub(crate) fn progress(&self, p: &Arc<Progress>, verb: &'static str) -> ProgressView {
-        ProgressView::start(p.clone(), !self.cli.quiet && !self.cli.json, verb)
-    }
-
-    async fn sink(&self) -> Result<Arc<dyn respaldo_core::Sink>> {
-        let r = &self.config.repository;
-        sink_for(&r.url, r.s3.as_ref()).await
-    }
-
-    pub(crate) async fn repo(&self) -> Result<Arc<Repository>> {
-        let keys = keys::material(&self.config.repository).await?;
-        Ok(Repository::open_with(self.sink().await?, &keys).await?)
-    }
-
-    /// The sink of a `[repositories.NAME]`.
-    async fn named_sink(&self, name: &str) -> Result<Arc<dyn respaldo_core::Sink>> {
-        let r = self.config.repositories.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self
-                .config
-                .repositories
-                .keys()
-                .map(String::as_str)
-                .collect();
-            usage(format!(
-                "no [repositories.{name}] in {} (configured: {})",
-                self.config.path.display(),
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ))
-        })?;
-        sink_for(&r.url, r.s3.as_ref()).await
-    }
-
-    pub(crate) fn lock_wait(&self) -> Duration {
-        Duration::from_secs(self.config.backup.lock_wait_secs)
-    }
-
-    /// Whose snapshots the command acts on: `--host`, else this
-    /// configuration's host.
-    pub(crate) fn hosts(&self) -> Hosts {
-        match &self.cli.host {
-            Some(h) => Hosts::parse(h),
-            None => Hosts::Only(self.config.host.clone()),
-        }
-    }
-}
-
-async fn sink_for(
-    url: &str,
-    s3: Option<&respaldo_sink_object_store::S3Options>,
-) -> Result<Arc<dyn respaldo_core::Sink>> {
-    if ObjectStoreSink::handles(url) {
-        let sink = ObjectStoreSink::connect(url, &s3.cloned().unwrap_or_default())
-            .await
-            .map_err(|e| usage(e.to_string()))?;
-        return Ok(Arc::new(sink));
-    }
-    Ok(Arc::new(LocalSink::new(url)))
-}
 
 /// Runs the command; returns the exit code.
 pub async fn run(cli: &Cli) -> Result<u8> {
@@ -564,32 +411,6 @@ async fn backup_jobs(
     };
     lock.release().await?;
     Ok(outcome)
-}
-
-pub(crate) async fn load_snapshots(
-    ctx: &Ctx<'_>,
-    repo: &Arc<Repository>,
-) -> Result<Vec<SnapshotRef>> {
-    let (list, damaged) = repo.snapshots().await?;
-    for d in damaged {
-        if !ctx.cli.quiet {
-            eprintln!(
-                "warning: snapshot object {} is damaged ({}); skipped",
-                d.key, d.detail
-            );
-        }
-    }
-    Ok(list)
-}
-
-pub(crate) fn resolve<'a>(
-    ctx: &Ctx<'_>,
-    list: &'a [SnapshotRef],
-    spec: &str,
-    source: Option<&str>,
-) -> Result<&'a SnapshotRef> {
-    snapshot::resolve(list, spec, source, &ctx.hosts())
-        .map_err(|m| anyhow::Error::from(Error::SnapshotNotFound(m)))
 }
 
 async fn snapshots(ctx: &Ctx<'_>, source: Option<&str>, tag: Option<&str>) -> Result<u8> {

@@ -7,7 +7,7 @@
 //! notifications are shared and cannot drift apart, and what differs between
 //! environments is visible in one place.
 
-use crate::config::KeyError;
+use crate::config::error::KeyError;
 
 /// Applies `[env.NAME]` to `value` and removes every `[env.*]` table.
 pub fn apply(value: &mut toml::Value, env: Option<&str>) -> Result<(), KeyError> {

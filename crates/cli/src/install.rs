@@ -12,8 +12,9 @@ use std::process::Stdio;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::Utc;
 
-use crate::commands::Ctx;
-use crate::config::{Config, UsageError};
+use crate::config::error::UsageError;
+use crate::config::Config;
+use crate::ctx::Ctx;
 use crate::schedule::{Entry, When};
 
 /// `schedule` subcommands.

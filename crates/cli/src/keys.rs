@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use respaldo_core::repo::crypto::{self, KeyMaterial};
 use serde_json::json;
 
-use crate::config::{RepositoryConfig, UsageError};
+use crate::config::error::UsageError;
+use crate::config::RepositoryConfig;
 
 /// `key generate --output FILE`: writes a new identity (mode 0600, refusing
 /// to overwrite) and prints its recipient.

@@ -15,8 +15,10 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod config;
+mod ctx;
 mod daemon;
 mod environments;
+mod exit;
 mod history;
 mod hooks;
 mod install;
@@ -379,8 +381,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", commands::describe(&e));
-            ExitCode::from(commands::exit_code(&e))
+            eprintln!("error: {}", exit::describe(&e));
+            ExitCode::from(exit::exit_code(&e))
         }
     }
 }

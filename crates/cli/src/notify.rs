@@ -13,7 +13,7 @@ use respaldo_core::kit::process::{self, RunOptions};
 use respaldo_core::kit::secret::Secret;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{typed, KeyError};
+use crate::config::error::{typed, KeyError};
 use crate::mask::Masker;
 
 /// How long one notification may take by default.

@@ -7,7 +7,7 @@ use respaldo_core::kit::progress::Progress;
 use respaldo_core::ops::repair;
 use serde_json::json;
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::RepairAction;
 
 /// Runs one `repair` subcommand under an exclusive lock.

@@ -189,7 +189,7 @@ fn fill(rec: &mut RunRecord, result: &Result<BackupOutcome>) {
             }
         }
         Err(e) => {
-            let msg = crate::commands::describe(e);
+            let msg = crate::exit::describe(e);
             for s in rec.sources.values_mut() {
                 s.ok = false;
                 s.error = Some(msg.clone());

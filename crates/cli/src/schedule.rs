@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use respaldo_core::kit::duration::parse_duration;
 use serde::Deserialize;
 
-use crate::config::{typed, KeyError};
+use crate::config::error::{typed, KeyError};
 
 /// What a schedule entry runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -17,7 +17,8 @@ use respaldo_core::source::{RestoreContext, Selection};
 use respaldo_core::Error;
 use serde_json::json;
 
-use crate::commands::{describe, load_snapshots, resolve, usage, Ctx};
+use crate::ctx::{load_snapshots, resolve, usage, Ctx};
+use crate::exit::describe;
 use crate::output;
 
 /// How one source's drill went.
@@ -187,5 +188,5 @@ pub async fn command(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
             output::duration(total_ms)
         );
     }
-    Ok(crate::commands::exit::for_sources(failures, tested))
+    Ok(crate::exit::for_sources(failures, tested))
 }

@@ -38,6 +38,7 @@
 //! assert!(report.is_ok() || !snapshots.is_empty());
 //! # Ok(()) }
 //! ```
+#![deny(missing_docs)]
 
 pub mod artifact;
 pub mod error;

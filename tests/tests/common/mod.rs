@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
 /// The respaldo binary: `$RESPALDO_BIN`, else `target/<profile>/respaldo`,
@@ -159,29 +158,11 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Deterministic random bytes.
-pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut v = vec![0u8; n];
-    rng.fill_bytes(&mut v);
-    v
-}
-
-/// Compressible text.
-pub fn text_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let words = [
-        "alpha", "beta", "gamma", "delta", "respaldo", "backup", "restore", "chunk", "pack",
-        "index",
-    ];
-    let mut v = Vec::with_capacity(n + 16);
-    while v.len() < n {
-        v.extend_from_slice(words[rng.gen_range(0..words.len())].as_bytes());
-        v.push(if rng.gen_ratio(1, 8) { b'\n' } else { b' ' });
-    }
-    v.truncate(n);
-    v
-}
+// Not every test crate uses every helper.
+#[allow(unused_imports)]
+pub use respaldo_testing::data::{random_bytes, text_bytes};
+#[allow(unused_imports)]
+pub use respaldo_testing::is_root;
 
 pub fn sha256_file(p: &Path) -> String {
     let mut f = std::fs::File::open(p).unwrap();
@@ -253,11 +234,6 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         diffs.truncate(20);
         panic!("trees differ:\n{}", diffs.join("\n"));
     }
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 pub fn stderr(o: &Output) -> String {

@@ -6,6 +6,7 @@
 //! a partial object and a crash leaves only a temporary file that
 //! [`Sink::reclaim_incomplete`] removes. Files are created `0600` and
 //! directories `0700`, whatever the umask.
+#![deny(missing_docs)]
 
 use std::fs::Permissions;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};

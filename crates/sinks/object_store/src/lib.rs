@@ -19,6 +19,7 @@
 //!   `AWS_SESSION_TOKEN`); the profile `$AWS_PROFILE` (else `default`) of
 //!   the shared credentials file; then what `object_store` finds itself
 //!   (instance metadata, web identity).
+#![deny(missing_docs)]
 
 use std::collections::VecDeque;
 use std::ops::Range;

@@ -17,6 +17,7 @@
 //! check_empty = ["sh", "-c", "test -z \"$(mysql -N -e 'SHOW DATABASES' | grep -v _schema)\""]
 //! env.MYSQL_PWD = { file = "/etc/respaldo/mysql.pw" }
 //! ```
+#![deny(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -244,7 +245,21 @@ impl CommandSource {
     }
 }
 
-/// The driver's registry entry.
+/// The driver's registry entry: what the application's one list of
+/// drivers holds. It builds a source from the `[sources.NAME]` table (as
+/// JSON, `type` taken out), naming the key of any error:
+///
+/// ```
+/// use respaldo_core::registry::BuildContext;
+/// let ctx = BuildContext { base: std::path::Path::new("/srv/app"), local_repository: None };
+/// let table = serde_json::json!({"command": ["sh", "-c", "sqlite3 app.db .dump"], "restore_command": ["sqlite3", "app.db"]});
+/// let source = (respaldo_source_command::DRIVER.build)(table, &ctx).unwrap();
+/// assert_eq!(source.kind(), "command");
+///
+/// let bad = serde_json::json!({"no_such_key": 1});
+/// let err = (respaldo_source_command::DRIVER.build)(bad, &ctx).err().unwrap();
+/// assert!(err.to_string().contains("no_such_key"), "{err}");
+/// ```
 pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
     kind: "command",
     build: |value, cx| respaldo_core::registry::build_with(value, |c| CommandSource::new(c, cx.base)),

@@ -33,6 +33,7 @@
 //! compose_project = "shop"
 //! stop_containers = true
 //! ```
+#![deny(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -993,7 +994,21 @@ async fn scan_volume(
     r
 }
 
-/// The driver's registry entry.
+/// The driver's registry entry: what the application's one list of
+/// drivers holds. It builds a source from the `[sources.NAME]` table (as
+/// JSON, `type` taken out), naming the key of any error:
+///
+/// ```
+/// use respaldo_core::registry::BuildContext;
+/// let ctx = BuildContext { base: std::path::Path::new("/srv/app"), local_repository: None };
+/// let table = serde_json::json!({"volumes": ["grafana-data"], "stop_containers": true});
+/// let source = (respaldo_source_docker::DRIVER.build)(table, &ctx).unwrap();
+/// assert_eq!(source.kind(), "docker");
+///
+/// let bad = serde_json::json!({"no_such_key": 1});
+/// let err = (respaldo_source_docker::DRIVER.build)(bad, &ctx).err().unwrap();
+/// assert!(err.to_string().contains("no_such_key"), "{err}");
+/// ```
 pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
     kind: "docker",
     build: |value, _| respaldo_core::registry::build_with(value, DockerSource::new),

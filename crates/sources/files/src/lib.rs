@@ -18,6 +18,7 @@
 //! exclude = ["**/__pycache__", "*.pyc"]
 //! max_age = "7d"
 //! ```
+#![deny(missing_docs)]
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -325,7 +326,21 @@ fn common_root(paths: &[PathBuf]) -> PathBuf {
     root
 }
 
-/// The driver's registry entry.
+/// The driver's registry entry: what the application's one list of
+/// drivers holds. It builds a source from the `[sources.NAME]` table (as
+/// JSON, `type` taken out), naming the key of any error:
+///
+/// ```
+/// use respaldo_core::registry::BuildContext;
+/// let ctx = BuildContext { base: std::path::Path::new("/srv/app"), local_repository: None };
+/// let table = serde_json::json!({"paths": ["/etc"], "exclude": ["*.tmp"]});
+/// let source = (respaldo_source_files::DRIVER.build)(table, &ctx).unwrap();
+/// assert_eq!(source.kind(), "files");
+///
+/// let bad = serde_json::json!({"no_such_key": 1});
+/// let err = (respaldo_source_files::DRIVER.build)(bad, &ctx).err().unwrap();
+/// assert!(err.to_string().contains("no_such_key"), "{err}");
+/// ```
 pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
     kind: "files",
     build: |value, cx| {

@@ -53,6 +53,7 @@
 //! token = { env = "INFLUX_TOKEN" }
 //! buckets = ["energy"]            # default: every bucket but _monitoring/_tasks
 //! ```
+#![deny(missing_docs)]
 
 mod client;
 mod csv;
@@ -1219,7 +1220,21 @@ fn scratch_name() -> String {
     format!("respaldo_test_restore_{}_{}", std::process::id(), now_ns())
 }
 
-/// The driver's registry entry.
+/// The driver's registry entry: what the application's one list of
+/// drivers holds. It builds a source from the `[sources.NAME]` table (as
+/// JSON, `type` taken out), naming the key of any error:
+///
+/// ```
+/// use respaldo_core::registry::BuildContext;
+/// let ctx = BuildContext { base: std::path::Path::new("/srv/app"), local_repository: None };
+/// let table = serde_json::json!({"url": "http://localhost:8086", "databases": ["energy"]});
+/// let source = (respaldo_source_influxdb::DRIVER.build)(table, &ctx).unwrap();
+/// assert_eq!(source.kind(), "influxdb");
+///
+/// let bad = serde_json::json!({"no_such_key": 1});
+/// let err = (respaldo_source_influxdb::DRIVER.build)(bad, &ctx).err().unwrap();
+/// assert!(err.to_string().contains("no_such_key"), "{err}");
+/// ```
 pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
     kind: "influxdb",
     build: |value, cx| {

@@ -25,6 +25,7 @@
 //! url = "postgres://backup@localhost:5432/shop"
 //! password = { env = "SHOP_DB_PASSWORD" }
 //! ```
+#![deny(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -350,7 +351,21 @@ impl PostgresSource {
     }
 }
 
-/// The driver's registry entry.
+/// The driver's registry entry: what the application's one list of
+/// drivers holds. It builds a source from the `[sources.NAME]` table (as
+/// JSON, `type` taken out), naming the key of any error:
+///
+/// ```
+/// use respaldo_core::registry::BuildContext;
+/// let ctx = BuildContext { base: std::path::Path::new("/srv/app"), local_repository: None };
+/// let table = serde_json::json!({"url": "postgres://backup@localhost:5432/shop", "password": {"env": "PGPASSWORD"}});
+/// let source = (respaldo_source_postgres::DRIVER.build)(table, &ctx).unwrap();
+/// assert_eq!(source.kind(), "postgres");
+///
+/// let bad = serde_json::json!({"no_such_key": 1});
+/// let err = (respaldo_source_postgres::DRIVER.build)(bad, &ctx).err().unwrap();
+/// assert!(err.to_string().contains("no_such_key"), "{err}");
+/// ```
 pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
     kind: "postgres",
     build: |value, cx| respaldo_core::registry::build_with(value, |c| PostgresSource::new(c, cx.base)),

@@ -43,6 +43,7 @@
 //! password = { file = "/etc/respaldo/redis.pw" }
 //! # tls_ca_file = "/etc/redis/tls/ca.crt"
 //! ```
+#![deny(missing_docs)]
 
 mod crc64;
 mod rdb;
@@ -1326,7 +1327,21 @@ impl Throwaway {
     }
 }
 
-/// The driver's registry entry.
+/// The driver's registry entry: what the application's one list of
+/// drivers holds. It builds a source from the `[sources.NAME]` table (as
+/// JSON, `type` taken out), naming the key of any error:
+///
+/// ```
+/// use respaldo_core::registry::BuildContext;
+/// let ctx = BuildContext { base: std::path::Path::new("/srv/app"), local_repository: None };
+/// let table = serde_json::json!({"url": "redis://localhost:6379", "timeout": 30});
+/// let source = (respaldo_source_redis::DRIVER.build)(table, &ctx).unwrap();
+/// assert_eq!(source.kind(), "redis");
+///
+/// let bad = serde_json::json!({"no_such_key": 1});
+/// let err = (respaldo_source_redis::DRIVER.build)(bad, &ctx).err().unwrap();
+/// assert!(err.to_string().contains("no_such_key"), "{err}");
+/// ```
 pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Driver {
     kind: "redis",
     build: |value, cx| respaldo_core::registry::build_with(value, |c| RedisSource::new(c, cx.base)),

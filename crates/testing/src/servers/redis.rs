@@ -1,6 +1,5 @@
 //! Throwaway redis-server instances for the redis tests, and a data set with
 //! every type in small and large encodings.
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,9 +8,11 @@ use std::time::{Duration, Instant};
 
 /// A redis-server on a free port in its own temp dir, killed on drop.
 pub struct Redis {
+    /// The server's TCP port on 127.0.0.1.
     pub port: u16,
     /// The TLS port, for a server started with [`Redis::start_tls`].
     pub tls_port: Option<u16>,
+    /// The server's folder (configuration, RDB file).
     pub dir: tempfile::TempDir,
     password: Option<String>,
     child: Child,
@@ -30,6 +31,7 @@ fn program(name: &str) -> PathBuf {
     })
 }
 
+/// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -110,6 +112,7 @@ impl Redis {
         }
     }
 
+    /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -183,6 +186,7 @@ impl Redis {
         );
     }
 
+    /// The server's folder.
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -219,12 +223,12 @@ pub fn populate(r: &Redis) -> [(u32, u64); 3] {
     cmds.push(c(&[
         b"SET",
         b"big:random",
-        &crate::common::random_bytes(7, 200_000),
+        &crate::data::random_bytes(7, 200_000),
     ]));
     cmds.push(c(&[
         b"SET",
         b"big:text",
-        &crate::common::text_bytes(8, 200_000),
+        &crate::data::text_bytes(8, 200_000),
     ]));
     cmds.push(s(&["SET", &"k".repeat(300), "long key"]));
     // Hashes: listpack and hashtable.
@@ -239,7 +243,7 @@ pub fn populate(r: &Redis) -> [(u32, u64); 3] {
         b"HSET",
         b"h:bigvalue",
         b"f",
-        &crate::common::random_bytes(9, 1000),
+        &crate::data::random_bytes(9, 1000),
     ]));
     // Lists: listpack quicklist and a long, compressed one.
     cmds.push(s(&["RPUSH", "l:small", "a", "b", "1", "2"]));
@@ -253,7 +257,7 @@ pub fn populate(r: &Redis) -> [(u32, u64); 3] {
     cmds.push(c(&[
         b"RPUSH",
         b"l:hugeitem",
-        &crate::common::text_bytes(10, 20_000),
+        &crate::data::text_bytes(10, 20_000),
         b"x",
     ]));
     // Sets: intset, small strings, large of both.
@@ -347,10 +351,13 @@ pub fn populate(r: &Redis) -> [(u32, u64); 3] {
 /// `localhost` and `127.0.0.1`) and a client certificate signed by it, plus
 /// an unrelated CA; made with the `openssl` command.
 pub struct TestCerts {
+    /// Where the certificates are.
     pub dir: tempfile::TempDir,
 }
 
 impl TestCerts {
+    /// A CA, and a server and a client certificate signed by it, for 127.0.0.1.
+    #[allow(clippy::new_without_default)] // Creates files: not a default value.
     pub fn new() -> TestCerts {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -420,6 +427,7 @@ impl TestCerts {
         TestCerts { dir }
     }
 
+    /// The path of one of the files (`ca.crt`, `server.crt`, `client.key`, …).
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -1,7 +1,6 @@
 //! A throwaway PostgreSQL server per test: initdb in a temp dir, a free
 //! port on 127.0.0.1, password authentication, stopped and removed on drop.
 //! A missing server is a test failure, never a skip.
-#![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -40,7 +39,7 @@ fn free_port() -> u16 {
 /// Runs `program` as the `postgres` OS user when we are root (initdb and
 /// postgres refuse to run as root).
 fn as_server_user(program: &Path) -> Command {
-    if crate::common::is_root() {
+    if crate::is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
         c
@@ -52,6 +51,7 @@ fn as_server_user(program: &Path) -> Command {
 /// A running server.
 pub struct Pg {
     dir: tempfile::TempDir,
+    /// The server's TCP port on 127.0.0.1.
     pub port: u16,
     child: Option<Child>,
 }
@@ -134,7 +134,7 @@ impl Pg {
                 "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
             )
             .unwrap();
-            if crate::common::is_root() {
+            if crate::is_root() {
                 let st = Command::new("chown")
                     .args(["-R", "postgres:postgres"])
                     .arg(&data)
@@ -375,6 +375,7 @@ impl Drop for Pg {
 pub struct Dump(pub String);
 
 impl Dump {
+    /// Whether the dump holds `s`.
     pub fn contains(&self, s: &str) -> bool {
         self.0.contains(s)
     }

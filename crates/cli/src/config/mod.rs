@@ -8,13 +8,14 @@ use std::sync::Arc;
 use respaldo_core::kit::duration::parse_duration;
 use respaldo_core::ops::retention::RetentionPolicy;
 use respaldo_core::Source;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-/// A configuration or usage error: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub mod daemon;
+pub mod error;
+pub mod restore;
+pub mod status;
+
+use error::{typed, KeyError, UsageError};
 
 /// Where the repository is.
 #[derive(Debug, Clone, Deserialize)]
@@ -154,9 +155,9 @@ struct RawConfig {
     #[serde(default)]
     schedule: BTreeMap<String, toml::Value>,
     #[serde(default)]
-    daemon: crate::daemon::DaemonConfig,
+    daemon: daemon::DaemonConfig,
     #[serde(default)]
-    status: crate::status::StatusConfig,
+    status: status::StatusConfig,
     #[serde(default)]
     notify: Vec<toml::Value>,
     #[serde(default)]
@@ -183,7 +184,7 @@ struct CommonSourceKeys {
     /// What happens around this source's restore: hooks, containers to
     /// stop, the health check.
     #[serde(default)]
-    restore: crate::restore::RestoreSettingsConfig,
+    restore: restore::RestoreSettingsConfig,
 }
 
 fn yes() -> bool {
@@ -215,7 +216,7 @@ pub struct SourceSpec {
     /// The driver (with the source's hooks and pre-check around its backup).
     pub source: Arc<dyn Source>,
     /// Hooks, containers and the health check around its restore.
-    pub restore: crate::restore::RestoreSettings,
+    pub restore: restore::RestoreSettings,
 }
 
 /// A loaded configuration.
@@ -242,9 +243,9 @@ pub struct Config {
     /// `[schedule]` entries, in name order.
     pub schedule: Vec<crate::schedule::Entry>,
     /// `[daemon]` settings.
-    pub daemon: crate::daemon::DaemonSettings,
+    pub daemon: daemon::DaemonSettings,
     /// `[status]` settings and the run history.
-    pub status: crate::status::StatusSettings,
+    pub status: status::StatusSettings,
     /// `[[notify]]`.
     pub notify: Vec<crate::notify::Notifier>,
     /// `[hooks]` of every backup run.
@@ -399,7 +400,7 @@ impl Config {
                 compression_level: level,
                 rpo,
                 source,
-                restore: crate::restore::RestoreSettings::new(c.restore, base)
+                restore: restore::RestoreSettings::new(c.restore, base)
                     .map_err(|(k, m)| at(&[keys.clone(), vec!["restore".into(), k]].concat(), m))?,
             });
         }
@@ -447,7 +448,7 @@ impl Config {
             r.url = resolve_repository_url(&r.url, base)
                 .map_err(|m| at(&["repositories".into(), name.clone(), "url".into()], m))?;
         }
-        let daemon = crate::daemon::DaemonSettings::new(&raw.daemon)
+        let daemon = daemon::DaemonSettings::new(&raw.daemon)
             .map_err(|(k, m)| at(&[vec!["daemon".to_string()], k].concat(), m))?;
         let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
         let schedule = crate::schedule::parse(
@@ -462,7 +463,7 @@ impl Config {
             &names,
         )
         .map_err(|(k, m)| at(&k, m))?;
-        let status = crate::status::StatusSettings::new(raw.status, base, &repository.url)
+        let status = status::StatusSettings::new(raw.status, base, &repository.url)
             .map_err(|(k, m)| at(&[vec!["status".to_string()], k].concat(), m))?;
         let notify = crate::notify::parse(raw.notify, base).map_err(|(k, m)| at(&k, m))?;
         let hooks = crate::hooks::Hooks::new(raw.hooks, base)
@@ -526,33 +527,6 @@ fn resolve_repository_url(url: &str, base: &Path) -> Result<String, String> {
     }
     let p = url.strip_prefix("file://").unwrap_or(url);
     Ok(base.join(p).to_string_lossy().into_owned())
-}
-
-/// A key path and what is wrong with it.
-pub type KeyError = (Vec<String>, String);
-
-/// Deserializes with the path of the failing key.
-pub fn typed<T: DeserializeOwned>(value: toml::Value, prefix: &[String]) -> Result<T, KeyError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let mut keys: Vec<String> = prefix.to_vec();
-        keys.extend(e.path().iter().filter_map(|s| match s {
-            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-            serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
-            _ => None,
-        }));
-        let msg = e.inner().to_string();
-        // The TOML deserializer appends "in `table`"; the key path says it already.
-        let msg = msg.lines().next().unwrap_or("").trim_end().to_string();
-        if let Some(field) = msg
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split('`').next())
-        {
-            if keys.last().map(String::as_str) != Some(field) {
-                keys.push(field.to_string());
-            }
-        }
-        (keys, msg)
-    })
 }
 
 fn build_driver(

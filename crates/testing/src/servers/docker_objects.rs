@@ -4,14 +4,16 @@
 
 use std::process::{Command, Stdio};
 
-pub use respaldo_testing::docker::{busybox_image, docker, unique, BUSYBOX};
+pub use crate::docker::{busybox_image, docker, unique, BUSYBOX};
 
 /// A volume removed on drop.
 pub struct Volume {
+    /// The volume's name.
     pub name: String,
 }
 
 impl Volume {
+    /// A new volume named after `tag`, with these `KEY=VALUE` labels.
     pub fn new(tag: &str, labels: &[&str]) -> Self {
         let name = unique(tag);
         let mut args = vec!["volume", "create"];
@@ -70,6 +72,7 @@ impl Drop for Volume {
 
 /// A container removed on drop.
 pub struct Container {
+    /// The container's name.
     pub name: String,
 }
 
@@ -110,16 +113,19 @@ impl Container {
         Container { name }
     }
 
+    /// `docker inspect --format TEMPLATE` of the container.
     pub fn inspect(&self, template: &str) -> String {
         docker(&["inspect", "-f", template, &self.name])
             .trim()
             .to_string()
     }
 
+    /// Whether the container is running.
     pub fn running(&self) -> bool {
         self.inspect("{{.State.Running}}") == "true"
     }
 
+    /// When the container was last started (changes when it is stopped and started).
     pub fn started_at(&self) -> String {
         self.inspect("{{.State.StartedAt}}")
     }

@@ -18,7 +18,6 @@
 //!   quoting, null cells empty); an unknown shape is a 400.
 //!
 //! Points live in memory; tests read them back to compare.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -31,10 +30,15 @@ use serde_json::{json, Value};
 /// A field value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FVal {
+    /// A float field.
     F(f64),
+    /// An integer field.
     I(i64),
+    /// An unsigned integer field.
     U(u64),
+    /// A string field.
     S(String),
+    /// A boolean field.
     B(bool),
 }
 
@@ -69,12 +73,19 @@ pub type Points = BTreeMap<SeriesKey, BTreeMap<i64, BTreeMap<String, FVal>>>;
 /// A bucket.
 #[derive(Debug, Clone)]
 pub struct FBucket {
+    /// Bucket id.
     pub id: String,
+    /// Its organization's id.
     pub org_id: String,
+    /// Bucket name.
     pub name: String,
+    /// `user` or `system`.
     pub kind: String,
+    /// The bucket's description.
     pub description: Option<String>,
+    /// Retention rules, as the API returns them.
     pub retention_rules: Value,
+    /// The points written to it.
     pub points: Points,
 }
 
@@ -96,6 +107,7 @@ struct State {
 
 /// The fake server; stops when dropped.
 pub struct Fake2 {
+    /// `http://127.0.0.1:PORT`.
     pub url: String,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
@@ -888,6 +900,7 @@ fn read_name(s: &[u8], mut i: usize, stops: &[u8], escapes: &[u8]) -> (String, u
 /// One parsed line: its series, timestamp and fields.
 pub type Line = (SeriesKey, i64, Vec<(String, FVal)>);
 
+/// Parses line protocol into lines (measurement, tags, fields, time).
 pub fn parse_lp(text: &str) -> Result<Vec<Line>, String> {
     let s = text.as_bytes();
     let mut out = Vec::new();
