@@ -23,11 +23,19 @@ use crate::{Cli, Command, ConfigAction, KeyAction};
 
 /// Runs the command; returns the exit code.
 pub async fn run(cli: &Cli) -> Result<u8> {
-    if let Command::Key {
-        action: KeyAction::Generate { output },
-    } = &cli.command
-    {
-        return keys::generate(output, cli.json);
+    match &cli.command {
+        Command::Key {
+            action: KeyAction::Generate { output },
+        } => return keys::generate(output, cli.json),
+        Command::Completions { shell } => {
+            crate::terminal::completions(*shell).context("writing the completion script")?;
+            return Ok(exit::OK);
+        }
+        Command::Man => {
+            crate::terminal::man().context("writing the man page")?;
+            return Ok(exit::OK);
+        }
+        _ => {}
     }
     let path = Config::locate(cli.config.as_deref());
     let config = Config::load(&path, cli.env.as_deref())?;
@@ -105,7 +113,9 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             remove,
         } => tag(&ctx, snapshot, add, remove).await,
         Command::Copy { to, snapshots } => copy_cmd(&ctx, to, snapshots).await,
-        Command::Key { .. } => unreachable!("handled before the configuration is loaded"),
+        Command::Key { .. } | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled before the configuration is loaded")
+        }
         Command::Status { notify } => crate::status::command(&ctx, *notify).await,
         Command::Schedule { action } => crate::install::command(&ctx, action).await,
         Command::Daemon { .. } => unreachable!("handled above"),
@@ -600,11 +610,18 @@ async fn dump(ctx: &Ctx<'_>, spec: &str, what: &str) -> Result<u8> {
     }
     let mut reader = extract::stream_reader(&repo, a);
     let mut out = tokio::io::stdout();
-    tokio::io::copy(&mut reader, &mut out)
-        .await
-        .context("writing to stdout")?;
-    out.flush().await?;
-    Ok(0)
+    let copied = match tokio::io::copy(&mut reader, &mut out).await {
+        Ok(_) => out.flush().await,
+        Err(e) => Err(e),
+    };
+    match copied {
+        // `dump … | head`: the reader has what it wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        r => {
+            r.context("writing to stdout")?;
+            Ok(exit::OK)
+        }
+    }
 }
 
 async fn verify_cmd(ctx: &Ctx<'_>, spec: Option<&str>, read_data: bool) -> Result<u8> {

@@ -35,6 +35,7 @@ mod runner;
 mod schedule;
 mod signals;
 mod status;
+mod terminal;
 mod test_restore;
 
 /// Back up and restore whole application stacks from one backup.toml.
@@ -61,9 +62,28 @@ pub struct Cli {
     /// the hostname).
     #[arg(long = "host", global = true, value_name = "NAME")]
     pub host: Option<String>,
+    /// Log lines on stderr as text (timestamped when stderr is not a
+    /// terminal) or as JSON objects, one per line.
+    #[arg(
+        long = "log-format",
+        global = true,
+        env = "RESPALDO_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields.message`).
+    Json,
 }
 
 /// Commands.
@@ -254,6 +274,15 @@ pub enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Print the completion script for a shell
+    /// (`respaldo completions bash > /etc/bash_completion.d/respaldo`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (`respaldo man | man -l -`).
+    Man,
 }
 
 /// `repair` subcommands.
@@ -343,30 +372,8 @@ fn main() -> ExitCode {
             _ => "debug",
         }
     };
-    {
-        use tracing_subscriber::layer::SubscriberExt;
-        use tracing_subscriber::util::SubscriberInitExt;
-        use tracing_subscriber::Layer;
-        let filter = tracing_subscriber::EnvFilter::try_from_env("RESPALDO_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-        tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_target(false)
-                    .without_time()
-                    .with_filter(filter),
-            )
-            // The tail that failure notifications carry.
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(mask::TailWriter::default)
-                    .with_ansi(false)
-                    .with_target(false)
-                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
-            )
-            .init();
-    }
+    terminal::quiet_on_closed_stdout();
+    terminal::init_logging(level, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
