@@ -13,26 +13,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The application library's modules, under the names the commands use.
+use respaldo_app::{config, history, hooks, mask, notify, precheck, registry, schedule};
+
 mod commands;
-mod config;
 mod ctx;
 mod daemon;
-mod environments;
 mod exit;
-mod history;
-mod hooks;
 mod install;
 mod keys;
-mod mask;
-mod notify;
 mod output;
-mod precheck;
-mod registry;
 mod repair;
 mod restore;
 mod run;
 mod runner;
-mod schedule;
 mod signals;
 mod status;
 mod terminal;

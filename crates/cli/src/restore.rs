@@ -527,7 +527,7 @@ async fn run(
                 Err(e) => {
                     p.error = Some(format!(
                         "restored, but the health check failed: {}",
-                        describe(&e)
+                        describe(&anyhow::Error::from(e))
                     ))
                 }
             }

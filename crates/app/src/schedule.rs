@@ -216,7 +216,7 @@ impl Entry {
                 Some(z) => format!("{expr} ({z})"),
                 None => expr.clone(),
             },
-            When::Every(d) => format!("every {}", crate::output::duration(d.as_millis() as u64)),
+            When::Every(d) => format!("every {}", crate::units::duration(d.as_millis() as u64)),
         }
     }
 }

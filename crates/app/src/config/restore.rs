@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Result;
 use serde::Deserialize;
 
 use crate::hooks::{HookCommand, Hooks, HooksConfig};
@@ -50,12 +49,18 @@ pub struct RestoreSettingsConfig {
 /// Validated [`RestoreSettingsConfig`].
 #[derive(Debug, Clone, Default)]
 pub struct RestoreSettings {
-    pub(crate) hooks: Hooks,
-    pub(crate) stop: Vec<String>,
-    pub(crate) stop_timeout: Duration,
-    pub(crate) health_command: Option<HookCommand>,
-    pub(crate) health_url: Option<String>,
-    pub(crate) health_timeout: Duration,
+    /// `before` and `after`.
+    pub hooks: Hooks,
+    /// Containers to stop (names, `label:…`, `compose:…`).
+    pub stop: Vec<String>,
+    /// How long a container gets to stop.
+    pub stop_timeout: Duration,
+    /// The health check command.
+    pub health_command: Option<HookCommand>,
+    /// The health check URL.
+    pub health_url: Option<String>,
+    /// How long the health check may take.
+    pub health_timeout: Duration,
 }
 
 impl RestoreSettings {
@@ -105,7 +110,7 @@ impl RestoreSettings {
     }
 
     /// Runs the health checks; returns the report lines.
-    pub async fn health(&self) -> Result<Vec<String>> {
+    pub async fn health(&self) -> respaldo_core::Result<Vec<String>> {
         let mut lines = Vec::new();
         if let Some(c) = &self.health_command {
             lines.push(respaldo_core::kit::health::command(&c.argv(), self.health_timeout).await?);

@@ -67,8 +67,8 @@ pub fn check_free_space(url: &str, min_free_space: Option<&str>) -> Result<(), S
     if free < min {
         return Err(format!(
             "only {} free at {url}, below min_free_space = {}; nothing was backed up",
-            crate::output::size(free),
-            crate::output::size(min)
+            crate::units::size(free),
+            crate::units::size(min)
         ));
     }
     Ok(())

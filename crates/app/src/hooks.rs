@@ -42,14 +42,16 @@ pub enum HookCommand {
 }
 
 impl HookCommand {
-    pub(crate) fn argv(&self) -> Vec<String> {
+    /// The program and its arguments (a shell string runs with `sh -c`).
+    pub fn argv(&self) -> Vec<String> {
         match self {
             HookCommand::Shell(s) => vec!["sh".into(), "-c".into(), s.clone()],
             HookCommand::Argv(a) => a.clone(),
         }
     }
 
-    pub(crate) fn display(&self) -> String {
+    /// The command as the user wrote it, for messages.
+    pub fn display(&self) -> String {
         match self {
             HookCommand::Shell(s) => s.clone(),
             HookCommand::Argv(a) => a.join(" "),

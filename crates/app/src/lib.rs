@@ -1,0 +1,39 @@
+//! # respaldo-app
+//!
+//! The application under the `respaldo` command line, as a library: the
+//! configuration as data ([`config`]: `backup.toml` parsed, validated and
+//! located by key, `[env.NAME]` overlays applied by [`environments`],
+//! secrets masked by [`mask`]), the one list of drivers ([`registry`]), the
+//! run history ([`history`]), hooks around sources ([`hooks`]),
+//! notifications ([`notify`]), the schedule ([`schedule`]), preflight checks
+//! ([`precheck`]) and human units ([`units`]). It parses no command line
+//! and prints nothing.
+//!
+//! ```
+//! let dir = std::env::temp_dir();
+//! let text = r#"
+//! [repository]
+//! url = "/var/backups/shop"
+//!
+//! [sources.uploads]
+//! type = "files"
+//! paths = ["/srv/shop/uploads"]
+//! "#;
+//! let config = respaldo_app::config::Config::parse(text, &dir.join("backup.toml"), &dir, None)
+//!     .unwrap();
+//! assert_eq!(config.sources[0].name, "uploads");
+//! assert_eq!(config.sources[0].kind, "files");
+//! assert!(respaldo_app::registry::kinds().contains(&"postgres"));
+//! ```
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod environments;
+pub mod history;
+pub mod hooks;
+pub mod mask;
+pub mod notify;
+pub mod precheck;
+pub mod registry;
+pub mod schedule;
+pub mod units;
