@@ -1,39 +1,47 @@
-//! CRC-64/Jones as Redis computes it (reflected, init 0, no final xor): the
-//! trailing checksum of an RDB file and of a DUMP payload.
+//! CRC-64/Jones as Redis computes it (the `crc` crate's `CRC_64_REDIS`):
+//! the trailing checksum of an RDB file and of a DUMP payload.
 
-const POLY: u64 = 0x95ac_9329_ac4b_c9b5; // 0xad93d23594c935a9 reflected
+use crc::{Crc, Digest, CRC_64_REDIS};
 
-const TABLE: [u64; 256] = {
-    let mut t = [0u64; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u64;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 == 1 { (c >> 1) ^ POLY } else { c >> 1 };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
+static REDIS: Crc<u64> = Crc::<u64>::new(&CRC_64_REDIS);
+
+/// A running checksum over a stream of bytes.
+#[derive(Clone)]
+pub struct Crc64(Digest<'static, u64>);
+
+impl Crc64 {
+    /// The checksum of nothing yet.
+    pub fn new() -> Self {
+        Crc64(REDIS.digest())
     }
-    t
-};
 
-/// Continues `crc` over `data` (start with 0).
-pub fn update(mut crc: u64, data: &[u8]) -> u64 {
-    for &b in data {
-        crc = TABLE[((crc ^ b as u64) & 0xff) as usize] ^ (crc >> 8);
+    /// Adds `data`.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
     }
-    crc
+
+    /// The checksum of everything added so far.
+    pub fn value(&self) -> u64 {
+        self.0.clone().finalize()
+    }
+}
+
+/// The checksum of `data`.
+pub fn checksum(data: &[u8]) -> u64 {
+    REDIS.checksum(data)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn redis_check_value() {
         // The value Redis's own crc64 self-test expects.
-        assert_eq!(super::update(0, b"123456789"), 0xe9c6_d914_c4b8_d9ca);
-        let whole = super::update(0, b"hello world");
-        assert_eq!(super::update(super::update(0, b"hello "), b"world"), whole);
+        assert_eq!(checksum(b"123456789"), 0xe9c6_d914_c4b8_d9ca);
+        let mut running = Crc64::new();
+        running.update(b"hello ");
+        running.update(b"world");
+        assert_eq!(running.value(), checksum(b"hello world"));
     }
 }

@@ -5,7 +5,7 @@
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use crate::crc64;
+use crate::crc64::{self, Crc64};
 
 /// Highest RDB version understood (Redis 7.4 writes 12).
 pub const MAX_VERSION: u16 = 12;
@@ -64,7 +64,7 @@ enum Len {
 /// The reader.
 pub struct RdbReader<R> {
     r: BufReader<R>,
-    crc: u64,
+    crc: Crc64,
     offset: u64,
     capture: bool,
     buf: Vec<u8>,
@@ -80,7 +80,7 @@ impl<R: AsyncRead + Unpin> RdbReader<R> {
     pub async fn new(r: R, capture: bool) -> Result<Self, RdbError> {
         let mut s = RdbReader {
             r: BufReader::with_capacity(1 << 20, r),
-            crc: 0,
+            crc: Crc64::new(),
             offset: 0,
             capture: false,
             buf: Vec::new(),
@@ -122,7 +122,7 @@ impl<R: AsyncRead + Unpin> RdbReader<R> {
                 return Err(self.bad("the file ends too early".into()));
             }
             let k = (b.len() as u64).min(n) as usize;
-            self.crc = crc64::update(self.crc, &b[..k]);
+            self.crc.update(&b[..k]);
             if keep {
                 self.buf.extend_from_slice(&b[..k]);
             }
@@ -145,7 +145,7 @@ impl<R: AsyncRead + Unpin> RdbReader<R> {
             }
             let k = b.len().min(out.len() - at);
             out[at..at + k].copy_from_slice(&b[..k]);
-            self.crc = crc64::update(self.crc, &b[..k]);
+            self.crc.update(&b[..k]);
             if self.capture {
                 self.buf.extend_from_slice(&b[..k]);
             }
@@ -171,7 +171,7 @@ impl<R: AsyncRead + Unpin> RdbReader<R> {
         }
         let n = out.len();
         out.copy_from_slice(&b[..n]);
-        self.crc = crc64::update(self.crc, &b[..n]);
+        self.crc.update(&b[..n]);
         if self.capture {
             self.buf.extend_from_slice(&b[..n]);
         }
@@ -393,7 +393,7 @@ impl<R: AsyncRead + Unpin> RdbReader<R> {
             let op = self.u8().await?;
             match op {
                 0xff => {
-                    let expect = self.crc;
+                    let expect = self.crc.value();
                     let mut sum = [0u8; 8];
                     if self.version >= 5 {
                         self.take_into(&mut sum).await?;
@@ -482,7 +482,7 @@ impl<R: AsyncRead + Unpin> RdbReader<R> {
     /// CRC-64, both little endian.
     pub fn payload(&self, mut value: Vec<u8>) -> Vec<u8> {
         value.extend_from_slice(&self.version.to_le_bytes());
-        let crc = crc64::update(0, &value);
+        let crc = crc64::checksum(&value);
         value.extend_from_slice(&crc.to_le_bytes());
         value
     }
@@ -545,7 +545,7 @@ mod tests {
     async fn minimal_file_and_checksum() {
         let mut f = b"REDIS0010".to_vec();
         f.extend_from_slice(&[0xfe, 0x00, 0x00, 0x01, b'k', 0x01, b'v', 0xff]);
-        let sum = crc64::update(0, &f);
+        let sum = crc64::checksum(&f);
         let mut good = f.clone();
         good.extend_from_slice(&sum.to_le_bytes());
         let mut r = RdbReader::new(&good[..], true).await.unwrap();

@@ -14,6 +14,11 @@ use tokio_rustls::TlsConnector;
 
 use crate::RedisError;
 
+/// The largest bulk reply accepted (4 GiB): far above any value Redis
+/// sends (strings are at most 512 MiB), far below what an announced length
+/// alone could make respaldo allocate.
+const MAX_BULK: i64 = 4 << 30;
+
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -193,11 +198,23 @@ impl Conn {
                 if n < 0 {
                     Reply::Bulk(None)
                 } else {
-                    let mut b = vec![0u8; n as usize + 2];
-                    self.r
-                        .read_exact(&mut b)
+                    if n > MAX_BULK {
+                        return Err(self.protocol(format!(
+                            "the server announced a reply of {n} bytes (at most {MAX_BULK} are accepted)"
+                        )));
+                    }
+                    // Memory grows with the bytes that arrive, not with
+                    // what the server announced.
+                    let want = n as u64 + 2;
+                    let mut b = Vec::with_capacity(want.min(1 << 20) as usize);
+                    (&mut self.r)
+                        .take(want)
+                        .read_to_end(&mut b)
                         .await
                         .map_err(|e| self.io_err(e))?;
+                    if (b.len() as u64) < want {
+                        return Err(self.io_err(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
                     b.truncate(n as usize);
                     Reply::Bulk(Some(b))
                 }
@@ -316,4 +333,48 @@ pub fn info_fields(info: &str) -> std::collections::BTreeMap<String, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that sends `reply` to whatever it is asked, then closes
+    /// the connection when `close`, else keeps it open.
+    async fn conn_to(reply: &'static [u8], close: bool) -> Conn {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(reply).await.unwrap();
+            if !close {
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink).await;
+            }
+        });
+        Conn::connect("test", &addr, None).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_announced_length_beyond_the_bound_is_a_protocol_error() {
+        let mut c = conn_to(b"$99999999999999\r\n", false).await;
+        let e = c.read().await.unwrap_err().to_string();
+        assert!(e.contains("announced a reply of 99999999999999 bytes"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_bulk_cut_short_by_the_server_is_an_error() {
+        let mut c = conn_to(b"$1000000\r\nabc", true).await;
+        assert!(c.read().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn bulk_and_array_replies_parse() {
+        let mut c = conn_to(b"$5\r\nhello\r\n*2\r\n:1\r\n$-1\r\n", false).await;
+        assert_eq!(c.read().await.unwrap(), Reply::Bulk(Some(b"hello".to_vec())));
+        assert_eq!(
+            c.read().await.unwrap(),
+            Reply::Array(Some(vec![Reply::Int(1), Reply::Bulk(None)]))
+        );
+    }
 }
