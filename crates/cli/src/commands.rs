@@ -42,6 +42,13 @@ pub async fn run(cli: &Cli) -> Result<u8> {
     if let Command::Daemon { dry_run } = &cli.command {
         return crate::daemon::command(cli, config, *dry_run).await;
     }
+    let mut config = config;
+    if let Command::Backup {
+        no_verify: true, ..
+    } = &cli.command
+    {
+        config.repository.verify_after_backup = false;
+    }
     let ctx = Ctx { cli, config };
     match &cli.command {
         Command::Config {
@@ -53,6 +60,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             types,
             tags,
             dry_run,
+            no_verify: _,
         } => backup(&ctx, sources, types, tags, *dry_run).await,
         Command::Snapshots { source, tag } => {
             snapshots(&ctx, source.as_deref(), tag.as_deref()).await

@@ -111,6 +111,9 @@ pub enum Command {
         /// Check the sources and show what would run; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Skip `verify_after_backup` for this run.
+        #[arg(long)]
+        no_verify: bool,
     },
     /// List snapshots.
     Snapshots {

@@ -23,7 +23,8 @@ use error::{typed, KeyError, UsageError};
 pub struct RepositoryConfig {
     /// A local directory (absolute, or relative to the configuration file's
     /// folder; `file://` accepted), or an object store: `s3://bucket/prefix`,
-    /// `gs://bucket/prefix`, `az://container/prefix`.
+    /// `gs://bucket/prefix`, `az://container/prefix`. `$RESPALDO_REPOSITORY`,
+    /// when set, replaces it.
     pub url: String,
     /// S3 settings (endpoint, region, path style, keys by reference, retries).
     #[serde(default)]
@@ -318,6 +319,7 @@ impl Config {
             UsageError(format!("{shown}{line}:{key} {msg}"))
         };
         crate::environments::apply(&mut value, env).map_err(|(keys, msg)| at(&keys, msg))?;
+        repository_from_environment(&mut value);
         let masker = crate::mask::Masker::from_config(text, &value, base);
         if let Some(keys) = inline_object_store_key(&value) {
             return Err(at(
@@ -508,6 +510,29 @@ impl Config {
     /// The source with this name.
     pub fn source(&self, name: &str) -> Option<&SourceSpec> {
         self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+/// The variable that overrides `[repository] url` (restic's
+/// `RESTIC_REPOSITORY`): one configuration, several repositories, e.g. a
+/// drill against a copy.
+pub const REPOSITORY_VARIABLE: &str = "RESPALDO_REPOSITORY";
+
+/// Applies [`REPOSITORY_VARIABLE`] when it is set and not empty.
+fn repository_from_environment(value: &mut toml::Value) {
+    let Some(url) = std::env::var(REPOSITORY_VARIABLE)
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        return;
+    };
+    if let Some(root) = value.as_table_mut() {
+        let repo = root
+            .entry("repository")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if let Some(t) = repo.as_table_mut() {
+            t.insert("url".into(), toml::Value::String(url));
+        }
     }
 }
 

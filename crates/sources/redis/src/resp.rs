@@ -359,7 +359,10 @@ mod tests {
     async fn an_announced_length_beyond_the_bound_is_a_protocol_error() {
         let mut c = conn_to(b"$99999999999999\r\n", false).await;
         let e = c.read().await.unwrap_err().to_string();
-        assert!(e.contains("announced a reply of 99999999999999 bytes"), "{e}");
+        assert!(
+            e.contains("announced a reply of 99999999999999 bytes"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -371,7 +374,10 @@ mod tests {
     #[tokio::test]
     async fn bulk_and_array_replies_parse() {
         let mut c = conn_to(b"$5\r\nhello\r\n*2\r\n:1\r\n$-1\r\n", false).await;
-        assert_eq!(c.read().await.unwrap(), Reply::Bulk(Some(b"hello".to_vec())));
+        assert_eq!(
+            c.read().await.unwrap(),
+            Reply::Bulk(Some(b"hello".to_vec()))
+        );
         assert_eq!(
             c.read().await.unwrap(),
             Reply::Array(Some(vec![Reply::Int(1), Reply::Bulk(None)]))
