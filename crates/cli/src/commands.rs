@@ -11,7 +11,7 @@ use respaldo_core::ops::verify::{self, VerifyOptions};
 use respaldo_core::repo::extract;
 use respaldo_core::repo::snapshot::{self, Hosts, SnapshotRef};
 use respaldo_core::source::Selection;
-use respaldo_core::Repository;
+use respaldo_core::{Error, Repository};
 use serde_json::json;
 
 use crate::config::Config;
@@ -402,6 +402,7 @@ async fn backup_jobs(
         l = repo.lock(false, "backup", ctx.lock_wait()) => l?,
         () = stop.cancelled() => return Err(crate::signals::interrupted()),
     };
+    let cancel = stop.child_token();
     let progress = Arc::new(Progress::default());
     let view = ctx.progress(&progress, "backing up");
     let opts = BackupOptions {
@@ -410,12 +411,18 @@ async fn backup_jobs(
         host: c.host.clone(),
         redact: Some(ctx.config.masker.redactor()),
         verify: c.repository.verify_after_backup,
-        cancel: Some(stop.clone()),
+        cancel: Some(cancel.clone()),
     };
-    let outcome = lock
-        .while_held(backup::backup(&repo, jobs, &opts, progress))
-        .await
-        .map_err(anyhow::Error::from);
+    // A signal or a lost lock stops the backup cleanly (its sources' tasks
+    // awaited, their guards cleaned up), never by dropping it midway.
+    let watch = lock.cancel_when_lost(cancel);
+    let outcome = backup::backup(&repo, jobs, &opts, progress).await;
+    watch.abort();
+    let outcome = match outcome {
+        Err(Error::Interrupted) if lock.is_lost() => Err(lock.lost_error()),
+        o => o,
+    }
+    .map_err(anyhow::Error::from);
     view.finish();
     let outcome = match outcome {
         Ok(o) => o,

@@ -318,3 +318,42 @@ fn retention_is_per_host_and_protects_safety_kept_and_damaged_snapshots() {
     let kept: std::collections::BTreeSet<u32> = all.iter().filter(|d| d.keep).map(day).collect();
     assert_eq!(kept, [1, 3, 6, 7, 8, 9, 12, 20].into_iter().collect());
 }
+
+/// A backup whose lock is lost stops through its cancellation token: its
+/// sources' tasks are aborted and awaited (not dropped midway), no snapshot
+/// is written, and the lock says it was lost (time is simulated).
+#[tokio::test(start_paused = true)]
+async fn a_backup_whose_lock_is_lost_stops_cleanly_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Sink> = Arc::new(LocalSink::new(dir.path()));
+    Repository::init(local.clone()).await.unwrap();
+    let faulty: Arc<dyn Sink> = Arc::new(FaultySink::new(
+        local,
+        Fault::PutsAfter {
+            prefix: "locks/",
+            n: 1,
+        },
+    ));
+    let repo = Repository::open(faulty).await.unwrap();
+    let lock = repo
+        .lock(false, "backup", std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let watch = lock.cancel_when_lost(cancel.clone());
+    let mut o = opts();
+    o.cancel = Some(cancel);
+    let r = backup::backup(
+        &repo,
+        vec![job("slow", "sleep 3600")],
+        &o,
+        Arc::new(Progress::default()),
+    )
+    .await;
+    watch.abort();
+    assert!(matches!(r, Err(respaldo_core::Error::Interrupted)), "{r:?}");
+    assert!(lock.is_lost());
+    assert!(lock.lost_error().to_string().contains("lost the lock"));
+    let (snapshots, _) = repo.snapshots().await.unwrap();
+    assert!(snapshots.is_empty(), "a snapshot was written");
+}

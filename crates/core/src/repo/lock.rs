@@ -120,12 +120,40 @@ impl RepoLock {
                     // The refresher is gone (runtime shutting down): not lost.
                     std::future::pending::<()>().await;
                 }
-            } => Err(Error::Locked(format!(
-                "lost the lock on {}: it could not be refreshed for {} minutes; stopped before its lease ran out",
-                self.sink.location(),
-                (LEASE.to_std().unwrap_or_default() - REFRESH).as_secs() / 60
-            ))),
+            } => Err(self.lost_error()),
         }
+    }
+
+    /// Whether the lock could not be refreshed in time (see
+    /// [`RepoLock::while_held`]).
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// The error of work stopped because the lock was lost.
+    pub fn lost_error(&self) -> Error {
+        Error::Locked(format!(
+            "lost the lock on {}: it could not be refreshed for {} minutes; stopped before its lease ran out",
+            self.sink.location(),
+            (LEASE.to_std().unwrap_or_default() - REFRESH).as_secs() / 60
+        ))
+    }
+
+    /// Cancels `token` when the lock is lost: for work that stops cleanly on
+    /// cancellation (a backup aborts and awaits its sources' tasks, so their
+    /// guards clean up), instead of being dropped by
+    /// [`RepoLock::while_held`]. Abort the returned task when the work is
+    /// done.
+    pub fn cancel_when_lost(
+        &self,
+        token: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut lost = self.lost.clone();
+        tokio::spawn(async move {
+            if lost.wait_for(|l| *l).await.is_ok() {
+                token.cancel();
+            }
+        })
     }
 }
 
