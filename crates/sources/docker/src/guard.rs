@@ -138,7 +138,13 @@ where
 
 async fn resume(docker: &Docker, h: &Held) -> Result<(), bollard::errors::Error> {
     if h.paused {
-        docker.unpause_container(&h.id).await
+        match docker.unpause_container(&h.id).await {
+            // 409: not paused (the pause never happened).
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            r => r,
+        }
     } else {
         match docker.start_container(&h.id, None).await {
             // 304: already running.
@@ -205,6 +211,10 @@ impl Quiesced {
             if reg.terminating {
                 return Err(DockerError::Interrupted);
             }
+            // Held before it is stopped: if this future is dropped while the
+            // engine stops it (a cancelled backup), `Drop` starts it again.
+            reg.held.entry(key).or_default().push(h.clone());
+            q.held.push(h.clone());
             let r = if pause {
                 docker.pause_container(&h.id).await
             } else {
@@ -228,8 +238,6 @@ impl Quiesced {
                 if pause { "paused" } else { "stopped" },
                 h.name
             );
-            reg.held.entry(key).or_default().push(h.clone());
-            q.held.push(h);
         }
         Ok(q)
     }
@@ -296,24 +304,32 @@ impl Helper {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
+        // Owned before it exists: if this future is dropped while the
+        // engine creates it (a cancelled backup), `Drop` removes it by name.
+        // Declared before the registry lock, so that it is dropped after the
+        // lock is released (its `Drop` takes the lock).
+        let helper = Helper {
+            docker: docker.clone(),
+            id: name.clone(),
+            removed: false,
+        };
         let mut reg = registry().lock().await;
         if reg.terminating {
+            let mut helper = helper;
+            helper.removed = true;
             return Err(DockerError::Interrupted);
         }
+        reg.helpers.insert(name.clone(), ());
         let opts = CreateContainerOptions {
-            name: Some(name.clone()),
+            name: Some(name),
             ..Default::default()
         };
         docker
             .create_container(Some(opts), body)
             .await
             .map_err(|e| DockerError::api("creating a helper container".into(), e))?;
-        reg.helpers.insert(name.clone(), ());
-        Ok(Helper {
-            docker: docker.clone(),
-            id: name,
-            removed: false,
-        })
+        drop(reg);
+        Ok(helper)
     }
 
     /// Removes the container.
