@@ -5,7 +5,8 @@
 //! located by key, `[env.NAME]` overlays applied by [`environments`],
 //! secrets masked by [`mask`]), the one list of drivers ([`registry`]), the
 //! run history ([`history`]), hooks around sources ([`hooks`]),
-//! notifications ([`notify`]), the schedule ([`schedule`]), preflight checks
+//! notifications ([`notify`]), the schedule ([`schedule`]), the state of
+//! every source against its objectives ([`status`]), preflight checks
 //! ([`precheck`]) and human units ([`units`]). It parses no command line
 //! and prints nothing.
 //!
@@ -36,4 +37,5 @@ pub mod notify;
 pub mod precheck;
 pub mod registry;
 pub mod schedule;
+pub mod status;
 pub mod units;
