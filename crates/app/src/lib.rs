@@ -7,8 +7,12 @@
 //! run history ([`history`]), hooks around sources ([`hooks`]),
 //! notifications ([`notify`]), the schedule ([`schedule`]), the state of
 //! every source against its objectives ([`status`]), preflight checks
-//! ([`precheck`]) and human units ([`units`]). It parses no command line
-//! and prints nothing.
+//! ([`precheck`]) and human units ([`units`]); the [`Stack`] an operation
+//! works on (configuration, repository, lock) and the operations behind
+//! the commands ([`ops`]: backup, restore, test-restore, forget, prune,
+//! copy, verify, …), which return reports; the scheduler that runs them
+//! ([`runner`], [`daemon`], [`install`]). It parses no command line and
+//! prints nothing.
 //!
 //! ```
 //! let dir = std::env::temp_dir();
@@ -29,13 +33,24 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod daemon;
 pub mod environments;
+pub mod error;
 pub mod history;
 pub mod hooks;
+pub mod install;
+pub mod keys;
 pub mod mask;
 pub mod notify;
+pub mod ops;
 pub mod precheck;
 pub mod registry;
+pub mod runner;
 pub mod schedule;
+pub mod signals;
+pub mod stack;
 pub mod status;
 pub mod units;
+
+pub use error::{Error, Result};
+pub use stack::{Observer, Stack};

@@ -68,6 +68,31 @@ pub struct SourceState {
 }
 
 impl SourceState {
+    /// The state as JSON (`status --json`): the source, its last good
+    /// backup, its age against its objective, its last run.
+    pub fn to_json(&self) -> serde_json::Value {
+        let s = self;
+        serde_json::json!({
+            "source": s.name,
+            "type": s.kind,
+            "ok": s.ok(),
+            "stale": s.stale,
+            "failed": s.failed,
+            "state": s.describe(),
+            "last_good": s.good.as_ref().map(|g| serde_json::json!({
+                "time": g.time, "snapshot": g.snapshot, "size": g.size,
+                "bytes_added": g.bytes_added, "duration_ms": g.duration_ms,
+            })),
+            "age_seconds": s.age.map(|a| a.as_secs()),
+            "rpo_seconds": s.rpo.map(|r| r.0.as_secs()),
+            "rpo_from": s.rpo.map(|r| r.1),
+            "last_run": s.last_run.as_ref().map(|r| serde_json::json!({
+                "time": r.time, "ok": r.ok, "error": r.error,
+            })),
+            "failures": s.failures,
+        })
+    }
+
     /// Neither stale nor failed.
     pub fn ok(&self) -> bool {
         !self.stale && !self.failed

@@ -1,9 +1,8 @@
 //! Exit codes, the one place they are chosen (see `--help` and the
 //! README), and the message printed for an error.
 
+use respaldo_app::config::error::UsageError;
 use respaldo_core::Error;
-
-use crate::config::error::UsageError;
 
 /// Everything went well.
 pub const OK: u8 = 0;
@@ -37,37 +36,40 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<UsageError>().is_some() {
             return USAGE;
         }
-        if cause
-            .downcast_ref::<crate::signals::Interrupted>()
-            .is_some()
-        {
-            return INTERRUPTED;
-        }
-        if let Some(core) = cause.downcast_ref::<Error>() {
-            match core {
-                Error::NotInitialized(_) => return NO_REPOSITORY,
-                Error::Locked(_) => return LOCKED,
-                Error::KeyRequired(_) => return KEY,
-                Error::Invalid(_) | Error::SnapshotNotFound(_) => return USAGE,
-                Error::Interrupted => return INTERRUPTED,
-                _ => {}
-            }
+        let code = match cause.downcast_ref::<respaldo_app::Error>() {
+            Some(app) => for_app(app),
+            None => cause.downcast_ref::<Error>().and_then(for_core),
+        };
+        if let Some(code) = code {
+            return code;
         }
     }
     FAILED
 }
 
+/// The code an application error decides, if any (after its context).
+fn for_app(e: &respaldo_app::Error) -> Option<u8> {
+    match e {
+        respaldo_app::Error::Usage(_) => Some(USAGE),
+        respaldo_app::Error::Core(core) => for_core(core),
+        respaldo_app::Error::Context { source, .. } => for_app(source),
+        _ => None,
+    }
+}
+
+/// The code an engine error decides, if any.
+fn for_core(e: &Error) -> Option<u8> {
+    Some(match e {
+        Error::NotInitialized(_) => NO_REPOSITORY,
+        Error::Locked(_) => LOCKED,
+        Error::KeyRequired(_) => KEY,
+        Error::Invalid(_) | Error::SnapshotNotFound(_) => USAGE,
+        Error::Interrupted => INTERRUPTED,
+        _ => return None,
+    })
+}
+
 /// The message for an error, each cause once.
 pub fn describe(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if !msg.contains(&s) {
-            if !msg.is_empty() {
-                msg.push_str(": ");
-            }
-            msg.push_str(&s);
-        }
-    }
-    msg
+    respaldo_app::error::describe(e.as_ref())
 }

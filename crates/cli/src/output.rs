@@ -44,7 +44,33 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A progress line on stderr, when it is a terminal and output is not quiet.
+/// The terminal as the operations' observer: messages and warnings on
+/// stderr (not with `--quiet`), a progress line when stderr is a terminal.
+pub struct Terminal {
+    /// `--quiet`.
+    pub quiet: bool,
+    /// Whether to draw progress (not quiet, not JSON).
+    pub progress: bool,
+}
+
+impl respaldo_app::Observer for Terminal {
+    fn say(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+    fn warn(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("warning: {line}");
+        }
+    }
+    fn progress(&self, verb: &'static str, progress: &Arc<Progress>) -> Box<dyn Send> {
+        Box::new(ProgressView::start(progress.clone(), self.progress, verb))
+    }
+}
+
+/// A progress line on stderr, when it is a terminal and output is not
+/// quiet; removed when dropped.
 pub struct ProgressView {
     bar: Option<ProgressBar>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -109,13 +135,14 @@ impl ProgressView {
             task: Some(task),
         }
     }
+}
 
-    /// Removes the line.
-    pub fn finish(self) {
-        if let Some(t) = self.task {
+impl Drop for ProgressView {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
             t.abort();
         }
-        if let Some(b) = self.bar {
+        if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
     }

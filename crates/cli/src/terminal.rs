@@ -11,7 +11,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::{Cli, LogFormat};
+use crate::args::{Cli, LogFormat};
 
 /// Whether stderr gets ANSI colours: a terminal, and `NO_COLOR` unset or
 /// empty (<https://no-color.org>).
@@ -51,7 +51,7 @@ pub fn init_logging(level: &str, format: LogFormat) {
         .with(stderr.with_filter(filter))
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(crate::mask::TailWriter::default)
+                .with_writer(respaldo_app::mask::TailWriter::default)
                 .with_ansi(false)
                 .with_target(false)
                 .with_filter(tracing_subscriber::filter::LevelFilter::INFO),

@@ -6,45 +6,105 @@
 //! the restores (databases first), the containers started again, the
 //! `after` hooks and the health checks.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
 use respaldo_core::kit::progress::Progress;
 use respaldo_core::ops::backup::{self, BackupJob, BackupOptions};
 use respaldo_core::repo::extract::{self as core_restore, TreeRestoreOptions};
+use respaldo_core::repo::id::ObjectId;
 use respaldo_core::repo::snapshot::{self, SnapshotRef};
 use respaldo_core::repo::tree::RawPath;
-use respaldo_core::source::{PlanAction, RestoreContext, RestorePlan, RestoreTarget, Selection};
-use respaldo_core::{Error, Repository};
-use serde_json::json;
+use respaldo_core::source::{RestoreContext, RestorePlan, RestoreTarget, Selection};
+use respaldo_core::Repository;
 
 use crate::config::SourceSpec;
-use crate::ctx::{load_snapshots, resolve, usage, Ctx};
-use crate::exit::describe;
+use crate::error::{Error, Result};
 use crate::hooks::Stage;
+use crate::stack::Stack;
 
 /// What to restore.
-pub struct RestoreRequest<'a> {
-    /// Snapshot id, prefix or `latest`.
-    pub spec: &'a str,
-    /// `--source` (empty: all).
-    pub sources: &'a [String],
-    /// `--target`.
-    pub target: Option<&'a str>,
-    /// `--to`.
-    pub to: Option<&'a Path>,
-    /// `--path`.
-    pub paths: &'a [String],
-    /// `--table`, `--schema`, …
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    /// Snapshot id, prefix or `latest` (each source's latest good backup).
+    pub spec: String,
+    /// Only these sources (empty: all).
+    pub sources: Vec<String>,
+    /// With one source: restore somewhere else (a folder, a database URL, …).
+    pub target: Option<String>,
+    /// Write the artifacts as plain files under this folder instead.
+    pub to: Option<PathBuf>,
+    /// Only these paths of file trees, relative to the tree.
+    pub paths: Vec<String>,
+    /// Only part of a source (tables, schemas, keys, …).
     pub selection: Selection,
-    /// `--force`.
+    /// Overwrite existing data.
     pub force: bool,
-    /// Not `--no-safety-snapshot`.
+    /// With `force` into the live systems: back up what is overwritten first.
     pub safety_snapshot: bool,
-    /// `--dry-run`.
+    /// Plan only; change nothing.
     pub dry_run: bool,
+}
+
+/// How a restore went.
+#[derive(Debug)]
+pub enum RestoreReport {
+    /// `to`: the artifacts written as files (or, on a dry run, where).
+    Exported(Vec<Exported>),
+    /// A dry run: what would be restored where.
+    Planned(Vec<SourceRestore>),
+    /// The restore ran: each source's outcome.
+    Restored(Vec<SourceRestore>),
+}
+
+/// One source written as files.
+#[derive(Debug)]
+pub struct Exported {
+    /// The source.
+    pub source: String,
+    /// Its snapshot.
+    pub snapshot: ObjectId,
+    /// Where it goes.
+    pub dir: PathBuf,
+    /// The files written (empty on a dry run).
+    pub written: Vec<PathBuf>,
+}
+
+/// One source of a restore.
+#[derive(Debug)]
+pub struct SourceRestore {
+    /// The source.
+    pub source: String,
+    /// Its snapshot.
+    pub snapshot: ObjectId,
+    /// Each target's state and the action on it.
+    pub plan: RestorePlan,
+    /// Whether what it overwrites is backed up first (a safety snapshot).
+    pub safety_snapshot: bool,
+    /// The containers stopped around its restore.
+    pub containers: Vec<String>,
+    /// Why it failed (hook, safety snapshot, restore, health check).
+    pub error: Option<String>,
+    /// What was done.
+    pub lines: Vec<String>,
+    /// How long each step took, in milliseconds.
+    pub phases: BTreeMap<String, u64>,
+}
+
+impl RestoreReport {
+    /// The sources that failed, of how many.
+    pub fn failures(&self) -> (usize, usize) {
+        match self {
+            RestoreReport::Restored(s) => (s.iter().filter(|s| s.error.is_some()).count(), s.len()),
+            RestoreReport::Planned(s) => (
+                s.iter().filter(|s| !s.plan.refusals().is_empty()).count(),
+                s.len(),
+            ),
+            RestoreReport::Exported(e) => (0, e.len()),
+        }
+    }
 }
 
 /// Databases are restored before the services that use them.
@@ -65,7 +125,25 @@ struct Planned<'a> {
     /// Why this source stops (hook, safety snapshot, restore, health).
     error: Option<String>,
     lines: Vec<String>,
-    phases: std::collections::BTreeMap<String, u64>,
+    phases: BTreeMap<String, u64>,
+}
+
+impl Planned<'_> {
+    fn into_report(self, safety: bool) -> SourceRestore {
+        SourceRestore {
+            safety_snapshot: safety && self.plan.overwrites_data(),
+            containers: self
+                .spec
+                .map(|s| s.restore.containers().to_vec())
+                .unwrap_or_default(),
+            source: self.name,
+            snapshot: self.snapshot.id,
+            plan: self.plan,
+            error: self.error,
+            lines: self.lines,
+            phases: self.phases,
+        }
+    }
 }
 
 /// A `--target` that looks like a relative path is taken relative to the
@@ -79,35 +157,36 @@ fn resolve_target(t: &str) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
-/// `restore`.
-pub async fn command(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
+/// Restores what `req` asks for: every source is planned first, and a
+/// refusal anywhere stops the whole restore with nothing changed.
+pub async fn restore(ctx: &Stack, req: &RestoreRequest) -> Result<RestoreReport> {
     let options = req.selection.options_set();
-    if req.target.is_some_and(|t| t.trim().is_empty()) {
-        return Err(usage(
+    if req.target.as_ref().is_some_and(|t| t.trim().is_empty()) {
+        return Err(Error::usage(
             "--target is empty; name where to restore (a folder, a database URL, a volume)",
         ));
     }
     if req.target.is_some() && req.sources.len() != 1 {
-        return Err(usage("--target needs exactly one --source"));
+        return Err(Error::usage("--target needs exactly one --source"));
     }
     if !options.is_empty() && req.sources.len() != 1 {
-        return Err(usage(format!(
+        return Err(Error::usage(format!(
             "{} needs exactly one --source",
             options.join(", ")
         )));
     }
     if !options.is_empty() && req.to.is_some() {
-        return Err(usage(format!(
+        return Err(Error::usage(format!(
             "{} cannot be combined with --to (it writes whole artifacts)",
             options.join(", ")
         )));
     }
     let mut filter: Vec<RawPath> = Vec::new();
-    for p in req.paths {
+    for p in &req.paths {
         let trimmed = p.trim_matches('/');
         let raw = RawPath(trimmed.as_bytes().to_vec());
         if !raw.is_safe() {
-            return Err(usage(format!(
+            return Err(Error::usage(format!(
                 "--path `{p}` must be a relative path inside the tree"
             )));
         }
@@ -115,12 +194,12 @@ pub async fn command(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
     }
     let repo = ctx.repo().await?;
     repo.require_readable("restore")?;
-    let list = load_snapshots(ctx, &repo).await?;
-    let pairs = choose(ctx, &list, &req)?;
-    if let Some(dir) = req.to {
-        return export(ctx, &repo, &pairs, dir, &filter, &req).await;
+    let list = ctx.snapshots(&repo).await?;
+    let pairs = choose(ctx, &list, req)?;
+    if let Some(dir) = &req.to {
+        return export(ctx, &repo, &pairs, dir, &filter, req).await;
     }
-    let target = match req.target {
+    let target = match req.target.as_deref() {
         Some(t) => RestoreTarget::Other(resolve_target(t)),
         None => RestoreTarget::Live,
     };
@@ -176,36 +255,37 @@ pub async fn command(ctx: &Ctx<'_>, req: RestoreRequest<'_>) -> Result<u8> {
         }
     }
     let live = target == RestoreTarget::Live;
+    let safety = live && req.force && req.safety_snapshot;
     if req.dry_run {
-        print_plan(ctx, &planned, &req, live);
-        return Ok(if refusals.is_empty() { 0 } else { 1 });
+        return Ok(RestoreReport::Planned(
+            planned.into_iter().map(|p| p.into_report(safety)).collect(),
+        ));
     }
     if !refusals.is_empty() {
-        return Err(anyhow::Error::from(Error::Refused(format!(
+        return Err(respaldo_core::Error::Refused(format!(
             "restore refused, nothing was changed:\n  {}",
             refusals.join("\n  ")
-        ))));
+        ))
+        .into());
     }
 
     // A shared lock: prune (exclusive) cannot remove data while it is read.
-    let lock = repo.lock(false, "restore", ctx.lock_wait()).await?;
-    let result = lock
-        .while_held(async {
-            run(ctx, &repo, &mut planned, &req, live).await;
-            Ok(())
-        })
-        .await;
-    lock.release().await?;
-    result?;
+    ctx.with_lock(&repo, false, "restore", async {
+        run(ctx, &repo, &mut planned, req, live).await;
+        Ok(())
+    })
+    .await?;
     record(ctx, &planned);
-    report(ctx, &planned)
+    Ok(RestoreReport::Restored(
+        planned.into_iter().map(|p| p.into_report(safety)).collect(),
+    ))
 }
 
 /// Which (source, snapshot) pairs to restore.
 fn choose<'a>(
-    ctx: &Ctx<'_>,
+    ctx: &Stack,
     list: &'a [SnapshotRef],
-    req: &RestoreRequest<'_>,
+    req: &RestoreRequest,
 ) -> Result<Vec<(String, &'a SnapshotRef)>> {
     let mut plan: Vec<(String, &SnapshotRef)> = Vec::new();
     if req.spec == "latest" {
@@ -220,11 +300,11 @@ fn choose<'a>(
             req.sources.to_vec()
         };
         for n in names {
-            let s = resolve(ctx, list, "latest", Some(&n))?;
+            let s = ctx.resolve(list, "latest", Some(&n))?;
             plan.push((n, s));
         }
     } else {
-        let s = resolve(ctx, list, req.spec, None)?;
+        let s = ctx.resolve(list, &req.spec, None)?;
         let names: Vec<String> = if req.sources.is_empty() {
             s.snapshot
                 .sources
@@ -238,36 +318,36 @@ fn choose<'a>(
         for n in names {
             match s.snapshot.sources.get(&n) {
                 None => {
-                    return Err(usage(format!(
+                    return Err(Error::usage(format!(
                         "snapshot {} has no source `{n}`",
                         s.id.short()
                     )))
                 }
                 Some(e) if !e.is_ok() => {
-                    return Err(anyhow!(
+                    return Err(Error::failed(format!(
                         "source `{n}` failed in snapshot {} ({}); it cannot be restored from there",
                         s.id.short(),
                         e.error.as_deref().unwrap_or("failed")
-                    ))
+                    )))
                 }
                 Some(_) => plan.push((n, s)),
             }
         }
     }
     if plan.is_empty() {
-        return Err(usage("nothing to restore"));
+        return Err(Error::usage("nothing to restore"));
     }
     if req.to.is_none() {
         for (name, s) in &plan {
             let spec = ctx.config.source(name).ok_or_else(|| {
-                usage(format!(
+                Error::usage(format!(
                     "source `{name}` is not in {}; use --to DIR to get its artifacts as files",
                     ctx.config.path.display()
                 ))
             })?;
             let recorded = &s.snapshot.sources[name].kind;
             if &spec.kind != recorded {
-                return Err(usage(format!(
+                return Err(Error::usage(format!(
                     "source `{name}` is `{}` in the configuration but `{recorded}` in snapshot {}",
                     spec.kind,
                     s.id.short()
@@ -280,15 +360,15 @@ fn choose<'a>(
 
 /// `--to DIR`: the artifacts as plain files.
 async fn export(
-    ctx: &Ctx<'_>,
+    ctx: &Stack,
     repo: &Arc<Repository>,
     pairs: &[(String, &SnapshotRef)],
     dir: &Path,
     filter: &[RawPath],
-    req: &RestoreRequest<'_>,
-) -> Result<u8> {
+    req: &RestoreRequest,
+) -> Result<RestoreReport> {
     if dir.as_os_str().is_empty() {
-        return Err(usage("--to is empty; name a folder"));
+        return Err(Error::usage("--to is empty; name a folder"));
     }
     let progress = Arc::new(Progress::default());
     let mut reports = Vec::new();
@@ -304,7 +384,7 @@ async fn export(
                 unmatched = core_restore::unmatched_paths(repo, a, &unmatched).await?;
             }
             if !unmatched.is_empty() {
-                return Err(usage(format!(
+                return Err(Error::usage(format!(
                     "--path {} matches nothing in source `{name}` of snapshot {}",
                     unmatched
                         .iter()
@@ -315,98 +395,35 @@ async fn export(
                 )));
             }
         }
-        if req.dry_run {
-            println!(
-                "would write `{name}` from snapshot {} into {}",
-                s.id.short(),
-                dir.join(name).display()
-            );
-            continue;
-        }
-        let opts = TreeRestoreOptions {
-            force: req.force,
-            paths: filter.to_vec(),
-            ..Default::default()
+        let mut done = Exported {
+            source: name.clone(),
+            snapshot: s.id,
+            dir: dir.join(name),
+            written: Vec::new(),
         };
-        let written = core_restore::export_source(repo, name, entry, dir, &opts, &progress).await?;
-        let lines: Vec<String> = written
-            .iter()
-            .map(|p| format!("wrote {}", p.display()))
-            .collect();
-        reports
-            .push(json!({"source": name, "snapshot": s.id.to_hex(), "ok": true, "lines": lines}));
-        for l in lines {
-            ctx.say(format!("{name}: {l}"));
-        }
-    }
-    if ctx.cli.json && !req.dry_run {
-        println!("{}", serde_json::Value::Array(reports));
-    }
-    Ok(0)
-}
-
-fn print_plan(ctx: &Ctx<'_>, planned: &[Planned<'_>], req: &RestoreRequest<'_>, live: bool) {
-    let safety =
-        |p: &Planned<'_>| live && req.force && req.safety_snapshot && p.plan.overwrites_data();
-    if ctx.cli.json {
-        let arr: Vec<_> = planned
-            .iter()
-            .map(|p| {
-                json!({"source": p.name, "snapshot": p.snapshot.id.to_hex(),
-                       "items": p.plan.items, "safety_snapshot": safety(p)})
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(arr));
-        return;
-    }
-    for p in planned {
-        for i in &p.plan.items {
-            let state = match &i.state {
-                respaldo_core::source::TargetState::Absent => "absent".to_string(),
-                respaldo_core::source::TargetState::Empty => "empty".to_string(),
-                respaldo_core::source::TargetState::Holds(w) => format!("holds data ({w})"),
+        if !req.dry_run {
+            let opts = TreeRestoreOptions {
+                force: req.force,
+                paths: filter.to_vec(),
+                ..Default::default()
             };
-            let action = match &i.action {
-                PlanAction::Create => "create it".to_string(),
-                PlanAction::Fill => "fill it".to_string(),
-                PlanAction::Overwrite => "replace it".to_string(),
-                PlanAction::Partial => "replace the selected part".to_string(),
-                PlanAction::Refuse(why) => format!("REFUSED: {why}"),
-            };
-            let safety_note = if i.overwrites_data() && safety(p) {
-                ", safety snapshot first"
-            } else if i.overwrites_data() {
-                ", no safety snapshot"
-            } else {
-                ""
-            };
-            println!(
-                "would restore `{}` {} (snapshot {}) into {}: {state} → {action}{safety_note}",
-                p.name,
-                i.what,
-                p.snapshot.id.short(),
-                i.target
-            );
-        }
-        if let Some(spec) = p.spec {
-            if !spec.restore.containers().is_empty() {
-                println!(
-                    "would stop {} for the restore of `{}`, and start them again",
-                    spec.restore.containers().join(", "),
-                    p.name
-                );
+            done.written =
+                core_restore::export_source(repo, name, entry, dir, &opts, &progress).await?;
+            for p in &done.written {
+                ctx.say(format!("{name}: wrote {}", p.display()));
             }
         }
+        reports.push(done);
     }
-    println!("dry run: nothing was changed");
+    Ok(RestoreReport::Exported(reports))
 }
 
 /// Runs the planned restore (every source's outcome goes in its entry).
 async fn run(
-    ctx: &Ctx<'_>,
+    ctx: &Stack,
     repo: &Arc<Repository>,
     planned: &mut [Planned<'_>],
-    req: &RestoreRequest<'_>,
+    req: &RestoreRequest,
     live: bool,
 ) {
     // 2. `before` hooks: a failure leaves that source out.
@@ -458,8 +475,8 @@ async fn run(
         safety_snapshot(ctx, repo, planned).await;
     }
     // 5. The restores, databases first.
-    let view = ctx.progress(&planned[0].rctx.progress, "restoring");
-    let target = match req.target {
+    let view = ctx.progress("restoring", &planned[0].rctx.progress);
+    let target = match req.target.as_deref() {
         Some(t) => RestoreTarget::Other(resolve_target(t)),
         None => RestoreTarget::Live,
     };
@@ -470,7 +487,7 @@ async fn run(
             Ok(r) => p.lines.extend(r.lines),
             Err(e) => {
                 p.error = Some(
-                    Error::Source {
+                    respaldo_core::Error::Source {
                         name: p.name.clone(),
                         kind: spec.kind.clone(),
                         source: e,
@@ -485,7 +502,7 @@ async fn run(
             p.phases.insert("stop".into(), stop_ms);
         }
     }
-    view.finish();
+    drop(view);
     // 6. Containers started again, whatever happened.
     let t = Instant::now();
     if let Some(s) = stopped {
@@ -527,7 +544,7 @@ async fn run(
                 Err(e) => {
                     p.error = Some(format!(
                         "restored, but the health check failed: {}",
-                        describe(&anyhow::Error::from(e))
+                        Error::from(e).describe()
                     ))
                 }
             }
@@ -540,7 +557,7 @@ async fn run(
 /// Backs up, tagged `pre-restore`, what the restore will overwrite: only
 /// the sources whose targets hold data, and of each only what exists. A
 /// source whose safety snapshot fails is not restored.
-async fn safety_snapshot(ctx: &Ctx<'_>, repo: &Arc<Repository>, planned: &mut [Planned<'_>]) {
+async fn safety_snapshot(ctx: &Stack, repo: &Arc<Repository>, planned: &mut [Planned<'_>]) {
     let mut jobs = Vec::new();
     for p in planned.iter_mut().filter(|p| p.error.is_none()) {
         if !p.plan.overwrites_data() {
@@ -565,7 +582,7 @@ async fn safety_snapshot(ctx: &Ctx<'_>, repo: &Arc<Repository>, planned: &mut [P
         names.join(", ")
     ));
     let progress = Arc::new(Progress::default());
-    let view = ctx.progress(&progress, "safety snapshot");
+    let view = ctx.progress("safety snapshot", &progress);
     let opts = BackupOptions {
         tags: vec![snapshot::PRE_RESTORE_TAG.to_string()],
         concurrency: ctx.config.backup.concurrency,
@@ -576,7 +593,7 @@ async fn safety_snapshot(ctx: &Ctx<'_>, repo: &Arc<Repository>, planned: &mut [P
     };
     let t = Instant::now();
     let outcome = backup::backup(repo, jobs, &opts, progress).await;
-    view.finish();
+    drop(view);
     let ms = t.elapsed().as_millis() as u64;
     match outcome {
         Err(e) => {
@@ -612,8 +629,8 @@ async fn safety_snapshot(ctx: &Ctx<'_>, repo: &Arc<Repository>, planned: &mut [P
 }
 
 /// The restore in the run history (its phases feed test-restore's RTO).
-fn record(ctx: &Ctx<'_>, planned: &[Planned<'_>]) {
-    let mut rec = crate::run::record("restore");
+fn record(ctx: &Stack, planned: &[Planned<'_>]) {
+    let mut rec = crate::ops::tracked::record("restore");
     rec.ok = planned.iter().all(|p| p.error.is_none());
     for p in planned {
         rec.sources.insert(
@@ -631,29 +648,4 @@ fn record(ctx: &Ctx<'_>, planned: &[Planned<'_>]) {
     if let Err(e) = ctx.config.status.history.append(&rec) {
         tracing::warn!("cannot record the restore in the history: {e}");
     }
-}
-
-fn report(ctx: &Ctx<'_>, planned: &[Planned<'_>]) -> Result<u8> {
-    let failures = planned.iter().filter(|p| p.error.is_some()).count();
-    if ctx.cli.json {
-        let arr: Vec<_> = planned
-            .iter()
-            .map(|p| {
-                json!({"source": p.name, "snapshot": p.snapshot.id.to_hex(),
-                       "ok": p.error.is_none(), "error": p.error, "lines": p.lines,
-                       "items": p.plan.items, "phases_ms": p.phases})
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(arr));
-    } else {
-        for p in planned {
-            for l in &p.lines {
-                ctx.say(format!("{}: {l}", p.name));
-            }
-            if let Some(e) = &p.error {
-                eprintln!("error: restore of `{}` failed: {e}", p.name);
-            }
-        }
-    }
-    Ok(crate::exit::for_sources(failures, planned.len()))
 }

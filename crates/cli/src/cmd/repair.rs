@@ -7,23 +7,24 @@ use respaldo_core::kit::progress::Progress;
 use respaldo_core::ops::repair;
 use serde_json::json;
 
+use crate::args::RepairAction;
 use crate::ctx::Ctx;
-use crate::RepairAction;
 
 /// Runs one `repair` subcommand under an exclusive lock.
 pub async fn command(ctx: &Ctx<'_>, action: &RepairAction) -> Result<u8> {
     let repo = ctx.repo().await?;
-    let lock = repo.lock(true, "repair", ctx.lock_wait()).await?;
     let progress = Arc::new(Progress::default());
-    let result = match action {
+    match action {
         RepairAction::Index => {
-            let view = ctx.progress(&progress, "reading packs");
-            let r = lock
-                .while_held(repair::repair_index(&repo, &progress))
+            let view = ctx.progress("reading packs", &progress);
+            let r = ctx
+                .with_lock(&repo, true, "repair", async {
+                    Ok(repair::repair_index(&repo, &progress).await?)
+                })
                 .await;
-            view.finish();
+            drop(view);
             r.map(|r| {
-                if ctx.cli.json {
+                if ctx.json() {
                     println!(
                         "{}",
                         json!({"packs_read": r.packs_read, "blobs_indexed": r.blobs_indexed,
@@ -47,11 +48,13 @@ pub async fn command(ctx: &Ctx<'_>, action: &RepairAction) -> Result<u8> {
             })
         }
         RepairAction::Snapshots { dry_run } => {
-            let r = lock
-                .while_held(repair::repair_snapshots(&repo, *dry_run, &progress))
+            let r = ctx
+                .with_lock(&repo, true, "repair", async {
+                    Ok(repair::repair_snapshots(&repo, *dry_run, &progress).await?)
+                })
                 .await;
             r.map(|r| {
-                if ctx.cli.json {
+                if ctx.json() {
                     let arr: Vec<_> = r
                         .replaced
                         .iter()
@@ -109,15 +112,18 @@ pub async fn command(ctx: &Ctx<'_>, action: &RepairAction) -> Result<u8> {
                 }
             })
         }
-        RepairAction::Config => lock.while_held(repo.repair_config()).await.map(|()| {
-            if ctx.cli.json {
-                println!("{}", json!({"repaired": true}));
-            } else {
-                println!("repository config and its copy written again");
-            }
-        }),
-    };
-    lock.release().await?;
-    result?;
+        RepairAction::Config => ctx
+            .with_lock(&repo, true, "repair", async {
+                Ok(repo.repair_config().await?)
+            })
+            .await
+            .map(|()| {
+                if ctx.json() {
+                    println!("{}", json!({"repaired": true}));
+                } else {
+                    println!("repository config and its copy written again");
+                }
+            }),
+    }?;
     Ok(0)
 }

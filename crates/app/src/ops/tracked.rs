@@ -6,10 +6,10 @@
 
 use std::future::Future;
 
-use anyhow::{anyhow, Result};
 use respaldo_core::ops::backup::BackupOutcome;
 
 use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::history::{RunRecord, SourceRun};
 use crate::hooks::Stage;
 use crate::notify::{self, Event, EventKind, SourceEvent};
@@ -50,7 +50,7 @@ pub fn event(config: &Config, kind: EventKind, rec: &RunRecord) -> Event {
             Some(id) => format!(
                 "{what} succeeded: snapshot {} ({} added)",
                 &id[..id.len().min(12)],
-                crate::output::size(rec.bytes_added)
+                crate::units::size(rec.bytes_added)
             ),
             None => format!("{what} succeeded"),
         },
@@ -135,12 +135,12 @@ where
             .hooks
             .run(Stage::Before, None, None)
             .await
-            .map_err(|e| anyhow!("{e}; nothing was backed up"))?;
+            .map_err(|e| Error::failed(format!("{e}; nothing was backed up")))?;
         crate::precheck::check_free_space(
             &config.repository.url,
             config.backup.min_free_space.as_deref(),
         )
-        .map_err(|e| anyhow!(e))
+        .map_err(Error::Failed)
     }
     .await;
     let result = match prepared {
@@ -189,7 +189,7 @@ fn fill(rec: &mut RunRecord, result: &Result<BackupOutcome>) {
             }
         }
         Err(e) => {
-            let msg = crate::exit::describe(e);
+            let msg = e.describe();
             for s in rec.sources.values_mut() {
                 s.ok = false;
                 s.error = Some(msg.clone());

@@ -11,15 +11,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
 use respaldo_core::kit::progress::Progress;
 use respaldo_core::source::{RestoreContext, Selection};
-use respaldo_core::Error;
-use serde_json::json;
+use serde::Serialize;
 
-use crate::ctx::{load_snapshots, resolve, usage, Ctx};
-use crate::exit::describe;
-use crate::output;
+use crate::error::{Error, Result};
+use crate::stack::Stack;
+use crate::units::duration;
 
 /// How one source's drill went.
 enum Outcome {
@@ -28,11 +26,85 @@ enum Outcome {
     Failed(String),
 }
 
-/// `test-restore [--source N]...`.
-pub async fn command(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
+/// One source's drill.
+#[derive(Debug, Clone, Serialize)]
+pub struct Drill {
+    /// The source.
+    pub source: String,
+    /// The snapshot drilled (hex id), when there was one.
+    pub snapshot: Option<String>,
+    /// False only when the drill failed.
+    pub ok: bool,
+    /// False when the driver has no throwaway target.
+    pub testable: bool,
+    /// Why it is not testable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How long the drill took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The time a real restore of it takes on this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rto_ms: Option<u64>,
+    /// The RTO's parts (drill, safety, stop, start, health).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rto_parts_ms: Option<BTreeMap<String, u64>>,
+    /// Whether its containers and health check are not measured yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rto_unmeasured_steps: Option<bool>,
+    /// What the drill checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<String>>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Every selected source's drill, and the whole stack's RTO.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestRestoreReport {
+    /// Per source.
+    pub sources: Vec<Drill>,
+    /// How long the drills took.
+    pub duration_ms: u64,
+    /// The sum of the sources' RTOs: a whole-stack restore, one after the other.
+    pub rto_ms: u64,
+    /// No drill failed.
+    pub ok: bool,
+    /// How many sources are not testable.
+    pub not_testable: usize,
+}
+
+impl TestRestoreReport {
+    /// The drills that failed, of those tested.
+    pub fn failures(&self) -> (usize, usize) {
+        let tested = self.sources.iter().filter(|d| d.testable).count();
+        (self.sources.iter().filter(|d| !d.ok).count(), tested)
+    }
+}
+
+fn drill(source: &str, snapshot: Option<String>) -> Drill {
+    Drill {
+        source: source.to_string(),
+        snapshot,
+        ok: true,
+        testable: true,
+        reason: None,
+        duration_ms: None,
+        rto_ms: None,
+        rto_parts_ms: None,
+        rto_unmeasured_steps: None,
+        lines: None,
+        error: None,
+    }
+}
+
+/// Drills the latest good backup of every selected source (`names`; empty:
+/// every enabled source) under a shared lock.
+pub async fn test_restore(ctx: &Stack, names: &[String]) -> Result<TestRestoreReport> {
     for n in names {
         if ctx.config.source(n).is_none() {
-            return Err(usage(format!("no source named `{n}`")));
+            return Err(Error::usage(format!("no source named `{n}`")));
         }
     }
     let selected: Vec<_> = ctx
@@ -42,26 +114,26 @@ pub async fn command(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
         .filter(|s| s.enabled && (names.is_empty() || names.contains(&s.name)))
         .collect();
     if selected.is_empty() {
-        return Err(usage(
+        return Err(Error::usage(
             "no source selected: nothing to test-restore (check --source and `enabled`)",
         ));
     }
     let total = Instant::now();
     let repo = ctx.repo().await?;
     repo.require_readable("test-restore")?;
-    let list = load_snapshots(ctx, &repo).await?;
-    let lock = repo.lock(false, "test-restore", ctx.lock_wait()).await?;
+    let list = ctx.snapshots(&repo).await?;
+    ctx.with_lock(&repo, false, "test-restore", async {
     let history = ctx.config.status.history.read_or_warn();
     let progress = Arc::new(Progress::default());
     let mut results = Vec::new();
-    let (mut failures, mut untestable) = (0, 0);
+    let mut untestable = 0;
     let mut rto_total = 0u64;
     for spec in selected {
         let started = Instant::now();
         let mut snapshot_id = None;
         let mut last_backup_ms = 0;
-        let outcome = match resolve(ctx, &list, "latest", Some(&spec.name)) {
-            Err(e) => Outcome::Failed(describe(&e)),
+        let outcome = match ctx.resolve(&list, "latest", Some(&spec.name)) {
+            Err(e) => Outcome::Failed(e.describe()),
             Ok(s) => {
                 snapshot_id = Some(s.id);
                 let entry = s.snapshot.sources[&spec.name].clone();
@@ -78,10 +150,12 @@ pub async fn command(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
                 };
                 match spec.source.test_restore(&rctx).await {
                     Ok(r) => Outcome::Ok(r.lines),
-                    Err(e) => match e.downcast_ref::<Error>() {
-                        Some(Error::NotTestable(why)) => Outcome::NotTestable(why.clone()),
+                    Err(e) => match e.downcast_ref::<respaldo_core::Error>() {
+                        Some(respaldo_core::Error::NotTestable(why)) => {
+                            Outcome::NotTestable(why.clone())
+                        }
                         _ => Outcome::Failed(
-                            Error::Source {
+                            respaldo_core::Error::Source {
                                 name: spec.name.clone(),
                                 kind: spec.kind.clone(),
                                 source: e,
@@ -114,7 +188,7 @@ pub async fn command(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
             && !last_restore.contains_key("stop"))
             || (spec.restore.has_health_check() && !last_restore.contains_key("health"));
         let rto_ms: u64 = parts.values().sum();
-        let id = snapshot_id.map(|i| i.to_hex());
+        let mut d = drill(&spec.name, snapshot_id.map(|i| i.to_hex()));
         match outcome {
             Outcome::Ok(lines) => {
                 rto_total += rto_ms;
@@ -124,11 +198,11 @@ pub async fn command(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
                 ctx.say(format!(
                     "{}: test restore ok in {}; RTO {} ({}{})",
                     spec.name,
-                    output::duration(drill_ms),
-                    output::duration(rto_ms),
+                    duration(drill_ms),
+                    duration(rto_ms),
                     parts
                         .iter()
-                        .map(|(k, v)| format!("{k} {}", output::duration(*v)))
+                        .map(|(k, v)| format!("{k} {}", duration(*v)))
                         .collect::<Vec<_>>()
                         .join(" + "),
                     if unmeasured {
@@ -137,56 +211,34 @@ pub async fn command(ctx: &Ctx<'_>, names: &[String]) -> Result<u8> {
                         ""
                     }
                 ));
-                results.push(
-                    json!({"source": spec.name, "snapshot": id, "ok": true, "testable": true,
-                    "duration_ms": drill_ms, "rto_ms": rto_ms, "rto_parts_ms": parts,
-                    "rto_unmeasured_steps": unmeasured, "lines": lines}),
-                );
+                d.duration_ms = Some(drill_ms);
+                d.rto_ms = Some(rto_ms);
+                d.rto_parts_ms = Some(parts);
+                d.rto_unmeasured_steps = Some(unmeasured);
+                d.lines = Some(lines);
             }
             Outcome::NotTestable(why) => {
                 untestable += 1;
                 ctx.say(format!("{}: not testable: {why}", spec.name));
-                results.push(
-                    json!({"source": spec.name, "snapshot": id, "ok": true, "testable": false,
-                    "reason": why}),
-                );
+                d.testable = false;
+                d.reason = Some(why);
             }
             Outcome::Failed(msg) => {
-                failures += 1;
-                eprintln!(
-                    "{}: TEST RESTORE FAILED after {}: {msg}",
-                    spec.name,
-                    output::duration(drill_ms)
-                );
-                results.push(
-                    json!({"source": spec.name, "snapshot": id, "ok": false, "testable": true,
-                    "duration_ms": drill_ms, "error": msg}),
-                );
+                d.ok = false;
+                d.duration_ms = Some(drill_ms);
+                d.error = Some(msg);
             }
         }
+        results.push(d);
     }
-    lock.release().await?;
-    let total_ms = total.elapsed().as_millis() as u64;
-    let tested = results.len() - untestable;
-    if ctx.cli.json {
-        println!(
-            "{}",
-            json!({"sources": results, "duration_ms": total_ms, "rto_ms": rto_total,
-                   "ok": failures == 0, "not_testable": untestable})
-        );
-    } else {
-        println!(
-            "test restore: {} of {} sources ok{}, total time {} (RTO) for a whole-stack restore on this host; the drills took {}",
-            tested - failures,
-            tested,
-            if untestable > 0 {
-                format!(" ({untestable} more not testable)")
-            } else {
-                String::new()
-            },
-            output::duration(rto_total),
-            output::duration(total_ms)
-        );
-    }
-    Ok(crate::exit::for_sources(failures, tested))
+    let failures = results.iter().filter(|d| !d.ok).count();
+    Ok(TestRestoreReport {
+        sources: results,
+        duration_ms: total.elapsed().as_millis() as u64,
+        rto_ms: rto_total,
+        ok: failures == 0,
+        not_testable: untestable,
+    })
+    })
+    .await
 }

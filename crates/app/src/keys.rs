@@ -1,20 +1,18 @@
-//! Encryption keys: `key generate`, and loading the recipients, identity and
-//! passphrase a command opens the repository with.
+//! Encryption keys: a new identity file (`key generate`), and the
+//! recipients, identity and passphrase a repository is opened with.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use respaldo_core::repo::crypto::{self, KeyMaterial};
-use serde_json::json;
 
-use crate::config::error::UsageError;
 use crate::config::RepositoryConfig;
+use crate::error::{Error, Result};
 
-/// `key generate --output FILE`: writes a new identity (mode 0600, refusing
-/// to overwrite) and prints its recipient.
-pub fn generate(output: &Path, as_json: bool) -> Result<u8> {
+/// Writes a new age identity to `output` (mode 0600, never overwriting a
+/// file) and returns its public recipient (`age1…`).
+pub fn generate(output: &Path) -> Result<String> {
     let (identity, recipient) = crypto::generate_identity();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -22,30 +20,25 @@ pub fn generate(output: &Path, as_json: bool) -> Result<u8> {
         .mode(0o600)
         .open(output)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => anyhow::Error::from(UsageError(format!(
+            std::io::ErrorKind::AlreadyExists => Error::usage(format!(
                 "{} already exists; not overwriting an identity",
                 output.display()
-            ))),
-            _ => anyhow::Error::from(e).context(format!("cannot create {}", output.display())),
+            )),
+            _ => Error::io(format!("cannot create {}", output.display()), e),
         })?;
-    // The mode above is filtered by the umask; make sure it is owner-only.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    write!(
-        file,
-        "# created: {}\n# public key: {recipient}\n{identity}\n",
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    )
-    .and_then(|_| file.sync_all())
-    .with_context(|| format!("cannot write {}", output.display()))?;
-    if as_json {
-        println!(
-            "{}",
-            json!({"identity_file": output, "recipient": recipient})
-        );
-    } else {
-        println!("{recipient}");
-    }
-    Ok(0)
+    let written = file
+        // The mode above is filtered by the umask; make sure it is owner-only.
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| {
+            write!(
+                file,
+                "# created: {}\n# public key: {recipient}\n{identity}\n",
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .and_then(|()| file.sync_all());
+    written.map_err(|e| Error::io(format!("cannot write {}", output.display()), e))?;
+    Ok(recipient)
 }
 
 /// The keys configured for the repository: recipients, the identity file
@@ -62,7 +55,7 @@ pub async fn material(repo: &RepositoryConfig) -> Result<KeyMaterial> {
     });
     if let Some(path) = identity_file {
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            UsageError(format!("cannot read identity file {}: {e}", path.display()))
+            Error::usage(format!("cannot read identity file {}: {e}", path.display()))
         })?;
         if let Ok(meta) = std::fs::metadata(&path) {
             if meta.permissions().mode() & 0o077 != 0 {
@@ -74,22 +67,21 @@ pub async fn material(repo: &RepositoryConfig) -> Result<KeyMaterial> {
         }
         keys.identities = crypto::identities_in(&text);
         if keys.identities.is_empty() {
-            return Err(UsageError(format!(
+            return Err(Error::usage(format!(
                 "identity file {} holds no age identity (AGE-SECRET-KEY-1…)",
                 path.display()
-            ))
-            .into());
+            )));
         }
         for i in &keys.identities {
             crypto::recipient_of(i)
-                .map_err(|e| UsageError(format!("identity file {}: {e}", path.display())))?;
+                .map_err(|e| Error::usage(format!("identity file {}: {e}", path.display())))?;
         }
     }
     if let Some(p) = &repo.passphrase {
         let value = p
             .resolve()
             .await
-            .map_err(|e| UsageError(format!("repository.passphrase: {e}")))?;
+            .map_err(|e| Error::usage(format!("repository.passphrase: {e}")))?;
         keys.passphrase = Some(value.expose().to_string());
     }
     Ok(keys)

@@ -9,115 +9,68 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use anyhow::{anyhow, bail, Context, Result};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
-use crate::config::error::UsageError;
 use crate::config::Config;
-use crate::ctx::Ctx;
+use crate::error::{Error, Result};
 use crate::schedule::{Entry, When};
 
-/// `schedule` subcommands.
-#[derive(Debug, clap::Subcommand)]
-pub enum ScheduleAction {
-    /// Write systemd timer units (default) or cron entries for every
-    /// `[schedule]` entry, and enable them.
-    Install(Target),
-    /// Remove what `install` wrote.
-    Uninstall(Target),
-    /// Each entry's schedule, next and last runs, and whether it is installed.
-    Status(Target),
-    /// Run one entry now, as the timers and the daemon do (its backup, tags,
-    /// retention, retries; or its verify / test-restore).
-    Run {
-        /// The `[schedule]` entry.
-        entry: String,
-        /// Show the commands it would run.
-        #[arg(long)]
-        dry_run: bool,
-    },
-}
-
 /// Where the schedule is installed.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default)]
 pub struct Target {
     /// Cron instead of systemd timers.
-    #[arg(long)]
-    cron: bool,
+    pub cron: bool,
     /// The user's systemd instance (~/.config/systemd/user) or crontab,
     /// instead of the system's.
-    #[arg(long)]
-    user: bool,
+    pub user: bool,
     /// Write below this directory instead of / (nothing is enabled).
-    #[arg(long, value_name = "DIR")]
-    root: Option<PathBuf>,
+    pub root: Option<PathBuf>,
     /// Name in unit and file names (default: the configuration's folder
     /// name, plus the --env).
-    #[arg(long)]
-    name: Option<String>,
+    pub name: Option<String>,
     /// A file of VAR=value lines for the secrets the configuration refers to
     /// (systemd EnvironmentFile=; sourced by the cron line).
-    #[arg(long, value_name = "FILE")]
-    env_file: Option<PathBuf>,
+    pub env_file: Option<PathBuf>,
+}
+
+/// One `[schedule]` entry's state, for `schedule status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EntryState {
+    /// The entry's name.
+    pub entry: String,
+    /// What it runs (`backup`, `verify`, …).
+    pub action: &'static str,
+    /// When (`cron 0 3 * * *`, `every 6h`).
+    pub schedule: String,
+    /// Its next run.
+    pub next: Option<DateTime<Utc>>,
+    /// Whether its timer or cron line is installed.
+    pub installed: bool,
+    /// Its last recorded run.
+    pub last: Option<LastRun>,
+}
+
+/// An entry's last recorded run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastRun {
+    /// When it started.
+    pub time: DateTime<Utc>,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Why not.
+    pub error: Option<String>,
 }
 
 /// First line of every file written, and what `uninstall` looks for.
 const MARKER: &str =
     "# Written by `respaldo schedule install`; `respaldo schedule uninstall` removes it.";
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    UsageError(msg.into()).into()
+fn usage(msg: impl Into<String>) -> Error {
+    Error::usage(msg)
 }
 
-/// Runs a `schedule` subcommand.
-pub async fn command(ctx: &Ctx<'_>, action: &ScheduleAction) -> Result<u8> {
-    match action {
-        ScheduleAction::Run { entry, dry_run } => run(ctx, entry, *dry_run).await,
-        ScheduleAction::Install(t) => Installer::new(&ctx.config, t)?.install(),
-        ScheduleAction::Uninstall(t) => Installer::new(&ctx.config, t)?.uninstall(),
-        ScheduleAction::Status(t) => Installer::new(&ctx.config, t)?.status(ctx.cli.json),
-    }
-}
-
-async fn run(ctx: &Ctx<'_>, name: &str, dry_run: bool) -> Result<u8> {
-    let entry = ctx
-        .config
-        .schedule
-        .iter()
-        .find(|e| e.name == name)
-        .ok_or_else(|| {
-            let known: Vec<&str> = ctx
-                .config
-                .schedule
-                .iter()
-                .map(|e| e.name.as_str())
-                .collect();
-            usage(format!(
-                "no [schedule] entry `{name}` in {} (entries: {})",
-                ctx.config.path.display(),
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            ))
-        })?;
-    if dry_run {
-        for s in crate::runner::describe(entry) {
-            println!("would run: {s}");
-        }
-        return Ok(0);
-    }
-    let token = crate::signals::shutdown();
-    Ok(
-        match crate::runner::run_entry(ctx.cli, &ctx.config, entry, &token).await? {
-            crate::runner::Outcome::Ok => 0,
-            _ => 1,
-        },
-    )
-}
-
-struct Installer<'a> {
+/// Writes, removes and inspects the installed schedule of a configuration.
+pub struct Installer<'a> {
     config: &'a Config,
     target: Target,
     name: String,
@@ -165,7 +118,8 @@ fn sanitize(s: &str) -> String {
 }
 
 impl<'a> Installer<'a> {
-    fn new(config: &'a Config, target: &Target) -> Result<Installer<'a>> {
+    /// The installer of `config`'s schedule at `target`.
+    pub fn new(config: &'a Config, target: &Target) -> Result<Installer<'a>> {
         if config.schedule.is_empty() {
             return Err(usage(format!(
                 "{} has no [schedule] entries",
@@ -188,7 +142,7 @@ impl<'a> Installer<'a> {
         };
         let exe = std::env::current_exe()
             .and_then(std::fs::canonicalize)
-            .context("cannot find the respaldo executable")?;
+            .map_err(|e| Error::io("cannot find the respaldo executable", e))?;
         Ok(Installer {
             config,
             target: target.clone(),
@@ -206,7 +160,7 @@ impl<'a> Installer<'a> {
     fn home() -> Result<PathBuf> {
         std::env::var_os("HOME")
             .map(PathBuf::from)
-            .ok_or_else(|| anyhow!("$HOME is not set"))
+            .ok_or_else(|| Error::failed("$HOME is not set"))
     }
 
     fn unit_dir(&self) -> Result<PathBuf> {
@@ -397,9 +351,12 @@ impl<'a> Installer<'a> {
         let st = cmd
             .args(args)
             .status()
-            .context("cannot run systemctl (use --cron, or `respaldo daemon`)")?;
+            .map_err(|e| Error::io("cannot run systemctl (use --cron, or `respaldo daemon`)", e))?;
         if !st.success() {
-            bail!("systemctl {} failed ({st})", args.join(" "));
+            return Err(Error::failed(format!(
+                "systemctl {} failed ({st})",
+                args.join(" ")
+            )));
         }
         Ok(())
     }
@@ -409,25 +366,32 @@ impl<'a> Installer<'a> {
             .arg("-l")
             .stderr(Stdio::null())
             .output()
-            .context("cannot run crontab (install cron, or use systemd timers)")?;
+            .map_err(|e| {
+                Error::io(
+                    "cannot run crontab (install cron, or use systemd timers)",
+                    e,
+                )
+            })?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn crontab_write(text: &str) -> Result<()> {
         use std::io::Write;
+        let io = |e| Error::io("cannot run crontab", e);
         let mut child = std::process::Command::new("crontab")
             .arg("-")
             .stdin(Stdio::piped())
             .spawn()
-            .context("cannot run crontab")?;
+            .map_err(io)?;
         child
             .stdin
             .take()
             .expect("piped")
-            .write_all(text.as_bytes())?;
-        let st = child.wait()?;
+            .write_all(text.as_bytes())
+            .map_err(io)?;
+        let st = child.wait().map_err(io)?;
         if !st.success() {
-            bail!("crontab - failed ({st})");
+            return Err(Error::failed(format!("crontab - failed ({st})")));
         }
         Ok(())
     }
@@ -457,16 +421,21 @@ impl<'a> Installer<'a> {
         out
     }
 
-    fn write(path: &Path, text: &str) -> Result<()> {
+    fn write(path: &Path, text: &str, done: &mut Vec<String>) -> Result<()> {
         if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
         }
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote {}", path.display());
+        std::fs::write(path, text)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        done.push(format!("wrote {}", path.display()));
         Ok(())
     }
 
-    fn install(&self) -> Result<u8> {
+    /// Writes the timers (and enables them) or the cron entries; returns
+    /// what was done, line by line.
+    pub fn install(&self) -> Result<Vec<String>> {
+        let mut done = Vec::new();
         let live = self.target.root.is_none();
         if self.target.cron {
             let text = self.cron_text()?;
@@ -476,7 +445,7 @@ impl<'a> Installer<'a> {
                 self.rooted(&self.log_dir())
             };
             std::fs::create_dir_all(&log_dir)
-                .with_context(|| format!("cannot create {}", log_dir.display()))?;
+                .map_err(|e| Error::io(format!("cannot create {}", log_dir.display()), e))?;
             if self.target.user {
                 if !live {
                     return Err(usage(
@@ -486,20 +455,20 @@ impl<'a> Installer<'a> {
                 let (begin, end) = self.block_markers();
                 let current = self.without_block(&Self::crontab_read()?);
                 Self::crontab_write(&format!("{current}{begin}\n{text}{end}\n"))?;
-                println!(
+                done.push(format!(
                     "installed {} entr(ies) in the user's crontab",
                     self.config.schedule.len()
-                );
+                ));
             } else {
-                Self::write(&self.cron_file(), &text)?;
+                Self::write(&self.cron_file(), &text, &mut done)?;
             }
-            println!("logs: {}", self.log_dir().display());
-            return Ok(0);
+            done.push(format!("logs: {}", self.log_dir().display()));
+            return Ok(done);
         }
         let mut timers = Vec::new();
         for e in &self.config.schedule {
             for (path, text) in self.files(e)? {
-                Self::write(&path, &text)?;
+                Self::write(&path, &text, &mut done)?;
             }
             timers.push(format!("{}.timer", self.unit(e)));
         }
@@ -508,20 +477,20 @@ impl<'a> Installer<'a> {
             let mut args = vec!["enable", "--now"];
             args.extend(timers.iter().map(String::as_str));
             self.systemctl(&args)?;
-            println!(
+            done.push(format!(
                 "enabled {}; logs: journalctl {}-u 'respaldo-{}-*'",
                 timers.join(", "),
                 if self.target.user { "--user " } else { "" },
                 self.name
-            );
+            ));
         } else {
-            println!(
+            done.push(format!(
                 "not enabled (--root): systemctl {}enable --now {}",
                 if self.target.user { "--user " } else { "" },
                 timers.join(" ")
-            );
+            ));
         }
-        Ok(0)
+        Ok(done)
     }
 
     /// Our unit files in the unit folder (any entry name: also those removed
@@ -545,7 +514,10 @@ impl<'a> Installer<'a> {
         Ok(out)
     }
 
-    fn uninstall(&self) -> Result<u8> {
+    /// Removes what `install` wrote (and disables the timers); returns what
+    /// was done, line by line.
+    pub fn uninstall(&self) -> Result<Vec<String>> {
+        let mut done = Vec::new();
         let live = self.target.root.is_none();
         if self.target.cron {
             if self.target.user {
@@ -556,27 +528,36 @@ impl<'a> Installer<'a> {
                 }
                 let current = Self::crontab_read()?;
                 Self::crontab_write(&self.without_block(&current))?;
-                println!(
+                done.push(format!(
                     "removed the respaldo {} block from the user's crontab",
                     self.name
-                );
+                ));
             } else {
                 let f = self.cron_file();
                 match std::fs::read_to_string(&f) {
                     Ok(t) if t.starts_with(MARKER) => {
-                        std::fs::remove_file(&f)?;
-                        println!("removed {}", f.display());
+                        std::fs::remove_file(&f)
+                            .map_err(|e| Error::io(format!("cannot remove {}", f.display()), e))?;
+                        done.push(format!("removed {}", f.display()));
                     }
-                    Ok(_) => bail!("{} was not written by respaldo; left alone", f.display()),
-                    Err(_) => println!("nothing installed at {}", f.display()),
+                    Ok(_) => {
+                        return Err(Error::failed(format!(
+                            "{} was not written by respaldo; left alone",
+                            f.display()
+                        )))
+                    }
+                    Err(_) => done.push(format!("nothing installed at {}", f.display())),
                 }
             }
-            return Ok(0);
+            return Ok(done);
         }
         let units = self.installed_units()?;
         if units.is_empty() {
-            println!("nothing installed in {}", self.unit_dir()?.display());
-            return Ok(0);
+            done.push(format!(
+                "nothing installed in {}",
+                self.unit_dir()?.display()
+            ));
+            return Ok(done);
         }
         if live {
             let timers: Vec<String> = units
@@ -591,16 +572,18 @@ impl<'a> Installer<'a> {
             }
         }
         for u in &units {
-            std::fs::remove_file(u).with_context(|| format!("cannot remove {}", u.display()))?;
-            println!("removed {}", u.display());
+            std::fs::remove_file(u)
+                .map_err(|e| Error::io(format!("cannot remove {}", u.display()), e))?;
+            done.push(format!("removed {}", u.display()));
         }
         if live {
             self.systemctl(&["daemon-reload"])?;
         }
-        Ok(0)
+        Ok(done)
     }
 
-    fn status(&self, json: bool) -> Result<u8> {
+    /// Each entry's schedule, next and last runs, and whether it is installed.
+    pub fn status(&self) -> Result<Vec<EntryState>> {
         let history = self.config.status.history.read_or_warn();
         let now = Utc::now();
         let cron_text = if self.target.cron {
@@ -612,8 +595,7 @@ impl<'a> Installer<'a> {
         } else {
             String::new()
         };
-        let mut rows = Vec::new();
-        let mut arr = Vec::new();
+        let mut states = Vec::new();
         for e in &self.config.schedule {
             let installed = if self.target.cron {
                 let needle = format!(" schedule run {}", sh_quote(&e.name));
@@ -629,41 +611,20 @@ impl<'a> Installer<'a> {
                 .iter()
                 .filter(|r| r.trigger.as_deref() == Some(e.name.as_str()))
                 .max_by_key(|r| r.started);
-            let next = e.next_after(now);
-            rows.push(vec![
-                e.name.clone(),
-                e.action.as_str().to_string(),
-                e.describe(),
-                next.map(|t| crate::output::time(&t))
-                    .unwrap_or_else(|| "-".into()),
-                last.map(|r| {
-                    format!(
-                        "{} {}",
-                        crate::output::time(&r.started),
-                        if r.ok { "ok" } else { "FAILED" }
-                    )
-                })
-                .unwrap_or_else(|| "never".into()),
-                if installed { "yes" } else { "no" }.to_string(),
-            ]);
-            arr.push(serde_json::json!({
-                "entry": e.name, "action": e.action.as_str(), "schedule": e.describe(),
-                "next": next, "installed": installed,
-                "last": last.map(|r| serde_json::json!({"time": r.started, "ok": r.ok, "error": r.error})),
-            }));
+            states.push(EntryState {
+                entry: e.name.clone(),
+                action: e.action.as_str(),
+                schedule: e.describe(),
+                next: e.next_after(now),
+                installed,
+                last: last.map(|r| LastRun {
+                    time: r.started,
+                    ok: r.ok,
+                    error: r.error.clone(),
+                }),
+            });
         }
-        if json {
-            println!("{}", serde_json::Value::Array(arr));
-        } else {
-            print!(
-                "{}",
-                crate::output::table(
-                    &["ENTRY", "ACTION", "SCHEDULE", "NEXT", "LAST", "INSTALLED"],
-                    &rows
-                )
-            );
-        }
-        Ok(0)
+        Ok(states)
     }
 }
 

@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http_body_util::Full;
@@ -18,8 +17,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::ctx::Ctx;
+use crate::error::{Error, Result};
 use crate::runner::{self, Outcome};
+use crate::stack::Stack;
 use crate::status::{self, SourceState};
 
 /// What `/metrics` and `/healthz` show.
@@ -266,20 +266,24 @@ fn plan(config: &Config, now: DateTime<Utc>) -> Vec<Option<DateTime<Utc>>> {
 
 /// Refreshes the status behind the metrics; notifies sources newly stale.
 async fn refresh(
-    ctx: &Ctx<'_>,
+    ctx: &Stack,
     m: &Shared,
     next: &[Option<DateTime<Utc>>],
     notified: &mut BTreeSet<String>,
 ) {
-    let states = status::collect(ctx).await;
-    let size = match ctx.repo().await {
-        Ok(repo) => repo
-            .sink()
-            .list("")
-            .await
-            .ok()
-            .map(|l| l.iter().map(|o| o.size).sum()),
-        Err(_) => None,
+    let repo = ctx.repo().await;
+    let (states, size) = match &repo {
+        Ok(repo) => (
+            status::collect(&ctx.config, repo, &ctx.hosts())
+                .await
+                .map_err(Error::from),
+            repo.sink()
+                .list("")
+                .await
+                .ok()
+                .map(|l| l.iter().map(|o| o.size).sum()),
+        ),
+        Err(e) => (Err(Error::failed(e.describe())), None),
     };
     let newly: Vec<SourceState> = {
         let mut guard = m.lock().expect("metrics lock");
@@ -304,7 +308,7 @@ async fn refresh(
                 newly
             }
             Err(e) => {
-                let msg = ctx.config.masker.mask(&crate::exit::describe(&e));
+                let msg = ctx.config.masker.mask(&e.describe());
                 tracing::warn!("status refresh failed: {msg}");
                 guard.status_error = Some(msg);
                 Vec::new()
@@ -318,37 +322,23 @@ async fn refresh(
     }
 }
 
-/// `daemon [--dry-run]`.
-pub async fn command(cli: &crate::Cli, config: Config, dry_run: bool) -> Result<u8> {
-    let mut ctx = Ctx { cli, config };
-    if dry_run {
-        let now = Utc::now();
-        for (e, next) in ctx.config.schedule.iter().zip(plan(&ctx.config, now)) {
-            println!(
-                "{}: {} — next {}",
-                e.name,
-                e.describe(),
-                next.map(|t| crate::output::time(&t))
-                    .unwrap_or_else(|| "never".into())
-            );
-            for s in runner::describe(e) {
-                println!("  {s}");
-            }
-        }
-        if let Some(a) = ctx.config.daemon.listen {
-            println!("would serve /metrics and /healthz on http://{a}");
-        }
-        return Ok(0);
-    }
+/// When each entry runs next (with `catch_up`, a run missed while the
+/// daemon was down runs now), for `daemon --dry-run`.
+pub fn next_runs(config: &Config) -> Vec<Option<DateTime<Utc>>> {
+    plan(config, Utc::now())
+}
+
+/// Runs the `[schedule]` entries until `token` is cancelled (each step is
+/// this program run with the global `flags`), serving `/metrics` and
+/// `/healthz` on `[daemon] listen`; SIGHUP reloads the configuration.
+pub async fn run(mut ctx: Stack, flags: &[String], token: CancellationToken) -> Result<()> {
     if ctx.config.schedule.is_empty() && ctx.config.daemon.listen.is_none() {
-        return Err(crate::config::error::UsageError(format!(
+        return Err(Error::usage(format!(
             "nothing to do: {} has no [schedule] entry and no [daemon] listen address",
             ctx.config.path.display()
-        ))
-        .into());
+        )));
     }
-    let token = crate::signals::shutdown();
-    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::io("cannot handle SIGHUP", e))?;
     let metrics: Shared = Arc::default();
     let mut next = plan(&ctx.config, Utc::now());
     let mut notified = BTreeSet::new();
@@ -357,14 +347,16 @@ pub async fn command(cli: &crate::Cli, config: Config, dry_run: bool) -> Result<
     if let Some(addr) = ctx.config.daemon.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("cannot listen on {addr} ([daemon] listen)"))?;
-        eprintln!(
-            "respaldo daemon: /metrics and /healthz on http://{}",
-            listener.local_addr()?
-        );
+            .map_err(|e| Error::io(format!("cannot listen on {addr} ([daemon] listen)"), e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::io("the metrics address", e))?;
+        ctx.say(format!(
+            "respaldo daemon: /metrics and /healthz on http://{local}"
+        ));
         tokio::spawn(serve(listener, metrics.clone(), server_token.clone()));
     }
-    eprintln!(
+    ctx.say(format!(
         "respaldo daemon: {} schedule entr{} for {}",
         ctx.config.schedule.len(),
         if ctx.config.schedule.len() == 1 {
@@ -373,7 +365,7 @@ pub async fn command(cli: &crate::Cli, config: Config, dry_run: bool) -> Result<
             "ies"
         },
         ctx.config.path.display()
-    );
+    ));
     let mut status_timer = tokio::time::interval(ctx.config.daemon.status_interval);
     status_timer.reset();
     loop {
@@ -390,10 +382,10 @@ pub async fn command(cli: &crate::Cli, config: Config, dry_run: bool) -> Result<
                 let i = due.expect("guarded").1;
                 let entry = ctx.config.schedule[i].clone();
                 tracing::info!("schedule `{}`: starting", entry.name);
-                let outcome = match runner::run_entry(cli, &ctx.config, &entry, &token).await {
+                let outcome = match runner::run_entry(&ctx.config, flags, &entry, &token).await {
                     Ok(o) => o,
                     Err(e) => {
-                        tracing::error!("schedule `{}`: {}", entry.name, crate::exit::describe(&e));
+                        tracing::error!("schedule `{}`: {}", entry.name, e.describe());
                         Outcome::Failed
                     }
                 };
@@ -411,8 +403,8 @@ pub async fn command(cli: &crate::Cli, config: Config, dry_run: bool) -> Result<
                         if c.daemon.listen != ctx.config.daemon.listen {
                             tracing::warn!("[daemon] listen changed: restart the daemon to apply it");
                         }
-                        eprintln!("respaldo daemon: configuration reloaded ({} schedule entries)", c.schedule.len());
-                        ctx = Ctx { cli, config: c };
+                        ctx.say(format!("respaldo daemon: configuration reloaded ({} schedule entries)", c.schedule.len()));
+                        ctx.config = c;
                         next = plan(&ctx.config, Utc::now());
                         status_timer = tokio::time::interval(ctx.config.daemon.status_interval);
                         status_timer.reset();
@@ -425,6 +417,6 @@ pub async fn command(cli: &crate::Cli, config: Config, dry_run: bool) -> Result<
         }
     }
     server_token.cancel();
-    eprintln!("respaldo daemon: stopped");
-    Ok(0)
+    ctx.say("respaldo daemon: stopped");
+    Ok(())
 }

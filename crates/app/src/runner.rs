@@ -8,16 +8,15 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::history::{RunRecord, SourceRun};
 use crate::notify::{self, EventKind};
-use crate::run::{RUN_ID_ENV, TRIGGER_ENV};
+use crate::ops::tracked::{RUN_ID_ENV, TRIGGER_ENV};
 use crate::schedule::{Action, Entry};
-use crate::Cli;
 
 /// How long a step may take to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(60);
@@ -46,19 +45,15 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// The global options a step inherits.
-fn base_args(cli: &Cli, config: &Config) -> Vec<String> {
+/// The global options a step inherits: the configuration, its `--env`,
+/// and the caller's `flags` (`-q`, `-v`).
+fn base_args(config: &Config, flags: &[String]) -> Vec<String> {
     let mut a = vec!["-c".to_string(), config.path.display().to_string()];
     if let Some(env) = &config.env {
         a.push("--env".into());
         a.push(env.clone());
     }
-    if cli.quiet {
-        a.push("-q".into());
-    }
-    for _ in 0..cli.verbose {
-        a.push("-v".into());
-    }
+    a.extend(flags.iter().cloned());
     a
 }
 
@@ -107,15 +102,16 @@ fn after_backup(entry: &Entry) -> Option<Vec<String>> {
 /// Runs one step as a child, its stderr passed through (and kept in the log
 /// tail for notifications).
 async fn step(
-    cli: &Cli,
     config: &Config,
+    flags: &[String],
     args: &[String],
     env: &[(&str, String)],
     token: &CancellationToken,
 ) -> Result<Step> {
-    let exe = std::env::current_exe().context("cannot find the respaldo executable")?;
+    let exe =
+        std::env::current_exe().map_err(|e| Error::io("cannot find the respaldo executable", e))?;
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(base_args(cli, config))
+    cmd.args(base_args(config, flags))
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v)))
         .stdin(Stdio::null())
@@ -126,7 +122,9 @@ async fn step(
         .process_group(0)
         .kill_on_drop(true);
     tracing::info!("running: respaldo {}", args.join(" "));
-    let mut child = cmd.spawn().context("cannot start respaldo")?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io("cannot start respaldo", e))?;
     let stderr = child.stderr.take().expect("piped");
     let forward = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
@@ -136,7 +134,7 @@ async fn step(
         }
     });
     let waited = tokio::select! {
-        s = child.wait() => Some(s?),
+        s = child.wait() => Some(s.map_err(|e| Error::io("waiting for respaldo", e))?),
         () = token.cancelled() => None,
     };
     let Some(status) = waited else {
@@ -149,7 +147,10 @@ async fn step(
             .is_err()
         {
             tracing::warn!("respaldo {} did not stop in time; killing it", args[0]);
-            child.kill().await?;
+            child
+                .kill()
+                .await
+                .map_err(|e| Error::io("cannot kill respaldo", e))?;
         }
         let _ = forward.await;
         return Ok(Step::Interrupted);
@@ -193,7 +194,7 @@ async fn report(config: &Config, rec: &mut RunRecord, result: Step) {
         s.ok = rec.ok;
         s.error.clone_from(&rec.error);
     }
-    crate::run::conclude(config, rec).await;
+    crate::ops::tracked::conclude(config, rec).await;
 }
 
 /// The sources a backup step of `sources` backs up: those named, or every
@@ -211,10 +212,11 @@ fn selected(config: &Config, sources: &[String]) -> Vec<String> {
     }
 }
 
-/// Runs `entry` now.
+/// Runs `entry` now; each step is this program run with the global
+/// `flags` (`-q`, `-v`) besides the configuration's.
 pub async fn run_entry(
-    cli: &Cli,
     config: &Config,
+    flags: &[String],
     entry: &Entry,
     token: &CancellationToken,
 ) -> Result<Outcome> {
@@ -230,12 +232,12 @@ pub async fn run_entry(
         if notify::wants(&config.notify, EventKind::Start) {
             notify::send(
                 &config.notify,
-                &crate::run::event(config, EventKind::Start, &rec),
+                &crate::ops::tracked::event(config, EventKind::Start, &rec),
             )
             .await;
         }
         let args = first_step(entry, &entry.sources);
-        let r = step(cli, config, &args, &env(&rec.id), token).await?;
+        let r = step(config, flags, &args, &env(&rec.id), token).await?;
         report(config, &mut rec, r).await;
         return Ok(match r {
             Step::Ok => Outcome::Ok,
@@ -250,7 +252,7 @@ pub async fn run_entry(
     let outcome = loop {
         let id = hex::encode(rand::random::<[u8; 8]>());
         let args = first_step(entry, &sources);
-        let r = step(cli, config, &args, &env(&id), token).await?;
+        let r = step(config, flags, &args, &env(&id), token).await?;
         let rec = config
             .status
             .history
@@ -304,7 +306,7 @@ pub async fn run_entry(
     if wrote_snapshot {
         if let Some(args) = after_backup(entry) {
             let mut rec = RunRecord::start("forget", trigger);
-            let r = step(cli, config, &args, &env(&rec.id), token).await?;
+            let r = step(config, flags, &args, &env(&rec.id), token).await?;
             if r == Step::Interrupted {
                 return Ok(Outcome::Interrupted);
             }

@@ -1,6 +1,7 @@
-//! SIGTERM and SIGINT: the first asks the running command to stop cleanly
-//! (a backup writes no snapshot and releases its lock; the daemon stops its
-//! run and exits), a second one exits at once.
+//! SIGTERM and SIGINT for a program built on the application: the first
+//! asks the running operation to stop cleanly (a backup writes no snapshot
+//! and releases its lock; the daemon stops its run and exits), a second one
+//! exits at once.
 
 use std::sync::OnceLock;
 
@@ -44,14 +45,4 @@ pub fn shutdown() -> CancellationToken {
             token
         })
         .clone()
-}
-
-/// A command stopped by SIGTERM or SIGINT (exit code 130).
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted by a signal")]
-pub struct Interrupted;
-
-/// The error of a command stopped by a signal.
-pub fn interrupted() -> anyhow::Error {
-    Interrupted.into()
 }

@@ -1,0 +1,11 @@
+//! The operations behind the commands, one module each: they take a
+//! [`Stack`](crate::stack::Stack) and a request, hold the lock they need,
+//! and return a report (or a typed [`Error`](crate::error::Error)); they
+//! print nothing.
+
+pub mod backup;
+pub mod maintenance;
+pub mod repository;
+pub mod restore;
+pub mod test_restore;
+pub mod tracked;
