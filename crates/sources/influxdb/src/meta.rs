@@ -1,0 +1,54 @@
+//! What a backup records of each database: its retention policies,
+//! continuous queries and point counts.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A retention policy as `SHOW RETENTION POLICIES` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    /// Name.
+    pub name: String,
+    /// Duration (`0s` = infinite).
+    pub duration: String,
+    /// Shard group duration.
+    pub shard_duration: String,
+    /// Replication factor.
+    pub replication: u64,
+    /// The database's default policy.
+    pub default: bool,
+}
+
+/// A continuous query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContinuousQuery {
+    /// Name.
+    pub name: String,
+    /// The full `CREATE CONTINUOUS QUERY` statement.
+    pub query: String,
+}
+
+/// Per retention policy, per measurement counts.
+pub(crate) type Counts = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// What the backup records for one database.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DatabaseMeta {
+    /// The artifact holding its points.
+    pub artifact: String,
+    /// Its retention policies.
+    pub retention_policies: Vec<RetentionPolicy>,
+    /// Its continuous queries.
+    pub continuous_queries: Vec<ContinuousQuery>,
+    /// Points exported, per retention policy and measurement.
+    pub points: Counts,
+    /// Field values exported (what `SELECT COUNT(*)` sums to), per retention
+    /// policy and measurement; for information (the restore checks points).
+    pub values: Counts,
+    /// With `since`: the absolute start of the exported window (ns); a
+    /// `--force` restore replaces only the points from then on and keeps the
+    /// older ones (and the retention policies the backup does not name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ns: Option<i64>,
+}
