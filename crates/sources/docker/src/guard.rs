@@ -20,7 +20,8 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use tokio::sync::Mutex;
 
-use crate::{connect, DockerError};
+use crate::engine::connect;
+use crate::DockerError;
 
 /// A container stopped or paused by respaldo.
 #[derive(Debug, Clone)]

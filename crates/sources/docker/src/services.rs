@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use bollard::query_parameters::ListContainersOptions;
 
+use crate::engine::connect;
 use crate::guard::Quiesced;
-use crate::{connect, DockerError};
+use crate::DockerError;
 
 /// Running containers stopped until [`StoppedContainers::start`] (or until
 /// dropped, which starts them too).
