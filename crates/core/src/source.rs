@@ -235,41 +235,78 @@ pub trait Source: Send + Sync + std::fmt::Debug {
 /// ([`RestoreContext::refuse_selection`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
-    /// Only these tables (`table` or `schema.table`) — `--table`.
+    /// Only these tables (`table` or `schema.table`).
     pub tables: Vec<String>,
-    /// Only these schemas — `--schema`.
+    /// Only these schemas.
     pub schemas: Vec<String>,
-    /// Definitions only, no data — `--schema-only`.
+    /// Definitions only, no data.
     pub schema_only: bool,
-    /// Only keys matching these glob patterns — `--keys`.
+    /// Only keys matching these glob patterns.
     pub keys: Vec<String>,
-    /// Only these databases of a backup that holds several — `--database`.
+    /// Only these databases of a backup that holds several.
     pub databases: Vec<String>,
-    /// Only these volumes of a backup that holds several — `--volume`.
+    /// Only these volumes of a backup that holds several.
     pub volumes: Vec<String>,
 }
 
+/// A kind of partial restore. A driver names the parts it supports
+/// ([`RestoreContext::refuse_selection`]); the application maps them to
+/// its own options (`--table`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SelectionPart {
+    /// [`Selection::tables`].
+    Tables,
+    /// [`Selection::schemas`].
+    Schemas,
+    /// [`Selection::schema_only`].
+    SchemaOnly,
+    /// [`Selection::keys`].
+    Keys,
+    /// [`Selection::databases`].
+    Databases,
+    /// [`Selection::volumes`].
+    Volumes,
+    /// [`RestoreContext::paths`]: only some paths of file trees.
+    Paths,
+}
+
+impl SelectionPart {
+    /// What it selects, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SelectionPart::Tables => "a selection of tables",
+            SelectionPart::Schemas => "a selection of schemas",
+            SelectionPart::SchemaOnly => "a definitions-only restore",
+            SelectionPart::Keys => "a selection of keys",
+            SelectionPart::Databases => "a selection of databases",
+            SelectionPart::Volumes => "a selection of volumes",
+            SelectionPart::Paths => "a selection of paths",
+        }
+    }
+}
+
 impl Selection {
-    /// The command-line options that are set, as `--flag` names.
-    pub fn options_set(&self) -> Vec<&'static str> {
+    /// The parts that are set (never [`SelectionPart::Paths`], which is
+    /// not part of a selection).
+    pub fn parts(&self) -> Vec<SelectionPart> {
         let mut v = Vec::new();
         if !self.tables.is_empty() {
-            v.push("--table");
+            v.push(SelectionPart::Tables);
         }
         if !self.schemas.is_empty() {
-            v.push("--schema");
+            v.push(SelectionPart::Schemas);
         }
         if self.schema_only {
-            v.push("--schema-only");
+            v.push(SelectionPart::SchemaOnly);
         }
         if !self.keys.is_empty() {
-            v.push("--keys");
+            v.push(SelectionPart::Keys);
         }
         if !self.databases.is_empty() {
-            v.push("--database");
+            v.push(SelectionPart::Databases);
         }
         if !self.volumes.is_empty() {
-            v.push("--volume");
+            v.push(SelectionPart::Volumes);
         }
         v
     }
@@ -490,23 +527,24 @@ impl RestoreContext {
         })
     }
 
-    /// Fails when a selection option the driver does not support is set
-    /// (`supported` lists the `--flag` names it handles).
-    pub fn refuse_selection(&self, kind: &str, supported: &[&str]) -> Result<()> {
-        let mut bad: Vec<&str> = self
+    /// Fails when a part of the selection the driver does not support is
+    /// set (`supported` lists the parts it handles).
+    pub fn refuse_selection(&self, kind: &str, supported: &[SelectionPart]) -> Result<()> {
+        let mut bad: Vec<SelectionPart> = self
             .selection
-            .options_set()
+            .parts()
             .into_iter()
             .filter(|o| !supported.contains(o))
             .collect();
-        if !self.paths.is_empty() && !supported.contains(&"--path") {
-            bad.push("--path");
+        if !self.paths.is_empty() && !supported.contains(&SelectionPart::Paths) {
+            bad.push(SelectionPart::Paths);
         }
         if bad.is_empty() {
             return Ok(());
         }
+        let bad: Vec<&str> = bad.iter().map(|p| p.describe()).collect();
         Err(Error::Invalid(format!(
-            "{} cannot be used with source `{}` (type `{kind}`)",
+            "{} cannot be restored for source `{}` (type `{kind}`)",
             bad.join(", "),
             self.source_name
         )))

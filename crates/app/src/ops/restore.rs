@@ -17,7 +17,7 @@ use respaldo_core::repo::extract::{self as core_restore, TreeRestoreOptions};
 use respaldo_core::repo::id::ObjectId;
 use respaldo_core::repo::snapshot::{self, SnapshotRef};
 use respaldo_core::repo::tree::RawPath;
-use respaldo_core::source::{RestoreContext, RestorePlan, RestoreTarget, Selection};
+use respaldo_core::source::{RestoreContext, RestorePlan, RestoreTarget, Selection, SelectionPart};
 use respaldo_core::Repository;
 
 use crate::config::SourceSpec;
@@ -107,6 +107,19 @@ impl RestoreReport {
     }
 }
 
+/// The command-line option of a selection part.
+fn flag(part: SelectionPart) -> &'static str {
+    match part {
+        SelectionPart::Tables => "--table",
+        SelectionPart::Schemas => "--schema",
+        SelectionPart::SchemaOnly => "--schema-only",
+        SelectionPart::Keys => "--keys",
+        SelectionPart::Databases => "--database",
+        SelectionPart::Volumes => "--volume",
+        SelectionPart::Paths => "--path",
+    }
+}
+
 /// Databases are restored before the services that use them.
 fn restore_rank(kind: &str) -> u8 {
     match kind {
@@ -160,7 +173,7 @@ fn resolve_target(t: &str) -> String {
 /// Restores what `req` asks for: every source is planned first, and a
 /// refusal anywhere stops the whole restore with nothing changed.
 pub async fn restore(ctx: &Stack, req: &RestoreRequest) -> Result<RestoreReport> {
-    let options = req.selection.options_set();
+    let options: Vec<&str> = req.selection.parts().into_iter().map(flag).collect();
     if req.target.as_ref().is_some_and(|t| t.trim().is_empty()) {
         return Err(Error::usage(
             "--target is empty; name where to restore (a folder, a database URL, a volume)",

@@ -11,6 +11,7 @@ use bollard::Docker;
 use futures::StreamExt;
 use respaldo_core::kit::check::compare_counts;
 use respaldo_core::kit::health;
+use respaldo_core::source::SelectionPart;
 use respaldo_core::source::{RestoreContext, RestoreTarget};
 
 use crate::archive;
@@ -37,7 +38,7 @@ impl DockerSource {
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<Vec<(String, String)>, DockerError> {
-        ctx.refuse_selection("docker", &["--path", "--volume"])?;
+        ctx.refuse_selection("docker", &[SelectionPart::Paths, SelectionPart::Volumes])?;
         let mut recorded = Self::recorded(ctx)?;
         let all_names = recorded.keys().cloned().collect::<Vec<_>>().join(", ");
         let names = || all_names.clone();

@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use respaldo_core::error::BoxError;
 use respaldo_core::repo::extract::{self, OutOfScope, TreeRestoreOptions};
 use respaldo_core::repo::tree::RawPath;
+use respaldo_core::source::SelectionPart;
 use respaldo_core::source::{
     BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
     Source, TargetState,
@@ -238,7 +239,7 @@ impl FilesSource {
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestorePlan, FilesError> {
-        ctx.refuse_selection("files", &["--path"])?;
+        ctx.refuse_selection("files", &[SelectionPart::Paths])?;
         let artifact = ctx.artifact("files")?;
         if !ctx.paths.is_empty() {
             let unmatched = extract::unmatched_paths(&ctx.repo, artifact, &ctx.paths).await?;

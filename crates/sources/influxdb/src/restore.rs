@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use respaldo_core::kit::check::compare_counts;
+use respaldo_core::source::SelectionPart;
 use respaldo_core::source::{
     PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget, TargetState,
 };
@@ -253,7 +254,7 @@ impl InfluxSource {
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestorePlan, InfluxError> {
-        ctx.refuse_selection("influxdb", &["--database"])?;
+        ctx.refuse_selection("influxdb", &[SelectionPart::Databases])?;
         self.same_version(ctx)?;
         let (url, rename) = match target {
             RestoreTarget::Live => (self.config.url.clone(), None),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::{SinkExt, TryStreamExt};
 use respaldo_core::kit::check::compare_counts;
+use respaldo_core::source::SelectionPart;
 use respaldo_core::source::{
     BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
     TargetState,
@@ -95,7 +96,7 @@ impl PostgresSource {
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestorePlan, PgError> {
-        ctx.refuse_selection("postgres (csv mode)", &["--table"])?;
+        ctx.refuse_selection("postgres (csv mode)", &[SelectionPart::Tables])?;
         let (ep, tables, cond) = self.csv_scope(ctx, target)?;
         let password = self.password().await?;
         let client = ep.connect(password.as_deref()).await?;
@@ -179,7 +180,7 @@ impl PostgresSource {
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestoreReport, PgError> {
-        ctx.refuse_selection("postgres (csv mode)", &["--table"])?;
+        ctx.refuse_selection("postgres (csv mode)", &[SelectionPart::Tables])?;
         let meta = &ctx.entry.metadata;
         let recorded: BTreeMap<String, u64> = meta
             .get("tables")

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use respaldo_core::kit::check::compare_counts;
 use respaldo_core::kit::process::{feed_stdin, feed_stdin_capture, feed_through};
+use respaldo_core::source::SelectionPart;
 use respaldo_core::source::{
     PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget, Selection,
     TargetState,
@@ -180,7 +181,12 @@ impl PostgresSource {
     ) -> Result<(Vec<Step<'a>>, Endpoint, bool), PgError> {
         ctx.refuse_selection(
             "postgres",
-            &["--table", "--schema", "--schema-only", "--database"],
+            &[
+                SelectionPart::Tables,
+                SelectionPart::Schemas,
+                SelectionPart::SchemaOnly,
+                SelectionPart::Databases,
+            ],
         )?;
         let sel = &ctx.selection;
         let (server, explicit_db): (Endpoint, Option<String>) = match target {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use respaldo_core::error::BoxError;
 use respaldo_core::kit::tls::{client_config, server_name, ClientCert, Verify};
+use respaldo_core::source::SelectionPart;
 use respaldo_core::source::{
     BackupContext, PlanAction, PlanItem, RestoreContext, RestorePlan, RestoreReport, RestoreTarget,
     Source, TargetState,
@@ -246,7 +247,7 @@ impl Source for RedisSource {
         ctx: &RestoreContext,
         target: &RestoreTarget,
     ) -> Result<RestorePlan, BoxError> {
-        ctx.refuse_selection("redis", &["--keys"])?;
+        ctx.refuse_selection("redis", &[SelectionPart::Keys])?;
         let ep = match target {
             RestoreTarget::Live => self.live().await?,
             RestoreTarget::Other(url) => self.secured(parse_url(url)?)?,
