@@ -1,5 +1,5 @@
 //! The workspace's shape: no import circle between the modules of any
-//! crate (scripts/import-cycles.py).
+//! crate (scripts/import-cycles.py), and a thin command line.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,4 +18,45 @@ fn no_crate_has_an_import_circle() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Lines of a Rust file.
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().count()
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(rust_files(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The binary stays thin: the application lives in respaldo-app, and the
+/// command line only parses, calls one operation and renders its report.
+#[test]
+fn the_command_line_stays_thin() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let src = root.join("crates/cli/src");
+    let files = rust_files(&src);
+    let total: usize = files.iter().map(|f| lines(f)).sum();
+    assert!(
+        total <= 2000,
+        "crates/cli has {total} lines (at most 2,000)"
+    );
+    for f in rust_files(&src.join("cmd")) {
+        let n = lines(&f);
+        assert!(
+            n <= 250,
+            "{} has {n} lines (a command file: at most 250)",
+            f.display()
+        );
+    }
 }
