@@ -137,10 +137,13 @@ impl Hooks {
                 return Err((key.into(), "is an empty command".into()));
             }
         }
-        let timeout = match &c.timeout {
-            Some(t) => parse_duration(t).map_err(|m| ("timeout".to_string(), m))?,
-            None => DEFAULT_TIMEOUT,
-        };
+        let timeout =
+            match &c.timeout {
+                Some(t) => parse_duration(t).map_err(
+                    |respaldo_core::kit::duration::DurationError(m)| ("timeout".to_string(), m),
+                )?,
+                None => DEFAULT_TIMEOUT,
+            };
         Ok(Hooks {
             before: c.before,
             after: c.after,

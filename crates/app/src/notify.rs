@@ -374,7 +374,8 @@ pub fn parse(raw: Vec<toml::Value>, base: &Path) -> Result<Vec<Notifier>, KeyErr
             }
         };
         let timeout = match &c.timeout {
-            Some(t) => parse_duration(t).map_err(|m| at("timeout", m))?,
+            Some(t) => parse_duration(t)
+                .map_err(|respaldo_core::kit::duration::DurationError(m)| at("timeout", m))?,
             None => DEFAULT_TIMEOUT,
         };
         out.push(Notifier {
@@ -433,7 +434,7 @@ async fn deliver(n: &Notifier, event: &Event) -> Result<(), String> {
                 .header("content-type", "application/json")
                 .body(body);
             for (k, v) in &w.headers {
-                req = req.header(k, v.resolve().await?.expose());
+                req = req.header(k, v.resolve().await.map_err(|e| e.to_string())?.expose());
             }
             check_response(req.send().await)
         }
@@ -539,7 +540,11 @@ async fn send_email(e: &EmailConfig, event: &Event) -> Result<(), String> {
     if let (Some(user), Some(pw)) = (&e.username, &e.password) {
         transport = transport.credentials(Credentials::new(
             user.clone(),
-            pw.resolve().await?.expose().to_string(),
+            pw.resolve()
+                .await
+                .map_err(|e| e.to_string())?
+                .expose()
+                .to_string(),
         ));
     }
     transport

@@ -298,7 +298,10 @@ pub fn parse(
                 if c.timezone.is_some() {
                     return Err(at("timezone", "applies to `cron`, not `every`".into()));
                 }
-                When::Every(parse_duration(every).map_err(|m| at("every", m))?)
+                When::Every(
+                    parse_duration(every)
+                        .map_err(|respaldo_core::kit::duration::DurationError(m)| at("every", m))?,
+                )
             }
             _ => return Err(at("", "needs exactly one of `cron` and `every`".into())),
         };
@@ -352,7 +355,8 @@ pub fn parse(
             return Err(at("prune", "needs `forget` (prune follows forget)".into()));
         }
         let retry_delay = match &c.retry_delay {
-            Some(d) => parse_duration(d).map_err(|m| at("retry_delay", m))?,
+            Some(d) => parse_duration(d)
+                .map_err(|respaldo_core::kit::duration::DurationError(m)| at("retry_delay", m))?,
             None => defaults.retry_delay,
         };
         out.push(Entry {

@@ -143,8 +143,7 @@ impl Stack {
         spec: &str,
         source: Option<&str>,
     ) -> Result<&'a SnapshotRef> {
-        snapshot::resolve(list, spec, source, &self.hosts())
-            .map_err(|m| Error::Core(respaldo_core::Error::SnapshotNotFound(m)))
+        Ok(snapshot::resolve(list, spec, source, &self.hosts())?)
     }
 
     /// Runs `work` holding a lock on `repo` (`exclusive` for prune), and

@@ -92,9 +92,11 @@ impl DaemonSettings {
             .transpose()?;
         Ok(DaemonSettings {
             listen,
-            retry_delay: parse_duration(&c.retry_delay).map_err(|m| key("retry_delay", m))?,
-            status_interval: parse_duration(&c.status_interval)
-                .map_err(|m| key("status_interval", m))?,
+            retry_delay: parse_duration(&c.retry_delay)
+                .map_err(|respaldo_core::kit::duration::DurationError(m)| key("retry_delay", m))?,
+            status_interval: parse_duration(&c.status_interval).map_err(
+                |respaldo_core::kit::duration::DurationError(m)| key("status_interval", m),
+            )?,
         })
     }
 }

@@ -389,7 +389,7 @@ impl Config {
                 .as_deref()
                 .map(parse_duration)
                 .transpose()
-                .map_err(|m| at(&sub("rpo"), m))?;
+                .map_err(|m| at(&sub("rpo"), m.to_string()))?;
             let hooks = crate::hooks::Hooks::new(c.hooks, base)
                 .map_err(|(k, m)| at(&[sub("hooks"), vec![k]].concat(), m))?
                 .with_masker(masker.clone());
@@ -471,8 +471,11 @@ impl Config {
         let hooks = crate::hooks::Hooks::new(raw.hooks, base)
             .map_err(|(k, m)| at(&["hooks".to_string(), k], m))?
             .with_masker(masker.clone());
-        let keep_safety_snapshots = parse_duration(&raw.restore.keep_safety_snapshots)
-            .map_err(|m| at(&["restore".into(), "keep_safety_snapshots".into()], m))?;
+        let keep_safety_snapshots = parse_duration(&raw.restore.keep_safety_snapshots).map_err(
+            |respaldo_core::kit::duration::DurationError(m)| {
+                at(&["restore".into(), "keep_safety_snapshots".into()], m)
+            },
+        )?;
         let host = match std::env::var("RESPALDO_HOST") {
             Ok(h) if !h.trim().is_empty() => h.trim().to_string(),
             _ => raw

@@ -85,8 +85,9 @@ impl RestoreSettings {
             }
         }
         let health_timeout = match &c.health_timeout {
-            Some(t) => respaldo_core::kit::duration::parse_duration(t)
-                .map_err(|m| ("health_timeout".to_string(), m))?,
+            Some(t) => respaldo_core::kit::duration::parse_duration(t).map_err(
+                |respaldo_core::kit::duration::DurationError(m)| ("health_timeout".to_string(), m),
+            )?,
             None => respaldo_core::kit::health::DEFAULT_TIMEOUT,
         };
         Ok(RestoreSettings {

@@ -45,7 +45,7 @@ impl StatusSettings {
             .as_deref()
             .map(parse_duration)
             .transpose()
-            .map_err(|m| (vec!["rpo".to_string()], m))?;
+            .map_err(|m| (vec!["rpo".to_string()], m.to_string()))?;
         let dir = match c.state_dir {
             Some(d) => base.join(d),
             None => crate::history::default_state_dir(),

@@ -39,7 +39,7 @@ pub async fn forget_ids(ctx: &Stack, specs: &[String], dry_run: bool) -> Result<
                     "`forget` takes snapshot ids, not `latest` (name the snapshot to remove)",
                 ));
             }
-            let s = snapshot::resolve(&list, spec, None, &Hosts::All).map_err(Error::usage)?;
+            let s = snapshot::resolve(&list, spec, None, &Hosts::All)?;
             if !chosen.iter().any(|c| c.id == s.id) {
                 chosen.push(s.clone());
             }

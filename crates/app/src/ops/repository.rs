@@ -51,7 +51,7 @@ pub async fn copy(ctx: &Stack, to: &str, specs: &[String]) -> Result<CopyReport>
                     .map(|spec| {
                         snapshot::resolve(&all, spec, None, &ctx.hosts())
                             .cloned()
-                            .map_err(Error::usage)
+                            .map_err(Error::from)
                     })
                     .collect::<Result<_>>()?
             };

@@ -2,9 +2,18 @@
 
 use std::time::Duration;
 
+/// A text that is not a duration, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DurationError(pub String);
+
 /// Parses a duration made of `<number><unit>` parts, units `s`, `min`, `h`,
 /// `d`, `w` (e.g. `"7d"`, `"1d12h"`, `"90min"`). `m` is rejected as ambiguous.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    parse(text).map_err(DurationError)
+}
+
+fn parse(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t.is_empty() {
         return Err("empty duration".into());

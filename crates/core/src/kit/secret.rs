@@ -77,7 +77,11 @@ impl Secret {
     }
 
     /// Reads the secret. Errors say where it was looked for, never the value.
-    pub async fn resolve(&self) -> Result<SecretValue, String> {
+    pub async fn resolve(&self) -> Result<SecretValue, SecretError> {
+        self.read().await.map_err(SecretError)
+    }
+
+    async fn read(&self) -> Result<SecretValue, String> {
         match self {
             Secret::Value(v) => Ok(SecretValue(v.clone())),
             Secret::Env { env } => std::env::var(env)
@@ -106,3 +110,8 @@ impl Secret {
         }
     }
 }
+
+/// A secret that could not be read: where it was looked for, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SecretError(pub String);

@@ -232,6 +232,15 @@ pub fn resolve<'a>(
     spec: &str,
     source: Option<&str>,
     hosts: &Hosts,
+) -> Result<&'a SnapshotRef, crate::Error> {
+    find(snapshots, spec, source, hosts).map_err(crate::Error::SnapshotNotFound)
+}
+
+fn find<'a>(
+    snapshots: &'a [SnapshotRef],
+    spec: &str,
+    source: Option<&str>,
+    hosts: &Hosts,
 ) -> Result<&'a SnapshotRef, String> {
     let usable = |s: &&SnapshotRef| match source {
         Some(name) => s.good(name).is_some(),

@@ -152,7 +152,7 @@ impl CommandSource {
                 .await
                 .map_err(|message| CommandError::Secret {
                     name: name.clone(),
-                    message,
+                    message: message.to_string(),
                 })?;
             cmd.env(name, v.expose());
         }

@@ -289,7 +289,7 @@ impl InfluxSource {
             .as_deref()
             .map(|s| parse_duration(s).map(|d| now_ns() - d.as_nanos() as i64))
             .transpose()
-            .map_err(InfluxError::Config)
+            .map_err(|e| InfluxError::Config(e.to_string()))
     }
 
     /// Refuses a snapshot of the other API version.
