@@ -68,15 +68,6 @@ impl Error {
         }
     }
 
-    /// Whether this is a usage or configuration error (after any context).
-    pub fn is_usage(&self) -> bool {
-        match self {
-            Error::Usage(_) => true,
-            Error::Context { source, .. } => source.is_usage(),
-            _ => false,
-        }
-    }
-
     /// The message, each cause once (`backup of `db` failed: connection
     /// refused`).
     pub fn describe(&self) -> String {
@@ -99,21 +90,4 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     msg
-}
-
-/// Adds context to a result's error.
-pub trait Context<T> {
-    /// The error, with what was being done.
-    fn context(self, context: impl Into<String>) -> Result<T>;
-    /// The error, with what was being done (computed only on error).
-    fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T>;
-}
-
-impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
-    fn context(self, context: impl Into<String>) -> Result<T> {
-        self.map_err(|e| e.into().context(context))
-    }
-    fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T> {
-        self.map_err(|e| e.into().context(context()))
-    }
 }

@@ -29,6 +29,10 @@
 //! assert_eq!(config.sources[0].name, "uploads");
 //! assert_eq!(config.sources[0].kind, "files");
 //! assert!(respaldo_app::registry::kinds().contains(&"postgres"));
+//!
+//! // The stack operations work on: this host's snapshots, no observer.
+//! let stack = respaldo_app::Stack::new(config);
+//! assert!(stack.hosts().matches(&stack.config.host));
 //! ```
 #![deny(missing_docs)]
 

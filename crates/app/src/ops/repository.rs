@@ -25,7 +25,7 @@ pub async fn init(ctx: &Stack, named: Option<&str>) -> Result<(Arc<Repository>, 
         ),
         Some(name) => {
             let sink = ctx.named_sink(name).await?;
-            let main = ctx.repo().await?;
+            let main = Repository::open_with(ctx.sink().await?, &keys).await?;
             (
                 Repository::init_with(sink, &keys, Some(&main)).await?,
                 ctx.config.repositories[name].url.clone(),
@@ -37,9 +37,10 @@ pub async fn init(ctx: &Stack, named: Option<&str>) -> Result<(Arc<Repository>, 
 /// Replicates the snapshots `specs` name (all when empty) to the
 /// `[repositories.NAME]` `to`, sending only the chunks it lacks.
 pub async fn copy(ctx: &Stack, to: &str, specs: &[String]) -> Result<CopyReport> {
-    let src = ctx.repo().await?;
+    let keys = ctx.keys().await?;
+    let src = Repository::open_with(ctx.sink().await?, &keys).await?;
     src.require_readable("copy")?;
-    let dst = Repository::open_with(ctx.named_sink(to).await?, &ctx.keys().await?).await?;
+    let dst = Repository::open_with(ctx.named_sink(to).await?, &keys).await?;
     ctx.with_lock(&src, false, "copy", async {
         ctx.with_lock(&dst, false, "copy", async {
             let all = ctx.snapshots(&src).await?;

@@ -27,7 +27,7 @@ enum Outcome {
 }
 
 /// One source's drill.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Drill {
     /// The source.
     pub source: String,
@@ -89,13 +89,7 @@ fn drill(source: &str, snapshot: Option<String>) -> Drill {
         snapshot,
         ok: true,
         testable: true,
-        reason: None,
-        duration_ms: None,
-        rto_ms: None,
-        rto_parts_ms: None,
-        rto_unmeasured_steps: None,
-        lines: None,
-        error: None,
+        ..Default::default()
     }
 }
 
