@@ -1,5 +1,7 @@
 //! Everyday options: `backup --no-verify` skips `verify_after_backup` for
-//! one run; `$RESPALDO_REPOSITORY` replaces `[repository] url`.
+//! one run; `$RESPALDO_REPOSITORY` replaces `[repository] url`; `status
+//! --prometheus FILE` writes the textfile node exporter collects; `rto`
+//! is checked by `status` against the last drill.
 
 mod common;
 
@@ -67,4 +69,135 @@ fn respaldo_repository_replaces_the_configured_url() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     // Without the variable, the configured (empty) repository.
     assert_eq!(p.run(&["snapshots"]).status.code(), Some(10));
+}
+
+#[test]
+fn status_writes_a_node_exporter_textfile_for_timer_and_cron_users() {
+    let p = Project::new(
+        "[status]\nstate_dir = \"state\"\nrpo = \"1h\"\n\n\
+         [sources.db]\ntype = \"command\"\ncommand = [\"echo\", \"rows\"]\n\n\
+         [sources.never]\ntype = \"command\"\ncommand = [\"echo\", \"more\"]\n",
+    );
+    p.ok(&["init"]);
+    p.ok(&["backup", "--source", "db"]);
+    let collector = p.path().join("textfile");
+    std::fs::create_dir(&collector).unwrap();
+    let file = collector.join("respaldo.prom");
+    let out = p.run(&["status", "--prometheus", file.to_str().unwrap()]);
+    // `never` was never backed up: stale, so status still exits 1.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let sample = |name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+    };
+    // Against the independent record of the backup: the repository's files
+    // and the snapshot's time as `snapshots --json` shows it.
+    let snaps = p.json(&["snapshots"]);
+    let time = chrono::DateTime::parse_from_rfc3339(snaps[0]["time"].as_str().unwrap())
+        .unwrap()
+        .timestamp() as f64;
+    let good = sample("respaldo_source_last_success_timestamp_seconds{source=\"db\"}").unwrap();
+    assert!((good - time).abs() <= 2.0, "{good} vs {time}\n{text}");
+    assert_eq!(
+        sample("respaldo_source_stale{source=\"db\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample("respaldo_source_stale{source=\"never\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample("respaldo_source_rpo_seconds{source=\"db\"}"),
+        Some(3600.0)
+    );
+    assert_eq!(
+        sample("respaldo_repository_size_bytes"),
+        Some(p.repo_size() as f64),
+        "{text}"
+    );
+    assert!(
+        sample("respaldo_status_timestamp_seconds").is_some(),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE respaldo_source_failures_total counter"));
+    // Replaced whole (no temporary file left beside it), readable by a
+    // collector running as another user.
+    let names: Vec<_> = std::fs::read_dir(&collector)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("respaldo.prom")]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+    // A folder that does not exist is an error naming the file.
+    let bad = p.run(&["status", "--prometheus", "missing/dir/respaldo.prom"]);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(
+        stderr(&bad).contains("missing/dir/respaldo.prom"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn status_checks_each_source_against_its_recovery_time_objective() {
+    let config = |rto: &str| {
+        format!(
+            "[status]\nstate_dir = \"state\"\n\n\
+             [sources.files]\ntype = \"files\"\npaths = [\"data\"]\nrto = \"{rto}\"\n\
+             hooks = {{ before = \"sleep 2\" }}\n\n\
+             [sources.other]\ntype = \"files\"\npaths = [\"data\"]\n"
+        )
+    };
+    let p = Project::new(&config("1h"));
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    std::fs::write(p.path().join("data/a"), random_bytes(3, 1 << 16)).unwrap();
+    p.ok(&["init"]);
+    p.ok(&["backup"]);
+    // Backed up but never drilled: the objective is not met.
+    let out = p.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(table.contains("RTO 60min: never drilled"), "{table}");
+    // A drill within the objective: ok. `other` has none: never judged.
+    p.ok(&["test-restore"]);
+    let v = p.json(&["status"]);
+    assert_eq!(v[0]["source"], "files");
+    assert_eq!(v[0]["ok"], true, "{v}");
+    assert_eq!(v[0]["rto_seconds"], 3600);
+    let estimate = v[0]["last_drill"]["rto_seconds"].as_f64().unwrap();
+    // The estimate holds the safety snapshot: the backup, which the hook
+    // made take two seconds.
+    assert!(estimate >= 2.0, "{v}");
+    assert_eq!(v[1]["rto_missed"], false);
+    assert!(v[1]["rto_seconds"].is_null());
+    // A tighter objective than the estimate fails status, saying both.
+    p.write_config(&config("1s"));
+    let out = p.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("RTO 1s: the last drill estimated"),
+        "{table}"
+    );
+    // A failed drill fails it too, with the drill's error.
+    p.write_config(&config("1h"));
+    for f in walk(&p.repo().join("packs")) {
+        if f.is_file() {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    assert_eq!(p.run(&["test-restore"]).status.code(), Some(1));
+    let out = p.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("RTO 60min: the last drill failed"),
+        "{table}"
+    );
 }

@@ -32,6 +32,67 @@ fn sigterm(child: &Child) {
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
 }
 
+#[test]
+fn notifications_that_may_pass_are_retried_and_others_are_not() {
+    // 503, 503, then 200: delivered on the third attempt, both failures
+    // logged. A 400 is not retried: the server sees one request.
+    let (flaky, flaky_rx) = http_answering(vec![503, 503]);
+    let (refusing, refusing_rx) = http_answering(vec![400, 400, 400]);
+    let p = Project::new(&format!(
+        r#"
+[[notify]]
+type = "webhook"
+url = "http://{flaky}/flaky"
+on = ["success"]
+retry_delay = "1s"
+
+[[notify]]
+type = "webhook"
+url = "http://{refusing}/refusing"
+on = ["success"]
+retry_delay = "1s"
+
+[sources.db]
+type = "command"
+command = ["echo", "rows"]
+"#
+    ));
+    p.ok(&["init"]);
+    let out = p.run(&["backup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "(attempt 1 of 3): 127.0.0.1 answered 503 Service Unavailable; retrying in 1s"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("(attempt 2 of 3)") && err.contains("retrying in 2s"),
+        "{err}"
+    );
+    assert!(!err.contains("attempt 3 of 3"), "{err}");
+    for _ in 0..3 {
+        flaky_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("two failed attempts, then the delivered one");
+    }
+    assert!(flaky_rx.recv_timeout(Duration::from_millis(300)).is_err());
+    assert!(
+        err.contains("could not send the success notification: 127.0.0.1 answered 400 Bad Request"),
+        "{err}"
+    );
+    refusing_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("one attempt");
+    assert!(
+        refusing_rx
+            .recv_timeout(Duration::from_millis(300))
+            .is_err(),
+        "a 400 is not retried"
+    );
+}
+
 /// A plain HTTP GET on 127.0.0.1 (status, body).
 fn get(addr: &str, path: &str) -> (u16, String) {
     let r = reqwest::blocking::get(format!("http://{addr}{path}")).expect("GET");
@@ -41,6 +102,13 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 /// A local HTTP server that answers 200 to every request and hands over
 /// (path, body) of each.
 fn http_listener() -> (String, mpsc::Receiver<(String, String)>) {
+    http_answering(Vec::new())
+}
+
+/// A local HTTP server that answers the `statuses` in order, then 200, and
+/// hands over (path, body) of each request.
+fn http_answering(statuses: Vec<u16>) -> (String, mpsc::Receiver<(String, String)>) {
+    let mut statuses = statuses.into_iter();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let (tx, rx) = mpsc::channel();
@@ -64,8 +132,12 @@ fn http_listener() -> (String, mpsc::Receiver<(String, String)>) {
             }
             let mut body = vec![0; len];
             r.read_exact(&mut body).unwrap();
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .unwrap();
+            let status = statuses.next().unwrap_or(200);
+            s.write_all(
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
             if tx
                 .send((path, String::from_utf8_lossy(&body).into_owned()))
                 .is_err()
@@ -916,6 +988,44 @@ fn test_restore_passes_on_a_healthy_repository_and_fails_on_a_damaged_one() {
 }
 
 #[test]
+fn a_scheduled_verify_that_finds_damage_notifies_what_it_found() {
+    let (addr, hooks) = http_listener();
+    let p = Project::new(&format!(
+        "{DATA_SOURCE}\n[schedule.check]\ncron = \"0 4 * * 0\"\naction = \"verify\"\nread_data = true\n\n\
+         [[notify]]\ntype = \"webhook\"\nurl = \"http://{addr}/hook\"\non = [\"failure\"]\n"
+    ));
+    with_data(&p, 2, 100_000);
+    p.ok(&["init"]);
+    p.backup(&[]);
+    let mut damaged = Vec::new();
+    for f in walk(&p.repo().join("packs")) {
+        if f.is_file() {
+            let mut bytes = std::fs::read(&f).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&f, bytes).unwrap();
+            damaged.push(f.file_name().unwrap().to_string_lossy()[..8].to_string());
+        }
+    }
+    let out = p.run(&["schedule", "run", "check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (_, body) = hooks
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the failure notification");
+    let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let error = event["error"].as_str().unwrap();
+    assert_eq!(event["action"], "verify", "{event}");
+    assert_eq!(event["trigger"], "check", "{event}");
+    assert!(error.starts_with("repository DAMAGED ("), "{error}");
+    // Each damaged pack is named (verify's own DAMAGE lines), not only
+    // "`respaldo verify` failed".
+    for pack in &damaged {
+        assert!(error.contains(pack.as_str()), "{pack} not in {error}");
+    }
+    assert!(error.contains("to repair: "), "{error}");
+}
+
+#[test]
 fn environments_override_the_base_configuration() {
     let p = Project::new(&format!(
         "{DATA_SOURCE}\n[env.staging.repository]\nurl = \"repo-staging\"\n[env.staging.sources.files]\nenabled = false\n"
@@ -1036,6 +1146,7 @@ on = ["failure"]
 type = "webhook"
 url = "http://127.0.0.1:{dead}/hook"
 on = ["failure", "success"]
+retries = 0
 
 [sources.db]
 type = "command"

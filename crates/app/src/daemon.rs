@@ -5,7 +5,6 @@
 //! and serves `/metrics` (Prometheus text) and `/healthz` on `[daemon] listen`.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,83 +33,12 @@ struct Metrics {
 
 type Shared = Arc<Mutex<Metrics>>;
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 impl Metrics {
     fn render(&self) -> String {
-        let mut out = String::new();
+        let mut out = crate::metrics::render(&self.sources, self.repository_size);
         let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
+            crate::metrics::family(&mut out, name, kind, help, rows)
         };
-        let per_source = |f: &dyn Fn(&SourceState) -> Option<f64>| -> Vec<(String, f64)> {
-            self.sources
-                .iter()
-                .filter_map(|s| f(s).map(|v| (format!("{{source=\"{}\"}}", label(&s.name)), v)))
-                .collect()
-        };
-        family(
-            "respaldo_source_last_success_timestamp_seconds",
-            "gauge",
-            "Start time of the source's last good backup (Unix seconds).",
-            per_source(&|s| s.good.as_ref().map(|g| g.time.timestamp() as f64)),
-        );
-        family(
-            "respaldo_source_last_success_duration_seconds",
-            "gauge",
-            "How long the source's last good backup took.",
-            per_source(&|s| s.good.as_ref().map(|g| g.duration_ms as f64 / 1000.0)),
-        );
-        family(
-            "respaldo_source_last_success_bytes_added",
-            "gauge",
-            "Bytes the source's last good backup added to the repository.",
-            per_source(&|s| s.good.as_ref().map(|g| g.bytes_added as f64)),
-        );
-        family(
-            "respaldo_source_size_bytes",
-            "gauge",
-            "Plaintext size of the source's last good backup.",
-            per_source(&|s| s.good.as_ref().map(|g| g.size as f64)),
-        );
-        family(
-            "respaldo_source_failures_total",
-            "counter",
-            "Failed backup runs of the source in the run history.",
-            per_source(&|s| Some(s.failures as f64)),
-        );
-        family(
-            "respaldo_source_last_run_success",
-            "gauge",
-            "1 when the source's last backup run succeeded.",
-            per_source(&|s| s.last_run.as_ref().map(|r| if r.ok { 1.0 } else { 0.0 })),
-        );
-        family(
-            "respaldo_source_stale",
-            "gauge",
-            "1 when the source has no good backup within its objective (rpo).",
-            per_source(&|s| Some(if s.stale { 1.0 } else { 0.0 })),
-        );
-        family(
-            "respaldo_source_rpo_seconds",
-            "gauge",
-            "The source's recovery point objective.",
-            per_source(&|s| s.rpo.map(|r| r.0.as_secs_f64())),
-        );
-        family(
-            "respaldo_repository_size_bytes",
-            "gauge",
-            "Bytes stored in the repository.",
-            self.repository_size
-                .map(|v| vec![(String::new(), v as f64)])
-                .unwrap_or_default(),
-        );
         family(
             "respaldo_schedule_next_run_timestamp_seconds",
             "gauge",
@@ -118,7 +46,12 @@ impl Metrics {
             self.next_runs
                 .iter()
                 .filter_map(|(n, t)| {
-                    t.map(|t| (format!("{{entry=\"{}\"}}", label(n)), t.timestamp() as f64))
+                    t.map(|t| {
+                        (
+                            format!("{{entry=\"{}\"}}", crate::metrics::label(n)),
+                            t.timestamp() as f64,
+                        )
+                    })
                 })
                 .collect(),
         );
@@ -130,7 +63,7 @@ impl Metrics {
                 .iter()
                 .map(|(n, o, c)| {
                     (
-                        format!("{{entry=\"{}\",outcome=\"{o}\"}}", label(n)),
+                        format!("{{entry=\"{}\",outcome=\"{o}\"}}", crate::metrics::label(n)),
                         *c as f64,
                     )
                 })
@@ -277,11 +210,7 @@ async fn refresh(
             status::collect(&ctx.config, repo, &ctx.hosts())
                 .await
                 .map_err(Error::from),
-            repo.sink()
-                .list("")
-                .await
-                .ok()
-                .map(|l| l.iter().map(|o| o.size).sum()),
+            status::repository_size(repo).await,
         ),
         Err(e) => (Err(Error::failed(e.describe())), None),
     };

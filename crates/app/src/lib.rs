@@ -6,7 +6,8 @@
 //! secrets masked by [`mask`]), the one list of drivers ([`registry`]), the
 //! run history ([`history`]), hooks around sources ([`hooks`]),
 //! notifications ([`notify`]), the schedule ([`schedule`]), the state of
-//! every source against its objectives ([`status`]), preflight checks
+//! every source against its objectives ([`status`]) and as Prometheus
+//! text ([`metrics`]), preflight checks
 //! ([`precheck`]) and human units ([`units`]); the [`Stack`] an operation
 //! works on (configuration, repository, lock) and the operations behind
 //! the commands ([`ops`]: backup, restore, test-restore, forget, prune,
@@ -45,6 +46,7 @@ pub mod hooks;
 pub mod install;
 pub mod keys;
 pub mod mask;
+pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod precheck;

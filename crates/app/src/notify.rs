@@ -192,9 +192,18 @@ struct CommonKeys {
     on: Option<Vec<EventKind>>,
     #[serde(default)]
     timeout: Option<String>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(default)]
+    retry_delay: Option<String>,
 }
 
-const COMMON_KEYS: [&str; 3] = ["type", "on", "timeout"];
+const COMMON_KEYS: [&str; 5] = ["type", "on", "timeout", "retries", "retry_delay"];
+
+/// Attempts after a first failed one, unless `retries` says otherwise.
+const DEFAULT_RETRIES: u32 = 2;
+/// The wait before the first retry (doubled before each next one).
+const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// `type = "webhook"`: an HTTP POST.
 #[derive(Debug, Clone, Deserialize)]
@@ -274,6 +283,8 @@ pub struct Notifier {
     channel: Channel,
     on: Vec<EventKind>,
     timeout: Duration,
+    retries: u32,
+    retry_delay: Duration,
     /// `webhook #1`, for messages.
     label: String,
 }
@@ -378,11 +389,18 @@ pub fn parse(raw: Vec<toml::Value>, base: &Path) -> Result<Vec<Notifier>, KeyErr
                 .map_err(|respaldo_core::kit::duration::DurationError(m)| at("timeout", m))?,
             None => DEFAULT_TIMEOUT,
         };
+        let retry_delay = match &c.retry_delay {
+            Some(t) => parse_duration(t)
+                .map_err(|respaldo_core::kit::duration::DurationError(m)| at("retry_delay", m))?,
+            None => DEFAULT_RETRY_DELAY,
+        };
         out.push(Notifier {
             label: format!("notify #{} ({})", i + 1, c.kind),
             channel,
             on: c.on.unwrap_or(default_on),
             timeout,
+            retries: c.retries.unwrap_or(DEFAULT_RETRIES),
+            retry_delay,
         });
     }
     Ok(out)
@@ -402,39 +420,108 @@ pub fn wants(notifiers: &[Notifier], kind: EventKind) -> bool {
 }
 
 /// Sends `event` (already masked) to every notifier that wants it, at once.
-/// Failures are logged, never returned.
+/// A failure that may pass (a timeout, an unreachable server, a 5xx or 429
+/// answer, a failed command or SMTP exchange) is retried `retries` times,
+/// waiting `retry_delay`, then twice as long each time. Failures are
+/// logged (each attempt, then the giving up), never returned.
 pub async fn send(notifiers: &[Notifier], event: &Event) {
     let sends = notifiers
         .iter()
         .filter(|n| n.on.contains(&event.event))
         .map(|n| async move {
-            let r = tokio::time::timeout(n.timeout, deliver(n, event))
-                .await
-                .unwrap_or_else(|_| Err(format!("timed out after {}s", n.timeout.as_secs_f64())));
-            if let Err(e) = r {
-                tracing::warn!(
-                    "{} could not send the {} notification: {e}",
-                    n.label,
-                    event.event.as_str()
-                );
+            let mut delay = n.retry_delay;
+            for attempt in 0..=n.retries {
+                let r = tokio::time::timeout(n.timeout, deliver(n, event))
+                    .await
+                    .unwrap_or(Err(DeliveryError::TimedOut(n.timeout)));
+                let Err(e) = r else { return };
+                let kind = event.event.as_str();
+                if attempt < n.retries && e.may_pass() {
+                    tracing::warn!(
+                        "{} could not send the {kind} notification (attempt {} of {}): {e}; retrying in {}s",
+                        n.label,
+                        attempt + 1,
+                        n.retries + 1,
+                        delay.as_secs_f64()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                } else {
+                    tracing::warn!("{} could not send the {kind} notification: {e}", n.label);
+                    return;
+                }
             }
         });
     futures::future::join_all(sends).await;
 }
 
-async fn deliver(n: &Notifier, event: &Event) -> Result<(), String> {
+/// Why a notification was not delivered (messages name the host only:
+/// webhook URLs often hold tokens).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// No answer within the notifier's `timeout`.
+    #[error("timed out after {}s", .0.as_secs_f64())]
+    TimedOut(Duration),
+    /// The server could not be reached.
+    #[error("cannot reach {host}: {message}")]
+    Unreachable {
+        /// The server's host name.
+        host: String,
+        /// Why.
+        message: String,
+    },
+    /// The server answered with an error status.
+    #[error("{host} answered {status}")]
+    Answered {
+        /// The server's host name.
+        host: String,
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+    },
+    /// The SMTP server refused or failed.
+    #[error("SMTP server {host}: {message}")]
+    Smtp {
+        /// The SMTP server.
+        host: String,
+        /// Why.
+        message: String,
+    },
+    /// The notify command failed.
+    #[error("{0}")]
+    Command(String),
+    /// The notification could not be made (a secret, an address, the
+    /// body): sending it again would fail the same way.
+    #[error("{0}")]
+    Message(String),
+}
+
+impl DeliveryError {
+    /// Whether sending again may work.
+    pub fn may_pass(&self) -> bool {
+        match self {
+            DeliveryError::Answered { status, .. } => {
+                status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            }
+            DeliveryError::Message(_) => false,
+            _ => true,
+        }
+    }
+}
+
+async fn deliver(n: &Notifier, event: &Event) -> Result<(), DeliveryError> {
+    let message = |e: &dyn std::fmt::Display| DeliveryError::Message(e.to_string());
     match &n.channel {
         Channel::Webhook(w) => {
             let body = match &w.template {
                 Some(t) => render(t, event),
-                None => serde_json::to_string(event).map_err(|e| e.to_string())?,
+                None => serde_json::to_string(event).map_err(|e| message(&e))?,
             };
             let mut req = client()?
                 .post(&w.url)
                 .header("content-type", "application/json")
                 .body(body);
             for (k, v) in &w.headers {
-                req = req.header(k, v.resolve().await.map_err(|e| e.to_string())?.expose());
+                req = req.header(k, v.resolve().await.map_err(|e| message(&e))?.expose());
             }
             check_response(req.send().await)
         }
@@ -450,7 +537,7 @@ async fn deliver(n: &Notifier, event: &Event) -> Result<(), String> {
         }
         Channel::Email(e) => send_email(e, event).await,
         Channel::Command(c) => {
-            let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
+            let json = serde_json::to_string(event).map_err(|e| message(&e))?;
             let env = vec![
                 (
                     "RESPALDO_EVENT".to_string(),
@@ -474,20 +561,20 @@ async fn deliver(n: &Notifier, event: &Event) -> Result<(), String> {
                 },
             )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| DeliveryError::Command(e.to_string()))
         }
     }
 }
 
-fn client() -> Result<reqwest::Client, String> {
+fn client() -> Result<reqwest::Client, DeliveryError> {
     reqwest::Client::builder()
         .user_agent(concat!("respaldo/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| DeliveryError::Message(e.to_string()))
 }
 
 /// An error that names the host only: webhook URLs often hold tokens.
-fn check_response(r: reqwest::Result<reqwest::Response>) -> Result<(), String> {
+fn check_response(r: reqwest::Result<reqwest::Response>) -> Result<(), DeliveryError> {
     let host = |e: &reqwest::Error| {
         e.url()
             .and_then(|u| u.host_str().map(str::to_string))
@@ -495,20 +582,29 @@ fn check_response(r: reqwest::Result<reqwest::Response>) -> Result<(), String> {
     };
     match r {
         Ok(resp) if resp.status().is_success() => Ok(()),
-        Ok(resp) => Err(format!(
-            "{} answered {}",
-            resp.url().host_str().unwrap_or(""),
-            resp.status()
-        )),
-        Err(e) => Err(format!("cannot reach {}: {}", host(&e), e.without_url())),
+        Ok(resp) => Err(DeliveryError::Answered {
+            host: resp.url().host_str().unwrap_or("").to_string(),
+            status: resp.status(),
+        }),
+        Err(e) => Err(DeliveryError::Unreachable {
+            host: host(&e),
+            message: e.without_url().to_string(),
+        }),
     }
 }
 
-async fn send_email(e: &EmailConfig, event: &Event) -> Result<(), String> {
+async fn send_email(e: &EmailConfig, event: &Event) -> Result<(), DeliveryError> {
     use lettre::message::Mailbox;
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-    let parse = |a: &str| a.parse::<Mailbox>().map_err(|err| format!("`{a}`: {err}"));
+    let parse = |a: &str| {
+        a.parse::<Mailbox>()
+            .map_err(|err| DeliveryError::Message(format!("`{a}`: {err}")))
+    };
+    let smtp = |err: &dyn std::fmt::Display| DeliveryError::Smtp {
+        host: e.smtp_host.clone(),
+        message: err.to_string(),
+    };
     let mut msg = Message::builder()
         .from(parse(&e.from)?)
         .subject(format!("[respaldo] {}", event.summary));
@@ -525,7 +621,9 @@ async fn send_email(e: &EmailConfig, event: &Event) -> Result<(), String> {
         event.error.as_deref().unwrap_or("-"),
         event.log_tail
     );
-    let msg = msg.body(body).map_err(|err| err.to_string())?;
+    let msg = msg
+        .body(body)
+        .map_err(|err| DeliveryError::Message(err.to_string()))?;
     let mut transport = match e.tls.as_str() {
         "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&e.smtp_host),
         "none" => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
@@ -533,7 +631,7 @@ async fn send_email(e: &EmailConfig, event: &Event) -> Result<(), String> {
         )),
         _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&e.smtp_host),
     }
-    .map_err(|err| format!("SMTP server {}: {err}", e.smtp_host))?;
+    .map_err(|err| smtp(&err))?;
     if let Some(port) = e.smtp_port {
         transport = transport.port(port);
     }
@@ -542,7 +640,7 @@ async fn send_email(e: &EmailConfig, event: &Event) -> Result<(), String> {
             user.clone(),
             pw.resolve()
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| DeliveryError::Message(e.to_string()))?
                 .expose()
                 .to_string(),
         ));
@@ -552,7 +650,7 @@ async fn send_email(e: &EmailConfig, event: &Event) -> Result<(), String> {
         .send(msg)
         .await
         .map(|_| ())
-        .map_err(|err| format!("SMTP server {}: {err}", e.smtp_host))
+        .map_err(|err| smtp(&err))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Parses a size: a number with an optional unit `B`, `KB`/`MB`/`GB`/`TB`
 /// (powers of 1000) or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let t = text.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -16,7 +16,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("`{text}`: expected a size like \"5GiB\" or \"500MB\""))?;
+        .map_err(|_| SizeError::NotASize(text.to_string()))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" | "k" => 1000,
@@ -28,12 +28,55 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "tib" => 1 << 40,
         other => {
-            return Err(format!(
-                "`{text}`: unknown unit `{other}` (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
-            ))
+            return Err(SizeError::UnknownUnit {
+                text: text.to_string(),
+                unit: other.to_string(),
+            })
         }
     };
     Ok((n * mult as f64) as u64)
+}
+
+/// A size that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// No number where one was expected.
+    #[error("`{0}`: expected a size like \"5GiB\" or \"500MB\"")]
+    NotASize(String),
+    /// A number with a unit that is none of the known ones.
+    #[error("`{text}`: unknown unit `{unit}` (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")]
+    UnknownUnit {
+        /// The whole text.
+        text: String,
+        /// The unit.
+        unit: String,
+    },
+}
+
+/// Why a backup may not start: the disk of a local repository.
+#[derive(Debug, thiserror::Error)]
+pub enum SpaceError {
+    /// `min_free_space` does not parse.
+    #[error("min_free_space: {0}")]
+    Size(#[from] SizeError),
+    /// The free space could not be measured.
+    #[error("cannot measure the free space at {url}: {source}")]
+    Measure {
+        /// The repository.
+        url: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Less is free than configured.
+    #[error("only {} free at {url}, below min_free_space = {}; nothing was backed up", crate::units::size(*free), crate::units::size(*min))]
+    Low {
+        /// The repository.
+        url: String,
+        /// Free bytes.
+        free: u64,
+        /// The configured minimum.
+        min: u64,
+    },
 }
 
 /// Free bytes (for unprivileged users) on the file system holding `path`, or
@@ -54,7 +97,7 @@ pub fn free_space(path: &Path) -> std::io::Result<u64> {
 }
 
 /// Fails when a local repository's disk has less than `min_free_space`.
-pub fn check_free_space(url: &str, min_free_space: Option<&str>) -> Result<(), String> {
+pub fn check_free_space(url: &str, min_free_space: Option<&str>) -> Result<(), SpaceError> {
     let Some(min) = min_free_space else {
         return Ok(());
     };
@@ -62,14 +105,16 @@ pub fn check_free_space(url: &str, min_free_space: Option<&str>) -> Result<(), S
     if url.contains("://") {
         return Ok(()); // object stores have no disk to fill
     }
-    let free = free_space(Path::new(url))
-        .map_err(|e| format!("cannot measure the free space at {url}: {e}"))?;
+    let free = free_space(Path::new(url)).map_err(|source| SpaceError::Measure {
+        url: url.to_string(),
+        source,
+    })?;
     if free < min {
-        return Err(format!(
-            "only {} free at {url}, below min_free_space = {}; nothing was backed up",
-            crate::units::size(free),
-            crate::units::size(min)
-        ));
+        return Err(SpaceError::Low {
+            url: url.to_string(),
+            free,
+            min,
+        });
     }
     Ok(())
 }
@@ -94,7 +139,9 @@ mod tests {
         let url = dir.path().join("not/yet/created");
         let url = url.to_str().unwrap();
         assert!(check_free_space(url, Some("1B")).is_ok());
-        let e = check_free_space(url, Some("1000TiB")).unwrap_err();
+        let e = check_free_space(url, Some("1000TiB"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("below min_free_space"), "{e}");
         assert!(check_free_space("s3://b/p", Some("1000TiB")).is_ok());
     }

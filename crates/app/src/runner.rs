@@ -167,6 +167,24 @@ async fn step(
 /// which does so itself, and for a backup step that died before it could);
 /// the record's sources get the step's outcome.
 async fn report(config: &Config, rec: &mut RunRecord, result: Step) {
+    report_failure(rec, result);
+    crate::ops::tracked::conclude(config, rec).await;
+}
+
+/// The run `id` as the step recorded it, if it did.
+fn own_record(config: &Config, id: &str) -> Option<RunRecord> {
+    config
+        .status
+        .history
+        .read_or_warn()
+        .into_iter()
+        .rev()
+        .find(|r| r.id == id)
+}
+
+/// A step's outcome in `rec`: ok, or failed with the last line it logged;
+/// the record's sources get the same outcome.
+fn report_failure(rec: &mut RunRecord, result: Step) {
     rec.ok = result == Step::Ok;
     if !rec.ok {
         let tail = crate::mask::LogTail::global().text();
@@ -194,7 +212,6 @@ async fn report(config: &Config, rec: &mut RunRecord, result: Step) {
         s.ok = rec.ok;
         s.error.clone_from(&rec.error);
     }
-    crate::ops::tracked::conclude(config, rec).await;
 }
 
 /// The sources a backup step of `sources` backs up: those named, or every
@@ -238,7 +255,22 @@ pub async fn run_entry(
         }
         let args = first_step(entry, &entry.sources);
         let r = step(config, flags, &args, &env(&rec.id), token).await?;
-        report(config, &mut rec, r).await;
+        match own_record(config, &rec.id) {
+            // The step recorded its run itself (test-restore, verify): its
+            // record has the details (each drill's estimate, the damage
+            // found), the notification says them.
+            Some(own) => {
+                if r != Step::Ok && own.error.is_none() {
+                    report_failure(&mut rec, r);
+                }
+                let rec = RunRecord {
+                    trigger: rec.trigger.clone(),
+                    ..own
+                };
+                crate::ops::tracked::notify_outcome(config, &rec).await;
+            }
+            None => report(config, &mut rec, r).await,
+        }
         return Ok(match r {
             Step::Ok => Outcome::Ok,
             Step::Interrupted => Outcome::Interrupted,
@@ -253,13 +285,7 @@ pub async fn run_entry(
         let id = hex::encode(rand::random::<[u8; 8]>());
         let args = first_step(entry, &sources);
         let r = step(config, flags, &args, &env(&id), token).await?;
-        let rec = config
-            .status
-            .history
-            .read_or_warn()
-            .into_iter()
-            .rev()
-            .find(|r| r.id == id);
+        let rec = own_record(config, &id);
         wrote_snapshot |= rec.as_ref().is_some_and(|r| r.snapshot.is_some());
         if rec.is_none() && r != Step::Ok {
             // The step died before it could record its run: every source it

@@ -44,6 +44,19 @@ pub struct LastRun {
     pub snapshot: Option<String>,
 }
 
+/// A source's last drill (`test-restore`).
+#[derive(Debug, Clone)]
+pub struct LastDrill {
+    /// When it ended.
+    pub time: DateTime<Utc>,
+    /// Whether the drill succeeded.
+    pub ok: bool,
+    /// The restore time it estimated.
+    pub rto: Duration,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
 /// One source's state.
 #[derive(Debug, Clone)]
 pub struct SourceState {
@@ -65,6 +78,12 @@ pub struct SourceState {
     pub failed: bool,
     /// Failed backup runs in the history.
     pub failures: u64,
+    /// Recovery time objective, and where it comes from (`source`, `global`).
+    pub rto: Option<(Duration, &'static str)>,
+    /// The last drill.
+    pub drill: Option<LastDrill>,
+    /// It has an objective and no drill, a failed one, or a longer estimate.
+    pub rto_missed: bool,
 }
 
 impl SourceState {
@@ -90,12 +109,19 @@ impl SourceState {
                 "time": r.time, "ok": r.ok, "error": r.error,
             })),
             "failures": s.failures,
+            "rto_seconds": s.rto.map(|r| r.0.as_secs()),
+            "rto_from": s.rto.map(|r| r.1),
+            "rto_missed": s.rto_missed,
+            "last_drill": s.drill.as_ref().map(|d| serde_json::json!({
+                "time": d.time, "ok": d.ok, "rto_seconds": d.rto.as_secs_f64(),
+                "error": d.error,
+            })),
         })
     }
 
-    /// Neither stale nor failed.
+    /// Neither stale nor failed, and within its recovery time objective.
     pub fn ok(&self) -> bool {
-        !self.stale && !self.failed
+        !self.stale && !self.failed && !self.rto_missed
     }
 
     /// `ok`, `STALE …`, `FAILED: …`.
@@ -116,6 +142,17 @@ impl SourceState {
                     format!("STALE: older than its objective ({})", human(rpo))
                 }
                 (Some(_), None) => "STALE".to_string(),
+            });
+        }
+        if self.rto_missed {
+            let rto = self.rto.map(|r| human(r.0)).unwrap_or_default();
+            parts.push(match &self.drill {
+                None => format!("RTO {rto}: never drilled (run `respaldo test-restore`)"),
+                Some(d) if !d.ok => format!(
+                    "RTO {rto}: the last drill failed: {}",
+                    d.error.as_deref().unwrap_or("failed")
+                ),
+                Some(d) => format!("RTO {rto}: the last drill estimated {}", human(d.rto)),
             });
         }
         if parts.is_empty() {
@@ -221,6 +258,26 @@ pub fn evaluate(
                     });
                 }
             }
+            let drill = history
+                .iter()
+                .rev()
+                .filter(|r| r.action == "test-restore")
+                .find_map(|r| {
+                    r.sources.get(name).map(|sr| LastDrill {
+                        time: r.finished,
+                        ok: sr.ok,
+                        rto: Duration::from_millis(sr.duration_ms),
+                        error: sr.error.clone(),
+                    })
+                });
+            let rto = spec
+                .rto
+                .map(|r| (r, "source"))
+                .or(config.status.rto.map(|r| (r, "global")));
+            let rto_missed = rto.is_some_and(|(objective, _)| match &drill {
+                None => true,
+                Some(d) => !d.ok || d.rto > objective,
+            });
             let rpo = objective(config, name, spec.rpo, now);
             let age = good
                 .as_ref()
@@ -240,6 +297,9 @@ pub fn evaluate(
                 age,
                 stale,
                 failures,
+                rto,
+                drill,
+                rto_missed,
             }
         })
         .collect()
@@ -263,6 +323,15 @@ pub async fn collect(
         }
     }
     Ok(states)
+}
+
+/// Bytes stored in the repository (`None` when they cannot be listed).
+pub async fn repository_size(repo: &Repository) -> Option<u64> {
+    repo.sink()
+        .list("")
+        .await
+        .ok()
+        .map(|l| l.iter().map(|o| o.size).sum())
 }
 
 /// The `stale` notification for these sources, masked.

@@ -224,6 +224,10 @@ pub enum Command {
         /// Also send the `stale` notifications for stale sources.
         #[arg(long)]
         notify: bool,
+        /// Also write the state as Prometheus text to FILE, atomically (for
+        /// node exporter's textfile collector).
+        #[arg(long, value_name = "FILE")]
+        prometheus: Option<std::path::PathBuf>,
     },
     /// Run the [schedule] entries and serve /metrics and /healthz.
     Daemon {

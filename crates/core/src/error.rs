@@ -112,10 +112,10 @@ impl Error {
     }
 
     /// A corruption error.
-    pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn corrupt(what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
         Error::Corrupt {
             what: what.into(),
-            detail: detail.into(),
+            detail: detail.to_string(),
         }
     }
 }

@@ -179,6 +179,11 @@ struct CommonSourceKeys {
     /// it stale when its last good backup is older.
     #[serde(default)]
     rpo: Option<String>,
+    /// The recovery time objective of this source (`"30min"`): `status`
+    /// fails it when its last test-restore estimated a longer restore, or
+    /// failed, or there was none.
+    #[serde(default)]
+    rto: Option<String>,
     /// Hooks around this source's backup.
     #[serde(default)]
     hooks: crate::hooks::HooksConfig,
@@ -192,11 +197,12 @@ fn yes() -> bool {
     true
 }
 
-const COMMON_KEYS: [&str; 6] = [
+const COMMON_KEYS: [&str; 7] = [
     "type",
     "enabled",
     "compression_level",
     "rpo",
+    "rto",
     "hooks",
     "restore",
 ];
@@ -214,6 +220,8 @@ pub struct SourceSpec {
     pub compression_level: i32,
     /// Its recovery point objective, if set for it.
     pub rpo: Option<std::time::Duration>,
+    /// Its recovery time objective, if set for it.
+    pub rto: Option<std::time::Duration>,
     /// The driver (with the source's hooks and pre-check around its backup).
     pub source: Arc<dyn Source>,
     /// Hooks, containers and the health check around its restore.
@@ -390,6 +398,12 @@ impl Config {
                 .map(parse_duration)
                 .transpose()
                 .map_err(|m| at(&sub("rpo"), m.to_string()))?;
+            let rto = c
+                .rto
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|m| at(&sub("rto"), m.to_string()))?;
             let hooks = crate::hooks::Hooks::new(c.hooks, base)
                 .map_err(|(k, m)| at(&[sub("hooks"), vec![k]].concat(), m))?
                 .with_masker(masker.clone());
@@ -401,6 +415,7 @@ impl Config {
                 enabled: c.enabled,
                 compression_level: level,
                 rpo,
+                rto,
                 source,
                 restore: restore::RestoreSettings::new(c.restore, base)
                     .map_err(|(k, m)| at(&[keys.clone(), vec!["restore".into(), k]].concat(), m))?,
@@ -420,7 +435,7 @@ impl Config {
         }
         if let Some(s) = &raw.backup.min_free_space {
             crate::precheck::parse_size(s)
-                .map_err(|m| at(&["backup".into(), "min_free_space".into()], m))?;
+                .map_err(|m| at(&["backup".into(), "min_free_space".into()], m.to_string()))?;
         }
         let mut repository = raw.repository;
         repository.url = resolve_repository_url(&repository.url, base)

@@ -91,7 +91,44 @@ pub async fn tag(
 
 /// Checks the repository (only the snapshot `spec` names, when given);
 /// `read_data` re-reads and re-hashes every pack.
+///
+/// The run is recorded in the history; a damaged repository's record holds
+/// what was found, so a scheduled verify's `failure` notification says it.
 pub async fn verify(ctx: &Stack, spec: Option<&str>, read_data: bool) -> Result<VerifyReport> {
+    let mut rec = super::tracked::record("verify");
+    let result = verify_repository(ctx, spec, read_data).await;
+    match &result {
+        Ok(report) if !report.is_ok() => rec.error = Some(damage(report)),
+        Ok(_) => rec.ok = true,
+        Err(e) => rec.error = Some(e.describe()),
+    }
+    super::tracked::save(&ctx.config, &mut rec);
+    result
+}
+
+/// What verify found, in one message: the first problems and the repair.
+fn damage(report: &VerifyReport) -> String {
+    const SHOWN: usize = 10;
+    let mut parts: Vec<String> = report.problems.iter().take(SHOWN).cloned().collect();
+    if report.problems.len() > SHOWN {
+        parts.push(format!("and {} more", report.problems.len() - SHOWN));
+    }
+    let mut msg = format!(
+        "repository DAMAGED ({} problem(s)): {}",
+        report.problems.len(),
+        parts.join("; ")
+    );
+    if !report.suggestions.is_empty() {
+        msg.push_str(&format!("; to repair: {}", report.suggestions.join("; ")));
+    }
+    msg
+}
+
+async fn verify_repository(
+    ctx: &Stack,
+    spec: Option<&str>,
+    read_data: bool,
+) -> Result<VerifyReport> {
     let repo = ctx.repo().await?;
     let snapshots = match spec {
         Some(sp) => {

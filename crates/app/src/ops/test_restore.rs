@@ -16,6 +16,7 @@ use respaldo_core::source::{RestoreContext, Selection};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::history::{RunRecord, SourceRun};
 use crate::stack::Stack;
 use crate::units::duration;
 
@@ -113,6 +114,7 @@ pub async fn test_restore(ctx: &Stack, names: &[String]) -> Result<TestRestoreRe
         ));
     }
     let total = Instant::now();
+    let mut rec = super::tracked::record("test-restore");
     let repo = ctx.repo().await?;
     repo.require_readable("test-restore")?;
     let list = ctx.snapshots(&repo).await?;
@@ -226,6 +228,7 @@ pub async fn test_restore(ctx: &Stack, names: &[String]) -> Result<TestRestoreRe
         results.push(d);
     }
     let failures = results.iter().filter(|d| !d.ok).count();
+    record_drills(ctx, &mut rec, &results);
     Ok(TestRestoreReport {
         sources: results,
         duration_ms: total.elapsed().as_millis() as u64,
@@ -235,4 +238,29 @@ pub async fn test_restore(ctx: &Stack, names: &[String]) -> Result<TestRestoreRe
     })
     })
     .await
+}
+
+/// The drills in the run history, each with the restore time it estimated
+/// (what `status` checks against `rto`).
+fn record_drills(ctx: &Stack, rec: &mut RunRecord, drills: &[Drill]) {
+    for d in drills.iter().filter(|d| d.testable) {
+        rec.sources.insert(
+            d.source.clone(),
+            SourceRun {
+                ok: d.ok,
+                error: d.error.clone(),
+                duration_ms: d.rto_ms.unwrap_or(0),
+                phases: d.rto_parts_ms.clone().unwrap_or_default(),
+                ..SourceRun::default()
+            },
+        );
+    }
+    let failed: Vec<String> = drills
+        .iter()
+        .filter(|d| !d.ok)
+        .map(|d| format!("{}: {}", d.source, d.error.as_deref().unwrap_or("failed")))
+        .collect();
+    rec.ok = failed.is_empty();
+    rec.error = (!rec.ok).then(|| failed.join("; "));
+    super::tracked::save(&ctx.config, rec);
 }

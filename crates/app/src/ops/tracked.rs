@@ -92,6 +92,13 @@ pub fn event(config: &Config, kind: EventKind, rec: &RunRecord) -> Event {
 /// Writes `rec` to the history (a failure to do so is logged) and sends the
 /// `success` or `failure` notification.
 pub async fn conclude(config: &Config, rec: &mut RunRecord) {
+    save(config, rec);
+    notify_outcome(config, rec).await;
+}
+
+/// Writes `rec`, finished now and masked, to the history (a failure to do
+/// so is logged).
+pub fn save(config: &Config, rec: &mut RunRecord) {
     rec.finished = chrono::Utc::now();
     rec.error = rec.error.as_ref().map(|e| config.masker.mask(e));
     for s in rec.sources.values_mut() {
@@ -103,6 +110,10 @@ pub async fn conclude(config: &Config, rec: &mut RunRecord) {
             config.status.history.path().display()
         );
     }
+}
+
+/// Sends the `success` or `failure` notification of `rec`.
+pub async fn notify_outcome(config: &Config, rec: &RunRecord) {
     let kind = if rec.ok {
         EventKind::Success
     } else {
@@ -140,7 +151,7 @@ where
             &config.repository.url,
             config.backup.min_free_space.as_deref(),
         )
-        .map_err(Error::Failed)
+        .map_err(|e| Error::failed(e.to_string()))
     }
     .await;
     let result = match prepared {

@@ -84,7 +84,9 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             remove,
         } => repository::tag(&ctx, snapshot, add, remove).await,
         Command::Copy { to, snapshots } => repository::copy(&ctx, to, snapshots).await,
-        Command::Status { notify } => status::command(&ctx, *notify).await,
+        Command::Status { notify, prometheus } => {
+            status::command(&ctx, *notify, prometheus.as_deref()).await
+        }
         Command::Schedule { action } => schedule::command(&ctx, action).await,
         Command::Daemon { dry_run } => schedule::daemon(ctx, *dry_run).await,
         Command::Key { .. } | Command::Completions { .. } | Command::Man => {

@@ -117,15 +117,9 @@ pub fn key_generate(output: &Path, as_json: bool) -> Result<u8> {
 pub async fn verify(ctx: &Ctx<'_>, spec: Option<&str>, read_data: bool) -> Result<u8> {
     let report = repository::verify(ctx, spec, read_data).await?;
     if ctx.json() {
-        println!(
-            "{}",
-            json!({"ok": report.is_ok(), "problems": report.problems,
-                   "suggestions": report.suggestions, "notes": report.notes,
-                   "damaged_snapshots": report.damaged_snapshots.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
-                   "snapshots_checked": report.snapshots_checked, "packs_read": report.packs_read,
-                   "chunks_referenced": report.chunks_referenced, "bytes_read": report.bytes_read,
-                   "sealed_snapshots": report.sealed_snapshots})
-        );
+        let mut v = serde_json::to_value(&report)?;
+        v["ok"] = report.is_ok().into();
+        println!("{v}");
     } else {
         for p in &report.problems {
             println!("DAMAGE: {p}");

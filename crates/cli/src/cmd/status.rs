@@ -2,24 +2,28 @@
 //! objective, and the stale notification; the evaluation is
 //! `respaldo_app::status`.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use respaldo_app::notify;
 use respaldo_app::status::{human, stale_event, SourceState};
 
 use crate::ctx::Ctx;
 use crate::output;
 
-/// `status [--notify]`.
-pub async fn command(ctx: &Ctx<'_>, send_stale: bool) -> Result<u8> {
+/// `status [--notify] [--prometheus FILE]`.
+pub async fn command(ctx: &Ctx<'_>, send_stale: bool, prometheus: Option<&Path>) -> Result<u8> {
     let repo = ctx.repo().await?;
     let states = respaldo_app::status::collect(&ctx.config, &repo, &ctx.hosts()).await?;
     let masker = &ctx.config.masker;
+    if let Some(path) = prometheus {
+        respaldo_app::metrics::write_status(&ctx.config, &repo, &states, path)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if ctx.json() {
-        let arr: Vec<serde_json::Value> = states.iter().map(SourceState::to_json).collect();
-        println!(
-            "{}",
-            masker.mask(&serde_json::Value::Array(arr).to_string())
-        );
+        let arr: serde_json::Value = states.iter().map(SourceState::to_json).collect();
+        println!("{}", masker.mask(&arr.to_string()));
     } else {
         let dash = || "-".to_string();
         let rows: Vec<Vec<String>> = states
@@ -58,9 +62,5 @@ pub async fn command(ctx: &Ctx<'_>, send_stale: bool) -> Result<u8> {
     if send_stale && !stale.is_empty() {
         notify::send(&ctx.config.notify, &stale_event(&ctx.config, &stale)).await;
     }
-    Ok(if states.iter().all(SourceState::ok) {
-        0
-    } else {
-        1
-    })
+    Ok(u8::from(!states.iter().all(SourceState::ok)))
 }

@@ -3,7 +3,8 @@
 //! human durations ([`duration`]), TLS client settings (`tls`, feature
 //! `tls`), health checks ([`health`]), the post-restore count check
 //! ([`check`]), extended attributes ([`xattr`]), progress counters
-//! ([`progress`]) and who answers SIGINT and SIGTERM ([`interrupt`]).
+//! ([`progress`]), who answers SIGINT and SIGTERM ([`interrupt`]) and
+//! the throwaway targets of drills ([`scratch`]).
 
 pub mod check;
 pub mod duration;
@@ -11,6 +12,7 @@ pub mod health;
 pub mod interrupt;
 pub mod process;
 pub mod progress;
+pub mod scratch;
 pub mod secret;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -27,8 +27,8 @@ pub struct VerifyOptions {
     pub snapshots: Option<Vec<ObjectId>>,
 }
 
-/// The outcome of a verify.
-#[derive(Debug, Clone, Default)]
+/// The outcome of a verify (its JSON form is `verify --json`'s, with `ok`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct VerifyReport {
     /// Problems found, one line each.
     pub problems: Vec<String>,

@@ -28,6 +28,7 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 
 use crate::error::{Error, Result};
+use crate::repo::format_error::FormatError;
 use crate::repo::id::ObjectId;
 
 /// The `encryption` value of an encrypted repository's config.
@@ -403,23 +404,26 @@ pub(crate) fn encrypt_blob(key: &[u8; 32], blob: &[u8], out: &mut Vec<u8>) -> Re
 
 /// The length of the encrypted blob frame starting at `frame` (from its
 /// length prefix).
-pub(crate) fn frame_len(frame: &[u8]) -> std::result::Result<usize, String> {
+pub(crate) fn frame_len(frame: &[u8]) -> std::result::Result<usize, FormatError> {
     if frame.len() < 16 {
-        return Err("truncated encrypted blob".into());
+        return Err(FormatError::Truncated("encrypted blob"));
     }
     let ct = u32::from_be_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
     Ok(16 + ct)
 }
 
 /// Decrypts one blob frame written by [`encrypt_blob`].
-pub(crate) fn decrypt_blob(key: &[u8; 32], frame: &[u8]) -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn decrypt_blob(
+    key: &[u8; 32],
+    frame: &[u8],
+) -> std::result::Result<Vec<u8>, FormatError> {
     let len = frame_len(frame)?;
     if frame.len() != len {
-        return Err("truncated encrypted blob".into());
+        return Err(FormatError::Truncated("encrypted blob"));
     }
     ChaCha20Poly1305::new(Key::from_slice(key))
         .decrypt(Nonce::from_slice(&frame[4..16]), &frame[16..])
-        .map_err(|_| "authentication failed (damaged or forged)".to_string())
+        .map_err(|_| FormatError::Authentication)
 }
 
 #[cfg(test)]

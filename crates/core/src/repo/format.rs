@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::repo::crypto::EncryptionConfig;
+pub use crate::repo::format_error::FormatError;
 use crate::repo::id::ObjectId;
 
 /// The repository format version this build writes and reads.
@@ -117,14 +118,11 @@ impl RepoConfig {
     /// Checks [`RepoConfig::mac`]: `Ok(true)` when it matches, `Ok(false)`
     /// when there is none (an older repository), an error naming the config
     /// when any field was changed.
-    pub fn check_mac(&self, key: &[u8; 32]) -> std::result::Result<bool, String> {
+    pub fn check_mac(&self, key: &[u8; 32]) -> std::result::Result<bool, FormatError> {
         match &self.mac {
             None => Ok(false),
             Some(m) if *m == self.compute_mac(key) => Ok(true),
-            Some(_) => Err(
-                "integrity check failed: a field was changed after the repository was created"
-                    .into(),
-            ),
+            Some(_) => Err(FormatError::ConfigChanged),
         }
     }
 
@@ -223,21 +221,21 @@ impl BlobHeader {
     }
 
     /// Parses a header from the first [`BLOB_HEADER_LEN`] bytes of `buf`.
-    pub fn decode(buf: &[u8]) -> std::result::Result<Self, String> {
+    pub fn decode(buf: &[u8]) -> std::result::Result<Self, FormatError> {
         if buf.len() < BLOB_HEADER_LEN {
-            return Err("truncated blob header".into());
+            return Err(FormatError::Truncated("blob header"));
         }
         if &buf[..4] != BLOB_MAGIC {
-            return Err("bad blob magic".into());
+            return Err(FormatError::BadMagic("blob"));
         }
-        let kind = BlobKind::from_u8(buf[4]).ok_or("unknown blob kind")?;
+        let kind = BlobKind::from_u8(buf[4]).ok_or(FormatError::Unknown("kind"))?;
         let compression = match buf[5] {
             0 => Compression::None,
             1 => Compression::Zstd,
-            _ => return Err("unknown blob compression".into()),
+            _ => return Err(FormatError::Unknown("compression")),
         };
         if buf[6] != 0 || buf[7] != 0 {
-            return Err("unknown blob flags".into());
+            return Err(FormatError::Unknown("flags"));
         }
         let mut id = [0u8; 32];
         id.copy_from_slice(&buf[8..40]);
@@ -280,15 +278,15 @@ pub const ENCRYPTED_PACK_PREFIX: usize = PACK_HEADER_LEN + 4;
 
 /// Parses a pack header. For an encrypted pack, `buf` must hold the sealed
 /// key too (its length is in the first [`ENCRYPTED_PACK_PREFIX`] bytes).
-pub fn parse_pack_header(buf: &[u8]) -> std::result::Result<PackHeader<'_>, String> {
+pub fn parse_pack_header(buf: &[u8]) -> std::result::Result<PackHeader<'_>, FormatError> {
     if buf.len() < PACK_HEADER_LEN || &buf[..8] != PACK_MAGIC {
-        return Err("bad pack magic".into());
+        return Err(FormatError::BadMagic("pack"));
     }
     if buf[8] != FORMAT_VERSION as u8 || buf[9] > 1 {
-        return Err(format!(
-            "unsupported pack version {} flags {}",
-            buf[8], buf[9]
-        ));
+        return Err(FormatError::UnsupportedPack {
+            version: buf[8],
+            flags: buf[9],
+        });
     }
     if buf[9] == 0 {
         return Ok(PackHeader {
@@ -299,7 +297,7 @@ pub fn parse_pack_header(buf: &[u8]) -> std::result::Result<PackHeader<'_>, Stri
     let len = sealed_key_len(buf)?;
     let end = ENCRYPTED_PACK_PREFIX + len;
     if buf.len() < end {
-        return Err("truncated pack key".into());
+        return Err(FormatError::Truncated("pack key"));
     }
     Ok(PackHeader {
         data_start: end,
@@ -309,9 +307,9 @@ pub fn parse_pack_header(buf: &[u8]) -> std::result::Result<PackHeader<'_>, Stri
 
 /// The sealed key length of an encrypted pack, from its first
 /// [`ENCRYPTED_PACK_PREFIX`] bytes.
-pub fn sealed_key_len(buf: &[u8]) -> std::result::Result<usize, String> {
+pub fn sealed_key_len(buf: &[u8]) -> std::result::Result<usize, FormatError> {
     if buf.len() < ENCRYPTED_PACK_PREFIX {
-        return Err("truncated pack header".into());
+        return Err(FormatError::Truncated("pack header"));
     }
     let len = u32::from_be_bytes(
         buf[PACK_HEADER_LEN..ENCRYPTED_PACK_PREFIX]
@@ -319,7 +317,7 @@ pub fn sealed_key_len(buf: &[u8]) -> std::result::Result<usize, String> {
             .expect("4 bytes"),
     );
     if len > 64 * 1024 {
-        return Err("implausible pack key length".into());
+        return Err(FormatError::ImplausibleKeyLength);
     }
     Ok(len as usize)
 }
@@ -330,23 +328,23 @@ pub fn decode_blob(
     header: &BlobHeader,
     stored: &[u8],
     key: &[u8; 32],
-) -> std::result::Result<Bytes, String> {
+) -> std::result::Result<Bytes, FormatError> {
     if stored.len() != header.stored_len as usize {
-        return Err("truncated blob".into());
+        return Err(FormatError::Truncated("blob"));
     }
     let raw: Bytes = match header.compression {
         Compression::None => Bytes::copy_from_slice(stored),
         Compression::Zstd => {
             let v = with_decompressor(|d| d.decompress(stored, header.raw_len as usize))
-                .map_err(|e| format!("decompression failed: {e}"))?;
+                .map_err(|e| FormatError::Decompression(e.to_string()))?;
             Bytes::from(v)
         }
     };
     if raw.len() != header.raw_len as usize {
-        return Err("wrong plaintext length".into());
+        return Err(FormatError::WrongPlaintextLength);
     }
     if ObjectId::keyed(key, &raw) != header.id {
-        return Err("content does not match its id".into());
+        return Err(FormatError::IdMismatch);
     }
     Ok(raw)
 }

@@ -8,6 +8,7 @@ pub mod chunker;
 pub mod crypto;
 pub mod extract;
 pub mod format;
+pub mod format_error;
 pub mod id;
 pub mod index;
 pub mod lock;
@@ -15,6 +16,7 @@ pub mod snapshot;
 pub mod tree;
 pub mod writer;
 
+use crate::repo::format::FormatError;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -69,9 +71,9 @@ pub enum ChunkLocation {
 /// Why a blob frame of a pack cannot be read.
 enum FrameError {
     /// The pack's structure breaks here: nothing after it can be found.
-    Structure(String),
+    Structure(FormatError),
     /// This blob is damaged; the next one starts at `end`.
-    Content { end: usize, detail: String },
+    Content { end: usize, detail: FormatError },
 }
 
 /// A config object parsed, checked and opened with the keys.
@@ -673,13 +675,13 @@ impl Repository {
         &self,
         id: &ObjectId,
         encoded: &[u8],
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), FormatError> {
         let h = BlobHeader::decode(encoded)?;
         if h.id != *id {
-            return Err("blob header names another chunk".into());
+            return Err(FormatError::OtherChunk);
         }
         if BLOB_HEADER_LEN + h.stored_len as usize != encoded.len() {
-            return Err("blob has a bad length".into());
+            return Err(FormatError::BadLength);
         }
         format::decode_blob(&h, &encoded[BLOB_HEADER_LEN..], &self.key).map(|_| ())
     }
@@ -720,9 +722,9 @@ impl Repository {
         id: &ObjectId,
         bytes: &[u8],
         check_data: bool,
-    ) -> std::result::Result<PackEntry, String> {
+    ) -> std::result::Result<PackEntry, FormatError> {
         if ObjectId::sha256(bytes) != *id {
-            return Err("content does not match its name (SHA-256 mismatch)".into());
+            return Err(FormatError::NameMismatch);
         }
         let header = format::parse_pack_header(bytes)?;
         let pack_key = self.pack_key_in(id, header.sealed_key)?;
@@ -769,7 +771,7 @@ impl Repository {
         &self,
         id: &ObjectId,
         sealed: Option<&[u8]>,
-    ) -> std::result::Result<Option<[u8; 32]>, String> {
+    ) -> std::result::Result<Option<[u8; 32]>, FormatError> {
         match (sealed, &self.crypto) {
             (None, None) => Ok(None),
             (Some(sealed), Some(c)) => {
@@ -777,11 +779,12 @@ impl Repository {
                     return Ok(Some(k));
                 }
                 Ok(Some(
-                    c.unseal_pack_key(id, sealed).map_err(|e| e.to_string())?,
+                    c.unseal_pack_key(id, sealed)
+                        .map_err(|e| FormatError::PackKey(e.to_string()))?,
                 ))
             }
-            (None, Some(_)) => Err("unencrypted pack in an encrypted repository".into()),
-            (Some(_), None) => Err("encrypted pack in an unencrypted repository".into()),
+            (None, Some(_)) => Err(FormatError::EncryptionMismatch("unencrypted", "encrypted")),
+            (Some(_), None) => Err(FormatError::EncryptionMismatch("encrypted", "unencrypted")),
         }
     }
 
@@ -793,43 +796,41 @@ impl Repository {
         pos: usize,
         check_data: bool,
     ) -> std::result::Result<(BlobEntry, usize), FrameError> {
-        let structure = |e: String| FrameError::Structure(format!("at offset {pos}: {e}"));
+        let structure = |e: FormatError| FrameError::Structure(e.at(pos));
         let decrypted;
         let (encoded, end): (&[u8], usize) = match pack_key {
             None => {
                 let h = BlobHeader::decode(&bytes[pos..]).map_err(structure)?;
                 let end = pos + BLOB_HEADER_LEN + h.stored_len as usize;
                 if end > bytes.len() {
-                    return Err(FrameError::Structure(format!(
-                        "blob at offset {pos} runs past the end"
-                    )));
+                    return Err(FrameError::Structure(FormatError::PastEnd.at(pos)));
                 }
                 (&bytes[pos..end], end)
             }
             Some(k) => {
                 let end = pos + crypto::frame_len(&bytes[pos..]).map_err(structure)?;
                 if end > bytes.len() {
-                    return Err(FrameError::Structure(format!(
-                        "blob at offset {pos} runs past the end"
-                    )));
+                    return Err(FrameError::Structure(FormatError::PastEnd.at(pos)));
                 }
                 decrypted =
                     crypto::decrypt_blob(k, &bytes[pos..end]).map_err(|e| FrameError::Content {
                         end,
-                        detail: format!("blob at offset {pos}: {e}"),
+                        detail: e.at(pos),
                     })?;
                 (&decrypted, end)
             }
         };
-        let content = |detail: String| FrameError::Content { end, detail };
-        let h =
-            BlobHeader::decode(encoded).map_err(|e| content(format!("at offset {pos}: {e}")))?;
+        let content = |detail: FormatError| FrameError::Content {
+            end,
+            detail: detail.at(pos),
+        };
+        let h = BlobHeader::decode(encoded).map_err(content)?;
         if BLOB_HEADER_LEN + h.stored_len as usize != encoded.len() {
-            return Err(content(format!("blob at offset {pos} has a bad length")));
+            return Err(content(FormatError::BadLength));
         }
         if check_data {
             format::decode_blob(&h, &encoded[BLOB_HEADER_LEN..], &self.key)
-                .map_err(|e| content(format!("chunk {} at offset {pos}: {e}", h.id.short())))?;
+                .map_err(|e| content(e.in_chunk(&h.id)))?;
         }
         Ok((
             BlobEntry {

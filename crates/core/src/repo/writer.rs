@@ -216,7 +216,7 @@ impl WriteSession {
             return Ok(()); // stored meanwhile by another task
         }
         let offset = pack.buf.len() as u32;
-        let header = BlobHeader::decode(&blob).map_err(Error::Task)?;
+        let header = BlobHeader::decode(&blob).map_err(|e| Error::Task(e.to_string()))?;
         pack.buf.extend_from_slice(&blob);
         pack.blobs.push(BlobEntry {
             id,

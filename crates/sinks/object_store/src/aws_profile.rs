@@ -4,6 +4,7 @@
 //! `[profile NAME]`, or `[default]`). `object_store` reads only the
 //! environment variables, so profiles are resolved here.
 
+use crate::ObjectStoreError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -61,14 +62,19 @@ fn home_file(var: &str, default: &str) -> Option<PathBuf> {
 /// The profile `name` from the shared files. `Ok(None)` when the credentials
 /// file or the section does not exist; an error when the section exists but
 /// lacks a key, or a file cannot be read.
-pub fn load(name: &str) -> Result<Option<ProfileKeys>, String> {
+pub fn load(name: &str) -> Result<Option<ProfileKeys>, ObjectStoreError> {
     let Some(cred_path) = home_file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials") else {
         return Ok(None);
     };
     let text = match std::fs::read_to_string(&cred_path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", cred_path.display())),
+        Err(e) => {
+            return Err(ObjectStoreError::Config(format!(
+                "cannot read {}: {e}",
+                cred_path.display()
+            )))
+        }
     };
     let creds = sections(&text);
     let Some(section) = creds.get(name) else {
@@ -79,7 +85,12 @@ pub fn load(name: &str) -> Result<Option<ProfileKeys>, String> {
             .get(k)
             .filter(|v| !v.is_empty())
             .cloned()
-            .ok_or_else(|| format!("profile `{name}` in {} has no `{k}`", cred_path.display()))
+            .ok_or_else(|| {
+                ObjectStoreError::Config(format!(
+                    "profile `{name}` in {} has no `{k}`",
+                    cred_path.display()
+                ))
+            })
     };
     let region = match home_file("AWS_CONFIG_FILE", ".aws/config")
         .and_then(|p| std::fs::read_to_string(p).ok())

@@ -151,7 +151,7 @@ fn profile_keys(s3: &S3Options) -> Result<Option<aws_profile::ProfileKeys>, Obje
         (None, Ok(p)) if !p.is_empty() => (p, true),
         (None, _) => ("default".to_string(), false),
     };
-    match aws_profile::load(&name).map_err(ObjectStoreError::Config)? {
+    match aws_profile::load(&name)? {
         Some(k) => Ok(Some(k)),
         None if explicit => Err(ObjectStoreError::Config(format!(
             "AWS profile `{name}` not found in the shared credentials file \

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use bollard::query_parameters::RemoveVolumeOptions;
 use respaldo_core::error::BoxError;
 use respaldo_core::kit::check::compare_counts;
+use respaldo_core::kit::scratch::Scratch;
 use respaldo_core::source::{RestoreContext, RestoreReport};
 
 use crate::volume::create_helper;
@@ -21,13 +23,13 @@ impl DockerSource {
     /// The drill of `ctx`'s snapshot.
     pub(crate) async fn drill(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
         let recorded = Self::recorded(ctx)?;
-        let docker = self.engine().await?;
+        let docker = &self.engine().await?;
         let mut lines = Vec::new();
         for (source, meta) in &recorded {
-            let scratch = format!(
-                "respaldo-test-restore-{}-{}",
-                ctx.snapshot_id.short(),
-                std::process::id()
+            let scratch = Scratch::new(
+                "volume",
+                &format!("respaldo-test-restore-{}", ctx.snapshot_id.short()),
+                '-',
             );
             // Never the original's storage: the local driver, no options.
             let scratch_meta = VolumeMeta {
@@ -36,15 +38,16 @@ impl DockerSource {
                 labels: BTreeMap::from([("respaldo.test-restore".into(), "true".into())]),
                 ..meta.clone()
             };
-            create_volume(&docker, &scratch, &scratch_meta).await?;
-            let r: Result<(), DockerError> = async {
-                ensure_helper_image(&docker).await?;
+            create_volume(docker, scratch.name(), &scratch_meta).await?;
+            let name = scratch.name().to_string();
+            let drill = async {
+                ensure_helper_image(docker).await?;
                 let artifact = ctx.artifact(source)?.clone();
-                let helper = create_helper(&docker, &scratch, false).await?;
-                let up = upload_tree(&docker, &helper.id, ctx, &artifact, meta.root, &[]).await;
+                let helper = create_helper(docker, &name, false).await?;
+                let up = upload_tree(docker, &helper.id, ctx, &artifact, meta.root, &[]).await;
                 helper.remove().await?;
                 up?;
-                let (counts, hashes) = scan_volume(&docker, &scratch, &[]).await?;
+                let (counts, hashes) = scan_volume(docker, &name, &[]).await?;
                 let check = compare_counts(&meta.counts, &counts, |_| true, true);
                 let line = check.line(&format!("volume `{source}` entry"), "types");
                 if !check.ok() {
@@ -70,18 +73,18 @@ impl DockerSource {
                 lines.push(format!(
                     "volume `{source}`: {checked} file hashes match the backup"
                 ));
-                Ok(())
-            }
-            .await;
-            let removed = docker
-                .remove_volume(
-                    &scratch,
-                    None::<bollard::query_parameters::RemoveVolumeOptions>,
-                )
+                Ok::<(), DockerError>(())
+            };
+            let ((), line) = scratch
+                .drill(drill, |name| async move {
+                    docker
+                        .remove_volume(&name, None::<RemoveVolumeOptions>)
+                        .await
+                        .map_err(|e| DockerError::api(format!("removing volume `{name}`"), e))
+                })
                 .await
-                .map_err(|e| DockerError::api(format!("removing volume `{scratch}`"), e));
-            r.map_err(|e| format!("test-restore of volume `{source}`: {e}"))?;
-            removed?;
+                .map_err(|e| format!("test-restore of volume `{source}`: {e}"))?;
+            lines.push(line);
         }
         Ok(RestoreReport { lines })
     }

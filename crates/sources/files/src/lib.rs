@@ -141,7 +141,7 @@ impl FilesSource {
             .transpose()
             .map_err(|e| FilesError::Config(format!("max_age: {e}")))?;
         Ok(FilesSource {
-            filter: Arc::new(walk::Filter::new(&config.exclude).map_err(FilesError::Config)?),
+            filter: Arc::new(walk::Filter::new(&config.exclude)?),
             exclude: config.exclude.clone(),
             paths,
             root,

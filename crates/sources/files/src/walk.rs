@@ -1,6 +1,7 @@
 //! The walker: a blocking thread that lists and reads files and sends what it
 //! finds to the async side over a bounded channel (backpressure).
 
+use crate::FilesError;
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::Read;
@@ -16,8 +17,6 @@ use respaldo_core::repo::tree::{EntryKind, RawPath, TreeEntry, TreeWriter};
 use respaldo_core::source::BackupContext;
 use tokio::sync::mpsc;
 
-use crate::FilesError;
-
 const READ_BLOCK: usize = 1024 * 1024;
 static ZEROS: [u8; READ_BLOCK] = [0; READ_BLOCK];
 
@@ -31,14 +30,14 @@ pub(crate) struct Filter {
 }
 
 impl Filter {
-    pub(crate) fn new(patterns: &[String]) -> Result<Self, String> {
+    pub(crate) fn new(patterns: &[String]) -> Result<Self, FilesError> {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
         for p in patterns {
             let glob = GlobBuilder::new(p.trim_end_matches('/'))
                 .literal_separator(true)
                 .build()
-                .map_err(|e| format!("exclude pattern `{p}`: {e}"))?;
+                .map_err(|e| FilesError::Config(format!("exclude pattern `{p}`: {e}")))?;
             if p.contains('/') {
                 paths.add(glob);
             } else {
@@ -46,8 +45,12 @@ impl Filter {
             }
         }
         Ok(Filter {
-            names: names.build().map_err(|e| e.to_string())?,
-            paths: paths.build().map_err(|e| e.to_string())?,
+            names: names
+                .build()
+                .map_err(|e| FilesError::Config(e.to_string()))?,
+            paths: paths
+                .build()
+                .map_err(|e| FilesError::Config(e.to_string()))?,
             absolute: Vec::new(),
         })
     }

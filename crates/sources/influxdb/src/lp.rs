@@ -89,8 +89,11 @@ fn push_float(out: &mut Vec<u8>, f: f64) {
 
 /// Appends a field value given as text (an annotated CSV cell) of `kind`,
 /// checking it parses as that kind.
-pub fn push_text_value(out: &mut Vec<u8>, kind: Kind, v: &str) -> Result<(), String> {
-    let bad = |what: &str| format!("expected {what}, got `{v}`");
+pub fn push_text_value(out: &mut Vec<u8>, kind: Kind, v: &str) -> Result<(), ValueError> {
+    let bad = |expected: &'static str| ValueError::Kind {
+        expected,
+        got: v.to_string(),
+    };
     match kind {
         Kind::Float => {
             let f: f64 = v.parse().map_err(|_| bad("a float"))?;
@@ -118,11 +121,35 @@ pub fn push_text_value(out: &mut Vec<u8>, kind: Kind, v: &str) -> Result<(), Str
 }
 
 /// Nanoseconds since the epoch of an RFC 3339 timestamp.
-pub fn rfc3339_ns(s: &str) -> Result<i64, String> {
+pub fn rfc3339_ns(s: &str) -> Result<i64, ValueError> {
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()
         .and_then(|t| t.timestamp_nanos_opt())
-        .ok_or_else(|| format!("`{s}` is not an RFC 3339 timestamp InfluxDB can store"))
+        .ok_or_else(|| ValueError::Timestamp(s.to_string()))
+}
+
+/// A value given as text that is not of its column's kind.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    /// The text does not parse as the kind.
+    #[error("expected {expected}, got `{got}`")]
+    Kind {
+        /// The kind, in words.
+        expected: &'static str,
+        /// The text.
+        got: String,
+    },
+    /// The text is no timestamp InfluxDB can store.
+    #[error("`{0}` is not an RFC 3339 timestamp InfluxDB can store")]
+    Timestamp(String),
+    /// Which field the value is of.
+    #[error("field `{field}`: {error}")]
+    Field {
+        /// The field.
+        field: String,
+        /// What is wrong with its value.
+        error: Box<ValueError>,
+    },
 }
 
 /// The RFC 3339 form (UTC, nanoseconds) of a timestamp.

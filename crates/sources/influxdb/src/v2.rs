@@ -245,7 +245,7 @@ fn push_line(
     roles: &Roles,
     row: &[String],
     ambiguous: &mut BTreeSet<(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), lp::ValueError> {
     let start = out.len();
     let m = &row[roles.measurement];
     lp::push_measurement(out, m);
@@ -263,7 +263,10 @@ fn push_line(
         lp::push_key(out, name);
         out.push(b'=');
         n += 1;
-        lp::push_text_value(out, kind, v).map_err(|e| format!("field `{name}`: {e}"))
+        lp::push_text_value(out, kind, v).map_err(|e| lp::ValueError::Field {
+            field: name.to_string(),
+            error: Box::new(e),
+        })
     };
     if let Some((f, v, kind)) = roles.field_value {
         // Unpivoted: a row exists only for a value, so an empty string is one.

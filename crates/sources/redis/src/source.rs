@@ -23,7 +23,6 @@ use crate::server::function_libraries;
 use crate::server::key_patterns;
 use crate::server::scope_keys;
 use crate::server::summary;
-use crate::test_restore::Throwaway;
 use crate::RedisConfig;
 use crate::RedisError;
 use crate::Transfer;
@@ -336,12 +335,6 @@ impl Source for RedisSource {
     }
 
     async fn test_restore(&self, ctx: &RestoreContext) -> Result<RestoreReport, BoxError> {
-        let t = Throwaway::start().await?;
-        let mut report = self.restore_into(ctx, &t.endpoint(), false).await?;
-        report
-            .lines
-            .push("throwaway redis-server stopped and removed".into());
-        drop(t);
-        Ok(report)
+        Ok(self.drill(ctx).await?)
     }
 }

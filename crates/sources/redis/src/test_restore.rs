@@ -4,21 +4,41 @@
 use std::time::{Duration, Instant};
 
 use respaldo_core::kit::process::find_program;
+use respaldo_core::kit::scratch::Scratch;
+use respaldo_core::source::{RestoreContext, RestoreReport};
 
 use crate::endpoint::Endpoint;
 use crate::resp::Conn;
 use crate::RedisError;
+use crate::RedisSource;
+
+impl RedisSource {
+    /// The drill of `ctx`'s snapshot: restored into a throwaway server,
+    /// which is stopped and removed whatever happened.
+    pub(crate) async fn drill(&self, ctx: &RestoreContext) -> Result<RestoreReport, RedisError> {
+        let server = Throwaway::start().await?;
+        let scratch = Scratch::named("redis-server", server.addr.clone())
+            .reported_as("throwaway redis-server stopped and removed");
+        let (mut report, line) = scratch
+            .drill(self.restore_into(ctx, &server.endpoint(), false), |_| {
+                server.stop()
+            })
+            .await?;
+        report.lines.push(line);
+        Ok(report)
+    }
+}
 
 /// A `redis-server` on a free local port in a temporary directory, killed
 /// when dropped.
-pub(crate) struct Throwaway {
-    pub(crate) child: tokio::process::Child,
-    pub(crate) _dir: tempfile::TempDir,
-    pub(crate) addr: String,
+struct Throwaway {
+    child: tokio::process::Child,
+    dir: tempfile::TempDir,
+    addr: String,
 }
 
 impl Throwaway {
-    pub(crate) async fn start() -> Result<Throwaway, RedisError> {
+    async fn start() -> Result<Throwaway, RedisError> {
         let err = |m: String| RedisError::Throwaway(m);
         let bin = find_program("redis-server")
             .ok_or_else(|| err("`redis-server` not found on PATH".into()))?;
@@ -40,7 +60,7 @@ impl Throwaway {
             .map_err(|e| err(format!("cannot start redis-server: {e}")))?;
         let mut t = Throwaway {
             child,
-            _dir: dir,
+            dir,
             addr: format!("127.0.0.1:{port}"),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -64,7 +84,17 @@ impl Throwaway {
         }
     }
 
-    pub(crate) fn endpoint(&self) -> Endpoint {
+    /// Kills the server and removes its folder.
+    async fn stop(mut self) -> Result<(), RedisError> {
+        self.child.kill().await.map_err(|e| {
+            RedisError::Throwaway(format!("stopping redis-server on {}: {e}", self.addr))
+        })?;
+        self.dir
+            .close()
+            .map_err(|e| RedisError::Throwaway(format!("removing the server's folder: {e}")))
+    }
+
+    fn endpoint(&self) -> Endpoint {
         Endpoint {
             host: "127.0.0.1".into(),
             addr: self.addr.clone(),
