@@ -24,11 +24,7 @@ fn no_verify_skips_the_verification_after_backup_for_one_run() {
     p.backup(&[]);
     // The packs go, their index entries stay: the unchanged file's chunks
     // look stored, so only the verification after the backup can tell.
-    for f in walk(&p.repo().join("packs")) {
-        if f.is_file() {
-            std::fs::remove_file(f).unwrap();
-        }
-    }
+    remove_packs(&p);
     let checked = p.run(&["--json", "backup"]);
     assert_eq!(checked.status.code(), Some(1), "{}", stderr(&checked));
     let skipped = p.run(&["--json", "backup", "--no-verify"]);
@@ -187,11 +183,7 @@ fn status_checks_each_source_against_its_recovery_time_objective() {
     );
     // A failed drill fails it too, with the drill's error.
     p.write_config(&config("1h"));
-    for f in walk(&p.repo().join("packs")) {
-        if f.is_file() {
-            std::fs::remove_file(f).unwrap();
-        }
-    }
+    remove_packs(&p);
     assert_eq!(p.run(&["test-restore"]).status.code(), Some(1));
     let out = p.run(&["status"]);
     assert_eq!(out.status.code(), Some(1));
@@ -200,4 +192,13 @@ fn status_checks_each_source_against_its_recovery_time_objective() {
         table.contains("RTO 60min: the last drill failed"),
         "{table}"
     );
+}
+
+/// Deletes every pack, leaving the index and snapshots.
+fn remove_packs(p: &Project) {
+    for f in walk(&p.repo().join("packs")) {
+        if f.is_file() {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
 }

@@ -441,6 +441,21 @@ type = "files"
 paths = ["data"]
 "#;
 
+/// Flips a byte in the middle of every pack; their file names.
+fn damage_every_pack(p: &Project) -> Vec<String> {
+    let mut names = Vec::new();
+    for f in walk(&p.repo().join("packs")) {
+        if f.is_file() {
+            let mut bytes = std::fs::read(&f).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&f, bytes).unwrap();
+            names.push(f.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    names
+}
+
 fn with_data(p: &Project, files: u64, size: usize) {
     let d = p.path().join("data");
     std::fs::create_dir_all(&d).unwrap();
@@ -959,15 +974,7 @@ fn test_restore_passes_on_a_healthy_repository_and_fails_on_a_damaged_one() {
     // As a schedule entry.
     p.ok(&["schedule", "run", "drill"]);
 
-    // Damage every pack in the middle.
-    for f in walk(&p.repo().join("packs")) {
-        if f.is_file() {
-            let mut bytes = std::fs::read(&f).unwrap();
-            let mid = bytes.len() / 2;
-            bytes[mid] ^= 0xff;
-            std::fs::write(&f, bytes).unwrap();
-        }
-    }
+    damage_every_pack(&p);
     let out = p.run(&["test-restore"]);
     assert_eq!(
         out.status.code(),
@@ -997,16 +1004,10 @@ fn a_scheduled_verify_that_finds_damage_notifies_what_it_found() {
     with_data(&p, 2, 100_000);
     p.ok(&["init"]);
     p.backup(&[]);
-    let mut damaged = Vec::new();
-    for f in walk(&p.repo().join("packs")) {
-        if f.is_file() {
-            let mut bytes = std::fs::read(&f).unwrap();
-            let mid = bytes.len() / 2;
-            bytes[mid] ^= 0xff;
-            std::fs::write(&f, bytes).unwrap();
-            damaged.push(f.file_name().unwrap().to_string_lossy()[..8].to_string());
-        }
-    }
+    let damaged: Vec<String> = damage_every_pack(&p)
+        .iter()
+        .map(|name| name[..8].to_string())
+        .collect();
     let out = p.run(&["schedule", "run", "check"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let (_, body) = hooks

@@ -259,15 +259,11 @@ pub async fn run_entry(
             // The step recorded its run itself (test-restore, verify): its
             // record has the details (each drill's estimate, the damage
             // found), the notification says them.
-            Some(own) => {
-                if r != Step::Ok && own.error.is_none() {
-                    report_failure(&mut rec, r);
+            Some(mut own) => {
+                if r != Step::Ok && own.ok {
+                    report_failure(&mut own, r);
                 }
-                let rec = RunRecord {
-                    trigger: rec.trigger.clone(),
-                    ..own
-                };
-                crate::ops::tracked::notify_outcome(config, &rec).await;
+                crate::ops::tracked::notify_outcome(config, &own).await;
             }
             None => report(config, &mut rec, r).await,
         }
