@@ -1027,6 +1027,135 @@ fn a_scheduled_verify_that_finds_damage_notifies_what_it_found() {
 }
 
 #[test]
+fn schedule_install_refuses_a_taken_name_and_a_short_env_file_and_knows_the_system_zone() {
+    let config = |zone: &str| {
+        format!(
+            "{DATA_SOURCE}\n[[notify]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+             headers = {{ Authorization = \"${{RESPALDO_TEST_HOOK_TOKEN}}\" }}\n\
+             [schedule.nightly]\ncron = \"0 2 * * *\"\ntimezone = \"{zone}\"\n"
+        )
+    };
+    let shop = Project::new(&config("UTC"));
+    let other = Project::new(&config("UTC"));
+    let root = shop.path().join("root");
+    let install = |p: &Project, extra: &[&str]| {
+        Command::new(bin())
+            .current_dir(p.path())
+            .env("RESPALDO_TEST_HOOK_TOKEN", "t0ken-value-long")
+            .arg("-c")
+            .arg(p.path().join("backup.toml"))
+            .args(["schedule", "install", "--cron", "--name", "app", "--root"])
+            .arg(&root)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // No --env-file: installed, with a warning naming what the runs lack.
+    let out = install(&shop, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("reads RESPALDO_TEST_HOOK_TOKEN"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The system of an empty root runs cron in UTC, which is the entry's zone.
+    let cron_file = root.join("etc/cron.d/respaldo-app");
+    let text = std::fs::read_to_string(&cron_file).unwrap();
+    assert!(text.contains("\n0 2 * * * root "), "{text}");
+    // Another configuration under the same name is refused and changes nothing.
+    let out = install(&other, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the schedule name `app` is already installed for"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&shop.path().join("backup.toml").display().to_string()),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&cron_file).unwrap(), text);
+    // Reinstalling the same configuration is fine.
+    assert!(install(&shop, &[]).status.success());
+
+    // An env file that lacks a variable the configuration reads is refused.
+    let env_file = shop.path().join("secrets.env");
+    std::fs::write(&env_file, "# secrets\nexport OTHER=1\n").unwrap();
+    let out = install(&shop, &["--env-file", env_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out)
+            .contains("does not set RESPALDO_TEST_HOOK_TOKEN, which the configuration reads"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(
+        &env_file,
+        "OTHER=1\nRESPALDO_TEST_HOOK_TOKEN=t0ken-value-long\n",
+    )
+    .unwrap();
+    let out = install(&shop, &["--env-file", env_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"));
+
+    // A system in Madrid: a UTC entry is refused naming both zones, a Madrid one is installed.
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/timezone"), "Europe/Madrid\n").unwrap();
+    let out = install(&shop, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cron runs in the system's time zone (Europe/Madrid), not UTC"),
+        "{}",
+        stderr(&out)
+    );
+    shop.write_config(&config("Europe/Madrid"));
+    assert!(install(&shop, &[]).status.success());
+}
+
+#[test]
+fn the_base_configuration_is_named_by_environment_and_months_written_m_warn() {
+    let p = Project::new(&format!(
+        "{DATA_SOURCE}\n[retention]\nkeep_within = \"6m\"\n[env.staging.repository]\nurl = \"repo-staging\"\n"
+    ));
+    // `environment` must come before any table.
+    let text = std::fs::read_to_string(p.path().join("backup.toml")).unwrap();
+    std::fs::write(
+        p.path().join("backup.toml"),
+        format!("environment = \"production\"\n{text}"),
+    )
+    .unwrap();
+    let out = p.run(&["--env", "production", "--json", "config", "check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["repository"].as_str().unwrap().ends_with("/repo"), "{v}");
+    let err = stderr(&out);
+    // Its line in the file, counting the `environment` line put first.
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("keep_within"))
+        .unwrap()
+        + 2;
+    assert!(
+        err.contains(&format!(
+            "backup.toml:{line}: retention.keep_within: `m` is read as months here; write `mo`"
+        )),
+        "{err}"
+    );
+    let v = p.json(&["--env", "staging", "config", "check"]);
+    assert!(
+        v["repository"].as_str().unwrap().ends_with("/repo-staging"),
+        "{v}"
+    );
+    let out = p.run(&["--env", "qa", "config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("(environments: production, staging)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn environments_override_the_base_configuration() {
     let p = Project::new(&format!(
         "{DATA_SOURCE}\n[env.staging.repository]\nurl = \"repo-staging\"\n[env.staging.sources.files]\nenabled = false\n"

@@ -9,10 +9,21 @@
 
 use crate::config::error::KeyError;
 
-/// Applies `[env.NAME]` to `value` and removes every `[env.*]` table.
+/// Applies `[env.NAME]` to `value` and removes every `[env.*]` table and the
+/// top-level `environment` key, which names the environment the rest of the
+/// file describes (`--env` with that name applies no table).
 pub fn apply(value: &mut toml::Value, env: Option<&str>) -> Result<(), KeyError> {
     let toml::Value::Table(root) = value else {
         return Ok(());
+    };
+    let base = match root.remove("environment") {
+        None => None,
+        Some(toml::Value::String(name)) if valid_name(&name) => Some(name),
+        Some(_) => return Err((
+            vec!["environment".into()],
+            "must be the name of the environment the file describes (letters, digits, `-`, `_`)"
+                .into(),
+        )),
     };
     let envs = match root.remove("env") {
         None => toml::Table::new(),
@@ -35,9 +46,24 @@ pub fn apply(value: &mut toml::Value, env: Option<&str>) -> Result<(), KeyError>
             ));
         }
     }
+    if let Some(b) = &base {
+        if envs.contains_key(b) {
+            return Err((
+                vec!["env".into(), b.clone()],
+                format!("`{b}` is the base configuration's name (`environment`), not an overlay"),
+            ));
+        }
+    }
     let Some(name) = env else { return Ok(()) };
+    if base.as_deref() == Some(name) {
+        return Ok(());
+    }
     let Some(overrides) = envs.get(name) else {
-        let known: Vec<&str> = envs.keys().map(String::as_str).collect();
+        let known: Vec<&str> = base
+            .iter()
+            .map(String::as_str)
+            .chain(envs.keys().map(String::as_str))
+            .collect();
         return Err((
             vec!["env".into()],
             format!(
@@ -52,6 +78,13 @@ pub fn apply(value: &mut toml::Value, env: Option<&str>) -> Result<(), KeyError>
     };
     merge(root, overrides.as_table().expect("checked above"));
     Ok(())
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn merge(base: &mut toml::Table, over: &toml::Table) {
@@ -103,5 +136,27 @@ url = "postgres://staging/app"
         let mut v: toml::Value = toml::from_str(TEXT).unwrap();
         let e = apply(&mut v, Some("qa")).unwrap_err();
         assert!(e.1.contains("environments: staging"), "{}", e.1);
+    }
+
+    #[test]
+    fn the_base_configuration_has_a_name_too() {
+        let text = format!("environment = \"production\"\n{TEXT}");
+        let mut v: toml::Value = toml::from_str(&text).unwrap();
+        apply(&mut v, Some("production")).unwrap();
+        assert_eq!(v["repository"]["url"].as_str(), Some("/backups/prod"));
+        assert!(v.get("environment").is_none());
+
+        let mut v: toml::Value = toml::from_str(&text).unwrap();
+        apply(&mut v, Some("staging")).unwrap();
+        assert_eq!(v["repository"]["url"].as_str(), Some("/backups/staging"));
+
+        let mut v: toml::Value = toml::from_str(&text).unwrap();
+        let e = apply(&mut v, Some("qa")).unwrap_err();
+        assert!(e.1.contains("environments: production, staging"), "{}", e.1);
+
+        let clash = format!("environment = \"staging\"\n{TEXT}");
+        let mut v: toml::Value = toml::from_str(&clash).unwrap();
+        let e = apply(&mut v, None).unwrap_err();
+        assert_eq!(e.0, ["env", "staging"]);
     }
 }

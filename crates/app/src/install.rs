@@ -69,6 +69,32 @@ fn usage(msg: impl Into<String>) -> Error {
     Error::usage(msg)
 }
 
+/// Whether two IANA names are the same zone (`UTC`, `Etc/UTC`, `Zulu`, … are).
+fn same_zone(a: &str, b: &str) -> bool {
+    const UTC: [&str; 8] = [
+        "UTC",
+        "Etc/UTC",
+        "Etc/UCT",
+        "UCT",
+        "Etc/Universal",
+        "Universal",
+        "Etc/Zulu",
+        "Zulu",
+    ];
+    a == b || (UTC.contains(&a) && UTC.contains(&b))
+}
+
+/// The variables an environment file (`VAR=value` lines, `export VAR=…`,
+/// `#` comments: systemd's `EnvironmentFile=` and the shell's `.`) sets.
+fn env_file_names(text: &str) -> std::collections::BTreeSet<&str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
+        .map(|(name, _)| name.trim())
+        .collect()
+}
+
 /// Writes, removes and inspects the installed schedule of a configuration.
 pub struct Installer<'a> {
     config: &'a Config,
@@ -225,9 +251,10 @@ impl<'a> Installer<'a> {
             })
             .unwrap_or_default();
         let service = format!(
-            "{MARKER}\n[Unit]\nDescription=respaldo: {} `{}` of {config}\nWants=network-online.target\nAfter=network-online.target\n\n\
+            "{MARKER}\n{}\n[Unit]\nDescription=respaldo: {} `{}` of {config}\nWants=network-online.target\nAfter=network-online.target\n\n\
              [Service]\nType=oneshot\nWorkingDirectory={}\nExecStart={}\nEnvironment={}\n{env_file}\
              # SIGTERM reaches respaldo first, which stops its running step cleanly.\nKillMode=mixed\nTimeoutStopSec=2min\nNice=10\nIOSchedulingClass=best-effort\nIOSchedulingPriority=7\n",
+            self.owner_line(),
             entry.action.as_str(),
             entry.name,
             systemd_quote(&self.config.base.display().to_string()),
@@ -259,7 +286,8 @@ impl<'a> Installer<'a> {
             ),
         };
         let timer = format!(
-            "{MARKER}\n[Unit]\nDescription=respaldo: `{}` ({}) of {config}\n\n[Timer]\n{when}Unit={unit}.service\n\n[Install]\nWantedBy=timers.target\n",
+            "{MARKER}\n{}\n[Unit]\nDescription=respaldo: `{}` ({}) of {config}\n\n[Timer]\n{when}Unit={unit}.service\n\n[Install]\nWantedBy=timers.target\n",
+            self.owner_line(),
             entry.name,
             entry.describe(),
         );
@@ -269,7 +297,27 @@ impl<'a> Installer<'a> {
         ])
     }
 
-    fn cron_expr(entry: &Entry) -> Result<String> {
+    /// The time zone cron runs in on the target system (below `--root`):
+    /// `/etc/timezone`, else the zone `/etc/localtime` links to, else UTC
+    /// when there is no `/etc/localtime`.
+    fn system_zone(&self) -> Option<String> {
+        if let Ok(t) = std::fs::read_to_string(self.rooted(Path::new("/etc/timezone"))) {
+            if !t.trim().is_empty() {
+                return Some(t.trim().to_string());
+            }
+        }
+        let localtime = self.rooted(Path::new("/etc/localtime"));
+        match std::fs::read_link(&localtime) {
+            Ok(target) => {
+                let t = target.to_string_lossy();
+                t.split_once("zoneinfo/").map(|(_, zone)| zone.to_string())
+            }
+            Err(_) if !localtime.exists() => Some("UTC".into()),
+            Err(_) => None,
+        }
+    }
+
+    fn cron_expr(&self, entry: &Entry) -> Result<String> {
         match &entry.when {
             When::Cron { expr, zone, .. } => {
                 if expr.split_whitespace().count() == 6 {
@@ -279,10 +327,15 @@ impl<'a> Installer<'a> {
                     )));
                 }
                 if let Some(z) = zone.name() {
-                    return Err(usage(format!(
-                        "schedule `{}`: cron runs in the system's time zone, not {z}; use systemd timers or `respaldo daemon`",
-                        entry.name
-                    )));
+                    let system = self.system_zone();
+                    if !system.as_deref().is_some_and(|s| same_zone(s, &z)) {
+                        return Err(usage(format!(
+                            "schedule `{}`: cron runs in the system's time zone ({}), not {z}; \
+                             use systemd timers or `respaldo daemon`",
+                            entry.name,
+                            system.as_deref().unwrap_or("unknown")
+                        )));
+                    }
                 }
                 Ok(expr.clone())
             }
@@ -310,7 +363,8 @@ impl<'a> Installer<'a> {
     fn cron_text(&self) -> Result<String> {
         let log_dir = self.log_dir();
         let mut s = format!(
-            "{MARKER}\n# respaldo schedule of {}\nSHELL=/bin/sh\nPATH={}\n",
+            "{MARKER}\n{}\n# respaldo schedule of {}\nSHELL=/bin/sh\nPATH={}\n",
+            self.owner_line(),
             self.config.path.display(),
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
         );
@@ -333,7 +387,7 @@ impl<'a> Installer<'a> {
                 "# {}: {}\n{} {}cd {} && {source_env}{} >> {} 2>&1\n",
                 e.name,
                 e.describe(),
-                Self::cron_expr(e)?,
+                self.cron_expr(e)?,
                 if self.target.user { "" } else { "root " },
                 sh_quote(&self.config.base.display().to_string()),
                 cmd.join(" "),
@@ -432,10 +486,111 @@ impl<'a> Installer<'a> {
         Ok(())
     }
 
+    /// The line of every file written that says which configuration (and
+    /// `--env`) it runs, so that another one installed under the same name
+    /// is refused instead of overwriting it.
+    fn owner_line(&self) -> String {
+        match &self.config.env {
+            Some(e) => format!("# Configuration: {} --env {e}", self.config.path.display()),
+            None => format!("# Configuration: {}", self.config.path.display()),
+        }
+    }
+
+    /// Refuses to overwrite what was installed under this name for another
+    /// configuration (two projects in folders of the same name), or what
+    /// respaldo did not write.
+    fn check_name_is_free(&self) -> Result<()> {
+        let mine = self.owner_line();
+        let taken = |where_: &str, text: &str| -> Result<()> {
+            if !text.starts_with(MARKER) {
+                return Err(usage(format!(
+                    "{where_} exists and was not written by respaldo; left alone (choose another name with --name)"
+                )));
+            }
+            match text.lines().find(|l| l.starts_with("# Configuration: ")) {
+                Some(theirs) if theirs != mine => Err(usage(format!(
+                    "the schedule name `{}` is already installed for {} ({where_}); \
+                     give this configuration another name with --name, or uninstall that one first",
+                    self.name,
+                    theirs.trim_start_matches("# Configuration: "),
+                ))),
+                _ => Ok(()),
+            }
+        };
+        if self.target.cron && self.target.user {
+            let (begin, end) = self.block_markers();
+            let crontab = Self::crontab_read()?;
+            let block: String = crontab
+                .lines()
+                .skip_while(|l| *l != begin)
+                .skip(1)
+                .take_while(|l| *l != end)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            return taken("the user's crontab", &format!("{MARKER}\n{block}"));
+        }
+        let mut paths = if self.target.cron {
+            vec![self.cron_file()]
+        } else {
+            let mut p = self.installed_units()?;
+            for e in &self.config.schedule {
+                p.extend(self.files(e)?.into_iter().map(|(path, _)| path));
+            }
+            p
+        };
+        paths.dedup();
+        for p in paths {
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                taken(&p.display().to_string(), &text)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the `--env-file` sets every variable the configuration
+    /// reads (a scheduled run does not see this shell's environment); without
+    /// one, returns a warning naming them.
+    fn check_environment(&self) -> Result<Option<String>> {
+        const GIVEN: [&str; 4] = ["HOME", "LOGNAME", "PATH", "USER"];
+        let needed: Vec<&String> = self
+            .config
+            .variables
+            .iter()
+            .filter(|v| !GIVEN.contains(&v.as_str()))
+            .collect();
+        if needed.is_empty() {
+            return Ok(None);
+        }
+        let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        let Some(file) = &self.target.env_file else {
+            return Ok(Some(format!(
+                "warning: the configuration reads {}; scheduled runs do not see this shell's \
+                 environment: give them with --env-file FILE (VAR=value lines)",
+                list(&needed)
+            )));
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| usage(format!("cannot read --env-file {}: {e}", file.display())))?;
+        let set = env_file_names(&text);
+        let missing: Vec<&String> = needed
+            .into_iter()
+            .filter(|v| !set.contains(v.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            return Err(usage(format!(
+                "--env-file {} does not set {}, which the configuration reads: every scheduled run would fail",
+                file.display(),
+                list(&missing)
+            )));
+        }
+        Ok(None)
+    }
+
     /// Writes the timers (and enables them) or the cron entries; returns
     /// what was done, line by line.
     pub fn install(&self) -> Result<Vec<String>> {
-        let mut done = Vec::new();
+        self.check_name_is_free()?;
+        let mut done: Vec<String> = self.check_environment()?.into_iter().collect();
         let live = self.target.root.is_none();
         if self.target.cron {
             let text = self.cron_text()?;

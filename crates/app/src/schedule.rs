@@ -244,6 +244,9 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
             "`{expr}`: a cron expression has 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first"
         ));
     }
+    if !expr.trim_start().starts_with('@') {
+        check_cron_fields(expr)?;
+    }
     use croner::parser::{CronParser, Seconds, Year};
     CronParser::builder()
         .seconds(Seconds::Optional)
@@ -251,6 +254,131 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
         .build()
         .parse(expr)
         .map_err(|e| format!("`{expr}`: {e}"))
+}
+
+/// A cron field's name, its range and the names it accepts.
+struct CronField {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    names: &'static [&'static str],
+}
+
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// The five fields of a cron expression, in order (a sixth, seconds, may
+/// come first).
+const CRON_FIELDS: [CronField; 5] = [
+    CronField {
+        name: "minute",
+        min: 0,
+        max: 59,
+        names: &[],
+    },
+    CronField {
+        name: "hour",
+        min: 0,
+        max: 23,
+        names: &[],
+    },
+    CronField {
+        name: "day of month",
+        min: 1,
+        max: 31,
+        names: &[],
+    },
+    CronField {
+        name: "month",
+        min: 1,
+        max: 12,
+        names: &MONTH_NAMES,
+    },
+    CronField {
+        name: "day of week",
+        min: 0,
+        max: 7,
+        names: &DAY_NAMES,
+    },
+];
+const SECOND_FIELD: CronField = CronField {
+    name: "second",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+
+/// Checks every number of every field against the field's range, so that an
+/// error names the field (`minute `61` is out of range (0–59)`). What is
+/// not a plain number or name (`L`, `W`, `#`) is left to the parser.
+fn check_cron_fields(expr: &str) -> Result<(), String> {
+    let values: Vec<&str> = expr.split_whitespace().collect();
+    let fields: Vec<&CronField> = if values.len() == 6 {
+        std::iter::once(&SECOND_FIELD)
+            .chain(CRON_FIELDS.iter())
+            .collect()
+    } else {
+        CRON_FIELDS.iter().collect()
+    };
+    for (value, field) in values.iter().zip(fields) {
+        let range = format!("{}–{}", field.min, field.max);
+        let names = if field.names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " or {}–{}",
+                field.names[0],
+                field.names[field.names.len() - 1]
+            )
+        };
+        for part in value.split(',') {
+            let (span, step) = match part.split_once('/') {
+                Some((span, step)) => (span, Some(step)),
+                None => (part, None),
+            };
+            if let Some(step) = step {
+                match step.parse::<u32>() {
+                    Ok(n) if n >= 1 && n <= field.max.max(1) => {}
+                    _ => {
+                        return Err(format!(
+                            "`{expr}`: {} step `{step}` must be a number from 1 to {}",
+                            field.name,
+                            field.max.max(1)
+                        ))
+                    }
+                }
+            }
+            if matches!(span, "*" | "?") {
+                continue;
+            }
+            for bound in span.split('-') {
+                if bound.contains(['L', 'W', '#', 'l', 'w']) {
+                    continue;
+                }
+                if field.names.iter().any(|n| n.eq_ignore_ascii_case(bound)) {
+                    continue;
+                }
+                match bound.parse::<u32>() {
+                    Ok(n) if (field.min..=field.max).contains(&n) => {}
+                    Ok(_) => {
+                        return Err(format!(
+                            "`{expr}`: {} `{bound}` is out of range ({range}{names})",
+                            field.name
+                        ))
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "`{expr}`: {} `{bound}` is not a number ({range}{names})",
+                            field.name
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses and validates the `[schedule]` table. `sources` are the configured
@@ -270,6 +398,8 @@ pub fn parse(
             }
             (p, msg)
         };
+        // `NAME = "0 2 * * *"` is the cron key itself.
+        let cron_key = if value.is_str() { "" } else { "cron" };
         let c: EntryConfig = match value {
             toml::Value::String(expr) => EntryConfig {
                 cron: Some(expr),
@@ -285,7 +415,7 @@ pub fn parse(
         };
         let when = match (&c.cron, &c.every) {
             (Some(expr), None) => {
-                let cron = parse_cron(expr).map_err(|m| at("cron", m))?;
+                let cron = parse_cron(expr).map_err(|m| at(cron_key, m))?;
                 let zone = Zone::parse(c.timezone.as_deref().or(defaults.timezone))
                     .map_err(|m| at("timezone", m))?;
                 When::Cron {
@@ -497,6 +627,40 @@ fn weekdays(f: &str) -> Result<Option<String>, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn cron_errors_name_the_field_and_its_range() {
+        for (expr, says) in [
+            ("61 2 * * *", "minute `61` is out of range (0–59)"),
+            ("0 24 * * *", "hour `24` is out of range (0–23)"),
+            ("0 2 0 * *", "day of month `0` is out of range (1–31)"),
+            ("0 2 * 13 *", "month `13` is out of range (1–12 or JAN–DEC)"),
+            (
+                "0 2 * * 8",
+                "day of week `8` is out of range (0–7 or SUN–SAT)",
+            ),
+            ("0 2 * * MON-FRY", "day of week `FRY` is not a number"),
+            (
+                "*/0 * * * *",
+                "minute step `0` must be a number from 1 to 59",
+            ),
+            ("60 0 2 * * *", "second `60` is out of range (0–59)"),
+            ("0 1-30 * * *", "hour `30` is out of range"),
+        ] {
+            let e = parse_cron(expr).unwrap_err();
+            assert!(e.contains(says), "{expr}: {e}");
+        }
+        for good in [
+            "0 2 * * *",
+            "*/15 * * * MON-FRI",
+            "0 0 L * *",
+            "0 0 * JAN,jul 1#2",
+            "@daily",
+            "30 0 2 * * *",
+        ] {
+            parse_cron(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
     fn defaults() -> Defaults<'static> {
         Defaults {
             timezone: None,
@@ -545,7 +709,8 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let bad = |t: &str| entries(t).unwrap_err();
-        assert_eq!(bad("x = \"0 2 * *\"\n").0, ["schedule", "x", "cron"]);
+        // The string form is the cron key itself.
+        assert_eq!(bad("x = \"0 2 * *\"\n").0, ["schedule", "x"]);
         assert_eq!(bad("x = 3\n").0, ["schedule", "x"]);
         assert_eq!(
             bad("[x]\ncron = \"0 2 * * *\"\ntimezone = \"Mars/Base\"\n").0,

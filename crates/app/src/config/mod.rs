@@ -1,7 +1,7 @@
 //! `backup.toml`: loading, `${ENV}` interpolation, validation with errors that
 //! name the file, the line and the key, and construction of the drivers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 pub mod daemon;
 pub mod error;
+pub mod locate;
 pub mod restore;
 pub mod status;
 
@@ -263,6 +264,12 @@ pub struct Config {
     pub masker: crate::mask::Masker,
     /// The `--env` applied, if any.
     pub env: Option<String>,
+    /// What the file writes that works but should change (each located like
+    /// an error); shown as warnings.
+    pub warnings: Vec<String>,
+    /// The environment variables the configuration reads (`${VAR}` and
+    /// `{ env = "VAR" }`), which a scheduled run must be given too.
+    pub variables: BTreeSet<String>,
 }
 
 impl Config {
@@ -315,14 +322,14 @@ impl Config {
                 e.message().trim_end().replace('\n', " ")
             ))
         })?;
+        let locator = locate::Locator::new(text);
         let at = |keys: &[String], msg: String| -> UsageError {
-            let line = locate(text, keys)
-                .map(|l| format!(":{l}"))
-                .unwrap_or_default();
+            let found = locator.locate(keys, env);
+            let line = found.line.map(|l| format!(":{l}")).unwrap_or_default();
             let key = if keys.is_empty() {
                 String::new()
             } else {
-                format!(" {}:", keys.join("."))
+                format!(" {}:", found.path)
             };
             UsageError(format!("{shown}{line}:{key} {msg}"))
         };
@@ -339,9 +346,23 @@ impl Config {
             ));
         }
         let mut path = Vec::new();
-        interpolate(&mut value, &mut path).map_err(|(keys, msg)| at(&keys, msg))?;
+        let mut variables = BTreeSet::new();
+        interpolate(&mut value, &mut path, &mut variables).map_err(|(keys, msg)| at(&keys, msg))?;
+        let warnings = months_written_m(&value)
+            .into_iter()
+            .map(|keys| {
+                let e = at(&keys, "`m` is read as months here; write `mo` (elsewhere `m` is refused as ambiguous between minutes and months)".into());
+                e.0
+            })
+            .collect();
         let raw: RawConfig = typed(value, &[]).map_err(|(keys, msg)| at(&keys, msg))?;
 
+        if !(1..=19).contains(&raw.backup.compression_level) {
+            return Err(at(
+                &["backup".into(), "compression_level".into()],
+                format!("{} is out of range (1–19)", raw.backup.compression_level),
+            ));
+        }
         let local_repository: Option<PathBuf> = resolve_repository_url(&raw.repository.url, base)
             .ok()
             .filter(|u| !respaldo_sink_object_store::ObjectStoreSink::handles(u))
@@ -420,12 +441,6 @@ impl Config {
                 restore: restore::RestoreSettings::new(c.restore, base)
                     .map_err(|(k, m)| at(&[keys.clone(), vec!["restore".into(), k]].concat(), m))?,
             });
-        }
-        if !(1..=19).contains(&raw.backup.compression_level) {
-            return Err(at(
-                &["backup".into(), "compression_level".into()],
-                format!("{} is out of range (1–19)", raw.backup.compression_level),
-            ));
         }
         if raw.backup.concurrency == 0 {
             return Err(at(
@@ -522,6 +537,8 @@ impl Config {
             hooks,
             masker,
             env: env.map(str::to_string),
+            warnings,
+            variables,
         })
     }
 
@@ -529,6 +546,29 @@ impl Config {
     pub fn source(&self, name: &str) -> Option<&SourceSpec> {
         self.sources.iter().find(|s| s.name == name)
     }
+}
+
+/// The `keep_within` durations of `[retention]` (and its tag rules) that
+/// write months as the old `m`.
+fn months_written_m(value: &toml::Value) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let Some(retention) = value.get("retention") else {
+        return out;
+    };
+    let mut check = |rules: &toml::Value, keys: Vec<String>| {
+        if let Some(toml::Value::String(s)) = rules.get("keep_within") {
+            if respaldo_core::ops::retention::KeepWithin::uses_m_for_months(s) {
+                out.push([keys, vec!["keep_within".to_string()]].concat());
+            }
+        }
+    };
+    check(retention, vec!["retention".into()]);
+    if let Some(toml::Value::Table(tags)) = retention.get("tags") {
+        for (tag, rules) in tags {
+            check(rules, vec!["retention".into(), "tags".into(), tag.clone()]);
+        }
+    }
+    out
 }
 
 /// The variable that overrides `[repository] url` (restic's
@@ -631,22 +671,33 @@ fn inline_object_store_key(v: &toml::Value) -> Option<Vec<String>> {
 
 /// Replaces `${NAME}` in every string with the environment variable; `$${`
 /// stays a literal `${`. A missing variable is an error naming the key.
-fn interpolate(v: &mut toml::Value, path: &mut Vec<String>) -> Result<(), KeyError> {
+/// Replaces `${VAR}` in every string, and records in `names` every variable
+/// the configuration reads (`${VAR}` and `{ env = "VAR" }`).
+fn interpolate(
+    v: &mut toml::Value,
+    path: &mut Vec<String>,
+    names: &mut BTreeSet<String>,
+) -> Result<(), KeyError> {
     match v {
         toml::Value::String(s) => {
-            *s = expand(s).map_err(|m| (path.clone(), m))?;
+            *s = expand(s, names).map_err(|m| (path.clone(), m))?;
         }
         toml::Value::Array(a) => {
             for (i, x) in a.iter_mut().enumerate() {
                 path.push(i.to_string());
-                interpolate(x, path)?;
+                interpolate(x, path, names)?;
                 path.pop();
             }
         }
         toml::Value::Table(t) => {
+            if let (1, Some(toml::Value::String(name))) = (t.len(), t.get("env")) {
+                if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    names.insert(name.clone());
+                }
+            }
             for (k, x) in t.iter_mut() {
                 path.push(k.clone());
-                interpolate(x, path)?;
+                interpolate(x, path, names)?;
                 path.pop();
             }
         }
@@ -655,7 +706,7 @@ fn interpolate(v: &mut toml::Value, path: &mut Vec<String>) -> Result<(), KeyErr
     Ok(())
 }
 
-fn expand(s: &str) -> Result<String, String> {
+fn expand(s: &str, names: &mut BTreeSet<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -672,6 +723,7 @@ fn expand(s: &str) -> Result<String, String> {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("`${{{name}}}` is not a valid variable reference"));
             }
+            names.insert(name.to_string());
             let val = std::env::var(name)
                 .map_err(|_| format!("environment variable {name} is not set"))?;
             out.push_str(&val);
@@ -683,49 +735,6 @@ fn expand(s: &str) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// Finds the 1-based line of a key path in TOML text: the key's own line,
-/// else the line of the deepest table header on the path.
-pub fn locate(text: &str, keys: &[String]) -> Option<usize> {
-    if keys.is_empty() {
-        return None;
-    }
-    let split = |s: &str| -> Vec<String> {
-        s.split('.')
-            .map(|p| p.trim().trim_matches('"').trim_matches('\'').to_string())
-            .collect()
-    };
-    let mut table: Vec<String> = Vec::new();
-    let mut best: Option<(usize, usize)> = None; // (matched depth, line)
-    for (n, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if l.starts_with('#') || l.is_empty() {
-            continue;
-        }
-        let path: Vec<String> =
-            if let Some(h) = l.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
-                table = split(h);
-                table.clone()
-            } else if let Some(h) = l.strip_prefix('[').and_then(|h| h.split(']').next()) {
-                table = split(h);
-                table.clone()
-            } else if let Some((k, _)) = l.split_once('=') {
-                let mut p = table.clone();
-                p.extend(split(k));
-                p
-            } else {
-                continue;
-            };
-        let depth = path.iter().zip(keys).take_while(|(a, b)| a == b).count();
-        if depth == path.len().min(keys.len()) && depth > best.map(|b| b.0).unwrap_or(0) {
-            best = Some((depth, n + 1));
-            if depth == keys.len() {
-                break;
-            }
-        }
-    }
-    best.map(|b| b.1)
 }
 
 /// `~/x` → `$HOME/x`; a relative path is taken from the configuration's folder.
@@ -747,22 +756,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locates_keys() {
-        let text = "[repository]\nurl = \"/x\"\n\n[sources.models]\ntype = \"files\"\npathz = []\n";
-        let k = |s: &str| s.split('.').map(String::from).collect::<Vec<_>>();
-        assert_eq!(locate(text, &k("sources.models.pathz")), Some(6));
-        assert_eq!(locate(text, &k("sources.models.other")), Some(4));
-        assert_eq!(locate(text, &k("repository.url")), Some(2));
-    }
-
-    #[test]
     fn expands_env() {
         std::env::set_var("RESPALDO_TEST_X", "v");
         assert_eq!(
-            expand("a${RESPALDO_TEST_X}b$${LIT}$").unwrap(),
+            expand("a${RESPALDO_TEST_X}b$${LIT}$", &mut BTreeSet::new()).unwrap(),
             "avb${LIT}$"
         );
-        assert!(expand("${RESPALDO_TEST_MISSING_VAR}").is_err());
-        assert!(expand("${unterminated").is_err());
+        assert!(expand("${RESPALDO_TEST_MISSING_VAR}", &mut BTreeSet::new()).is_err());
+        assert!(expand("${unterminated", &mut BTreeSet::new()).is_err());
     }
 }
+
+#[cfg(test)]
+mod located_errors;

@@ -36,6 +36,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
     }
     let path = Config::locate(cli.config.as_deref());
     let mut config = Config::load(&path, cli.env.as_deref())?;
+    config.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     if let Command::Backup {
         no_verify: true, ..
     } = &cli.command

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::kit::duration::WrittenDuration;
 use chrono::{
     DateTime, Datelike, Days, Months, NaiveDateTime, Offset, TimeDelta, TimeZone, Timelike, Utc,
 };
@@ -35,84 +36,42 @@ pub enum RetentionError {
     /// A `keep_within` duration could not be parsed.
     #[error(
         "invalid keep_within duration {value:?}: {problem}; expected a positive duration \
-         made of <number><unit> parts with units in the order y, m, w, d, h \
-         (y = years, m = months, w = weeks, d = days, h = hours), e.g. \"90d\", \"2y6m\", \"36h\""
+         made of <number><unit> parts, largest unit first, with units y, mo, w, d, h, min, s \
+         (years, months, weeks, days, hours, minutes, seconds), e.g. \"90d\", \"2y6mo\", \"36h\""
     )]
     InvalidKeepWithin {
         /// The rejected input, verbatim.
         value: String,
         /// What is wrong with it.
-        problem: &'static str,
+        problem: String,
     },
 }
 
-/// A `keep_within` duration such as `"90d"`, `"2y6m"`, `"36h"` or `"1w"`.
+/// A `keep_within` duration such as `"90d"`, `"2y6mo"`, `"36h"` or `"1w"`.
 ///
-/// It is written as one or more `<number><unit>` parts, with units `y` (years),
-/// `m` (months), `w` (weeks), `d` (days) and `h` (hours), each used at most once
-/// and in that order. The total must not be zero. It is (de)serialized as that
-/// string, and [`Display`](fmt::Display) gives back a string that parses to the
-/// same value.
+/// It is written in the configuration's one duration grammar
+/// ([`crate::kit::duration`]); years and months are subtracted on the
+/// calendar. The old `m` for months is still read as months
+/// ([`KeepWithin::uses_m_for_months`] tells the configuration to warn). It is
+/// (de)serialized as that string, and [`Display`](fmt::Display) gives back a
+/// string that parses to the same value (with `mo`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct KeepWithin {
-    years: u32,
-    months: u32,
-    weeks: u32,
-    days: u32,
-    hours: u32,
-}
+pub struct KeepWithin(WrittenDuration);
 
 impl KeepWithin {
-    /// Parses a duration such as `"90d"` or `"2y6m"` (see the type's documentation).
+    /// Parses a duration such as `"90d"` or `"2y6mo"` (see the type's documentation).
     pub fn parse(s: &str) -> Result<KeepWithin, RetentionError> {
-        let err = |problem: &'static str| RetentionError::InvalidKeepWithin {
-            value: s.to_string(),
-            problem,
-        };
-        if s.is_empty() {
-            return Err(err("it is empty"));
-        }
-        let mut out = KeepWithin::default();
-        // Rank of the last unit seen (units must come in the order y, m, w, d, h).
-        let mut last_rank: Option<usize> = None;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            if digits == 0 {
-                return Err(err("expected a number before each unit"));
-            }
-            let number: u32 = rest[..digits]
-                .parse()
-                .map_err(|_| err("a number is too large"))?;
-            let unit = rest[digits..]
-                .chars()
-                .next()
-                .ok_or_else(|| err("a number is missing its unit"))?;
-            let (rank, slot) = match unit {
-                'y' => (0, &mut out.years),
-                'm' => (1, &mut out.months),
-                'w' => (2, &mut out.weeks),
-                'd' => (3, &mut out.days),
-                'h' => (4, &mut out.hours),
-                _ => return Err(err("unknown unit")),
-            };
-            if last_rank.is_some_and(|last| rank <= last) {
-                return Err(err(
-                    "units must appear at most once, in the order y, m, w, d, h",
-                ));
-            }
-            last_rank = Some(rank);
-            *slot = number;
-            rest = &rest[digits + unit.len_utf8()..];
-        }
-        if out.is_zero() {
-            return Err(err("the duration is zero"));
-        }
-        Ok(out)
+        WrittenDuration::parse_legacy(s)
+            .map(|(d, _)| KeepWithin(d))
+            .map_err(|e| RetentionError::InvalidKeepWithin {
+                value: s.to_string(),
+                problem: e.to_string(),
+            })
     }
 
-    fn is_zero(&self) -> bool {
-        self.years == 0 && self.months == 0 && self.weeks == 0 && self.days == 0 && self.hours == 0
+    /// Whether `s` writes months as the old, ambiguous `m`.
+    pub fn uses_m_for_months(s: &str) -> bool {
+        WrittenDuration::parse_legacy(s).is_ok_and(|(_, m)| m)
     }
 
     /// The earliest time still kept when the newest snapshot considered was taken
@@ -124,8 +83,8 @@ impl KeepWithin {
     /// earliest representable time, i.e. when every snapshot is within range.
     pub fn cutoff<Tz: TimeZone>(&self, newest: DateTime<Utc>, tz: &Tz) -> Option<DateTime<Utc>> {
         let local = newest.with_timezone(tz);
-        let months = self.years.checked_mul(12)?.checked_add(self.months)?;
-        let days = u64::from(self.weeks) * 7 + u64::from(self.days);
+        let months = u32::try_from(self.0.calendar_months()).ok()?;
+        let days = self.0.days();
         let naive: NaiveDateTime = local
             .naive_local()
             .checked_sub_months(Months::new(months))?
@@ -140,31 +99,19 @@ impl KeepWithin {
                 naive.checked_sub_signed(offset)?.and_utc()
             }
         };
-        instant.checked_sub_signed(TimeDelta::try_hours(i64::from(self.hours))?)
+        instant.checked_sub_signed(TimeDelta::try_seconds(
+            i64::try_from(self.0.exact_seconds()).ok()?,
+        )?)
     }
 }
 
 impl fmt::Display for KeepWithin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts = [
-            (self.years, 'y'),
-            (self.months, 'm'),
-            (self.weeks, 'w'),
-            (self.days, 'd'),
-            (self.hours, 'h'),
-        ];
-        let mut wrote = false;
-        for (n, unit) in parts {
-            if n != 0 {
-                write!(f, "{n}{unit}")?;
-                wrote = true;
-            }
-        }
-        if !wrote {
+        if self.0 == WrittenDuration::default() {
             // Only reachable through `Default`; parse rejects zero durations.
-            f.write_str("0h")?;
+            return f.write_str("0h");
         }
-        Ok(())
+        self.0.fmt(f)
     }
 }
 
@@ -213,8 +160,9 @@ pub struct KeepRules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_yearly: Option<u32>,
     /// Keep every snapshot taken within this duration of the newest snapshot
-    /// considered, e.g. `"90d"`, `"2y6m"`, `"36h"`, `"1w"` (units `y`, `m` = months,
-    /// `w`, `d`, `h`, in that order).
+    /// considered, e.g. `"90d"`, `"2y6mo"`, `"36h"`, `"1w"` (the configuration's
+    /// duration grammar; years and months on the calendar; the old `m` for
+    /// months is still read, with a warning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_within: Option<KeepWithin>,
 }
@@ -354,8 +302,9 @@ pub struct RetentionPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_yearly: Option<u32>,
     /// Keep every snapshot taken within this duration of the newest snapshot,
-    /// e.g. `"90d"`, `"2y6m"`, `"36h"`, `"1w"` (units `y`, `m` = months, `w`, `d`,
-    /// `h`, in that order).
+    /// e.g. `"90d"`, `"2y6mo"`, `"36h"`, `"1w"` (the configuration's duration
+    /// grammar; years and months on the calendar; the old `m` for months is
+    /// still read, with a warning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_within: Option<KeepWithin>,
     /// Extra rules per tag: `tags.NAME = { ... }` applies its rules to the
@@ -1003,10 +952,12 @@ mod tests {
     fn keep_within_parse() {
         for (s, display) in [
             ("90d", "90d"),
-            ("2y6m", "2y6m"),
+            ("2y6m", "2y6mo"),
+            ("2y6mo", "2y6mo"),
+            ("1d12h30min", "1d12h30min"),
             ("36h", "36h"),
             ("1w", "1w"),
-            ("1y2m3w4d5h", "1y2m3w4d5h"),
+            ("1y2m3w4d5h", "1y2mo3w4d5h"),
             ("0y5d", "5d"),
             ("007d", "7d"),
             ("4294967295h", "4294967295h"),
@@ -1029,8 +980,8 @@ mod tests {
             "1h1d",
             "-5d",
             "+5d",
-            " 5d",
-            "5d ",
+            "5m2mo",
+            "5min5min",
             "5 d",
             "5D",
             "1.5d",
@@ -1041,7 +992,7 @@ mod tests {
             let err = KeepWithin::parse(bad).expect_err(bad);
             let msg = err.to_string();
             assert!(msg.contains(&format!("{bad:?}")), "{msg}");
-            assert!(msg.contains("y, m, w, d, h"), "{msg}");
+            assert!(msg.contains("y, mo, w, d, h, min, s"), "{msg}");
             assert!(
                 matches!(&err, RetentionError::InvalidKeepWithin { value, .. } if value == bad)
             );
@@ -1134,7 +1085,7 @@ mod tests {
             tags: expected.tags.clone(),
         };
         let text = serde_json::to_string(&full).unwrap();
-        assert!(text.contains(r#""keep_within":"2y6m""#), "{text}");
+        assert!(text.contains(r#""keep_within":"2y6mo""#), "{text}");
         assert_eq!(
             serde_json::from_str::<RetentionPolicy>(&text).unwrap(),
             full
