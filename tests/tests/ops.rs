@@ -1156,6 +1156,56 @@ fn the_base_configuration_is_named_by_environment_and_months_written_m_warn() {
 }
 
 #[test]
+fn a_backup_past_its_size_limits_succeeds_warns_and_notifies() {
+    let (addr, rx) = http_listener();
+    let p = Project::new(&format!(
+        "[backup]\nmax_backup_size = \"10KB\"\nmax_repository_size = \"20KB\"\n{DATA_SOURCE}\n\
+         [sources.small]\ntype = \"files\"\npaths = [\"small\"]\nmax_backup_size = \"1MB\"\n\n\
+         [[notify]]\ntype = \"webhook\"\nurl = \"http://{addr}/hook\"\n"
+    ));
+    with_data(&p, 4, 25_000);
+    std::fs::create_dir_all(p.path().join("small")).unwrap();
+    std::fs::write(p.path().join("small/f"), random_bytes(7, 20_000)).unwrap();
+    p.ok(&["init"]);
+    let out = p.run(&["backup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the backup of `files` is"), "{err}");
+    assert!(err.contains("over its max_backup_size of"), "{err}");
+    assert!(!err.contains("the backup of `small`"), "{err}");
+    assert!(err.contains("the repository stores"), "{err}");
+    assert!(err.contains("over max_repository_size of"), "{err}");
+    // The webhook (failure, stale and warning by default) gets the warning only.
+    let (path, body) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a notification");
+    assert_eq!(path, "/hook");
+    let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["event"], "warning", "{event}");
+    assert_eq!(event["warnings"].as_array().unwrap().len(), 2, "{event}");
+    assert!(
+        event["summary"].as_str().unwrap().contains("WARNING"),
+        "{event}"
+    );
+    assert!(rx.try_recv().is_err());
+    // The run is recorded as good, with its warnings.
+    let last = history(&p).pop().unwrap();
+    assert_eq!(last["ok"], true, "{last}");
+    assert_eq!(last["warnings"].as_array().unwrap().len(), 2, "{last}");
+    // A bad size is a located configuration error.
+    p.write_config(&format!(
+        "[backup]\nmax_repository_size = \"lots\"\n{DATA_SOURCE}"
+    ));
+    let out = p.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("backup.toml:5: backup.max_repository_size:"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn environments_override_the_base_configuration() {
     let p = Project::new(&format!(
         "{DATA_SOURCE}\n[env.staging.repository]\nurl = \"repo-staging\"\n[env.staging.sources.files]\nenabled = false\n"

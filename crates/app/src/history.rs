@@ -46,6 +46,9 @@ pub struct RunRecord {
     /// Why it failed (secrets masked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What needs attention although it succeeded (sizes over their limits).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Per source (backups).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sources: BTreeMap<String, SourceRun>,
@@ -90,6 +93,7 @@ impl RunRecord {
             tags: Vec::new(),
             bytes_added: 0,
             error: None,
+            warnings: Vec::new(),
             sources: BTreeMap::new(),
         }
     }

@@ -31,6 +31,9 @@ pub enum EventKind {
     Failure,
     /// A source's last good backup is older than its objective (`rpo`).
     Stale,
+    /// A backup succeeded but needs attention: a source's backup or the
+    /// repository grew past `max_backup_size` / `max_repository_size`.
+    Warning,
 }
 
 impl EventKind {
@@ -40,6 +43,7 @@ impl EventKind {
             EventKind::Success => "success",
             EventKind::Failure => "failure",
             EventKind::Stale => "stale",
+            EventKind::Warning => "warning",
         }
     }
 }
@@ -81,6 +85,9 @@ pub struct Event {
     pub error: Option<String>,
     /// The snapshot written, if any.
     pub snapshot: Option<String>,
+    /// What needs attention although the run succeeded (`warning`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// One line for humans.
     pub summary: String,
     /// The last lines of respaldo's log.
@@ -93,6 +100,7 @@ impl Event {
         self.repository = m.mask(&self.repository);
         self.error = self.error.map(|e| m.mask(&e));
         self.summary = m.mask(&self.summary);
+        self.warnings = self.warnings.iter().map(|w| m.mask(w)).collect();
         self.log_tail = m.mask(&self.log_tail);
         for s in &mut self.sources {
             s.error = s.error.as_ref().map(|e| m.mask(e));
@@ -113,6 +121,7 @@ impl Event {
             "error" => self.error.clone().unwrap_or_default(),
             "snapshot" => self.snapshot.clone().unwrap_or_default(),
             "summary" => self.summary.clone(),
+            "warnings" => self.warnings.join("; "),
             "log_tail" => self.log_tail.clone(),
             _ => return None,
         })
@@ -120,7 +129,7 @@ impl Event {
 }
 
 /// Placeholders a template may use.
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 13] = [
     "event",
     "action",
     "trigger",
@@ -132,6 +141,7 @@ const FIELDS: [&str; 12] = [
     "error",
     "snapshot",
     "summary",
+    "warnings",
     "log_tail",
 ];
 
@@ -325,7 +335,7 @@ pub fn parse(raw: Vec<toml::Value>, base: &Path) -> Result<Vec<Notifier>, KeyErr
                 check_url(&w.url).map_err(|m| at("url", m))?;
                 (
                     Channel::Webhook(w),
-                    vec![EventKind::Failure, EventKind::Stale],
+                    vec![EventKind::Failure, EventKind::Stale, EventKind::Warning],
                 )
             }
             "healthchecks" => {
@@ -362,7 +372,7 @@ pub fn parse(raw: Vec<toml::Value>, base: &Path) -> Result<Vec<Notifier>, KeyErr
                 }
                 (
                     Channel::Email(e),
-                    vec![EventKind::Failure, EventKind::Stale],
+                    vec![EventKind::Failure, EventKind::Stale, EventKind::Warning],
                 )
             }
             "command" => {
@@ -372,7 +382,7 @@ pub fn parse(raw: Vec<toml::Value>, base: &Path) -> Result<Vec<Notifier>, KeyErr
                 }
                 (
                     Channel::Command(c),
-                    vec![EventKind::Failure, EventKind::Stale],
+                    vec![EventKind::Failure, EventKind::Stale, EventKind::Warning],
                 )
             }
             other => {
@@ -531,6 +541,8 @@ async fn deliver(n: &Notifier, event: &Event) -> Result<(), DeliveryError> {
                 EventKind::Start => format!("{url}/start"),
                 EventKind::Success => url.to_string(),
                 EventKind::Failure | EventKind::Stale => format!("{url}/fail"),
+                // Logged in the check's history without changing its state.
+                EventKind::Warning => format!("{url}/log"),
             };
             let body = format!("{}\n\n{}", event.summary, event.log_tail);
             check_response(client()?.post(url).body(body).send().await)
@@ -670,6 +682,7 @@ mod tests {
             sources: vec![],
             error: Some("said \"no\"\nthen quit".into()),
             snapshot: None,
+            warnings: Vec::new(),
             summary: "backup failed: db".into(),
             log_tail: String::new(),
         }
@@ -694,7 +707,10 @@ mod tests {
             parse(vec![toml::Value::Table(v)], Path::new("/"))
         };
         let n = parse_one("type = \"webhook\"\nurl = \"http://x/\"\n").unwrap();
-        assert_eq!(n[0].on, [EventKind::Failure, EventKind::Stale]);
+        assert_eq!(
+            n[0].on,
+            [EventKind::Failure, EventKind::Stale, EventKind::Warning]
+        );
         let e =
             parse_one("type = \"webhook\"\nurl = \"http://x/\"\ncommand = [\"x\"]\n").unwrap_err();
         assert_eq!(e.0, ["notify", "0", "command"]);

@@ -360,6 +360,7 @@ pub fn stale_event(config: &Config, stale: &[&SourceState]) -> Event {
             .collect(),
         error: Some(details.join("; ")),
         snapshot: None,
+        warnings: Vec::new(),
         summary: format!("stale backups: {}", details.join("; ")),
         log_tail: String::new(),
     }

@@ -86,6 +86,17 @@ pub struct BackupSettings {
     /// less free space than this (`"5GiB"`, `"500MB"`).
     #[serde(default)]
     pub min_free_space: Option<String>,
+    /// Warn (log and `warning` notification) when one source's backup is
+    /// larger than this (`"5GB"`, `"2GiB"`): a dump that suddenly grew, a
+    /// folder that gained a disk image. A source's own `max_backup_size`
+    /// wins. The backup itself succeeds.
+    #[serde(default)]
+    pub max_backup_size: Option<String>,
+    /// Warn (log and `warning` notification) after a backup when the
+    /// repository stores more than this (seed 000: "alert when the backups
+    /// pass 5 GB"). The backup itself succeeds.
+    #[serde(default)]
+    pub max_repository_size: Option<String>,
     /// The host recorded in this configuration's snapshots, and whose
     /// snapshots `latest`, retention and `status` use by default. Set it
     /// where the machine's name changes (Kubernetes pods) or several
@@ -135,6 +146,8 @@ impl Default for BackupSettings {
             lock_wait_secs: default_lock_wait(),
             precheck: true,
             min_free_space: None,
+            max_backup_size: None,
+            max_repository_size: None,
             host: None,
         }
     }
@@ -185,6 +198,10 @@ struct CommonSourceKeys {
     /// failed, or there was none.
     #[serde(default)]
     rto: Option<String>,
+    /// Warn when this source's backup is larger than this (`"2GB"`);
+    /// default: `[backup] max_backup_size`.
+    #[serde(default)]
+    max_backup_size: Option<String>,
     /// Hooks around this source's backup.
     #[serde(default)]
     hooks: crate::hooks::HooksConfig,
@@ -198,12 +215,13 @@ fn yes() -> bool {
     true
 }
 
-const COMMON_KEYS: [&str; 7] = [
+const COMMON_KEYS: [&str; 8] = [
     "type",
     "enabled",
     "compression_level",
     "rpo",
     "rto",
+    "max_backup_size",
     "hooks",
     "restore",
 ];
@@ -223,6 +241,9 @@ pub struct SourceSpec {
     pub rpo: Option<std::time::Duration>,
     /// Its recovery time objective, if set for it.
     pub rto: Option<std::time::Duration>,
+    /// Bytes above which its backup is warned about (its own, else
+    /// `[backup] max_backup_size`).
+    pub max_backup_size: Option<u64>,
     /// The driver (with the source's hooks and pre-check around its backup).
     pub source: Arc<dyn Source>,
     /// Hooks, containers and the health check around its restore.
@@ -248,6 +269,9 @@ pub struct Config {
     pub keep_safety_snapshots: std::time::Duration,
     /// The host this configuration's snapshots are recorded under.
     pub host: String,
+    /// Bytes above which the repository is warned about after a backup
+    /// (`[backup] max_repository_size`).
+    pub max_repository_size: Option<u64>,
     /// Sources, in name order.
     pub sources: Vec<SourceSpec>,
     /// `[schedule]` entries, in name order.
@@ -363,6 +387,26 @@ impl Config {
                 format!("{} is out of range (1–19)", raw.backup.compression_level),
             ));
         }
+        let size = |key: &str, value: &Option<String>, keys: &[String]| {
+            value
+                .as_deref()
+                .map(crate::precheck::parse_size)
+                .transpose()
+                .map_err(|m| {
+                    at(
+                        &[keys.to_vec(), vec![key.to_string()]].concat(),
+                        m.to_string(),
+                    )
+                })
+        };
+        let backup_keys = ["backup".to_string()];
+        size("min_free_space", &raw.backup.min_free_space, &backup_keys)?;
+        let max_backup_size = size("max_backup_size", &raw.backup.max_backup_size, &backup_keys)?;
+        let max_repository_size = size(
+            "max_repository_size",
+            &raw.backup.max_repository_size,
+            &backup_keys,
+        )?;
         let local_repository: Option<PathBuf> = resolve_repository_url(&raw.repository.url, base)
             .ok()
             .filter(|u| !respaldo_sink_object_store::ObjectStoreSink::handles(u))
@@ -425,6 +469,7 @@ impl Config {
                 .map(parse_duration)
                 .transpose()
                 .map_err(|m| at(&sub("rto"), m.to_string()))?;
+            let own_max = size("max_backup_size", &c.max_backup_size, &keys)?;
             let hooks = crate::hooks::Hooks::new(c.hooks, base)
                 .map_err(|(k, m)| at(&[sub("hooks"), vec![k]].concat(), m))?
                 .with_masker(masker.clone());
@@ -437,6 +482,7 @@ impl Config {
                 compression_level: level,
                 rpo,
                 rto,
+                max_backup_size: own_max.or(max_backup_size),
                 source,
                 restore: restore::RestoreSettings::new(c.restore, base)
                     .map_err(|(k, m)| at(&[keys.clone(), vec!["restore".into(), k]].concat(), m))?,
@@ -447,10 +493,6 @@ impl Config {
                 &["backup".into(), "concurrency".into()],
                 "must be at least 1".into(),
             ));
-        }
-        if let Some(s) = &raw.backup.min_free_space {
-            crate::precheck::parse_size(s)
-                .map_err(|m| at(&["backup".into(), "min_free_space".into()], m.to_string()))?;
         }
         let mut repository = raw.repository;
         repository.url = resolve_repository_url(&repository.url, base)
@@ -529,6 +571,7 @@ impl Config {
             backup: raw.backup,
             keep_safety_snapshots,
             host,
+            max_repository_size,
             sources,
             schedule,
             daemon,

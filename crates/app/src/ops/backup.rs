@@ -134,7 +134,7 @@ async fn locked(
     jobs: Vec<BackupJob>,
     tags: &[String],
     stop: &CancellationToken,
-) -> Result<BackupOutcome> {
+) -> Result<(BackupOutcome, Option<u64>)> {
     let c = &ctx.config;
     let names_run: Vec<String> = jobs.iter().map(|j| format!("`{}`", j.name)).collect();
     let repo = ctx.repo().await?;
@@ -173,6 +173,11 @@ async fn locked(
             )));
         }
     };
+    // Measured under the lock: what this backup left, before a prune.
+    let repository_size = match c.max_repository_size {
+        Some(_) => repo.total_size().await.ok(),
+        None => None,
+    };
     lock.release().await?;
-    Ok(outcome)
+    Ok((outcome, repository_size))
 }

@@ -58,6 +58,7 @@ pub fn event(config: &Config, kind: EventKind, rec: &RunRecord) -> Event {
             "{what} FAILED: {}",
             rec.error.as_deref().unwrap_or("unknown error")
         ),
+        EventKind::Warning => format!("{what}: WARNING: {}", rec.warnings.join("; ")),
     };
     Event {
         event: kind,
@@ -79,6 +80,7 @@ pub fn event(config: &Config, kind: EventKind, rec: &RunRecord) -> Event {
             .collect(),
         error: rec.error.clone(),
         snapshot: rec.snapshot.clone(),
+        warnings: rec.warnings.clone(),
         summary,
         log_tail: if kind == EventKind::Failure {
             crate::mask::LogTail::global().text()
@@ -122,8 +124,9 @@ pub async fn notify_outcome(config: &Config, rec: &RunRecord) {
     notify::send(&config.notify, &event(config, kind, rec)).await;
 }
 
-/// Runs a backup (`run`, which takes the lock, backs up and verifies) with
-/// everything around it. `sources` are the selected sources.
+/// Runs a backup (`run`, which takes the lock, backs up and verifies, and
+/// gives the repository's size when `[backup] max_repository_size` asks for
+/// it) with everything around it. `sources` are the selected sources.
 pub async fn tracked<F>(
     config: &Config,
     sources: &[String],
@@ -131,7 +134,7 @@ pub async fn tracked<F>(
     run: F,
 ) -> Result<BackupOutcome>
 where
-    F: Future<Output = Result<BackupOutcome>>,
+    F: Future<Output = Result<(BackupOutcome, Option<u64>)>>,
 {
     let mut rec = record("backup");
     rec.tags = tags.to_vec();
@@ -154,17 +157,58 @@ where
         .map_err(|e| Error::failed(e.to_string()))
     }
     .await;
-    let result = match prepared {
-        Ok(()) => run.await,
-        Err(e) => Err(e),
+    let (result, repository_size) = match prepared {
+        Ok(()) => match run.await {
+            Ok((outcome, size)) => (Ok(outcome), size),
+            Err(e) => (Err(e), None),
+        },
+        Err(e) => (Err(e), None),
     };
     fill(&mut rec, &result);
+    rec.warnings = size_warnings(config, &rec, repository_size);
+    for w in &rec.warnings {
+        tracing::warn!("{w}");
+    }
     // The hooks mask the error they are given.
     if let Some(w) = config.hooks.conclude(None, rec.error.as_deref()).await {
         tracing::warn!("{w}");
     }
     conclude(config, &mut rec).await;
+    if !rec.warnings.is_empty() {
+        notify::send(&config.notify, &event(config, EventKind::Warning, &rec)).await;
+    }
     result
+}
+
+/// The sources whose backup is larger than their `max_backup_size`, and the
+/// repository when it stores more than `max_repository_size`.
+fn size_warnings(config: &Config, rec: &RunRecord, repository_size: Option<u64>) -> Vec<String> {
+    let size = crate::units::size;
+    let mut out: Vec<String> = rec
+        .sources
+        .iter()
+        .filter(|(_, run)| run.ok)
+        .filter_map(|(name, run)| {
+            let max = config.source(name)?.max_backup_size?;
+            (run.bytes_total > max).then(|| {
+                format!(
+                    "the backup of `{name}` is {}, over its max_backup_size of {}",
+                    size(run.bytes_total),
+                    size(max)
+                )
+            })
+        })
+        .collect();
+    if let (Some(max), Some(stored)) = (config.max_repository_size, repository_size) {
+        if stored > max {
+            out.push(format!(
+                "the repository stores {}, over max_repository_size of {}",
+                size(stored),
+                size(max)
+            ));
+        }
+    }
+    out
 }
 
 /// Records a backup's result in `rec`: per source its outcome (a source
