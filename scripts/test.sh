@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in "zstd:zstd" "gdb:gdb" "/usr/lib/postgresql/15/bin/postgres:postgresql" "runuser:util-linux" "influxd:influxdb" "redis-server:redis-server" "busybox:busybox-static" "systemd-analyze:systemd" "openssl:openssl" "setfacl:acl" "getfattr:attr" "setcap:libcap2-bin" "man:man-db" "script:bsdutils"; do
+for pair in "zstd:zstd" "gdb:gdb" "/usr/lib/postgresql/15/bin/postgres:postgresql" "runuser:util-linux" "influxd:influxdb" "redis-server:redis-server" "busybox:busybox-static" "systemd-analyze:systemd" "openssl:openssl" "setfacl:acl" "getfattr:attr" "setcap:libcap2-bin" "man:man-db" "script:bsdutils" "debootstrap:debootstrap" "docker-compose:docker-compose" "objcopy:binutils"; do
   cmd="${pair%%:*}"; pkg="${pair##*:}"
   if [ "${cmd#/}" != "$cmd" ]; then ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=("$pkg"); continue; fi
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
@@ -20,6 +20,8 @@ fi
 
 # An S3-compatible server for the object-store tests (moto's server mode).
 command -v moto_server >/dev/null 2>&1 || python3 -m pip install --quiet 'moto[server]'
+# PyYAML reads the Kubernetes example's manifests.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
 
 # Build once (the binary the end-to-end tests run), then run every test.
 cargo build --workspace --all-targets --locked

@@ -5,7 +5,8 @@
 //! repository in memory), the [`harness`] that drives a source in-process
 //! (backup → plan → restore → test-restore), [`FaultySink`] and
 //! [`CrashSink`], wrappers that inject failures, and the throwaway servers
-//! the tests run against ([`docker`], [`moto`], [`s3proxy`]).
+//! the tests run against ([`docker`], [`moto`], [`s3proxy`]) and the
+//! container [`image`]s of the image and example-stack tests.
 #![deny(missing_docs)]
 
 pub mod conformance;
@@ -14,6 +15,7 @@ pub mod data;
 pub mod docker;
 mod faulty;
 pub mod harness;
+pub mod image;
 mod memory;
 pub mod moto;
 pub mod s3proxy;
