@@ -1,7 +1,8 @@
 //! Everyday options: `backup --no-verify` skips `verify_after_backup` for
 //! one run; `$RESPALDO_REPOSITORY` replaces `[repository] url`; `status
 //! --prometheus FILE` writes the textfile node exporter collects; `rto`
-//! is checked by `status` against the last drill.
+//! is checked by `status` against the last drill; `tag --add keep` keeps a
+//! snapshot from retention until `tag --remove keep`.
 
 mod common;
 
@@ -195,6 +196,55 @@ fn status_checks_each_source_against_its_recovery_time_objective() {
 }
 
 /// Deletes every pack, leaving the index and snapshots.
+#[test]
+fn a_snapshot_tagged_keep_outlives_retention_until_the_tag_is_removed() {
+    let p = Project::new(
+        "[retention]\nkeep_last = 1\n\n[sources.files]\ntype = \"files\"\npaths = [\"data\"]\n",
+    );
+    let data = p.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    p.ok(&["init"]);
+    let mut fingerprints = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..3u64 {
+        std::fs::write(data.join("f"), random_bytes(i, 300_000)).unwrap();
+        fingerprints.push(fingerprint(&data));
+        ids.push(p.backup(&[])["id"].as_str().unwrap().to_string());
+    }
+    // Tagging rewrites the snapshot: the new id replaces the old one.
+    let tagged = p.json(&["tag", &ids[0], "--add", "keep", "--add", "audit-2026"]);
+    let kept = tagged["id"].as_str().unwrap().to_string();
+    assert_eq!(tagged["previous_id"], ids[0].as_str());
+    p.ok(&["forget", "--prune"]);
+    let left: Vec<serde_json::Value> = p.json(&["snapshots"]).as_array().unwrap().clone();
+    let left_ids: Vec<&str> = left.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(left_ids.len(), 2, "{left_ids:?}");
+    assert!(left_ids.contains(&kept.as_str()) && left_ids.contains(&ids[2].as_str()));
+    let kept_entry = left.iter().find(|s| s["id"] == kept.as_str()).unwrap();
+    assert_eq!(
+        kept_entry["tags"],
+        serde_json::json!(["keep", "audit-2026"])
+    );
+    // What it kept restores identical after the prune.
+    std::fs::remove_dir_all(&data).unwrap();
+    p.ok(&["restore", &kept, "--source", "files"]);
+    assert_eq!(fingerprint(&data), fingerprints[0]);
+    // Without the tag, retention takes it.
+    let untagged = p.json(&["tag", &kept, "--remove", "keep"]);
+    let untagged = untagged["id"].as_str().unwrap().to_string();
+    p.ok(&["forget", "--prune"]);
+    let left: Vec<String> = p
+        .json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, [ids[2].clone()], "{untagged} should be gone");
+    assert!(p.run(&["tag", &untagged, "--add", "keep"]).status.code() != Some(0));
+    p.ok(&["verify", "--read-data"]);
+}
+
 fn remove_packs(p: &Project) {
     for f in walk(&p.repo().join("packs")) {
         if f.is_file() {

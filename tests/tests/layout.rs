@@ -1,5 +1,6 @@
 //! The workspace's shape: no import circle between the modules of any
-//! crate (scripts/import-cycles.py), and a thin command line.
+//! crate (scripts/import-cycles.py), a thin command line, and crates that
+//! package for publishing.
 
 use std::path::Path;
 use std::process::Command;
@@ -59,4 +60,32 @@ fn the_command_line_stays_thin() {
             f.display()
         );
     }
+}
+
+/// Every published crate packages (licence, description, repository,
+/// versions on its path dependencies): what `cargo publish` checks before
+/// it compiles (`cargo publish --workspace --dry-run` also compiles each
+/// packaged crate, which is too slow for every CI run).
+#[test]
+fn every_published_crate_packages() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "package",
+            "--workspace",
+            "--no-verify",
+            "--offline",
+            "--allow-dirty",
+            "--quiet",
+        ])
+        .current_dir(root)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
