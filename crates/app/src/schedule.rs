@@ -128,11 +128,13 @@ pub enum Zone {
 }
 
 impl Zone {
-    fn parse(name: Option<&str>) -> Result<Zone, String> {
+    fn parse(name: Option<&str>) -> Result<Zone, ScheduleError> {
         match name {
             None => Ok(Zone::Local),
             Some(n) => n.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
-                format!("unknown time zone `{n}` (an IANA name like `Europe/Madrid` or `UTC`)")
+                ScheduleError::Zone(format!(
+                    "unknown time zone `{n}` (an IANA name like `Europe/Madrid` or `UTC`)"
+                ))
             }),
         }
     }
@@ -236,13 +238,28 @@ pub struct Defaults<'a> {
     pub retention: bool,
 }
 
+/// A schedule that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScheduleError {
+    /// A cron expression that does not parse; names the field and its range.
+    #[error("{0}")]
+    Cron(String),
+    /// A cron expression systemd's `OnCalendar=` cannot express.
+    #[error("{0}")]
+    Calendar(String),
+    /// A time zone that is not an IANA name.
+    #[error("{0}")]
+    Zone(String),
+}
+
 /// Parses a cron expression (5 or 6 fields, or a macro).
-pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, ScheduleError> {
     let fields = expr.split_whitespace().count();
     if !expr.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
-        return Err(format!(
+        return Err(ScheduleError::Cron(format!(
             "`{expr}`: a cron expression has 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first"
-        ));
+        )));
     }
     if !expr.trim_start().starts_with('@') {
         check_cron_fields(expr)?;
@@ -253,7 +270,7 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
         .year(Year::Disallowed)
         .build()
         .parse(expr)
-        .map_err(|e| format!("`{expr}`: {e}"))
+        .map_err(|e| ScheduleError::Cron(format!("`{expr}`: {e}")))
 }
 
 /// A cron field's name, its range and the names it accepts.
@@ -313,7 +330,7 @@ const SECOND_FIELD: CronField = CronField {
 /// Checks every number of every field against the field's range, so that an
 /// error names the field (`minute `61` is out of range (0–59)`). What is
 /// not a plain number or name (`L`, `W`, `#`) is left to the parser.
-fn check_cron_fields(expr: &str) -> Result<(), String> {
+fn check_cron_fields(expr: &str) -> Result<(), ScheduleError> {
     let values: Vec<&str> = expr.split_whitespace().collect();
     let fields: Vec<&CronField> = if values.len() == 6 {
         std::iter::once(&SECOND_FIELD)
@@ -342,11 +359,11 @@ fn check_cron_fields(expr: &str) -> Result<(), String> {
                 match step.parse::<u32>() {
                     Ok(n) if n >= 1 && n <= field.max.max(1) => {}
                     _ => {
-                        return Err(format!(
+                        return Err(ScheduleError::Cron(format!(
                             "`{expr}`: {} step `{step}` must be a number from 1 to {}",
                             field.name,
                             field.max.max(1)
-                        ))
+                        )))
                     }
                 }
             }
@@ -363,16 +380,16 @@ fn check_cron_fields(expr: &str) -> Result<(), String> {
                 match bound.parse::<u32>() {
                     Ok(n) if (field.min..=field.max).contains(&n) => {}
                     Ok(_) => {
-                        return Err(format!(
+                        return Err(ScheduleError::Cron(format!(
                             "`{expr}`: {} `{bound}` is out of range ({range}{names})",
                             field.name
-                        ))
+                        )))
                     }
                     Err(_) => {
-                        return Err(format!(
+                        return Err(ScheduleError::Cron(format!(
                             "`{expr}`: {} `{bound}` is not a number ({range}{names})",
                             field.name
-                        ))
+                        )))
                     }
                 }
             }
@@ -415,9 +432,9 @@ pub fn parse(
         };
         let when = match (&c.cron, &c.every) {
             (Some(expr), None) => {
-                let cron = parse_cron(expr).map_err(|m| at(cron_key, m))?;
+                let cron = parse_cron(expr).map_err(|m| at(cron_key, m.to_string()))?;
                 let zone = Zone::parse(c.timezone.as_deref().or(defaults.timezone))
-                    .map_err(|m| at("timezone", m))?;
+                    .map_err(|m| at("timezone", m.to_string()))?;
                 When::Cron {
                     expr: expr.clone(),
                     cron: Box::new(cron),
@@ -508,21 +525,29 @@ pub fn parse(
 
 /// Converts a cron expression to systemd `OnCalendar=` values (two when
 /// both day-of-month and day-of-week are restricted: cron runs on either).
-pub fn to_on_calendar(expr: &str, zone: Option<&str>) -> Result<Vec<String>, String> {
+pub fn to_on_calendar(expr: &str, zone: Option<&str>) -> Result<Vec<String>, ScheduleError> {
     let expanded = match expr.trim() {
         "@yearly" | "@annually" => "0 0 1 1 *",
         "@monthly" => "0 0 1 * *",
         "@weekly" => "0 0 * * 0",
         "@daily" | "@midnight" => "0 0 * * *",
         "@hourly" => "0 * * * *",
-        e if e.starts_with('@') => return Err(format!("`{e}` is not a known macro")),
+        e if e.starts_with('@') => {
+            return Err(ScheduleError::Calendar(format!(
+                "`{e}` is not a known macro"
+            )))
+        }
         e => e,
     };
     let f: Vec<&str> = expanded.split_whitespace().collect();
     let (sec, f) = match f.len() {
         6 => (f[0], &f[1..]),
         5 => ("0", &f[..]),
-        _ => return Err(format!("`{expr}` does not have 5 or 6 fields")),
+        _ => {
+            return Err(ScheduleError::Calendar(format!(
+                "`{expr}` does not have 5 or 6 fields"
+            )))
+        }
     };
     let sec = field(sec, 0, &[])?;
     let min = field(f[0], 0, &[])?;
@@ -548,14 +573,16 @@ pub fn to_on_calendar(expr: &str, zone: Option<&str>) -> Result<Vec<String>, Str
 }
 
 /// One numeric cron field in systemd syntax: lists, `a-b` → `a..b`, steps.
-fn field(f: &str, first: u32, names: &[&str]) -> Result<String, String> {
-    let num = |s: &str| -> Result<String, String> {
+fn field(f: &str, first: u32, names: &[&str]) -> Result<String, ScheduleError> {
+    let num = |s: &str| -> Result<String, ScheduleError> {
         if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
             return Ok(format!("{:02}", i as u32 + first));
         }
-        s.parse::<u32>()
-            .map(|n| format!("{n:02}"))
-            .map_err(|_| format!("`{f}` cannot be expressed as a systemd calendar time"))
+        s.parse::<u32>().map(|n| format!("{n:02}")).map_err(|_| {
+            ScheduleError::Calendar(format!(
+                "`{f}` cannot be expressed as a systemd calendar time"
+            ))
+        })
     };
     if f == "*" {
         return Ok("*".into());
@@ -565,7 +592,10 @@ fn field(f: &str, first: u32, names: &[&str]) -> Result<String, String> {
         let (range, step) = match p.split_once('/') {
             Some((r, s)) => (
                 r,
-                Some(s.parse::<u32>().map_err(|_| format!("bad step in `{f}`"))?),
+                Some(
+                    s.parse::<u32>()
+                        .map_err(|_| ScheduleError::Calendar(format!("bad step in `{f}`")))?,
+                ),
             ),
             None => (p, None),
         };
@@ -585,20 +615,20 @@ fn field(f: &str, first: u32, names: &[&str]) -> Result<String, String> {
 }
 
 /// The day-of-week field as systemd weekdays (`None` for `*`).
-fn weekdays(f: &str) -> Result<Option<String>, String> {
+fn weekdays(f: &str) -> Result<Option<String>, ScheduleError> {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
     if f == "*" || f == "?" {
         return Ok(None);
     }
-    let day = |s: &str| -> Result<usize, String> {
+    let day = |s: &str| -> Result<usize, ScheduleError> {
         if let Some(i) = DAYS.iter().position(|d| d.eq_ignore_ascii_case(s)) {
             return Ok(i);
         }
         match s.parse::<usize>() {
             Ok(n) if n <= 7 => Ok(n % 7),
-            _ => Err(format!(
+            _ => Err(ScheduleError::Calendar(format!(
                 "day of week `{f}` cannot be expressed as a systemd calendar time"
-            )),
+            ))),
         }
     };
     let mut parts = Vec::new();
@@ -614,7 +644,9 @@ fn weekdays(f: &str) -> Result<Option<String>, String> {
                 } else if a <= b {
                     parts.push(format!("{}..{}", DAYS[a], DAYS[b]));
                 } else {
-                    return Err(format!("day-of-week range `{p}` runs backwards"));
+                    return Err(ScheduleError::Calendar(format!(
+                        "day-of-week range `{p}` runs backwards"
+                    )));
                 }
             }
             None => parts.push(DAYS[day(p)?].to_string()),
@@ -647,7 +679,8 @@ mod tests {
             ("0 1-30 * * *", "hour `30` is out of range"),
         ] {
             let e = parse_cron(expr).unwrap_err();
-            assert!(e.contains(says), "{expr}: {e}");
+            assert!(matches!(e, ScheduleError::Cron(_)), "{expr}: {e:?}");
+            assert!(e.to_string().contains(says), "{expr}: {e}");
         }
         for good in [
             "0 2 * * *",

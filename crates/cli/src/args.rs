@@ -21,7 +21,8 @@ pub struct Cli {
     /// More detail on stderr (repeat for debug output).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Apply the `[env.NAME]` overrides of the configuration.
+    /// Apply the `[env.NAME]` overrides of the configuration (the name in
+    /// `environment = "…"` selects the base configuration itself).
     #[arg(long = "env", global = true, env = "RESPALDO_ENV", value_name = "NAME")]
     pub env: Option<String>,
     /// Act on this host's snapshots (`'*'`: every host's). Default: the host
@@ -218,8 +219,8 @@ pub enum Command {
         snapshots: Vec<String>,
     },
     /// Per source: the last good backup, its age, size and duration, and
-    /// whether it meets its objective (rpo); exit 1 when any source is stale
-    /// or its last run failed.
+    /// whether it meets its objectives (rpo, rto); exit 1 when any source is
+    /// stale, its last run failed or its last drill missed the rto.
     Status {
         /// Also send the `stale` notifications for stale sources.
         #[arg(long)]
