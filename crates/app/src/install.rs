@@ -235,8 +235,17 @@ impl<'a> Installer<'a> {
         a
     }
 
-    fn files(&self, entry: &Entry) -> Result<Vec<(PathBuf, String)>> {
+    /// The `.service` and `.timer` of an entry.
+    fn unit_paths(&self, entry: &Entry) -> Result<[PathBuf; 2]> {
         let dir = self.unit_dir()?;
+        let unit = self.unit(entry);
+        Ok([
+            dir.join(format!("{unit}.service")),
+            dir.join(format!("{unit}.timer")),
+        ])
+    }
+
+    fn files(&self, entry: &Entry) -> Result<Vec<(PathBuf, String)>> {
         let unit = self.unit(entry);
         let config = self.config.path.display();
         let exec: Vec<String> = self.argv(entry).iter().map(|a| systemd_quote(a)).collect();
@@ -291,10 +300,8 @@ impl<'a> Installer<'a> {
             entry.name,
             entry.describe(),
         );
-        Ok(vec![
-            (dir.join(format!("{unit}.service")), service),
-            (dir.join(format!("{unit}.timer")), timer),
-        ])
+        let [service_path, timer_path] = self.unit_paths(entry)?;
+        Ok(vec![(service_path, service), (timer_path, timer)])
     }
 
     /// The time zone cron runs in on the target system (below `--root`):
@@ -534,7 +541,7 @@ impl<'a> Installer<'a> {
         } else {
             let mut p = self.installed_units()?;
             for e in &self.config.schedule {
-                p.extend(self.files(e)?.into_iter().map(|(path, _)| path));
+                p.extend(self.unit_paths(e)?);
             }
             p
         };

@@ -553,10 +553,7 @@ pub fn to_on_calendar(expr: &str, zone: Option<&str>) -> Result<Vec<String>, Sch
     let min = field(f[0], 0, &[])?;
     let hour = field(f[1], 0, &[])?;
     let dom = field(f[2], 1, &[])?;
-    const MONTHS: [&str; 12] = [
-        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
-    ];
-    let month = field(f[3], 1, &MONTHS)?;
+    let month = field(f[3], 1, &MONTH_NAMES)?;
     let dow = weekdays(f[4])?;
     let suffix = zone.map(|z| format!(" {z}")).unwrap_or_default();
     let time = format!("{hour}:{min}:{sec}");

@@ -999,6 +999,95 @@ mod tests {
         }
     }
 
+    /// Property: for random durations in the one grammar (months sometimes
+    /// written as the old `m`), `keep_within` keeps exactly the snapshots at
+    /// or after the newest minus the duration, computed independently here
+    /// (calendar months and days, then exact seconds, in UTC), and the
+    /// duration's display parses back to itself. `RESPALDO_SEED` replays a
+    /// failure; the seed is in every failure message.
+    #[test]
+    fn keep_within_keeps_exactly_what_is_since_its_cutoff() {
+        let seed: u64 = std::env::var("RESPALDO_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64);
+        let mut state = seed;
+        let mut next = |n: u64| {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d1_049b_b133_111b);
+            (z ^ (z >> 31)) % n
+        };
+        for round in 0..300 {
+            let values = [
+                next(3),
+                next(14),
+                next(5),
+                next(40),
+                next(50),
+                next(90),
+                next(90),
+            ];
+            if values.iter().all(|&v| v == 0) {
+                continue;
+            }
+            let months_unit = if next(2) == 0 { "mo" } else { "m" };
+            let units = ["y", months_unit, "w", "d", "h", "min", "s"];
+            let text: String = values
+                .iter()
+                .zip(units)
+                .filter(|(v, _)| **v != 0)
+                .map(|(v, u)| format!("{v}{u}"))
+                .collect();
+            let why = format!("seed {seed}, round {round}, keep_within = {text:?}");
+            let within = KeepWithin::parse(&text).unwrap_or_else(|e| panic!("{why}: {e}"));
+            assert_eq!(
+                KeepWithin::parse(&within.to_string()).unwrap(),
+                within,
+                "{why}"
+            );
+            let newest = at("2026-03-31T12:00") + TimeDelta::minutes(next(600_000) as i64);
+            let cutoff = newest
+                .naive_utc()
+                .checked_sub_months(Months::new((values[0] * 12 + values[1]) as u32))
+                .and_then(|t| t.checked_sub_days(Days::new(values[2] * 7 + values[3])))
+                .unwrap()
+                .and_utc()
+                - TimeDelta::seconds((values[4] * 3600 + values[5] * 60 + values[6]) as i64);
+            let span = (newest - cutoff).num_seconds().max(1) as u64;
+            let mut snaps: Vec<Snap> = (0..12)
+                .map(|i| Snap {
+                    id: format!("s{i}"),
+                    time: newest - TimeDelta::seconds(next(2 * span + 2) as i64),
+                    tags: Vec::new(),
+                })
+                .collect();
+            snaps.push(Snap {
+                id: "newest".into(),
+                time: newest,
+                tags: Vec::new(),
+            });
+            // One exactly at the cutoff: kept (the window is inclusive).
+            snaps.push(Snap {
+                id: "edge".into(),
+                time: cutoff,
+                tags: Vec::new(),
+            });
+            let policy = RetentionPolicy {
+                keep_within: Some(within),
+                ..Default::default()
+            };
+            let expected: BTreeSet<String> = snaps
+                .iter()
+                .filter(|s| s.time >= cutoff)
+                .map(|s| s.id.clone())
+                .collect();
+            assert_eq!(kept(&policy, &snaps, &Utc), expected, "{why}");
+        }
+    }
+
     #[test]
     fn keep_within_calendar_arithmetic() {
         let w = |s: &str| KeepWithin::parse(s).unwrap();
