@@ -193,7 +193,7 @@ impl Hooks {
         stage: Stage,
         source: Option<&str>,
         error: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HookError> {
         let cmd = match stage {
             Stage::Before => &self.before,
             Stage::After => &self.after,
@@ -224,13 +224,17 @@ impl Hooks {
         };
         process::run_with(&cmd.argv(), &opts)
             .await
-            .map_err(|e| format!("`{}` hook of {whose} failed: {e}", stage.as_str()))
+            .map_err(|error| HookError {
+                stage: stage.as_str(),
+                whose,
+                error,
+            })
     }
 
     /// Runs the hooks that follow a run: `after` or `failure`, then
     /// `finally`. Their failures are logged; an `after` failure is returned
     /// as a warning.
-    pub async fn conclude(&self, source: Option<&str>, error: Option<&str>) -> Option<String> {
+    pub async fn conclude(&self, source: Option<&str>, error: Option<&str>) -> Option<HookError> {
         let mut warning = None;
         let stage = if error.is_some() {
             Stage::Failure
@@ -247,6 +251,19 @@ impl Hooks {
         }
         warning
     }
+}
+
+/// A hook that failed: which one, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("`{stage}` hook of {whose} failed: {error}")]
+pub struct HookError {
+    /// `before`, `after`, `failure` or `finally`.
+    pub stage: &'static str,
+    /// Whose hook it is: a source (source `NAME`) or the run.
+    pub whose: String,
+    /// What the command did.
+    #[source]
+    pub error: respaldo_core::kit::process::ProcessError,
 }
 
 /// A source with its hooks and pre-check: `before` hook, then `check`
@@ -310,7 +327,7 @@ impl Source for HookedSource {
             .err()
             .map(|e| respaldo_core::ops::backup::error_chain(e.as_ref()));
         if let Some(w) = self.hooks.conclude(name, error.as_deref()).await {
-            ctx.warn(w);
+            ctx.warn(w.to_string());
         }
         result
     }

@@ -175,17 +175,25 @@ fn render(template: &str, event: &Event) -> String {
     out
 }
 
-fn check_template(t: &str) -> Result<(), String> {
+/// Why a webhook template or URL is refused.
+#[derive(Debug, thiserror::Error)]
+enum NotifierError {
+    #[error("unclosed `{{{{`")]
+    Unclosed,
+    #[error("unknown placeholder `{{{{{0}}}}}` (known: {known})", known = FIELDS.join(", "))]
+    UnknownPlaceholder(String),
+    #[error("must be an http:// or https:// URL")]
+    NotHttp,
+}
+
+fn check_template(t: &str) -> Result<(), NotifierError> {
     let mut rest = t;
     while let Some(i) = rest.find("{{") {
         let after = &rest[i + 2..];
-        let end = after.find("}}").ok_or("unclosed `{{`")?;
+        let end = after.find("}}").ok_or(NotifierError::Unclosed)?;
         let name = after[..end].trim();
         if !FIELDS.contains(&name) {
-            return Err(format!(
-                "unknown placeholder `{{{{{name}}}}}` (known: {})",
-                FIELDS.join(", ")
-            ));
+            return Err(NotifierError::UnknownPlaceholder(name.to_string()));
         }
         rest = &after[end + 2..];
     }
@@ -330,9 +338,9 @@ pub fn parse(raw: Vec<toml::Value>, base: &Path) -> Result<Vec<Notifier>, KeyErr
             "webhook" => {
                 let w: WebhookConfig = typed(rest, &keys)?;
                 if let Some(t) = &w.template {
-                    check_template(t).map_err(|m| at("template", m))?;
+                    check_template(t).map_err(|m| at("template", m.to_string()))?;
                 }
-                check_url(&w.url).map_err(|m| at("url", m))?;
+                check_url(&w.url).map_err(|m| at("url", m.to_string()))?;
                 (
                     Channel::Webhook(w),
                     vec![EventKind::Failure, EventKind::Stale, EventKind::Warning],
@@ -340,7 +348,7 @@ pub fn parse(raw: Vec<toml::Value>, base: &Path) -> Result<Vec<Notifier>, KeyErr
             }
             "healthchecks" => {
                 let h: HealthchecksConfig = typed(rest, &keys)?;
-                check_url(&h.url).map_err(|m| at("url", m))?;
+                check_url(&h.url).map_err(|m| at("url", m.to_string()))?;
                 (
                     Channel::Healthchecks(h),
                     vec![
@@ -416,11 +424,11 @@ pub fn parse(raw: Vec<toml::Value>, base: &Path) -> Result<Vec<Notifier>, KeyErr
     Ok(out)
 }
 
-fn check_url(url: &str) -> Result<(), String> {
+fn check_url(url: &str) -> Result<(), NotifierError> {
     if url.starts_with("http://") || url.starts_with("https://") {
         Ok(())
     } else {
-        Err("must be an http:// or https:// URL".into())
+        Err(NotifierError::NotHttp)
     }
 }
 

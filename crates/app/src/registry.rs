@@ -10,6 +10,7 @@ pub const DRIVERS: &[Driver] = &[
     respaldo_source_docker::DRIVER,
     respaldo_source_files::DRIVER,
     respaldo_source_influxdb::DRIVER,
+    respaldo_source_mysql::DRIVER,
     respaldo_source_postgres::DRIVER,
     respaldo_source_redis::DRIVER,
 ];

@@ -74,8 +74,8 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A snapshot reference did not resolve.
-    #[error("{0}")]
-    SnapshotNotFound(String),
+    #[error(transparent)]
+    SnapshotNotFound(#[from] crate::repo::snapshot::LookupError),
     /// A restore would overwrite existing data without `--force`.
     #[error("{0}; nothing was changed (use --force to overwrite)")]
     TargetNotEmpty(String),

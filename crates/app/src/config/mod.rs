@@ -496,7 +496,7 @@ impl Config {
         }
         let mut repository = raw.repository;
         repository.url = resolve_repository_url(&repository.url, base)
-            .map_err(|m| at(&["repository".into(), "url".into()], m))?;
+            .map_err(|m| at(&["repository".into(), "url".into()], m.to_string()))?;
         for (i, r) in repository.recipients.iter().enumerate() {
             respaldo_core::repo::crypto::check_recipient(r).map_err(|e| {
                 at(
@@ -519,8 +519,12 @@ impl Config {
         }
         let mut repositories = raw.repositories;
         for (name, r) in &mut repositories {
-            r.url = resolve_repository_url(&r.url, base)
-                .map_err(|m| at(&["repositories".into(), name.clone(), "url".into()], m))?;
+            r.url = resolve_repository_url(&r.url, base).map_err(|m| {
+                at(
+                    &["repositories".into(), name.clone(), "url".into()],
+                    m.to_string(),
+                )
+            })?;
         }
         let daemon = daemon::DaemonSettings::new(&raw.daemon)
             .map_err(|(k, m)| at(&[vec!["daemon".to_string()], k].concat(), m))?;
@@ -637,18 +641,27 @@ fn repository_from_environment(value: &mut toml::Value) {
     }
 }
 
-fn resolve_repository_url(url: &str, base: &Path) -> Result<String, String> {
+/// Why a repository URL is refused.
+#[derive(Debug, thiserror::Error)]
+enum UrlError {
+    #[error("must not be empty")]
+    Empty,
+    #[error(
+        "`{0}://` repositories are not supported (a directory, file://, s3://, gs:// or az://)"
+    )]
+    Scheme(String),
+}
+
+fn resolve_repository_url(url: &str, base: &Path) -> Result<String, UrlError> {
     if url.is_empty() {
-        return Err("must not be empty".into());
+        return Err(UrlError::Empty);
     }
     if respaldo_sink_object_store::ObjectStoreSink::handles(url) {
         return Ok(url.to_string());
     }
     if let Some((scheme, _)) = url.split_once("://") {
         if scheme != "file" {
-            return Err(format!(
-                "`{scheme}://` repositories are not supported (a directory, file://, s3://, gs:// or az://)"
-            ));
+            return Err(UrlError::Scheme(scheme.to_string()));
         }
     }
     let p = url.strip_prefix("file://").unwrap_or(url);
@@ -723,7 +736,7 @@ fn interpolate(
 ) -> Result<(), KeyError> {
     match v {
         toml::Value::String(s) => {
-            *s = expand(s, names).map_err(|m| (path.clone(), m))?;
+            *s = expand(s, names).map_err(|m| (path.clone(), m.to_string()))?;
         }
         toml::Value::Array(a) => {
             for (i, x) in a.iter_mut().enumerate() {
@@ -749,7 +762,18 @@ fn interpolate(
     Ok(())
 }
 
-fn expand(s: &str, names: &mut BTreeSet<String>) -> Result<String, String> {
+/// Why a `${VAR}` reference cannot be expanded.
+#[derive(Debug, thiserror::Error)]
+enum InterpolationError {
+    #[error("unterminated `${{` in `{0}`")]
+    Unterminated(String),
+    #[error("`${{{0}}}` is not a valid variable reference")]
+    BadName(String),
+    #[error("environment variable {0} is not set")]
+    Unset(String),
+}
+
+fn expand(s: &str, names: &mut BTreeSet<String>) -> Result<String, InterpolationError> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -761,14 +785,14 @@ fn expand(s: &str, names: &mut BTreeSet<String>) -> Result<String, String> {
         } else if let Some(r) = after.strip_prefix("${") {
             let end = r
                 .find('}')
-                .ok_or_else(|| format!("unterminated `${{` in `{s}`"))?;
+                .ok_or_else(|| InterpolationError::Unterminated(s.to_string()))?;
             let name = &r[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{name}}}` is not a valid variable reference"));
+                return Err(InterpolationError::BadName(name.to_string()));
             }
             names.insert(name.to_string());
-            let val = std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set"))?;
+            let val =
+                std::env::var(name).map_err(|_| InterpolationError::Unset(name.to_string()))?;
             out.push_str(&val);
             rest = &r[end + 1..];
         } else {

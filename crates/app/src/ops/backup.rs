@@ -28,7 +28,7 @@ pub struct BackupRequest {
 #[derive(Debug)]
 pub struct DryRun {
     /// Each selected source's check: `Err` holds why it failed.
-    pub checks: Vec<(String, std::result::Result<(), String>)>,
+    pub checks: Vec<(String, std::result::Result<(), respaldo_core::Error>)>,
     /// The hooks that would run.
     pub hooks: Vec<String>,
     /// Free space where the repository is, when known.
@@ -97,11 +97,7 @@ pub fn jobs(ctx: &Stack, req: &BackupRequest) -> Result<Vec<BackupJob>> {
 pub async fn dry_run(ctx: &Stack, req: &BackupRequest) -> Result<DryRun> {
     let jobs = jobs(ctx, req)?;
     let _repo = ctx.repo().await?; // it must exist
-    let checks = backup::check_sources(&jobs)
-        .await
-        .into_iter()
-        .map(|(name, r)| (name, r.map_err(|e| e.to_string())))
-        .collect();
+    let checks = backup::check_sources(&jobs).await;
     Ok(DryRun {
         checks,
         hooks: ctx.config.hooks.describe(),

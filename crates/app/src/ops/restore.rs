@@ -547,7 +547,7 @@ async fn run(
             .run(Stage::After, Some(&p.name), None)
             .await
         {
-            p.error = Some(e);
+            p.error = Some(e.to_string());
             continue;
         }
         if spec.restore.has_health_check() {

@@ -141,8 +141,20 @@ fn spawn(
 pub async fn store_stdout(
     ctx: &mut crate::source::BackupContext,
     name: &str,
+    cmd: tokio::process::Command,
+    what: &str,
+) -> Result<crate::artifact::Artifact, ProcessError> {
+    store_stdout_observed(ctx, name, cmd, what, &mut |_| {}).await
+}
+
+/// Like [`store_stdout`], and shows `observe` every byte stored, in order
+/// (a driver counting rows from the dump as it passes).
+pub async fn store_stdout_observed(
+    ctx: &mut crate::source::BackupContext,
+    name: &str,
     mut cmd: tokio::process::Command,
     what: &str,
+    observe: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<crate::artifact::Artifact, ProcessError> {
     use std::process::Stdio;
     cmd.stdin(Stdio::null())
@@ -150,7 +162,10 @@ pub async fn store_stdout(
         .stderr(Stdio::piped());
     let mut child = spawn(&mut cmd, what)?;
     let (tail, drain) = StderrTail::capture(child.stderr.take().expect("piped"));
-    let stdout = child.stdout.take().expect("piped");
+    let stdout = Observed {
+        inner: child.stdout.take().expect("piped"),
+        observe,
+    };
     let stored = ctx.add_stream(name, stdout).await;
     if stored.is_err() {
         let _ = child.start_kill();
@@ -167,6 +182,48 @@ pub async fn store_stdout(
     Ok(artifact)
 }
 
+/// A reader that shows every byte it reads to `observe`.
+struct Observed<'a, R> {
+    inner: R,
+    observe: &'a mut (dyn FnMut(&[u8]) + Send),
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Observed<'_, R> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &r {
+            (this.observe)(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+/// Rewrites a stream artifact on its way to a program (a restore of only
+/// some tables of a dump, say).
+pub trait StreamFilter: Send {
+    /// Takes the next bytes, appending what passes to `out`.
+    fn filter(&mut self, input: &[u8], out: &mut Vec<u8>);
+    /// The end of the stream: appends what is still held back.
+    fn finish(&mut self, out: &mut Vec<u8>);
+}
+
+/// Like [`feed_stdin`], with the artifact rewritten by `filter` on its way.
+pub async fn feed_stdin_filtered(
+    ctx: &crate::source::RestoreContext,
+    artifact: &crate::artifact::Artifact,
+    cmd: tokio::process::Command,
+    what: &str,
+    filter: &mut dyn StreamFilter,
+) -> Result<u64, ProcessError> {
+    feed(ctx, artifact, cmd, what, Stdout::Discard, Some(filter)).await
+}
+
 /// Runs `cmd` with the stream artifact on its standard input and waits for
 /// it (its standard output is discarded). Returns the number of bytes fed.
 /// A program that exits non-zero fails with the end of its stderr.
@@ -176,7 +233,7 @@ pub async fn feed_stdin(
     cmd: tokio::process::Command,
     what: &str,
 ) -> Result<u64, ProcessError> {
-    feed(ctx, artifact, cmd, what, Stdout::Discard).await
+    feed(ctx, artifact, cmd, what, Stdout::Discard, None).await
 }
 
 /// Like [`feed_stdin`], and returns the program's standard output (at most
@@ -196,6 +253,7 @@ pub async fn feed_stdin_capture(
         cmd,
         what,
         Stdout::Capture(out.clone(), limit),
+        None,
     )
     .await?;
     let v = out.lock().map(|v| v.clone()).unwrap_or_default();
@@ -224,6 +282,7 @@ pub async fn feed_through(
             prologue,
             epilogue,
         },
+        None,
     )
     .await
 }
@@ -244,6 +303,7 @@ async fn feed(
     mut cmd: tokio::process::Command,
     what: &str,
     stdout: Stdout,
+    mut filter: Option<&mut dyn StreamFilter>,
 ) -> Result<u64, ProcessError> {
     use std::process::Stdio;
     use tokio::io::AsyncWriteExt;
@@ -319,9 +379,17 @@ async fn feed(
     let mut fed = 0u64;
     let mut read_error = None;
     let mut buf = vec![0u8; 256 * 1024];
+    let mut filtered = Vec::new();
     loop {
         let n = match reader.read(&mut buf).await {
-            Ok(0) => break,
+            Ok(0) => {
+                if let Some(f) = filter.as_deref_mut() {
+                    filtered.clear();
+                    f.finish(&mut filtered);
+                    let _ = stdin.write_all(&filtered).await;
+                }
+                break;
+            }
             Ok(n) => n,
             Err(e) => {
                 read_error = Some(e);
@@ -329,7 +397,15 @@ async fn feed(
                 break;
             }
         };
-        if stdin.write_all(&buf[..n]).await.is_err() {
+        let bytes = match filter.as_deref_mut() {
+            Some(f) => {
+                filtered.clear();
+                f.filter(&buf[..n], &mut filtered);
+                &filtered[..]
+            }
+            None => &buf[..n],
+        };
+        if stdin.write_all(bytes).await.is_err() {
             break;
         }
         fed += n as u64;

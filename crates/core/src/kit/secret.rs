@@ -78,33 +78,38 @@ impl Secret {
 
     /// Reads the secret. Errors say where it was looked for, never the value.
     pub async fn resolve(&self) -> Result<SecretValue, SecretError> {
-        self.read().await.map_err(SecretError)
-    }
-
-    async fn read(&self) -> Result<SecretValue, String> {
         match self {
             Secret::Value(v) => Ok(SecretValue(v.clone())),
             Secret::Env { env } => std::env::var(env)
                 .map(SecretValue)
-                .map_err(|_| format!("environment variable {env} is not set")),
+                .map_err(|_| SecretError::EnvUnset(env.clone())),
             Secret::File { file } => tokio::fs::read_to_string(file)
                 .await
                 .map(|s| SecretValue(s.trim_end_matches(['\n', '\r']).to_string()))
-                .map_err(|e| format!("cannot read secret file {}: {e}", file.display())),
+                .map_err(|e| SecretError::File {
+                    path: file.clone(),
+                    error: e.to_string(),
+                }),
             Secret::Command { command } => {
-                let (prog, args) = command.split_first().ok_or("empty secret command")?;
+                let (prog, args) = command.split_first().ok_or(SecretError::EmptyCommand)?;
                 let out = tokio::process::Command::new(prog)
                     .args(args)
                     .stdin(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
                     .output()
                     .await
-                    .map_err(|e| format!("cannot run secret command `{prog}`: {e}"))?;
+                    .map_err(|e| SecretError::CommandStart {
+                        program: prog.clone(),
+                        error: e.to_string(),
+                    })?;
                 if !out.status.success() {
-                    return Err(format!("secret command `{prog}` failed ({})", out.status));
+                    return Err(SecretError::CommandFailed {
+                        program: prog.clone(),
+                        status: out.status.to_string(),
+                    });
                 }
                 let s = String::from_utf8(out.stdout)
-                    .map_err(|_| format!("secret command `{prog}` printed non-UTF-8"))?;
+                    .map_err(|_| SecretError::CommandNotUtf8(prog.clone()))?;
                 Ok(SecretValue(s.trim_end_matches(['\n', '\r']).to_string()))
             }
         }
@@ -113,5 +118,38 @@ impl Secret {
 
 /// A secret that could not be read: where it was looked for, never its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SecretError(pub String);
+pub enum SecretError {
+    /// `{ env = "NAME" }` names a variable that is not set.
+    #[error("environment variable {0} is not set")]
+    EnvUnset(String),
+    /// `{ file = "PATH" }` could not be read.
+    #[error("cannot read secret file {}: {error}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why (the I/O error's text).
+        error: String,
+    },
+    /// `{ command = [] }`.
+    #[error("empty secret command")]
+    EmptyCommand,
+    /// The secret command could not be started.
+    #[error("cannot run secret command `{program}`: {error}")]
+    CommandStart {
+        /// The program.
+        program: String,
+        /// Why (the I/O error's text).
+        error: String,
+    },
+    /// The secret command exited unsuccessfully (its output is not shown).
+    #[error("secret command `{program}` failed ({status})")]
+    CommandFailed {
+        /// The program.
+        program: String,
+        /// Its exit status.
+        status: String,
+    },
+    /// The secret command printed bytes that are not UTF-8.
+    #[error("secret command `{0}` printed non-UTF-8")]
+    CommandNotUtf8(String),
+}

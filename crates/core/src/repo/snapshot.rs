@@ -236,12 +236,48 @@ pub fn resolve<'a>(
     find(snapshots, spec, source, hosts).map_err(crate::Error::SnapshotNotFound)
 }
 
+/// Why a snapshot reference (`latest`, an id or an id prefix) did not resolve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// No usable snapshot from the selected hosts (of the source, if one was named).
+    #[error("{}{}", match source_name {
+        Some(name) => format!("no good backup of source `{name}` from {hosts} in the repository"),
+        None => format!("the repository has no snapshots from {hosts}"),
+    }, if *other_hosts {
+        " (other hosts have some: see `respaldo snapshots --host '*'`, or pass --host NAME)"
+    } else {
+        ""
+    })]
+    NoLatest {
+        /// The source asked for, if any.
+        source_name: Option<String>,
+        /// The host selection, as written for people.
+        hosts: String,
+        /// Whether other hosts hold usable snapshots.
+        other_hosts: bool,
+    },
+    /// The reference is neither `latest` nor hexadecimal.
+    #[error("`{0}` is not a snapshot id, id prefix or `latest`")]
+    NotAnId(String),
+    /// No snapshot id starts with the prefix.
+    #[error("no snapshot matches `{0}`")]
+    NoMatch(String),
+    /// Several snapshot ids start with the prefix.
+    #[error("`{spec}` is ambiguous: it matches {count} snapshots")]
+    Ambiguous {
+        /// The prefix.
+        spec: String,
+        /// How many ids it matches.
+        count: usize,
+    },
+}
+
 fn find<'a>(
     snapshots: &'a [SnapshotRef],
     spec: &str,
     source: Option<&str>,
     hosts: &Hosts,
-) -> Result<&'a SnapshotRef, String> {
+) -> Result<&'a SnapshotRef, LookupError> {
     let usable = |s: &&SnapshotRef| match source {
         Some(name) => s.good(name).is_some(),
         None => s.snapshot.sources.values().any(|e| e.is_ok()),
@@ -252,40 +288,29 @@ fn find<'a>(
             .filter(usable)
             .filter(|s| s.is_regular() && hosts.matches(&s.snapshot.host))
             .max_by_key(|s| (s.snapshot.time, s.id))
-            .ok_or_else(|| {
-                let other_hosts = snapshots
+            .ok_or_else(|| LookupError::NoLatest {
+                source_name: source.map(str::to_string),
+                hosts: hosts.to_string(),
+                other_hosts: snapshots
                     .iter()
                     .filter(usable)
-                    .any(|s| s.is_regular() && !hosts.matches(&s.snapshot.host));
-                let hint = if other_hosts {
-                    " (other hosts have some: see `respaldo snapshots --host '*'`, or pass --host NAME)"
-                } else {
-                    ""
-                };
-                match source {
-                    Some(name) => {
-                        format!("no good backup of source `{name}` from {hosts} in the repository{hint}")
-                    }
-                    None => format!("the repository has no snapshots from {hosts}{hint}"),
-                }
+                    .any(|s| s.is_regular() && !hosts.matches(&s.snapshot.host)),
             });
     }
     let spec_l = spec.to_ascii_lowercase();
     if spec_l.is_empty() || !spec_l.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!(
-            "`{spec}` is not a snapshot id, id prefix or `latest`"
-        ));
+        return Err(LookupError::NotAnId(spec.to_string()));
     }
     let matches: Vec<_> = snapshots
         .iter()
         .filter(|s| s.id.to_hex().starts_with(&spec_l))
         .collect();
     match matches.as_slice() {
-        [] => Err(format!("no snapshot matches `{spec}`")),
+        [] => Err(LookupError::NoMatch(spec.to_string())),
         [one] => Ok(one),
-        many => Err(format!(
-            "`{spec}` is ambiguous: it matches {} snapshots",
-            many.len()
-        )),
+        many => Err(LookupError::Ambiguous {
+            spec: spec.to_string(),
+            count: many.len(),
+        }),
     }
 }
