@@ -353,3 +353,19 @@ fn mysql_repository_disk_full_fails_cleanly() {
     ]);
     assert_eq!(m.normalized_dump("db_again"), original);
 }
+
+#[test]
+fn mariadb_and_mongodb_example_configs_parse() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for example in ["examples/mariadb/backup.toml", "examples/mongodb/backup.toml"] {
+        let out = Command::new(bin())
+            .arg("-c")
+            .arg(root.join(example))
+            .args(["config", "check"])
+            .env("SHOP_DB_PASSWORD", "x")
+            .env("MONGO_URI", "mongodb://localhost")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{example}: {}", stderr(&out));
+    }
+}
