@@ -357,7 +357,10 @@ fn mysql_repository_disk_full_fails_cleanly() {
 #[test]
 fn mariadb_and_mongodb_example_configs_parse() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for example in ["examples/mariadb/backup.toml", "examples/mongodb/backup.toml"] {
+    for example in [
+        "examples/mariadb/backup.toml",
+        "examples/mongodb/backup.toml",
+    ] {
         let out = Command::new(bin())
             .arg("-c")
             .arg(root.join(example))
