@@ -183,6 +183,22 @@ fn mysql_full_table_and_schema_restore_matrix() {
     assert!(shape.contains("CREATE TABLE `products`") && shape.contains("products_audit"));
     assert!(!shape.contains("INSERT INTO `"), "no rows: {shape}");
 
+    cell("mysql/schema_only/live/holds/force");
+    let err = fails(
+        &p,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "shop",
+            "--schema-only",
+            "--force",
+        ],
+        1,
+    );
+    assert!(err.contains("would lose its rows"), "{err}");
+    assert_eq!(m.normalized_dump("shop"), original);
+
     cell("mysql/database/one-of-several");
     let crm = m.normalized_dump("crm");
     let q = project(&source("both", &m, "", "databases = [\"shop\", \"crm\"]"));
@@ -342,6 +358,14 @@ fn mysql_repository_disk_full_fails_cleanly() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("db"), "{err}");
     assert!(err.to_lowercase().contains("no space left"), "{err}");
+    let good = p
+        .json(&["snapshots", "--source", "db"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["sources"]["db"]["status"] == "ok")
+        .count();
+    assert_eq!(good, 1, "the failed run was recorded as good");
     p.ok(&["prune"]);
     p.ok(&[
         "restore",

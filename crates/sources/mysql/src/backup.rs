@@ -93,41 +93,34 @@ async fn dump_database(
     db: &str,
     schema_only: bool,
 ) -> Result<DatabaseRecord, MysqlError> {
+    let d = literal(db);
     let rows = client
         .query(
-            "reading the database's character set",
+            "reading the database's character set and tables",
             None,
             &format!(
-                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME \
-                 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}",
-                literal(db)
+                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME, \
+                 (SELECT IFNULL(GROUP_CONCAT(CONCAT(TABLE_NAME, ' (', ENGINE, ')') ORDER BY 1 SEPARATOR ', '), '') \
+                  FROM information_schema.TABLES WHERE TABLE_SCHEMA = {d} AND TABLE_TYPE = 'BASE TABLE' \
+                  AND ENGINE NOT IN ('InnoDB', 'Aria', 'MEMORY')) \
+                 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {d}"
             ),
         )
         .await?;
-    let Some([charset, collation]) = rows.first().map(|r| [r[0].clone(), r[1].clone()]) else {
+    let Some([charset, collation, other_engines]) = rows
+        .first()
+        .filter(|r| r.len() == 3)
+        .map(|r| [r[0].clone(), r[1].clone(), r[2].clone()])
+    else {
         return Err(MysqlError::Query {
             server: client.endpoint.server(),
             what: format!("dumping database `{db}`"),
             message: "no such database".into(),
         });
     };
-    let other_engines = client
-        .query(
-            "listing non-transactional tables",
-            None,
-            &format!(
-                "SELECT CONCAT(TABLE_NAME, ' (', ENGINE, ')') FROM information_schema.TABLES \
-                 WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE' \
-                 AND ENGINE NOT IN ('InnoDB', 'Aria', 'MEMORY') ORDER BY 1",
-                literal(db)
-            ),
-        )
-        .await?;
     if !other_engines.is_empty() {
-        let names: Vec<String> = other_engines.into_iter().flatten().collect();
         ctx.warn(format!(
-            "database `{db}`: {} not transactional, so the dump is consistent for the other tables only",
-            names.join(", ")
+            "database `{db}`: {other_engines} not transactional, so the dump is consistent for the other tables only"
         ));
     }
     let mut args: Vec<String> = [

@@ -34,9 +34,11 @@ pub struct MysqlConfig {
     /// events), no rows.
     #[serde(default)]
     pub schema_only: bool,
-    /// TLS to the server: `disable` (default), `require` (encrypted, the
-    /// certificate not checked) or `verify` (encrypted, the certificate
-    /// checked against `ca_file` and the host name).
+    /// TLS to the server: `prefer` (default: what the client does by
+    /// itself, encrypted when the server offers it), `disable` (never),
+    /// `require` (encrypted, the certificate not checked) or `verify`
+    /// (encrypted, the certificate checked against `ca_file` and the host
+    /// name).
     #[serde(default)]
     pub tls: Tls,
     /// The CA certificate (PEM) that signs the server's certificate, for
@@ -57,8 +59,10 @@ pub struct MysqlConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tls {
-    /// Plain connections.
+    /// The client's own default (encrypted when the server offers it).
     #[default]
+    Prefer,
+    /// Plain connections.
     Disable,
     /// Encrypted; the certificate is not checked.
     Require,

@@ -221,7 +221,9 @@ impl Client {
         }
         let mariadb = client.mariadb;
         match (tls, mariadb) {
-            (Tls::Disable, _) => {}
+            (Tls::Prefer, _) => {}
+            (Tls::Disable, true) => text.push_str("skip-ssl\n"),
+            (Tls::Disable, false) => text.push_str("ssl-mode=DISABLED\n"),
             (Tls::Require, true) => text.push_str("ssl\nskip-ssl-verify-server-cert\n"),
             (Tls::Verify, true) => text.push_str("ssl\nssl-verify-server-cert\n"),
             (Tls::Require, false) => text.push_str("ssl-mode=REQUIRED\n"),

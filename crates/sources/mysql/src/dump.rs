@@ -62,19 +62,32 @@ impl Tuples {
     /// Consumes `input` up to and including the statement's `;`: how many
     /// bytes it used, and whether the statement ended.
     fn feed(&mut self, input: &[u8]) -> (usize, bool) {
-        for (i, &b) in input.iter().enumerate() {
+        let mut i = 0;
+        while i < input.len() {
             if let Some(q) = self.quote {
                 if self.escaped {
                     self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == q {
-                    self.quote = None;
+                    i += 1;
+                    continue;
+                }
+                // Most of a dump is inside strings: skip to the next quote
+                // or backslash at once.
+                match memchr::memchr2(q, b'\\', &input[i..]) {
+                    None => return (input.len(), false),
+                    Some(j) => {
+                        i += j;
+                        if input[i] == b'\\' {
+                            self.escaped = true;
+                        } else {
+                            self.quote = None;
+                        }
+                        i += 1;
+                    }
                 }
                 continue;
             }
-            match b {
-                b'\'' | b'"' => self.quote = Some(b),
+            match input[i] {
+                b'\'' | b'"' => self.quote = Some(input[i]),
                 b'(' => {
                     if self.depth == 0 {
                         self.count += 1;
@@ -85,6 +98,7 @@ impl Tuples {
                 b';' if self.depth == 0 => return (i + 1, true),
                 _ => {}
             }
+            i += 1;
         }
         (input.len(), false)
     }
@@ -152,10 +166,7 @@ impl DumpReader {
                 continue;
             }
             if let Some(keep) = self.decided {
-                let end = input
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(input.len(), |i| i + 1);
+                let end = memchr::memchr(b'\n', input).map_or(input.len(), |i| i + 1);
                 if keep && self.emit {
                     out.extend_from_slice(&input[..end]);
                 }
@@ -167,7 +178,7 @@ impl DumpReader {
             }
             let room = PREFIX - self.line.len();
             let window = &input[..room.min(input.len())];
-            let newline = window.iter().position(|&b| b == b'\n');
+            let newline = memchr::memchr(b'\n', window);
             let take = newline.map_or(window.len(), |i| i + 1);
             self.line.extend_from_slice(&window[..take]);
             input = &input[take..];

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use respaldo_core::kit::process::{feed_stdin_filtered, StreamFilter};
+use respaldo_core::kit::process::{feed_stdin, feed_stdin_filtered, StreamFilter};
 use respaldo_core::source::{
     PlanAction, PlanItem, RestoreContext, RestoreReport, RestoreTarget, SelectionPart, TargetState,
 };
@@ -309,7 +309,21 @@ impl MysqlSource {
                 Some(0) => TargetState::Empty,
                 Some(n) => TargetState::Holds(format!("{n} tables, views, routines or events")),
             };
-            let item = PlanItem::decide(format!("database {db}"), target, state, ctx.force);
+            let what = format!("database {db}");
+            let definitions_only = sel.schema_only || rec.schema_only;
+            let item = match state {
+                TargetState::Holds(_) if definitions_only && ctx.force => PlanItem::new(
+                    what,
+                    target,
+                    state,
+                    PlanAction::Refuse(
+                        "restoring definitions only over a database that holds data would lose \
+                         its rows; restore into a new or empty database with --target"
+                            .into(),
+                    ),
+                ),
+                state => PlanItem::decide(what, target, state, ctx.force),
+            };
             let prepare = match item.action {
                 PlanAction::Create => Prepare::Create,
                 PlanAction::Overwrite => Prepare::Recreate,
@@ -430,8 +444,12 @@ pub(crate) async fn restore_database(
     }
     let artifact = ctx.artifact(&step.record.artifact)?.clone();
     let what = format!("{} loading into {}", c.client.name, c.endpoint.display());
-    let mut filter = Filter(DumpReader::filter(step.keep.clone()));
-    feed_stdin_filtered(ctx, &artifact, c.loader(&step.db), &what, &mut filter).await?;
+    if step.keep == Keep::all() {
+        feed_stdin(ctx, &artifact, c.loader(&step.db), &what).await?;
+    } else {
+        let mut filter = Filter(DumpReader::filter(step.keep.clone()));
+        feed_stdin_filtered(ctx, &artifact, c.loader(&step.db), &what, &mut filter).await?;
+    }
     check_rows(step).await
 }
 

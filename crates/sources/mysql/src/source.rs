@@ -8,7 +8,7 @@ use respaldo_core::source::{
 };
 
 use crate::backup::DumpPlan;
-use crate::conn::{Client, Endpoint, Program};
+use crate::conn::{literal, Client, Endpoint, Program};
 use crate::{MysqlConfig, MysqlError};
 
 /// The `mysql` source.
@@ -16,6 +16,8 @@ use crate::{MysqlConfig, MysqlError};
 pub struct MysqlSource {
     pub(crate) config: MysqlConfig,
     pub(crate) endpoint: Endpoint,
+    /// The dump and client programs, found once.
+    programs: std::sync::OnceLock<(Program, Program)>,
 }
 
 impl MysqlSource {
@@ -48,7 +50,11 @@ impl MysqlSource {
                 "name a database in `url` (mysql://host/db) or set `databases`".into(),
             ));
         }
-        Ok(MysqlSource { config, endpoint })
+        Ok(MysqlSource {
+            config,
+            endpoint,
+            programs: std::sync::OnceLock::new(),
+        })
     }
 
     pub(crate) fn all_databases(&self) -> bool {
@@ -65,11 +71,19 @@ impl MysqlSource {
             ),
             None => None,
         };
-        let dump = Program::find(
-            self.config.dump_bin.as_deref(),
-            &["mariadb-dump", "mysqldump"],
-        )?;
-        let client = Program::find(self.config.client_bin.as_deref(), &["mariadb", "mysql"])?;
+        let (dump, client) = match self.programs.get() {
+            Some(p) => p.clone(),
+            None => {
+                let found = (
+                    Program::find(
+                        self.config.dump_bin.as_deref(),
+                        &["mariadb-dump", "mysqldump"],
+                    )?,
+                    Program::find(self.config.client_bin.as_deref(), &["mariadb", "mysql"])?,
+                );
+                self.programs.get_or_init(|| found).clone()
+            }
+        };
         Client::new(
             endpoint,
             dump,
@@ -99,12 +113,34 @@ impl Source for MysqlSource {
     async fn check(&self) -> Result<(), BoxError> {
         let client = self.client_at(self.endpoint.clone()).await?;
         client.check_version().await?;
-        for db in self.database_names(&client).await? {
-            client
-                .query(&format!("opening database `{db}`"), Some(&db), "SELECT 1")
-                .await?;
+        if self.all_databases() {
+            return Ok(());
         }
-        Ok(())
+        let wanted = self.database_names(&client).await?;
+        let list = wanted
+            .iter()
+            .map(|d| literal(d))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let found: Vec<String> = client
+            .query(
+                "looking up the databases",
+                None,
+                &format!("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({list})"),
+            )
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        match wanted.iter().find(|d| !found.contains(d)) {
+            Some(missing) => Err(MysqlError::Query {
+                server: client.endpoint.server(),
+                what: format!("looking up database `{missing}`"),
+                message: "no such database (or no privilege on it)".into(),
+            }
+            .into()),
+            None => Ok(()),
+        }
     }
 
     async fn backup(&self, ctx: &mut BackupContext) -> Result<(), BoxError> {

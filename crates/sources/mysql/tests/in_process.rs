@@ -278,3 +278,114 @@ fn every_database_and_the_accounts_onto_a_second_server() {
         .unwrap();
     assert_eq!(b.normalized_dump("crm"), a.normalized_dump("crm"));
 }
+
+#[test]
+fn tls_required_by_the_server_and_the_unix_socket() {
+    let rt = runtime();
+    let m = Maria::start_tls();
+    m.sql(None, "CREATE DATABASE shop");
+    m.script(
+        Some("shop"),
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_1000;",
+    );
+    let original = m.normalized_dump("shop");
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(dir.path());
+
+    // Plain TCP is refused by the server (MariaDB answers "insecure
+    // transport" or, before authentication completes, "access denied").
+    let plain = h
+        .source(
+            &respaldo_source_mysql::DRIVER,
+            &format!("{}\ntls = \"disable\"", table(&m, "shop")),
+        )
+        .unwrap();
+    let err = rt
+        .block_on(h.backup_with("db", plain))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("insecure transport") || err.contains("Access denied"),
+        "{err}"
+    );
+
+    // Encrypted without checking, then with the certificate checked.
+    for (i, tls) in [
+        "tls = \"prefer\"".to_string(),
+        "tls = \"require\"".to_string(),
+        format!("tls = \"verify\"\nca_file = \"{}\"", m.ca_cert().display()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let source = h
+            .source(
+                &respaldo_source_mysql::DRIVER,
+                &format!("{}\n{tls}", table(&m, "shop")),
+            )
+            .unwrap();
+        let backup = rt.block_on(h.backup_with("db", source.clone())).unwrap();
+        let copy = format!("shop_tls_{i}");
+        rt.block_on(h.restore_with(
+            &backup,
+            source.as_ref(),
+            RestoreTarget::Other(m.url(&copy)),
+            RestoreOptions::default(),
+        ))
+        .unwrap();
+        assert_eq!(m.normalized_dump(&copy), original, "{tls}");
+    }
+
+    // A CA that did not sign the server's certificate is refused.
+    let other_ca = dir.path().join("other-ca.crt");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+        ])
+        .arg("-keyout")
+        .arg(dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let wrong = h
+        .source(
+            &respaldo_source_mysql::DRIVER,
+            &format!(
+                "{}\ntls = \"verify\"\nca_file = \"{}\"",
+                table(&m, "shop"),
+                other_ca.display()
+            ),
+        )
+        .unwrap();
+    assert!(rt.block_on(h.backup_with("db", wrong)).is_err());
+
+    // The Unix socket (no TLS needed there).
+    let socket = h
+        .source(
+            &respaldo_source_mysql::DRIVER,
+            &format!(
+                "url = \"{}\"\npassword = {{ file = \"pw\" }}",
+                m.socket_url("shop")
+            ),
+        )
+        .unwrap();
+    let backup = rt.block_on(h.backup_with("db", socket.clone())).unwrap();
+    rt.block_on(h.restore_with(
+        &backup,
+        socket.as_ref(),
+        RestoreTarget::Other(m.socket_url("shop_socket")),
+        RestoreOptions::default(),
+    ))
+    .unwrap();
+    assert_eq!(m.normalized_dump("shop_socket"), original);
+}

@@ -33,11 +33,28 @@ pub struct Maria {
     /// The server's TCP port on 127.0.0.1.
     pub port: u16,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl Maria {
     /// Installs the system tables, starts the server, sets root's password.
     pub fn start() -> Maria {
+        Maria::start_with(false)
+    }
+
+    /// A server that accepts TCP connections over TLS only
+    /// (`require_secure_transport`), with a certificate for 127.0.0.1
+    /// signed by a CA of its own (`ca_cert()`).
+    pub fn start_tls() -> Maria {
+        Maria::start_with(true)
+    }
+
+    /// The CA certificate of a `start_tls` server.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn start_with(tls: bool) -> Maria {
         let dir = tempfile::Builder::new()
             .prefix("respaldo-maria")
             .tempdir()
@@ -62,10 +79,28 @@ impl Maria {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if tls {
+            let script = "set -e
+                openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=respaldo-test-ca -keyout ca.key -out ca.crt
+                openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr
+                printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext
+                openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt";
+            let out = Command::new("sh")
+                .args(["-c", script])
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let mut m = Maria {
             dir,
             port: 0,
             child: None,
+            tls,
         };
         m.launch();
         let set = m
@@ -126,6 +161,13 @@ impl Maria {
             if crate::is_root() {
                 c.arg("--user=root");
             }
+            if self.tls {
+                let d = self.dir.path();
+                c.arg(format!("--ssl-ca={}", d.join("ca.crt").display()))
+                    .arg(format!("--ssl-cert={}", d.join("server.crt").display()))
+                    .arg(format!("--ssl-key={}", d.join("server.key").display()))
+                    .arg("--require-secure-transport=ON");
+            }
             let child = c
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -185,6 +227,14 @@ impl Maria {
     /// `mysql://root@127.0.0.1:PORT/db` (no password: it goes by reference).
     pub fn url(&self, db: &str) -> String {
         format!("mysql://root@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// `mysql://root@localhost/db?socket=PATH`: the server's Unix socket.
+    pub fn socket_url(&self, db: &str) -> String {
+        format!(
+            "mysql://root@localhost/{db}?socket={}",
+            self.socket().display()
+        )
     }
 
     fn client_as(&self, password: Option<&str>) -> Command {
