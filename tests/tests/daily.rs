@@ -252,3 +252,47 @@ fn remove_packs(p: &Project) {
         }
     }
 }
+
+#[test]
+fn a_copy_entry_replicates_and_repository_name_reads_the_copy_directly() {
+    let p = Project::new(
+        "[repositories.offsite]\nurl = \"offsite\"\n\n\
+         [schedule.nightly]\ncron = \"0 4 * * *\"\naction = \"copy\"\nto = \"offsite\"\n\n\
+         [sources.files]\ntype = \"files\"\npaths = [\"data\"]\n",
+    );
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    std::fs::write(p.path().join("data/a"), b"replicated by the schedule").unwrap();
+    p.ok(&["init"]);
+    p.ok(&["init", "--repository", "offsite"]);
+    p.ok(&["backup"]);
+    let plan = p.ok(&["schedule", "run", "nightly", "--dry-run"]);
+    assert!(plan.contains("copy --to offsite"), "{plan}");
+    p.ok(&["schedule", "run", "nightly"]);
+    // `--repository offsite` uses the copy directly.
+    let list = p.json(&["--repository", "offsite", "snapshots"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    p.ok(&["--repository", "offsite", "show", "latest"]);
+    p.ok(&["--repository", "offsite", "verify", "--read-data"]);
+    let status = p.json(&["--repository", "offsite", "status"]);
+    assert!(status.to_string().contains("files"), "{status}");
+    let out = p.path().join("restored");
+    p.ok(&[
+        "--repository",
+        "offsite",
+        "restore",
+        "latest",
+        "--source",
+        "files",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    common::assert_same_tree(&p.path().join("data"), &out.join("data"));
+    // Nothing new: the next copy sends nothing.
+    let again = p.json(&["copy", "--to", "offsite"]);
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["chunks_copied"], 0, "{again}");
+    // An unknown name is a usage error naming the configured ones.
+    let o = p.run(&["--repository", "nope", "snapshots"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("configured: offsite"), "{}", stderr(&o));
+}

@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{stderr, Project};
+use common::{assert_same_tree, stderr, Project};
 
 const CANARY: &str = "PLAINTEXT-CANARY-4f2a91";
 const NAME_CANARY: &str = "canary-name-7d1e";
@@ -204,4 +204,75 @@ fn passphrase_repository_round_trip() {
     assert_eq!(o.status.code(), Some(12), "{}", stderr(&o));
     assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("correct horse"));
+}
+
+/// A host with only the public recipients replicates off-site: the stored
+/// objects travel as they are, snapshot ids are kept, a second copy sends
+/// nothing, and the copy restores identically with the identity.
+#[test]
+fn write_only_host_copies_stored_objects_keeping_ids() {
+    let p = Project::new("");
+    let key = p.path().join("restore.key");
+    let recipient = p.ok(&["key", "generate", "--output", key.to_str().unwrap()]);
+    let recipient = recipient.trim().to_string();
+    make_data(&p.path().join("data"));
+    let offsite = "[repositories.offsite]\nurl = \"offsite\"\n\n";
+    let writer = format!("recipients = [\"{recipient}\"]\n\n{offsite}{}", sources());
+    let reader = format!(
+        "recipients = [\"{recipient}\"]\nidentity_file = \"restore.key\"\n\n{offsite}{}",
+        sources()
+    );
+    p.write_config(&writer);
+    p.ok(&["init"]);
+    p.ok(&["init", "--repository", "offsite"]);
+    p.backup(&[]);
+    std::fs::write(p.path().join("data/notes/later.txt"), b"written later").unwrap();
+    p.backup(&[]);
+
+    let first = p.json(&["copy", "--to", "offsite"]);
+    assert_eq!(first["copied"].as_array().unwrap().len(), 2, "{first}");
+    assert!(first["chunks_copied"].as_u64().unwrap() > 0, "{first}");
+    let ids = |extra: &[&str]| {
+        let mut a = extra.to_vec();
+        a.push("snapshots");
+        let mut v: Vec<String> = p
+            .json(&a)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(&[]),
+        ids(&["--repository", "offsite"]),
+        "snapshot ids differ"
+    );
+    let again = p.json(&["copy", "--to", "offsite"]);
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["chunks_copied"], 0, "{again}");
+    assert_eq!(again["already_present"], 2, "{again}");
+    // The off-site copy holds nothing readable either.
+    assert_nothing_readable(
+        &p.path().join("offsite"),
+        &[CANARY.as_bytes(), b"notes/plan"],
+    );
+
+    // With the identity: the copy is sound and restores identically.
+    p.write_config(&reader);
+    p.ok(&["--repository", "offsite", "verify", "--read-data"]);
+    let out = p.path().join("out");
+    p.ok(&[
+        "--repository",
+        "offsite",
+        "restore",
+        "latest",
+        "--source",
+        "docs",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    assert_same_tree(&p.path().join("data"), &out.join("data"));
 }

@@ -519,3 +519,136 @@ fn credentials_from_an_aws_profile() {
         "{err}"
     );
 }
+
+/// Adds `n` copies of the repository's newest snapshot (one second apart)
+/// through the library: a repository with many snapshots in seconds.
+fn add_snapshots(endpoint: &str, url: &str, n: usize) {
+    use respaldo_core::Repository;
+    use respaldo_sink_object_store::{ObjectStoreSink, S3Options};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        let options = S3Options {
+            endpoint: Some(endpoint.to_string()),
+            ..Default::default()
+        };
+        let sink = ObjectStoreSink::connect(url, &options).await.unwrap();
+        let repo = Repository::open(std::sync::Arc::new(sink)).await.unwrap();
+        let (list, _) = repo.snapshots().await.unwrap();
+        let newest = list[0].snapshot.clone();
+        let writes = (1..=n).map(|i| {
+            let mut s = newest.clone();
+            s.time -= chrono::TimeDelta::seconds(i as i64);
+            let repo = repo.clone();
+            async move { repo.write_snapshot(&s).await.unwrap() }
+        });
+        futures_lite(writes).await;
+    });
+}
+
+/// Runs the futures 16 at a time.
+async fn futures_lite<F: std::future::Future<Output = respaldo_core::ObjectId>>(
+    all: impl Iterator<Item = F>,
+) {
+    let mut all: Vec<F> = all.collect();
+    while !all.is_empty() {
+        let rest = all.split_off(all.len().min(16));
+        let batch = std::mem::replace(&mut all, rest);
+        for f in batch {
+            f.await;
+        }
+    }
+}
+
+/// A second `snapshots` against an S3 repository of 1,000 snapshots
+/// downloads no snapshot or index object again; a damaged cache entry is
+/// noticed and fetched again; `RESPALDO_CACHE_DIR=off` goes without.
+#[test]
+fn the_local_cache_downloads_snapshots_and_index_once() {
+    use respaldo_testing::s3proxy::{FaultProxy, HttpFault};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let (moto, dir) = moto_and_data("a.txt", b"cached");
+    let d = dir.path();
+    let gets = Arc::new(AtomicU64::new(0));
+    let proxy = FaultProxy::start(moto.port, {
+        let gets = gets.clone();
+        move |r| {
+            if r.method == "GET"
+                && (r.target.contains("/snapshots/") || r.target.contains("/index/"))
+            {
+                gets.fetch_add(1, Ordering::SeqCst);
+            }
+            HttpFault::Pass
+        }
+    });
+    std::fs::write(
+        d.join("backup.toml"),
+        format!(
+            "[repository]\n{}\n[retention]\nkeep_last = 10\n{FILES_SOURCE}",
+            s3_repo("s3://backups/many", &proxy.endpoint(), "")
+        ),
+    )
+    .unwrap();
+    let cache = d.join("cache");
+    let with_cache = |args: &[&str]| {
+        let o = Command::new(common::bin())
+            .current_dir(d)
+            .args(["-c", "backup.toml"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("RESPALDO_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    with_cache(&["init"]);
+    with_cache(&["backup"]);
+    add_snapshots(&moto.endpoint(), "s3://backups/many", 999);
+
+    gets.store(0, Ordering::SeqCst);
+    let first = with_cache(&["--json", "snapshots"]);
+    let listed: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1000);
+    // The backup's own snapshot was cached when it was written.
+    let downloaded = gets.load(Ordering::SeqCst);
+    assert!(
+        downloaded >= 999,
+        "the first listing downloaded {downloaded}"
+    );
+
+    gets.store(0, Ordering::SeqCst);
+    assert_eq!(with_cache(&["--json", "snapshots"]), first);
+    assert_eq!(
+        gets.load(Ordering::SeqCst),
+        0,
+        "the second listing downloaded objects again"
+    );
+
+    // A damaged entry is found by its name and fetched again.
+    let cached: Vec<std::path::PathBuf> = common::walk(&cache)
+        .into_iter()
+        .filter(|p| p.is_file() && p.to_string_lossy().contains("/snapshots/"))
+        .collect();
+    assert_eq!(cached.len(), 1000);
+    std::fs::write(&cached[0], b"not the snapshot").unwrap();
+    gets.store(0, Ordering::SeqCst);
+    assert_eq!(with_cache(&["--json", "snapshots"]), first);
+    assert_eq!(gets.load(Ordering::SeqCst), 1);
+
+    // Forgotten snapshots leave the cache at the next listing.
+    with_cache(&["forget"]);
+    with_cache(&["snapshots"]);
+    let left = common::walk(&cache)
+        .into_iter()
+        .filter(|p| p.is_file() && p.to_string_lossy().contains("/snapshots/"))
+        .count();
+    assert_eq!(left, 10);
+}

@@ -84,6 +84,10 @@ fn first_step(entry: &Entry, sources: &[String]) -> Vec<String> {
         Action::TestRestore => with_sources(&mut a),
         Action::Verify if entry.read_data => a.push("--read-data".into()),
         Action::Forget if entry.prune => a.push("--prune".into()),
+        Action::Copy => {
+            a.push("--to".into());
+            a.push(entry.to.clone().unwrap_or_default());
+        }
         Action::Verify | Action::Forget | Action::Prune => {}
     }
     a

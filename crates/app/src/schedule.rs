@@ -36,6 +36,9 @@ pub enum Action {
     Forget,
     /// `respaldo prune`.
     Prune,
+    /// `respaldo copy --to NAME`: the snapshots the `[repositories.NAME]`
+    /// lacks are replicated to it.
+    Copy,
 }
 
 impl Action {
@@ -47,6 +50,7 @@ impl Action {
             Action::TestRestore => "test-restore",
             Action::Forget => "forget",
             Action::Prune => "prune",
+            Action::Copy => "copy",
         }
     }
 }
@@ -69,9 +73,13 @@ struct EntryConfig {
     /// `[daemon] timezone`, else the system's.
     #[serde(default)]
     timezone: Option<String>,
-    /// What runs: `backup` (default), `verify`, `test-restore`, `forget`, `prune`.
+    /// What runs: `backup` (default), `verify`, `test-restore`, `forget`,
+    /// `prune`, `copy`.
     #[serde(default)]
     action: Action,
+    /// `copy` entries: the `[repositories.NAME]` the snapshots go to.
+    #[serde(default)]
+    to: Option<String>,
     /// Tags of the snapshots (`backup`); default: the entry's name.
     #[serde(default)]
     tags: Option<Vec<String>>,
@@ -167,6 +175,8 @@ pub struct Entry {
     pub prune: bool,
     /// verify --read-data.
     pub read_data: bool,
+    /// `copy --to` this repository.
+    pub to: Option<String>,
     /// Catch up a missed run at daemon start.
     pub catch_up: bool,
     /// Retries of a failed backup.
@@ -236,6 +246,8 @@ pub struct Defaults<'a> {
     pub retry_delay: Duration,
     /// Whether `[retention]` has a rule.
     pub retention: bool,
+    /// The `[repositories.NAME]` names, for `copy` entries.
+    pub repositories: &'a [&'a str],
 }
 
 /// A schedule that cannot be used, and why.
@@ -486,6 +498,31 @@ pub fn parse(
             !c.prune || matches!(a, Action::Backup | Action::Forget),
         )?;
         applies("read_data", !c.read_data || a == Action::Verify)?;
+        applies("to", c.to.is_none() || a == Action::Copy)?;
+        if a == Action::Copy {
+            match &c.to {
+                None => {
+                    return Err(at(
+                        "",
+                        "a `copy` entry needs `to = \"NAME\"` (a [repositories.NAME])".into(),
+                    ))
+                }
+                Some(to) if !defaults.repositories.contains(&to.as_str()) => {
+                    return Err(at(
+                        "to",
+                        format!(
+                            "no [repositories.{to}] (repositories: {})",
+                            if defaults.repositories.is_empty() {
+                                "none".to_string()
+                            } else {
+                                defaults.repositories.join(", ")
+                            }
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         applies(
             "sources",
             c.sources.is_empty() || matches!(a, Action::Backup | Action::TestRestore),
@@ -515,6 +552,7 @@ pub fn parse(
             forget,
             prune: c.prune,
             read_data: c.read_data,
+            to: c.to,
             catch_up: c.catch_up.unwrap_or(defaults.catch_up),
             retries: c.retries.unwrap_or(defaults.retries),
             retry_delay,
@@ -698,6 +736,7 @@ mod tests {
             retries: 2,
             retry_delay: Duration::from_secs(60),
             retention: true,
+            repositories: &["offsite"],
         }
     }
 
@@ -705,6 +744,18 @@ mod tests {
         let v: toml::Table = toml::from_str(text).unwrap();
         let raw = v.into_iter().collect();
         parse(raw, &defaults(), &["db", "files"])
+    }
+
+    #[test]
+    fn a_copy_entry_runs_copy_to_its_repository() {
+        let e = entries("[offsite]\ncron = \"0 3 * * *\"\naction = \"copy\"\nto = \"offsite\"\n")
+            .unwrap();
+        assert_eq!(e[0].action, Action::Copy);
+        assert_eq!(
+            crate::runner::describe(&e[0]),
+            ["respaldo copy --to offsite"]
+        );
+        assert!(!e[0].backs_up("db"));
     }
 
     #[test]
@@ -753,6 +804,17 @@ mod tests {
         assert_eq!(
             bad("[x]\nevery = \"1h\"\naction = \"verify\"\nprune = true\n").0,
             ["schedule", "x", "prune"]
+        );
+        assert_eq!(
+            bad("[x]\nevery = \"1h\"\naction = \"copy\"\n").0,
+            ["schedule", "x"]
+        );
+        let (keys, msg) = bad("[x]\nevery = \"1h\"\naction = \"copy\"\nto = \"nope\"\n");
+        assert_eq!(keys, ["schedule", "x", "to"]);
+        assert!(msg.contains("offsite"), "{msg}");
+        assert_eq!(
+            bad("[x]\nevery = \"1h\"\nto = \"offsite\"\n").0,
+            ["schedule", "x", "to"]
         );
         assert_eq!(
             bad("[x]\nevery = \"1h\"\ncron = \"@daily\"\n").0,

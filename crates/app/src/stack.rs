@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use respaldo_core::kit::progress::Progress;
+use respaldo_core::repo::cache::CacheSink;
 use respaldo_core::repo::crypto::KeyMaterial;
 use respaldo_core::repo::lock::RepoLock;
 use respaldo_core::repo::snapshot::{self, Hosts, SnapshotRef};
@@ -97,7 +98,14 @@ impl Stack {
     /// The repository, opened.
     pub async fn repo(&self) -> Result<Arc<Repository>> {
         let keys = self.keys().await?;
-        Ok(Repository::open_with(self.sink().await?, &keys).await?)
+        open(self.sink().await?, &self.config.repository.url, &keys).await
+    }
+
+    /// A `[repositories.NAME]`, opened.
+    pub async fn named_repo(&self, name: &str) -> Result<Arc<Repository>> {
+        let keys = self.keys().await?;
+        let sink = self.named_sink(name).await?;
+        open(sink, &self.config.repositories[name].url, &keys).await
     }
 
     /// The sink of a `[repositories.NAME]`.
@@ -191,4 +199,16 @@ async fn sink_for(url: &str, s3: Option<&S3Options>) -> Result<Arc<dyn Sink>> {
         return Ok(Arc::new(sink));
     }
     Ok(Arc::new(LocalSink::new(url)))
+}
+
+/// Opens the repository in `sink` (at `url`). An object-store repository
+/// keeps its index fragments and snapshot objects in the local cache
+/// ([`CacheSink::default_root`], `RESPALDO_CACHE_DIR=off` to go without);
+/// a local one needs none.
+async fn open(sink: Arc<dyn Sink>, url: &str, keys: &KeyMaterial) -> Result<Arc<Repository>> {
+    let root = CacheSink::default_root().filter(|_| ObjectStoreSink::handles(url));
+    Ok(match root {
+        Some(root) => Repository::open_cached(sink, keys, &root).await?,
+        None => Repository::open_with(sink, keys).await?,
+    })
 }

@@ -30,6 +30,9 @@ pub struct Cli {
     /// the hostname).
     #[arg(long = "host", global = true, value_name = "NAME")]
     pub host: Option<String>,
+    /// Use `[repositories.NAME]` instead of `[repository]` (`init` creates it).
+    #[arg(long = "repository", global = true, value_name = "NAME")]
+    pub repository: Option<String>,
     /// Log lines on stderr as text (timestamped when stderr is not a
     /// terminal) or as JSON objects, one per line.
     #[arg(
@@ -63,14 +66,8 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Create the repository (encrypted when `recipients` or `passphrase` is
-    /// set), or with --repository NAME a `[repositories.NAME]` that shares its
-    /// chunk ids and keys, for `copy`.
-    Init {
-        /// Create this `[repositories.NAME]` instead.
-        #[arg(long, value_name = "NAME")]
-        repository: Option<String>,
-    },
+    /// Create the repository, or with --repository NAME one sharing its keys.
+    Init,
     /// Back up the configured sources; prints the new snapshot id.
     Backup {
         /// Only this source (repeatable).

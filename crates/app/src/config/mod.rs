@@ -297,6 +297,29 @@ pub struct Config {
 }
 
 impl Config {
+    /// Makes `[repositories.NAME]` the repository every command uses
+    /// (`--repository NAME`): its URL and S3 settings replace those of
+    /// `[repository]`, whose keys, recipients and identity it shares. `None`
+    /// keeps `[repository]`.
+    pub fn use_repository(&mut self, name: Option<&str>) -> Result<(), UsageError> {
+        let Some(name) = name else { return Ok(()) };
+        let Some(r) = self.repositories.get(name) else {
+            let known: Vec<&str> = self.repositories.keys().map(String::as_str).collect();
+            return Err(UsageError(format!(
+                "--repository {name}: no [repositories.{name}] in {} (configured: {})",
+                self.path.display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        };
+        self.repository.url = r.url.clone();
+        self.repository.s3 = r.s3.clone();
+        Ok(())
+    }
+
     /// Finds the configuration: `-c`, else `$RESPALDO_CONFIG`, else `./backup.toml`.
     pub fn locate(flag: Option<&Path>) -> PathBuf {
         if let Some(p) = flag {
@@ -529,6 +552,7 @@ impl Config {
         let daemon = daemon::DaemonSettings::new(&raw.daemon)
             .map_err(|(k, m)| at(&[vec!["daemon".to_string()], k].concat(), m))?;
         let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        let repository_names: Vec<&str> = repositories.keys().map(String::as_str).collect();
         let schedule = crate::schedule::parse(
             raw.schedule,
             &crate::schedule::Defaults {
@@ -537,6 +561,7 @@ impl Config {
                 retries: raw.daemon.retries,
                 retry_delay: daemon.retry_delay,
                 retention: !raw.retention.is_empty(),
+                repositories: &repository_names,
             },
             &names,
         )

@@ -35,12 +35,11 @@ pub async fn init(ctx: &Stack, named: Option<&str>) -> Result<(Arc<Repository>, 
 }
 
 /// Replicates the snapshots `specs` name (all when empty) to the
-/// `[repositories.NAME]` `to`, sending only the chunks it lacks.
+/// `[repositories.NAME]` `to`, sending only what it lacks: the chunks, or,
+/// without the identity, the stored packs, index fragments and snapshots.
 pub async fn copy(ctx: &Stack, to: &str, specs: &[String]) -> Result<CopyReport> {
-    let keys = ctx.keys().await?;
-    let src = Repository::open_with(ctx.sink().await?, &keys).await?;
-    src.require_readable("copy")?;
-    let dst = Repository::open_with(ctx.named_sink(to).await?, &keys).await?;
+    let src = ctx.repo().await?;
+    let dst = ctx.named_repo(to).await?;
     ctx.with_lock(&src, false, "copy", async {
         ctx.with_lock(&dst, false, "copy", async {
             let all = ctx.snapshots(&src).await?;
@@ -58,7 +57,13 @@ pub async fn copy(ctx: &Stack, to: &str, specs: &[String]) -> Result<CopyReport>
             };
             let progress = Arc::new(Progress::default());
             let _view = ctx.progress("copied", &progress);
-            Ok(respaldo_core::ops::copy::copy(&src, &dst, &selected, &progress).await?)
+            // Without the identity the stored objects travel as they are.
+            let copied = if src.require_readable("copy").is_ok() {
+                respaldo_core::ops::copy::copy(&src, &dst, &selected, &progress).await?
+            } else {
+                respaldo_core::ops::copy::copy_stored(&src, &dst, &selected, &progress).await?
+            };
+            Ok(copied)
         })
         .await
     })

@@ -43,12 +43,15 @@ pub async fn run(cli: &Cli) -> Result<u8> {
     {
         config.repository.verify_after_backup = false;
     }
+    if !matches!(cli.command, Command::Init) {
+        config.use_repository(cli.repository.as_deref())?;
+    }
     let ctx = Ctx::new(cli, config);
     match &cli.command {
         Command::Config {
             action: ConfigAction::Check,
         } => repository::config_check(&ctx),
-        Command::Init { repository } => repository::init(&ctx, repository.as_deref()).await,
+        Command::Init => repository::init(&ctx, cli.repository.as_deref()).await,
         Command::Backup {
             sources,
             types,

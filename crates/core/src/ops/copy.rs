@@ -1,7 +1,14 @@
-//! Copying snapshots between repositories that share chunk ids (one was
-//! created from the other with `init --repository NAME`): only the chunks the
-//! destination lacks are sent, and a snapshot already there is skipped, so
-//! running a copy again transfers nothing.
+//! Copying snapshots between repositories that share chunk ids and keys
+//! (one was created from the other with `init --repository NAME`): only
+//! what the destination lacks is sent, and a snapshot already there is
+//! skipped, so running a copy again transfers nothing.
+//!
+//! Two ways, the same result: with the identity, [`copy`] sends the chunks
+//! the destination lacks (re-packed there); without it (a host holding only
+//! the public recipients), [`copy_stored`] sends the stored objects as they
+//! are — the packs holding chunks the destination lacks, the index
+//! fragments that describe them, and the snapshot objects, which keep
+//! their ids.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -101,5 +108,121 @@ pub async fn copy(
         progress.add_item();
     }
     report.bytes_copied = session.stats.bytes_added.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+/// Objects transferred at once by [`copy_stored`].
+const OBJECTS_IN_FLIGHT: usize = 4;
+
+/// Copies `snapshots` of `src` into `dst` without reading them: packs,
+/// index fragments and snapshot objects are transferred as stored (named by
+/// the SHA-256 of their bytes, which is checked on the way). Index ids are
+/// readable without the identity, so the packs sent are those holding a
+/// chunk the destination lacks, with every pack of the fragments that
+/// describe them; a snapshot is written last, after all of its data, and
+/// keeps its id. An interrupted copy leaves the destination sound and the
+/// next run continues. The caller holds shared locks on both repositories.
+pub async fn copy_stored(
+    src: &Arc<Repository>,
+    dst: &Arc<Repository>,
+    snapshots: &[SnapshotRef],
+    progress: &Arc<Progress>,
+) -> Result<CopyReport> {
+    use crate::repo::format::{index_key, pack_key, snapshot_key};
+    if !src.shares_chunks_with(dst) {
+        return Err(Error::Invalid(format!(
+            "{} does not share chunk ids with {} (different chunking parameters or keys); \
+             create the destination with `respaldo init --repository NAME`",
+            dst.sink().location(),
+            src.sink().location()
+        )));
+    }
+    let (present, _) = dst.snapshots().await?;
+    let present: HashSet<ObjectId> = present
+        .iter()
+        .flat_map(|s| [s.id, s.snapshot.origin_or(s.id)])
+        .collect();
+    let mut report = CopyReport::default();
+    let mut todo: Vec<&SnapshotRef> = Vec::new();
+    for s in snapshots {
+        if present.contains(&s.id) || present.contains(&s.snapshot.origin_or(s.id)) {
+            report.snapshots_present += 1;
+        } else {
+            todo.push(s);
+        }
+    }
+    if todo.is_empty() {
+        return Ok(report);
+    }
+    // The packs holding a chunk the destination lacks, and the fragments
+    // that describe them (whole: their sealed details cannot be rewritten
+    // without the identity).
+    let known = dst.known_blobs().await?;
+    let dst_packs = dst.list_packs().await?;
+    let dst_fragments: HashSet<ObjectId> = dst
+        .index_fragments()
+        .await?
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    let entries = src.with_index(|i| i.pack_entries()).await?;
+    let mut new_chunks: HashSet<ObjectId> = HashSet::new();
+    let mut wanted: HashSet<ObjectId> = HashSet::new();
+    for p in &entries {
+        let lacking: Vec<ObjectId> = p
+            .blobs
+            .iter()
+            .map(|b| b.id)
+            .filter(|id| !known.contains(id))
+            .collect();
+        if !lacking.is_empty() {
+            wanted.insert(p.id);
+            new_chunks.extend(lacking);
+        }
+    }
+    let fragments: Vec<(ObjectId, Vec<ObjectId>)> = src
+        .index_fragments()
+        .await?
+        .into_iter()
+        .filter(|(f, packs)| !dst_fragments.contains(f) && packs.iter().any(|p| wanted.contains(p)))
+        .collect();
+    let mut packs: Vec<ObjectId> = fragments
+        .iter()
+        .flat_map(|(_, ps)| ps.iter().copied())
+        .filter(|p| !dst_packs.contains_key(p))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    packs.sort();
+    let transfer = |key: String, id: ObjectId| async move {
+        let bytes = src.sink().get(&key).await?;
+        if ObjectId::sha256(&bytes) != id {
+            return Err(Error::corrupt(
+                key,
+                "content does not match its name (SHA-256 mismatch); run `respaldo verify` on the source",
+            ));
+        }
+        let n = bytes.len() as u64;
+        dst.sink().put(&key, crate::sink::once(bytes)).await?;
+        progress.add_bytes(n);
+        Ok::<u64, Error>(n)
+    };
+    progress.set_current(format!("{} pack(s)", packs.len()));
+    let sent: Vec<u64> = futures::stream::iter(packs.iter().map(|p| transfer(pack_key(p), *p)))
+        .buffer_unordered(OBJECTS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    report.bytes_copied = sent.iter().sum();
+    for (f, _) in &fragments {
+        report.bytes_copied += transfer(index_key(f), *f).await?;
+    }
+    report.chunks_copied = new_chunks.len() as u64;
+    // Oldest first, so the destination's history grows in order.
+    todo.sort_by_key(|s| (s.snapshot.time, s.id));
+    for s in todo {
+        transfer(snapshot_key(&s.id), s.id).await?;
+        report.snapshots_copied.push((s.id, s.id));
+        progress.add_item();
+    }
     Ok(report)
 }

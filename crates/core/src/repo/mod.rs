@@ -4,6 +4,7 @@
 //! extracting artifacts back into files ([`extract`]). [`Repository`] opens
 //! one over a [`Sink`] and reads and writes its objects.
 
+pub mod cache;
 pub mod chunker;
 pub mod crypto;
 pub mod extract;
@@ -227,6 +228,25 @@ impl Repository {
     /// is reported by [`Repository::config_damage`] (and `verify`) until
     /// [`Repository::repair_config`] rewrites it.
     pub async fn open_with(sink: Arc<dyn Sink>, keys: &KeyMaterial) -> Result<Arc<Self>> {
+        Self::open_inner(sink, keys, None).await
+    }
+
+    /// Like [`Repository::open_with`], keeping index fragments and snapshot
+    /// objects in `cache_root/<repository id>` ([`cache::CacheSink`]): a
+    /// command against a remote repository downloads each of them once.
+    pub async fn open_cached(
+        sink: Arc<dyn Sink>,
+        keys: &KeyMaterial,
+        cache_root: &std::path::Path,
+    ) -> Result<Arc<Self>> {
+        Self::open_inner(sink, keys, Some(cache_root)).await
+    }
+
+    async fn open_inner(
+        sink: Arc<dyn Sink>,
+        keys: &KeyMaterial,
+        cache_root: Option<&std::path::Path>,
+    ) -> Result<Arc<Self>> {
         let main = read_optional(&sink, format::CONFIG_KEY).await?;
         let copy = read_optional(&sink, format::CONFIG_COPY_KEY).await?;
         if main.is_none() && copy.is_none() {
@@ -305,6 +325,13 @@ impl Repository {
             (Some(Err(e)), Some(Err(_)) | None) => return Err(e),
             (None, Some(Err(e))) => return Err(e),
             (None, None) => unreachable!("handled above"),
+        };
+        let sink = match cache_root {
+            // The id names a folder: only its own characters.
+            Some(root) if chosen.config.id.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                Arc::new(cache::CacheSink::new(sink, root.join(&chosen.config.id))) as Arc<dyn Sink>
+            }
+            _ => sink,
         };
         Ok(Arc::new(Repository {
             sink,
