@@ -525,12 +525,21 @@ impl World {
 
     async fn op_copy(&mut self) {
         let (sink, crash) = self.crash_sink(&self.sink_b.clone(), 12);
-        self.log.push(format!("copy A → B{crash}"));
+        // Half the copies move the stored objects as they are, as a host
+        // without the identity does.
+        let stored = self.rng.gen_bool(0.5);
+        let how = if stored { " (stored objects)" } else { "" };
+        self.log.push(format!("copy A → B{how}{crash}"));
         let result = async {
             let src = Repository::open_with(self.sink_a.clone(), &self.keys).await?;
             let dst = Repository::open_with(sink.clone(), &self.keys).await?;
             let (list, _) = src.snapshots().await?;
-            respaldo_core::ops::copy::copy(&src, &dst, &list, &Arc::new(Progress::default())).await
+            let progress = Arc::new(Progress::default());
+            if stored {
+                respaldo_core::ops::copy::copy_stored(&src, &dst, &list, &progress).await
+            } else {
+                respaldo_core::ops::copy::copy(&src, &dst, &list, &progress).await
+            }
         }
         .await;
         self.note_crash(&sink, &crash);
