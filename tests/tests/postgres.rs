@@ -8,7 +8,7 @@ use respaldo_testing::servers::postgres as pg;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::{stderr, Project};
+use common::{assert_backup_fails, stderr, Project, Tmpfs};
 use pg::{Pg, PASSWORD};
 
 /// Several schemas, sequences, a view, a function, indexes, jsonb, bytea,
@@ -342,28 +342,6 @@ fn all_databases_and_roles_onto_a_new_server_and_plain_format() {
     assert!(stderr(&out).contains("custom-format"), "{}", stderr(&out));
 }
 
-/// Runs a backup that must fail; checks the message and that no snapshot
-/// claims the source succeeded.
-fn assert_backup_fails(p: &Project, good_before: usize, expect: &str) {
-    let out = p.run(&["backup"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("db"), "message names the source: {err}");
-    assert!(err.contains(expect), "expected `{expect}` in: {err}");
-    assert!(!err.contains(PASSWORD), "secret leaked: {err}");
-    let list = p.json(&["snapshots", "--source", "db"]);
-    let good = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["sources"]["db"]["status"] == "ok")
-        .count();
-    assert_eq!(
-        good, good_before,
-        "a failed run was recorded as good: {list}"
-    );
-}
-
 /// Points the source at a `bin_dir` holding only a `pg_dump` shell script
 /// with `body` (or nothing at all).
 fn fake_tools(p: &Project, pg: &Pg, dir: &str, body: Option<&str>) {
@@ -396,12 +374,12 @@ fn failures_are_clear_and_leave_the_last_good_backup() {
 
     // Wrong password.
     std::fs::write(p.path().join("pw"), "wrong").unwrap();
-    assert_backup_fails(&p, 1, "password authentication failed");
+    assert_backup_fails(&p, 1, "password authentication failed", PASSWORD);
     std::fs::write(p.path().join("pw"), PASSWORD).unwrap();
 
     // Missing pg_dump.
     fake_tools(&p, &pg, "no-tools", None);
-    assert_backup_fails(&p, 1, "pg_dump");
+    assert_backup_fails(&p, 1, "pg_dump", PASSWORD);
 
     // A pg_dump older than the server.
     fake_tools(
@@ -410,7 +388,7 @@ fn failures_are_clear_and_leave_the_last_good_backup() {
         "old-tools",
         Some("echo 'pg_dump (PostgreSQL) 12.3'"),
     );
-    assert_backup_fails(&p, 1, "is version 12 but the server");
+    assert_backup_fails(&p, 1, "is version 12 but the server", PASSWORD);
 
     // pg_dump killed mid-stream (after 1 MB of output).
     let real = pg::bin_dir().join("pg_dump");
@@ -419,12 +397,12 @@ fn failures_are_clear_and_leave_the_last_good_backup() {
         real = real.display()
     );
     fake_tools(&p, &pg, "killing-tools", Some(&script));
-    assert_backup_fails(&p, 1, "killed by signal 9");
+    assert_backup_fails(&p, 1, "killed by signal 9", PASSWORD);
 
     // Server down.
     p.write_config(&source_config("db", &pg.url("db"), ""));
     pg.stop();
-    assert_backup_fails(&p, 1, "cannot connect");
+    assert_backup_fails(&p, 1, "cannot connect", PASSWORD);
 
     // The last good backup still restores.
     pg.restart();
@@ -443,12 +421,6 @@ fn failures_are_clear_and_leave_the_last_good_backup() {
 
 #[test]
 fn repository_disk_full_fails_cleanly() {
-    // A small tmpfs needs root; CI runs as root, and a test that cannot
-    // run fails rather than passing silently.
-    assert!(
-        common::is_root(),
-        "this test mounts a small tmpfs and needs root (run the suite as root, as CI does)"
-    );
     let pg = Pg::start();
     pg.psql("postgres", "CREATE DATABASE db");
     pg.psql(
@@ -456,21 +428,7 @@ fn repository_disk_full_fails_cleanly() {
         "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'small')",
     );
     let p = Project::new("");
-    let mnt = p.path().join("repo");
-    std::fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _disk = Tmpfs::mount(&p.path().join("repo"), "24m");
     p.write_config(&source_config("db", &pg.url("db"), ""));
     std::fs::write(p.path().join("pw"), PASSWORD).unwrap();
     p.ok(&["init"]);

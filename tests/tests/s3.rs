@@ -541,28 +541,12 @@ fn add_snapshots(endpoint: &str, url: &str, n: usize) {
         let repo = Repository::open(std::sync::Arc::new(sink)).await.unwrap();
         let (list, _) = repo.snapshots().await.unwrap();
         let newest = list[0].snapshot.clone();
-        let writes = (1..=n).map(|i| {
+        for i in 1..=n {
             let mut s = newest.clone();
             s.time -= chrono::TimeDelta::seconds(i as i64);
-            let repo = repo.clone();
-            async move { repo.write_snapshot(&s).await.unwrap() }
-        });
-        futures_lite(writes).await;
-    });
-}
-
-/// Runs the futures 16 at a time.
-async fn futures_lite<F: std::future::Future<Output = respaldo_core::ObjectId>>(
-    all: impl Iterator<Item = F>,
-) {
-    let mut all: Vec<F> = all.collect();
-    while !all.is_empty() {
-        let rest = all.split_off(all.len().min(16));
-        let batch = std::mem::replace(&mut all, rest);
-        for f in batch {
-            f.await;
+            repo.write_snapshot(&s).await.unwrap();
         }
-    }
+    });
 }
 
 /// A second `snapshots` against an S3 repository of 1,000 snapshots

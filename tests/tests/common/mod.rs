@@ -269,3 +269,58 @@ pub fn tagged(p: &Project, tag: &str) -> Vec<String> {
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// How many snapshots record `source` as backed up well.
+pub fn good_backups(p: &Project, source: &str) -> usize {
+    p.json(&["snapshots", "--source", source])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["sources"][source]["status"] == "ok")
+        .count()
+}
+
+/// Runs a backup that must fail (exit 1) with a message naming the source
+/// `db` and saying `expect`, never `secret`; no snapshot beyond the
+/// `good_before` earlier ones may claim `db` succeeded.
+pub fn assert_backup_fails(p: &Project, good_before: usize, expect: &str, secret: &str) {
+    let out = p.run(&["backup"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("db"), "message names the source: {err}");
+    assert!(err.contains(expect), "expected `{expect}` in: {err}");
+    assert!(!err.contains(secret), "secret leaked: {err}");
+    assert_eq!(
+        good_backups(p, "db"),
+        good_before,
+        "a failed run was recorded as good"
+    );
+}
+
+/// A tmpfs of `size` (`24m`) mounted on the new folder `dir` (needs root),
+/// unmounted when dropped: a repository disk that fills up.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Creates `dir` and mounts the tmpfs there.
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        assert!(
+            is_root(),
+            "this test mounts a small tmpfs and needs root (run the suite as root, as CI does)"
+        );
+        std::fs::create_dir(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

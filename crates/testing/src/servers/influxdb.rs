@@ -2,12 +2,13 @@
 //! ports in a temp dir, and a small HTTP client for the tests.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+use super::free_port;
 
 /// A running `influxd`, killed on drop.
 pub struct Influx {
@@ -17,14 +18,6 @@ pub struct Influx {
     pub url: String,
     http: reqwest::blocking::Client,
     auth: Option<(String, String)>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn influxd() -> PathBuf {

@@ -6,16 +6,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::free_port;
+
 /// The root password of every test server.
 pub const PASSWORD: &str = "s3cret-Maria";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn program(name: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
@@ -80,21 +74,7 @@ impl Maria {
             String::from_utf8_lossy(&out.stderr)
         );
         if tls {
-            let script = "set -e
-                openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=respaldo-test-ca -keyout ca.key -out ca.crt
-                openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr
-                printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext
-                openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt";
-            let out = Command::new("sh")
-                .args(["-c", script])
-                .current_dir(dir.path())
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            super::write_test_certificates(dir.path());
         }
         let mut m = Maria {
             dir,

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::free_port;
+
 /// The superuser's password in every test server.
 pub const PASSWORD: &str = "s3cret-Pw";
 
@@ -26,14 +28,6 @@ pub fn bin_dir() -> PathBuf {
     dirs.pop().map(|(_, d)| d).expect(
         "PostgreSQL server not installed (/usr/lib/postgresql/N/bin/postgres); run scripts/test.sh",
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `program` as the `postgres` OS user when we are root (initdb and
@@ -106,21 +100,7 @@ impl Pg {
         );
         if tls {
             // A CA and a server certificate for 127.0.0.1 signed by it.
-            let script = "set -e
-                openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=respaldo-test-ca -keyout ca.key -out ca.crt
-                openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr
-                printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext
-                openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt";
-            let out = Command::new("sh")
-                .args(["-c", script])
-                .current_dir(dir.path())
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            super::write_test_certificates(dir.path());
             for f in ["server.crt", "server.key"] {
                 std::fs::rename(dir.path().join(f), data.join(f)).unwrap();
             }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use super::free_port;
+
 /// A redis-server on a free port in its own temp dir, killed on drop.
 pub struct Redis {
     /// The server's TCP port on 127.0.0.1.
@@ -29,15 +31,6 @@ fn program(name: &str) -> PathBuf {
             "`{name}` not found on PATH: install the redis-server package (scripts/test.sh does)"
         )
     })
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Redis {
