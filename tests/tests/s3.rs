@@ -636,3 +636,85 @@ fn the_local_cache_downloads_snapshots_and_index_once() {
         .count();
     assert_eq!(left, 10);
 }
+
+/// Three hosts back up to one bucket while a fourth runs `forget --prune
+/// --host '*'` in a loop: every command succeeds (prune never stops a
+/// backup), each host's `latest` is its own, each keeps exactly its
+/// retention, and `verify --read-data` passes at the end.
+#[test]
+fn three_hosts_back_up_while_a_fourth_prunes_in_a_loop() {
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let root = tempfile::tempdir().unwrap();
+    let project = |host: &str| -> std::path::PathBuf {
+        let d = root.path().join(host);
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        std::fs::write(
+            d.join("backup.toml"),
+            format!(
+                "[repository]\n{}\n[backup]\nhost = \"{host}\"\n\n[retention]\nkeep_last = 2\n{FILES_SOURCE}",
+                s3_repo("s3://backups/shared", &moto.endpoint(), "")
+            ),
+        )
+        .unwrap();
+        d
+    };
+    let hosts = ["web-1", "web-2", "worker"];
+    let pruner = project("maintenance");
+    ok(&pruner, &["init"]);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prunes = std::thread::spawn({
+        let done = done.clone();
+        let pruner = pruner.clone();
+        move || {
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) || n == 0 {
+                ok(&pruner, &["--host", "*", "forget", "--prune"]);
+                n += 1;
+            }
+            n
+        }
+    });
+    let backups: Vec<_> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let d = project(host);
+            let host = host.to_string();
+            std::thread::spawn(move || {
+                for round in 0..4u64 {
+                    let data = d.join("data");
+                    std::fs::write(data.join("f"), format!("{host} {round}")).unwrap();
+                    let big = common::random_bytes(i as u64 * 100 + round, 3 << 20);
+                    std::fs::write(data.join("big.bin"), big).unwrap();
+                    let v = json(&d, &["backup"]);
+                    assert_eq!(v["host"], host.as_str(), "{v}");
+                }
+                d
+            })
+        })
+        .collect();
+    let dirs: Vec<std::path::PathBuf> = backups.into_iter().map(|t| t.join().unwrap()).collect();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let loops = prunes.join().unwrap();
+    assert!(loops > 0);
+    // A last pass once every backup is in, then the checks.
+    let last = json(&pruner, &["--host", "*", "forget", "--prune"]);
+    let again = json(&pruner, &["prune"]);
+    assert_eq!(again["packs_waiting"], 0, "{last} {again}");
+    for (d, host) in dirs.iter().zip(hosts) {
+        let mine = json(d, &["snapshots"]);
+        let mine = mine.as_array().unwrap();
+        assert_eq!(mine.len(), 2, "{host}: {mine:?}");
+        assert!(mine.iter().all(|s| s["host"] == host), "{mine:?}");
+        let out = d.join("out");
+        restores_identically(d, &out);
+        assert_eq!(
+            std::fs::read_to_string(out.join("data/f")).unwrap(),
+            format!("{host} 3")
+        );
+    }
+    let all = json(&pruner, &["--host", "*", "snapshots"]);
+    assert_eq!(all.as_array().unwrap().len(), 6, "{all}");
+    ok(&pruner, &["--host", "*", "verify", "--read-data"]);
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use respaldo_core::kit::progress::Progress;
 use respaldo_core::repo::cache::CacheSink;
 use respaldo_core::repo::crypto::KeyMaterial;
-use respaldo_core::repo::lock::RepoLock;
+use respaldo_core::repo::lock::{LockMode, RepoLock};
 use respaldo_core::repo::snapshot::{self, Hosts, SnapshotRef};
 use respaldo_core::{Repository, Sink};
 use respaldo_sink_local::LocalSink;
@@ -154,20 +154,20 @@ impl Stack {
         Ok(snapshot::resolve(list, spec, source, &self.hosts())?)
     }
 
-    /// Runs `work` holding a lock on `repo` (`exclusive` for prune), and
+    /// Runs `work` holding a lock on `repo` in `mode`, and
     /// releases it whatever happens; a lock that cannot be refreshed in time
     /// stops the work.
     pub async fn with_lock<T, F>(
         &self,
         repo: &Repository,
-        exclusive: bool,
+        mode: LockMode,
         command: &str,
         work: F,
     ) -> Result<T>
     where
         F: Future<Output = Result<T>>,
     {
-        let lock = repo.lock(exclusive, command, self.lock_wait()).await?;
+        let lock = repo.lock(mode, command, self.lock_wait()).await?;
         Self::hold(lock, work).await
     }
 

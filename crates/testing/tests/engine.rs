@@ -2,11 +2,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use respaldo_core::kit::progress::Progress;
 use respaldo_core::ops::backup::{self, BackupJob, BackupOptions};
 use respaldo_core::ops::maintenance;
+use respaldo_core::ops::prune;
 use respaldo_core::ops::retention::RetentionPolicy;
+use respaldo_core::repo::lock::{LockInfo, LockMode};
 use respaldo_core::repo::snapshot::{
     RunStats, Snapshot, SnapshotRef, SourceEntry, SourceStats, SourceStatus,
 };
@@ -217,7 +220,11 @@ async fn a_lock_that_cannot_be_refreshed_stops_its_holder_before_the_lease_ends(
     let healthy = Repository::init(local.clone()).await.unwrap();
     // Work that finishes in time is not affected.
     let lock = healthy
-        .lock(false, "backup", std::time::Duration::ZERO)
+        .lock(
+            respaldo_core::repo::lock::LockMode::Shared,
+            "backup",
+            std::time::Duration::ZERO,
+        )
         .await
         .unwrap();
     assert_eq!(lock.while_held(async { Ok(7) }).await.unwrap(), 7);
@@ -232,7 +239,11 @@ async fn a_lock_that_cannot_be_refreshed_stops_its_holder_before_the_lease_ends(
     ));
     let repo = Repository::open(faulty).await.unwrap();
     let lock = repo
-        .lock(false, "backup", std::time::Duration::ZERO)
+        .lock(
+            respaldo_core::repo::lock::LockMode::Shared,
+            "backup",
+            std::time::Duration::ZERO,
+        )
         .await
         .unwrap();
     let started = tokio::time::Instant::now();
@@ -336,7 +347,11 @@ async fn a_backup_whose_lock_is_lost_stops_cleanly_and_writes_nothing() {
     ));
     let repo = Repository::open(faulty).await.unwrap();
     let lock = repo
-        .lock(false, "backup", std::time::Duration::ZERO)
+        .lock(
+            respaldo_core::repo::lock::LockMode::Shared,
+            "backup",
+            std::time::Duration::ZERO,
+        )
         .await
         .unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -356,4 +371,165 @@ async fn a_backup_whose_lock_is_lost_stops_cleanly_and_writes_nothing() {
     assert!(lock.lost_error().to_string().contains("lost the lock"));
     let (snapshots, _) = repo.snapshots().await.unwrap();
     assert!(snapshots.is_empty(), "a snapshot was written");
+}
+
+/// A backup that loaded the index before a prune marked a pack stores a
+/// snapshot that deduplicates against it: the pack waits while the backup
+/// runs, stays readable, and the next prune indexes it again instead of
+/// deleting it.
+#[tokio::test]
+async fn a_pack_marked_while_a_backup_ran_is_indexed_again_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Sink> = Arc::new(LocalSink::new(dir.path().join("repo")));
+    let repo = Repository::init(local.clone()).await.unwrap();
+    let file = dir.path().join("data.bin");
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &data).unwrap();
+    let cat = format!("cat {}", file.display());
+    let first = backup::backup(
+        &repo,
+        vec![job("a", &cat)],
+        &opts(),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+
+    // The backup beside: its lock is taken and the index loaded first.
+    let beside = Repository::open(local.clone()).await.unwrap();
+    let lock = beside
+        .lock(LockMode::Shared, "backup", Duration::from_secs(5))
+        .await
+        .unwrap();
+    beside.load_index().await.unwrap();
+
+    // The only snapshot is forgotten and pruned: its packs are marked, and
+    // wait for the backup.
+    let pruner = Repository::open(local.clone()).await.unwrap();
+    maintenance::forget_ids(&pruner, &[first.snapshot_id.unwrap()], false)
+        .await
+        .unwrap();
+    let r = prune::prune(&pruner, &Default::default()).await.unwrap();
+    assert!(
+        r.packs_deleted > 0 && r.packs_waiting == r.packs_deleted,
+        "{r:?}"
+    );
+    assert_eq!(r.packs_swept, 0, "{r:?}");
+
+    // The backup stores the same data again: nothing new is uploaded.
+    let second = backup::backup(
+        &beside,
+        vec![job("a", &cat)],
+        &opts(),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    lock.release().await.unwrap();
+    let second_id = second.snapshot_id.unwrap();
+
+    let check = |repo: Arc<Repository>| {
+        let expected = data.clone();
+        async move {
+            let (snaps, _) = repo.snapshots().await.unwrap();
+            let s = snaps.iter().find(|s| s.id == second_id).unwrap();
+            let a = &s.snapshot.sources["a"].artifacts[0];
+            let got: Vec<u8> = repo.read_all(a.chunks.clone()).await.unwrap().concat();
+            assert!(got == expected, "snapshot {} differs", second_id.short());
+            let v = respaldo_core::ops::verify::verify(
+                &repo,
+                &respaldo_core::ops::verify::VerifyOptions {
+                    read_data: true,
+                    snapshots: None,
+                },
+                &Arc::new(Progress::default()),
+            )
+            .await
+            .unwrap();
+            assert!(v.is_ok(), "{:?}", v.problems);
+            v.notes
+        }
+    };
+    // Before the next prune: readable, and verify says why the packs wait.
+    let notes = check(Repository::open(local.clone()).await.unwrap()).await;
+    assert!(
+        notes.iter().any(|n| n.contains("marked for deletion")),
+        "{notes:?}"
+    );
+
+    // The next prune indexes the marked packs again; nothing waits.
+    let pruner = Repository::open(local.clone()).await.unwrap();
+    let r = prune::prune(&pruner, &Default::default()).await.unwrap();
+    assert!(r.packs_recovered > 0, "{r:?}");
+    assert_eq!((r.packs_waiting, r.packs_swept), (0, 0), "{r:?}");
+    assert!(local.list("marks/").await.unwrap().is_empty());
+    let notes = check(Repository::open(local.clone()).await.unwrap()).await;
+    assert!(!notes.iter().any(|n| n.contains("marked")), "{notes:?}");
+}
+
+/// Lock leases are measured by the storage's clock: a lock written just now
+/// by a host whose clock is hours behind is held, and one the storage has
+/// not seen refreshed for longer than the lease is stale, whatever time its
+/// holder wrote into it.
+#[tokio::test]
+async fn lock_leases_follow_the_storage_clock_not_the_holders() {
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Sink> = Arc::new(LocalSink::new(dir.path()));
+    let repo = Repository::init(local.clone()).await.unwrap();
+    let mut info = LockInfo {
+        boot_id: None,
+        start_time: None,
+        host: "far-away".into(),
+        pid: 1,
+        command: "backup".into(),
+        exclusive: false,
+        prune: false,
+        time: chrono::Utc::now() - chrono::TimeDelta::hours(3),
+        released: false,
+    };
+    let key = "locks/00000000000000000000000000000001";
+    let put = |info: &LockInfo| {
+        let bytes = bytes::Bytes::from(serde_json::to_vec(info).unwrap());
+        let local = local.clone();
+        async move {
+            local
+                .put(key, respaldo_core::sink::once(bytes))
+                .await
+                .unwrap()
+        }
+    };
+    put(&info).await;
+    let err = repo
+        .lock(LockMode::Exclusive, "repair", Duration::ZERO)
+        .await
+        .expect_err("a lock the storage saw written just now is held");
+    assert!(err.to_string().contains("far-away"), "{err}");
+    // A prune runs beside it.
+    repo.lock(LockMode::Prune, "prune", Duration::ZERO)
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+
+    // The holder claims it refreshed just now, but the storage last wrote
+    // the object two hours ago.
+    info.time = chrono::Utc::now();
+    put(&info).await;
+    let f = std::fs::File::options()
+        .write(true)
+        .open(dir.path().join(key))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+        .unwrap();
+    drop(f);
+    repo.lock(LockMode::Exclusive, "repair", Duration::ZERO)
+        .await
+        .expect("a lock unrefreshed for longer than the lease is stale")
+        .release()
+        .await
+        .unwrap();
+    assert!(local.list("locks/").await.unwrap().is_empty());
 }

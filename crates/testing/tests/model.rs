@@ -2,7 +2,9 @@
 //!
 //! A seeded random sequence of operations — backups after random mutations of
 //! a folder (new, deleted, rewritten, partly rewritten, appended and touched
-//! files, large files changed in the middle), forgets with random policies,
+//! files, large files changed in the middle), backups that load the index
+//! before a forget and a prune run beside them and store their snapshot after
+//! (deduplicating against packs the prune marked), forgets with random policies,
 //! prunes with varied repack thresholds, copies to a second repository — each
 //! possibly killed at a random write to storage ([`CrashSink`]), runs against
 //! a model of which snapshots exist and what each holds. After every step the
@@ -17,18 +19,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use respaldo_core::kit::progress::Progress;
 use respaldo_core::ops::backup::{self, BackupJob, BackupOptions};
-use respaldo_core::ops::maintenance::{self, ForgetOptions, PruneOptions};
+use respaldo_core::ops::maintenance::{self, ForgetOptions};
+use respaldo_core::ops::prune::{self, PruneOptions};
 use respaldo_core::ops::retention::RetentionPolicy;
 use respaldo_core::ops::verify::{self, VerifyOptions};
 use respaldo_core::repo::crypto::{self, KeyMaterial};
 use respaldo_core::repo::extract::{self, TreeRestoreOptions};
 use respaldo_core::repo::format::ChunkerParams;
+use respaldo_core::repo::lock::LockMode;
 use respaldo_core::repo::snapshot::{Hosts, SnapshotRef};
 use respaldo_core::repo::tree::{EntryKind, TreeReader};
 use respaldo_core::{ObjectId, Repository, Sink};
@@ -104,6 +109,12 @@ struct Stats {
     backups: u64,
     forgets: u64,
     prunes: u64,
+    backups_beside_prune: u64,
+    /// Prunes that left marked packs waiting for a running backup.
+    prunes_waiting: u64,
+    packs_recovered: u64,
+    /// Checks that found snapshots using packs a prune marked.
+    checks_on_marked_packs: u64,
     copies: u64,
     crashes: u64,
     crashed_writes_applied: u64,
@@ -195,6 +206,17 @@ impl World {
                 if apply { ", applied" } else { "" }
             ),
         )
+    }
+
+    /// A sink on repository A: crashing at a random write when `crash`.
+    fn sink_for_a(&mut self, crash: bool, writes: u64) -> (Arc<CrashSink>, String) {
+        match crash {
+            true => self.crash_sink(&self.sink_a.clone(), writes),
+            false => {
+                let never = CrashSink::new(self.sink_a.clone(), u64::MAX, false);
+                (Arc::new(never), String::new())
+            }
+        }
     }
 
     fn note_crash(&mut self, sink: &CrashSink, apply_hint: &str) {
@@ -335,6 +357,92 @@ impl World {
     // ---------------------------------------------------------- operations --
 
     async fn op_backup(&mut self) {
+        self.backup_with(None, true).await
+    }
+
+    /// A backup that takes its lock and loads the index before a forget
+    /// and a prune run beside it, and stores its snapshot after them: it
+    /// deduplicates against packs the prune marked for deletion, which the
+    /// prunes after it must index again rather than delete.
+    async fn op_backup_beside_prune(&mut self) {
+        // Half the time the folder then goes back to what only the snapshots
+        // forgotten beside the backup hold: the backup needs exactly the
+        // packs the prune marks.
+        let revert = self.rng.gen_bool(0.5);
+        let saved = if revert {
+            self.backup_with(None, false).await;
+            Some(self.files.clone())
+        } else {
+            None
+        };
+        self.log
+            .push("backup beside prune: lock taken, index loaded".into());
+        let repo = self.open(self.sink_a.clone()).await;
+        let lock = repo
+            .lock(LockMode::Shared, "backup", Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| self.fail(format!("shared lock: {e}")));
+        repo.load_index().await.unwrap();
+        self.stats.backups_beside_prune += 1;
+        match saved {
+            None => {
+                self.op_forget().await;
+                self.op_prune().await;
+            }
+            Some(saved) => {
+                for _ in 0..3 {
+                    let what = self.rewrite_one();
+                    self.log.push(what);
+                }
+                self.backup_with(None, false).await;
+                self.forget_with(1, None, false).await;
+                self.prune_with(0.0, false).await;
+                self.log
+                    .push("revert the folder to before the last backup".into());
+                self.set_files(saved);
+            }
+        }
+        self.backup_with(Some(repo), false).await;
+        lock.release().await.unwrap();
+        if self.rng.gen_bool(0.5) {
+            // Before any backup stores those chunks again.
+            self.op_prune().await;
+        }
+    }
+
+    /// Gives one file (a new one when there is none) new content.
+    fn rewrite_one(&mut self) -> String {
+        let rel = match self.pick_file(0) {
+            Some(rel) => rel,
+            None => {
+                self.next_name += 1;
+                format!("data/d0/f{}", self.next_name)
+            }
+        };
+        let size = self.file_size().max(1);
+        let data = self.content(size);
+        self.write_file(&rel, &data);
+        self.files.insert(rel.clone(), data);
+        format!("rewrite {rel} ({size} B)")
+    }
+
+    /// Makes the folder hold exactly `files`.
+    fn set_files(&mut self, files: BTreeMap<String, Vec<u8>>) {
+        for rel in self.files.keys().filter(|k| !files.contains_key(*k)) {
+            std::fs::remove_file(self.work.path().join(rel)).unwrap();
+        }
+        for (rel, data) in &files {
+            if self.files.get(rel) != Some(data) {
+                self.write_file(rel, data);
+            }
+        }
+        self.files = files;
+    }
+
+    /// A backup through `beside` (a repository opened earlier, whose index
+    /// may be old), else through a fresh one, on a crashing sink when
+    /// `crash`.
+    async fn backup_with(&mut self, beside: Option<Arc<Repository>>, crash: bool) {
         let n = self.rng.gen_range(0..4);
         let changes: Vec<String> = (0..n).map(|_| self.mutate_once()).collect();
         let tags: Vec<String> = match self.rng.gen_range(0..4) {
@@ -342,7 +450,7 @@ impl World {
             1 => vec!["daily".into()],
             _ => vec![],
         };
-        let (sink, crash) = self.crash_sink(&self.sink_a.clone(), 4);
+        let (sink, crash) = self.sink_for_a(beside.is_none() && crash, 4);
         self.log.push(format!(
             "backup tags={tags:?} after [{}]{crash}",
             changes.join("; ")
@@ -350,7 +458,10 @@ impl World {
         let expected = self.expected_now();
         let before: BTreeSet<ObjectId> = self.a.iter().map(|(id, _, _)| *id).collect();
         let result = async {
-            let repo = Repository::open_with(sink.clone(), &self.keys).await?;
+            let repo = match beside {
+                Some(r) => r,
+                None => Repository::open_with(sink.clone(), &self.keys).await?,
+            };
             let source = FilesSource::new(
                 FilesConfig {
                     paths: vec![self.data()],
@@ -418,6 +529,10 @@ impl World {
     async fn op_forget(&mut self) {
         let keep_last = self.rng.gen_range(1..=5u32);
         let weekly = self.rng.gen_bool(0.4).then(|| self.rng.gen_range(1..=3u32));
+        self.forget_with(keep_last, weekly, true).await
+    }
+
+    async fn forget_with(&mut self, keep_last: u32, weekly: Option<u32>, crash: bool) {
         let mut policy = RetentionPolicy {
             keep_last: Some(keep_last),
             ..Default::default()
@@ -451,7 +566,7 @@ impl World {
             );
         }
         let removing = self.a.len() - keep.len();
-        let (sink, crash) = self.crash_sink(&self.sink_a.clone(), removing as u64);
+        let (sink, crash) = self.sink_for_a(crash, removing as u64);
         self.log.push(format!(
             "forget keep_last={keep_last} weekly={weekly:?} (removes {removing}){crash}"
         ));
@@ -492,12 +607,16 @@ impl World {
 
     async fn op_prune(&mut self) {
         let max_unused = [0.0, 0.0, 0.05, 0.1, 0.3, 1.0][self.rng.gen_range(0..6)];
-        let (sink, crash) = self.crash_sink(&self.sink_a.clone(), 14);
+        self.prune_with(max_unused, true).await
+    }
+
+    async fn prune_with(&mut self, max_unused: f64, crash: bool) {
+        let (sink, crash) = self.sink_for_a(crash, 14);
         self.log
             .push(format!("prune max_unused={max_unused}{crash}"));
         let result = async {
             let repo = Repository::open_with(sink.clone(), &self.keys).await?;
-            maintenance::prune(
+            prune::prune(
                 &repo,
                 &PruneOptions {
                     dry_run: false,
@@ -512,10 +631,20 @@ impl World {
         match result {
             Ok(r) => {
                 self.log.push(format!(
-                    "  → {} deleted, {} repacked ({} blobs), {} unindexed",
-                    r.packs_deleted, r.packs_repacked, r.blobs_rewritten, r.packs_unindexed
+                    "  → {} deleted, {} repacked ({} blobs), {} unindexed, {} swept, {} waiting, {} recovered",
+                    r.packs_deleted,
+                    r.packs_repacked,
+                    r.blobs_rewritten,
+                    r.packs_unindexed,
+                    r.packs_swept,
+                    r.packs_waiting,
+                    r.packs_recovered
                 ));
                 self.stats.packs_repacked += r.packs_repacked as u64;
+                self.stats.packs_recovered += r.packs_recovered as u64;
+                if r.packs_waiting > 0 {
+                    self.stats.prunes_waiting += 1;
+                }
                 self.stats.blobs_rewritten += r.blobs_rewritten;
             }
             Err(e) if !sink.crashed() => self.fail(format!("prune failed without a crash: {e}")),
@@ -602,7 +731,7 @@ impl World {
 
     // -------------------------------------------------------------- checks --
 
-    async fn check_verify(&self, repo: &Arc<Repository>, which: &str) {
+    async fn check_verify(&self, repo: &Arc<Repository>, which: &str) -> Vec<String> {
         let report = verify::verify(
             repo,
             &VerifyOptions {
@@ -619,11 +748,15 @@ impl World {
                 report.problems
             ));
         }
+        report.notes
     }
 
     async fn check_a(&mut self, to_disk: bool) {
         let repo = self.open(self.sink_a.clone()).await;
-        self.check_verify(&repo, "A").await;
+        let notes = self.check_verify(&repo, "A").await;
+        if notes.iter().any(|n| n.contains("packs it marked")) {
+            self.stats.checks_on_marked_packs += 1;
+        }
         let (list, _) = repo.snapshots().await.unwrap();
         let ids: BTreeSet<ObjectId> = list.iter().map(|s| s.id).collect();
         let model: BTreeSet<ObjectId> = self.a.iter().map(|(id, _, _)| *id).collect();
@@ -763,7 +896,8 @@ async fn run(storage: Storage, default_ops: u64, encrypted: bool) {
         w.log.push(format!("#{step}"));
         let op = async {
             match roll {
-                0..=44 => w.op_backup().await,
+                0..=39 => w.op_backup().await,
+                40..=44 => w.op_backup_beside_prune().await,
                 45..=62 => w.op_forget().await,
                 63..=84 => w.op_prune().await,
                 _ => w.op_copy().await,
@@ -797,6 +931,12 @@ async fn run(storage: Storage, default_ops: u64, encrypted: bool) {
         assert!(
             s.packs_repacked > 0 && s.blobs_rewritten > 0,
             "no prune rewrote a partly used pack (MODEL_SEED={seed}): {s:?}"
+        );
+        assert!(
+            s.backups_beside_prune > 0
+                && s.prunes_waiting > 0
+                && s.checks_on_marked_packs + s.packs_recovered > 0,
+            "no prune ran beside a backup (MODEL_SEED={seed}): {s:?}"
         );
     }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use respaldo_core::kit::progress::Progress;
 use respaldo_core::ops::backup::{self, BackupJob, BackupOptions};
 use respaldo_core::registry::BuildContext;
+use respaldo_core::repo::lock::LockMode;
 use respaldo_core::source::{RestoreContext, RestoreTarget};
 use respaldo_core::{Error, Repository, Sink};
 use respaldo_sink_object_store::{ObjectStoreSink, S3Options};
@@ -62,7 +63,7 @@ async fn run() -> Result<(), BoxError> {
 
     // Back up, under the repository's shared lock.
     let lock = repo
-        .lock(false, "embed backup", Duration::from_secs(60))
+        .lock(LockMode::Shared, "embed backup", Duration::from_secs(60))
         .await?;
     let opts = BackupOptions {
         tags: vec!["embed".into()],
@@ -97,7 +98,7 @@ async fn run() -> Result<(), BoxError> {
     // Restore it into the target database: plan first, refuse what the plan
     // refuses, then restore (the driver checks the row counts).
     let lock = repo
-        .lock(false, "embed restore", Duration::from_secs(60))
+        .lock(LockMode::Shared, "embed restore", Duration::from_secs(60))
         .await?;
     let rctx = RestoreContext {
         repo: repo.clone(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use respaldo_core::kit::progress::Progress;
 use respaldo_core::ops::backup::{self, BackupJob, BackupOptions, BackupOutcome};
+use respaldo_core::repo::lock::LockMode;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -135,7 +136,7 @@ async fn locked(
     let names_run: Vec<String> = jobs.iter().map(|j| format!("`{}`", j.name)).collect();
     let repo = ctx.repo().await?;
     let lock = tokio::select! {
-        l = repo.lock(false, "backup", ctx.lock_wait()) => l?,
+        l = repo.lock(LockMode::Shared, "backup", ctx.lock_wait()) => l?,
         () = stop.cancelled() => return Err(respaldo_core::Error::Interrupted.into()),
     };
     let cancel = stop.child_token();

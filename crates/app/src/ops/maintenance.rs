@@ -1,7 +1,9 @@
 //! `forget` (by retention policy, for the selected hosts, or exactly the
 //! snapshots named) and `prune`, each under the right lock.
 
-use respaldo_core::ops::maintenance::{self, ForgetDecision, PruneOptions, PruneReport};
+use respaldo_core::ops::maintenance::{self, ForgetDecision};
+use respaldo_core::ops::prune::{self as core_prune, PruneOptions, PruneReport};
+use respaldo_core::repo::lock::LockMode;
 use respaldo_core::repo::snapshot::{self, Hosts, SnapshotRef};
 
 use crate::error::{Error, Result};
@@ -11,7 +13,7 @@ use crate::stack::Stack;
 /// default.
 pub fn parse_max_unused(v: Option<&str>) -> Result<f64> {
     let Some(v) = v else {
-        return Ok(maintenance::DEFAULT_MAX_UNUSED);
+        return Ok(core_prune::DEFAULT_MAX_UNUSED);
     };
     let n: f64 = v.trim().trim_end_matches('%').trim().parse().map_err(|_| {
         Error::usage(format!(
@@ -30,7 +32,7 @@ pub fn parse_max_unused(v: Option<&str>) -> Result<f64> {
 /// whatever their host or tags; returns them.
 pub async fn forget_ids(ctx: &Stack, specs: &[String], dry_run: bool) -> Result<Vec<SnapshotRef>> {
     let repo = ctx.repo().await?;
-    ctx.with_lock(&repo, false, "forget", async {
+    ctx.with_lock(&repo, LockMode::Shared, "forget", async {
         let list = ctx.snapshots(&repo).await?;
         let mut chosen: Vec<SnapshotRef> = Vec::new();
         for spec in specs {
@@ -68,24 +70,24 @@ pub async fn forget(ctx: &Stack, dry_run: bool) -> Result<(Vec<ForgetDecision>, 
             .unwrap_or(maintenance::DEFAULT_SAFETY_WINDOW),
         now: chrono::Utc::now(),
     };
-    // Shared: backups may go on; prune (exclusive) must not run meanwhile.
+    // Shared: backups and a prune may go on.
     let decisions = ctx
-        .with_lock(&repo, false, "forget", async {
+        .with_lock(&repo, LockMode::Shared, "forget", async {
             Ok(maintenance::forget(&repo, &ctx.config.retention, &chrono::Local, &opts).await?)
         })
         .await?;
     Ok((decisions, opts.hosts))
 }
 
-/// Removes data no snapshot refers to, under the exclusive lock.
+/// Removes data no snapshot refers to, under a prune lock (backups go on).
 pub async fn prune(ctx: &Stack, dry_run: bool, max_unused: f64) -> Result<PruneReport> {
     let repo = ctx.repo().await?;
     let opts = PruneOptions {
         dry_run,
         max_unused,
     };
-    ctx.with_lock(&repo, true, "prune", async {
-        Ok(maintenance::prune(&repo, &opts).await?)
+    ctx.with_lock(&repo, LockMode::Prune, "prune", async {
+        Ok(core_prune::prune(&repo, &opts).await?)
     })
     .await
 }

@@ -8,6 +8,7 @@ use respaldo_core::kit::progress::Progress;
 use respaldo_core::ops::copy::CopyReport;
 use respaldo_core::ops::verify::{self, VerifyOptions, VerifyReport};
 use respaldo_core::repo::id::ObjectId;
+use respaldo_core::repo::lock::LockMode;
 use respaldo_core::repo::snapshot::{self, SnapshotRef};
 use respaldo_core::Repository;
 
@@ -40,8 +41,8 @@ pub async fn init(ctx: &Stack, named: Option<&str>) -> Result<(Arc<Repository>, 
 pub async fn copy(ctx: &Stack, to: &str, specs: &[String]) -> Result<CopyReport> {
     let src = ctx.repo().await?;
     let dst = ctx.named_repo(to).await?;
-    ctx.with_lock(&src, false, "copy", async {
-        ctx.with_lock(&dst, false, "copy", async {
+    ctx.with_lock(&src, LockMode::Shared, "copy", async {
+        ctx.with_lock(&dst, LockMode::Shared, "copy", async {
             let all = ctx.snapshots(&src).await?;
             let selected: Vec<SnapshotRef> = if specs.is_empty() {
                 all.clone()
@@ -85,7 +86,7 @@ pub async fn tag(
         super::backup::check_tag(t)?;
     }
     let repo = ctx.repo().await?;
-    ctx.with_lock(&repo, false, "tag", async {
+    ctx.with_lock(&repo, LockMode::Shared, "tag", async {
         let list = ctx.snapshots(&repo).await?;
         let s = ctx.resolve(&list, spec, None)?.clone();
         let id = respaldo_core::ops::repair::retag(&repo, &s, add, remove).await?;
@@ -153,7 +154,7 @@ async fn verify_repository(
     };
     // Shared, so that no prune removes what is being checked. A host that
     // may only read still verifies, with a warning.
-    match repo.lock(false, "verify", ctx.lock_wait()).await {
+    match repo.lock(LockMode::Shared, "verify", ctx.lock_wait()).await {
         Ok(lock) => Stack::hold(lock, run).await,
         Err(e @ respaldo_core::Error::Locked(_)) => Err(e.into()),
         Err(e) => {

@@ -15,6 +15,7 @@ use respaldo_core::kit::progress::Progress;
 use respaldo_core::ops::backup::{self, BackupJob, BackupOptions};
 use respaldo_core::repo::extract::{self as core_restore, TreeRestoreOptions};
 use respaldo_core::repo::id::ObjectId;
+use respaldo_core::repo::lock::LockMode;
 use respaldo_core::repo::snapshot::{self, SnapshotRef};
 use respaldo_core::repo::tree::RawPath;
 use respaldo_core::source::{RestoreContext, RestorePlan, RestoreTarget, Selection, SelectionPart};
@@ -283,7 +284,7 @@ pub async fn restore(ctx: &Stack, req: &RestoreRequest) -> Result<RestoreReport>
     }
 
     // A shared lock: prune (exclusive) cannot remove data while it is read.
-    ctx.with_lock(&repo, false, "restore", async {
+    ctx.with_lock(&repo, LockMode::Shared, "restore", async {
         run(ctx, &repo, &mut planned, req, live).await;
         Ok(())
     })

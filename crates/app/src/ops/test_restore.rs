@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use respaldo_core::kit::progress::Progress;
+use respaldo_core::repo::lock::LockMode;
 use respaldo_core::source::{RestoreContext, Selection};
 use serde::Serialize;
 
@@ -118,7 +119,7 @@ pub async fn test_restore(ctx: &Stack, names: &[String]) -> Result<TestRestoreRe
     let repo = ctx.repo().await?;
     repo.require_readable("test-restore")?;
     let list = ctx.snapshots(&repo).await?;
-    ctx.with_lock(&repo, false, "test-restore", async {
+    ctx.with_lock(&repo, LockMode::Shared, "test-restore", async {
     let history = ctx.config.status.history.read_or_warn();
     let progress = Arc::new(Progress::default());
     let mut results = Vec::new();

@@ -105,14 +105,9 @@ pub async fn prune(ctx: &Ctx<'_>, dry_run: bool, max_unused: Option<&str>) -> Re
 async fn prune_with(ctx: &Ctx<'_>, dry_run: bool, max_unused: f64) -> Result<u8> {
     let r = maintenance::prune(ctx, dry_run, max_unused).await?;
     if ctx.json() {
-        println!(
-            "{}",
-            json!({"dry_run": dry_run, "packs_deleted": r.packs_deleted, "packs_repacked": r.packs_repacked,
-                   "packs_unindexed": r.packs_unindexed, "packs_recovered": r.packs_recovered,
-                   "blobs_rewritten": r.blobs_rewritten, "bytes_freed": r.bytes_freed,
-                   "bytes_rewritten": r.bytes_rewritten, "bytes_incomplete": r.bytes_incomplete,
-                   "fragments_replaced": r.fragments_replaced, "fragments_written": r.fragments_written})
-        );
+        let mut v = serde_json::to_value(&r).expect("a report serializes");
+        v["dry_run"] = dry_run.into();
+        println!("{v}");
         return Ok(0);
     }
     println!(
@@ -128,8 +123,16 @@ async fn prune_with(ctx: &Ctx<'_>, dry_run: bool, max_unused: f64) -> Result<u8>
     );
     if r.packs_recovered > 0 {
         println!(
-            "{} pack(s) that no index fragment described are in use and were indexed again",
+            "{} pack(s) no index fragment described are in use and were indexed again",
             r.packs_recovered
+        );
+    }
+    if r.packs_waiting > 0 {
+        println!(
+            "{} pack(s) ({}) are marked for deletion and wait for the commands running beside \
+             this prune; the next prune deletes them",
+            r.packs_waiting,
+            output::size(r.bytes_waiting)
         );
     }
     Ok(0)
@@ -142,12 +145,9 @@ pub async fn unlock(ctx: &Ctx<'_>, remove_all: bool) -> Result<u8> {
         println!("{}", json!({"removed": r.removed, "kept": r.kept}));
         return Ok(0);
     }
-    for l in &r.removed {
-        println!("removed {l}");
-    }
-    for l in &r.kept {
-        println!("kept {l} (in use; --remove-all removes it)");
-    }
+    r.removed.iter().for_each(|l| println!("removed {l}"));
+    let kept = |l| println!("kept {l} (in use; --remove-all removes it)");
+    r.kept.iter().for_each(kept);
     if r.removed.is_empty() && r.kept.is_empty() {
         println!("no locks");
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use respaldo_core::kit::progress::Progress;
 use respaldo_core::ops::repair;
+use respaldo_core::repo::lock::LockMode;
 use serde_json::json;
 
 use crate::args::RepairAction;
@@ -18,7 +19,7 @@ pub async fn command(ctx: &Ctx<'_>, action: &RepairAction) -> Result<u8> {
         RepairAction::Index => {
             let view = ctx.progress("reading packs", &progress);
             let r = ctx
-                .with_lock(&repo, true, "repair", async {
+                .with_lock(&repo, LockMode::Exclusive, "repair", async {
                     Ok(repair::repair_index(&repo, &progress).await?)
                 })
                 .await;
@@ -48,12 +49,11 @@ pub async fn command(ctx: &Ctx<'_>, action: &RepairAction) -> Result<u8> {
             })
         }
         RepairAction::Snapshots { dry_run } => {
-            let r = ctx
-                .with_lock(&repo, true, "repair", async {
-                    Ok(repair::repair_snapshots(&repo, *dry_run, &progress).await?)
-                })
-                .await;
-            r.map(|r| {
+            ctx.with_lock(&repo, LockMode::Exclusive, "repair", async {
+                Ok(repair::repair_snapshots(&repo, *dry_run, &progress).await?)
+            })
+            .await
+            .map(|r| {
                 if ctx.json() {
                     let arr: Vec<_> = r
                         .replaced
@@ -113,7 +113,7 @@ pub async fn command(ctx: &Ctx<'_>, action: &RepairAction) -> Result<u8> {
             })
         }
         RepairAction::Config => ctx
-            .with_lock(&repo, true, "repair", async {
+            .with_lock(&repo, LockMode::Exclusive, "repair", async {
                 Ok(repo.repair_config().await?)
             })
             .await

@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::kit::progress::Progress;
-use crate::ops::maintenance::used_chunks;
+use crate::ops::prune::used_chunks;
 use crate::repo::id::ObjectId;
 use crate::repo::snapshot::SnapshotRef;
 use crate::repo::writer::WriteSession;
@@ -186,9 +186,39 @@ pub async fn copy_stored(
         .into_iter()
         .filter(|(f, packs)| !dst_fragments.contains(f) && packs.iter().any(|p| wanted.contains(p)))
         .collect();
+    // Packs a prune marked for deletion are described by their mark only; a
+    // snapshot written beside that prune may use them, so a mark whose packs
+    // are all still stored is sent as an index fragment of its own. (One
+    // with packs gone was partly swept: the packs a snapshot needs were
+    // indexed again before any was deleted.)
+    let src_packs = src.list_packs().await?;
+    let (marks, _) = src.marks().await?;
+    let mut mark_fragments: Vec<(ObjectId, bytes::Bytes, Vec<ObjectId>)> = Vec::new();
+    for m in marks {
+        let lacking = m
+            .packs
+            .iter()
+            .flat_map(|p| p.blobs.iter())
+            .any(|b| !known.contains(&b.id));
+        let whole = m.packs.iter().all(|p| src_packs.contains_key(&p.id));
+        if lacking && whole {
+            let (id, bytes) = crate::repo::format::seal_document(&m.stored)?;
+            if !dst_fragments.contains(&id) {
+                let ids = m.packs.iter().map(|p| p.id).collect();
+                new_chunks.extend(m.packs.iter().flat_map(|p| p.blobs.iter().map(|b| b.id)));
+                mark_fragments.push((id, bytes, ids));
+            }
+        }
+    }
+    new_chunks.retain(|id| !known.contains(id));
     let mut packs: Vec<ObjectId> = fragments
         .iter()
         .flat_map(|(_, ps)| ps.iter().copied())
+        .chain(
+            mark_fragments
+                .iter()
+                .flat_map(|(_, _, ps)| ps.iter().copied()),
+        )
         .filter(|p| !dst_packs.contains_key(p))
         .collect::<HashSet<_>>()
         .into_iter()
@@ -215,6 +245,12 @@ pub async fn copy_stored(
     report.bytes_copied = sent.iter().sum();
     for (f, _) in &fragments {
         report.bytes_copied += transfer(index_key(f), *f).await?;
+    }
+    for (f, bytes, _) in mark_fragments {
+        report.bytes_copied += bytes.len() as u64;
+        dst.sink()
+            .put(&index_key(&f), crate::sink::once(bytes))
+            .await?;
     }
     report.chunks_copied = new_chunks.len() as u64;
     // Oldest first, so the destination's history grows in order.

@@ -1,6 +1,7 @@
 //! The operations on a repository: [`backup`] (every source into one
 //! snapshot), [`verify`], [`retention`] (which snapshots a policy keeps),
-//! [`maintenance`] (forget and prune), [`copy`] between repositories and
+//! [`maintenance`] (forget), [`prune`] (beside running backups), [`copy`]
+//! between repositories and
 //! [`repair`]. Each is a function over an open
 //! [`Repository`](crate::Repository) that returns a report; the caller takes
 //! the locks.
@@ -8,6 +9,7 @@
 pub mod backup;
 pub mod copy;
 pub mod maintenance;
+pub mod prune;
 pub mod repair;
 pub mod retention;
 pub mod verify;

@@ -105,7 +105,7 @@ pub async fn check_entry(
                 }
                 ChunkLocation::Unindexed(pack) => {
                     out.packs.insert(pack);
-                    out.unindexed += 1;
+                    out.unindexed.insert(id);
                 }
                 ChunkLocation::Missing => missing += 1,
             }
@@ -131,7 +131,7 @@ pub struct EntryCheck {
     /// Chunks it refers to.
     pub chunks: HashSet<ObjectId>,
     /// Chunks found only in packs that no index fragment describes.
-    pub unindexed: usize,
+    pub unindexed: HashSet<ObjectId>,
 }
 
 /// Verifies the repository.
@@ -151,13 +151,14 @@ pub async fn verify(
         ));
         report.suggest(REPAIR_CONFIG);
     }
-    for l in repo.locks().await? {
+    let (locks, clock) = repo.locks(None).await?;
+    for l in locks {
         match &l.state {
             LockState::Unreadable { .. } => {
                 report.problems.push(format!("lock: {}", l.describe()));
                 report.suggest(UNLOCK);
             }
-            LockState::Info(_) if l.is_stale() => {
+            LockState::Info(_) if l.is_stale(&clock) => {
                 report
                     .notes
                     .push(format!("stale lock {}: {}", l.key, l.describe()));
@@ -214,7 +215,38 @@ pub async fn verify(
         }
     }
     let indexed: HashSet<ObjectId> = index_packs.iter().map(|p| p.id).collect();
-    let unindexed = listed.keys().filter(|id| !indexed.contains(id)).count();
+    // Packs a prune marked for deletion wait, unindexed, for the commands
+    // that were running then; the next prune deletes them (or indexes
+    // again those a snapshot written meanwhile uses).
+    let (marks, damaged_marks) = repo.marks().await?;
+    let marked: HashSet<ObjectId> = marks
+        .iter()
+        .flat_map(|m| m.packs.iter().map(|p| p.id))
+        .filter(|id| listed.contains_key(id))
+        .collect();
+    let marked_chunks: HashSet<ObjectId> = marks
+        .iter()
+        .flat_map(|m| m.packs.iter())
+        .filter(|p| marked.contains(&p.id))
+        .flat_map(|p| p.blobs.iter().map(|b| b.id))
+        .collect();
+    if !marked.is_empty() {
+        report.notes.push(format!(
+            "{} pack(s) are marked for deletion by a prune and wait for the commands that \
+             were running then; the next prune deletes them",
+            marked.len()
+        ));
+    }
+    for d in damaged_marks {
+        report.notes.push(format!(
+            "deletion mark {} is damaged ({}): the next prune marks its packs again",
+            d.key, d.detail
+        ));
+    }
+    let unindexed = listed
+        .keys()
+        .filter(|id| !indexed.contains(id) && !marked.contains(id))
+        .count();
     if unindexed > 0 {
         report.notes.push(format!(
             "{unindexed} pack(s) are described by no index fragment (left by an interrupted run, \
@@ -226,6 +258,7 @@ pub async fn verify(
     let mut users: HashMap<ObjectId, BTreeSet<ObjectId>> = HashMap::new();
     let mut seen: HashSet<ObjectId> = HashSet::new();
     let mut only_unindexed = 0usize;
+    let mut only_marked = 0usize;
     for s in &selected {
         for (name, entry) in s.snapshot.sources.iter().filter(|(_, e)| e.is_ok()) {
             let check = check_entry(repo, entry, &listed).await?;
@@ -248,7 +281,12 @@ pub async fn verify(
                     report.damaged_snapshots.insert(s.id);
                 }
             }
-            only_unindexed += check.unindexed;
+            for id in &check.unindexed {
+                match marked_chunks.contains(id) {
+                    true => only_marked += 1,
+                    false => only_unindexed += 1,
+                }
+            }
             for p in check.packs {
                 users.entry(p).or_default().insert(s.id);
             }
@@ -258,6 +296,12 @@ pub async fn verify(
     }
     if !report.damaged_snapshots.is_empty() {
         report.suggest(REPAIR_SNAPSHOTS);
+    }
+    if only_marked > 0 {
+        report.notes.push(format!(
+            "{only_marked} chunk reference(s) of snapshots written while a prune ran point into \
+             packs it marked: they are readable, and the next prune indexes those packs again"
+        ));
     }
     if only_unindexed > 0 {
         report.problems.push(format!(

@@ -1,7 +1,14 @@
-//! Repository locks: shared for writers that only add (backup, copy), exclusive
-//! for prune. A lock is an object under `locks/` with its holder; a lock whose
-//! process is gone (same host, dead PID) or whose lease expired is stale and
-//! removed.
+//! Repository locks: shared for commands that read or only add (backup, copy,
+//! restore, verify, forget), prune for prune (any number of shared holders
+//! beside it, but no second prune), exclusive for repair. A lock is an object
+//! under `locks/` with its holder; a lock whose process is gone (same host,
+//! dead PID) or whose lease expired is stale and removed.
+//!
+//! A lease is measured by the storage's clock: the age of a lock object is
+//! the difference between its stored modification time and that of the lock
+//! object the command has just written, so hosts whose clocks disagree still
+//! agree on which locks expired. Only a storage that keeps no modification
+//! times falls back to the holders' own clocks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +25,29 @@ use crate::sink::{self, Sink};
 const LEASE: chrono::TimeDelta = chrono::TimeDelta::minutes(30);
 /// How often a held lock is refreshed.
 const REFRESH: Duration = Duration::from_secs(5 * 60);
+
+/// How a lock shares the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Reads or only adds: any number at once, and beside one prune.
+    Shared,
+    /// Prune: beside shared holders (it deletes only what none of them can
+    /// still use, see `ops::prune`), never beside another prune.
+    Prune,
+    /// Alone (repair).
+    Exclusive,
+}
+
+impl LockMode {
+    /// Whether holders in these two modes may not hold the lock together.
+    fn conflicts(self, other: LockMode) -> bool {
+        use LockMode::*;
+        matches!(
+            (self, other),
+            (Exclusive, _) | (_, Exclusive) | (Prune, Prune)
+        )
+    }
+}
 
 /// What a lock object says about its holder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,8 +66,11 @@ pub struct LockInfo {
     pub pid: u32,
     /// What the holder is doing (`backup`, `prune`).
     pub command: String,
-    /// Exclusive (prune) or shared (backup).
+    /// Exclusive (repair), or shared by readers and writers that only add.
     pub exclusive: bool,
+    /// A prune: shared with readers and writers, not with another prune.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune: bool,
     /// When taken or last refreshed.
     pub time: DateTime<Utc>,
     /// Set when the holder finished but could not delete the lock (a writer
@@ -48,10 +81,24 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
+    fn mode(&self) -> LockMode {
+        if self.exclusive {
+            LockMode::Exclusive
+        } else if self.prune {
+            LockMode::Prune
+        } else {
+            LockMode::Shared
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "{} lock held by `{}` (pid {} on {}, since {})",
-            if self.exclusive { "an exclusive" } else { "a" },
+            match self.mode() {
+                LockMode::Exclusive => "an exclusive",
+                LockMode::Prune => "a prune",
+                LockMode::Shared => "a",
+            },
             self.command,
             self.pid,
             self.host,
@@ -61,8 +108,10 @@ impl LockInfo {
         )
     }
 
-    fn is_stale(&self, host: &str) -> bool {
-        if self.released || Utc::now() - self.time > LEASE {
+    /// Whether the holder is gone: released, its lease over (`age`, by the
+    /// storage's clock when known), or, on this host, its process ended.
+    fn is_stale(&self, host: &str, age: chrono::TimeDelta) -> bool {
+        if self.released || age > LEASE {
             return true;
         }
         if self.host != host {
@@ -236,20 +285,51 @@ pub enum LockState {
     },
 }
 
+/// The storage's "now", as far as a command can tell: the stored time of an
+/// object it has just written (`None` when the storage keeps none).
+#[derive(Debug, Clone, Copy)]
+pub struct StorageClock(Option<DateTime<Utc>>);
+
+impl StorageClock {
+    /// How old an object is: by the storage's clock when both times are
+    /// known, else by this host's clock against `written` (the time the
+    /// holder says it wrote the object, which its own clock measured).
+    fn age(&self, modified: Option<DateTime<Utc>>, written: DateTime<Utc>) -> chrono::TimeDelta {
+        match (self.0, modified) {
+            (Some(now), Some(m)) => now - m,
+            _ => Utc::now() - written,
+        }
+    }
+
+    /// How far this host's clock is from the storage's (positive: ahead).
+    fn skew(&self) -> Option<chrono::TimeDelta> {
+        self.0.map(|now| Utc::now() - now)
+    }
+}
+
+/// Clock differences above this are worth a warning (they no longer matter
+/// to locks, but do to snapshot times and retention).
+const SKEW_WARNING: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+
 impl FoundLock {
     /// Whether an unreadable lock is older than the lease by its stored time
     /// (one without a stored time never expires by itself).
-    fn expired(&self) -> bool {
-        self.modified.is_some_and(|m| Utc::now() - m > LEASE)
+    fn expired(&self, clock: &StorageClock) -> bool {
+        self.modified.is_some_and(|m| clock.age(Some(m), m) > LEASE)
     }
 
     /// Whether the lock may be removed without `--remove-all`: stale by its
     /// holder's state, or unreadable and older than the lease.
-    pub fn is_stale(&self) -> bool {
+    pub fn is_stale(&self, clock: &StorageClock) -> bool {
         match &self.state {
-            LockState::Info(i) => i.is_stale(&hostname()),
-            LockState::Unreadable { .. } => self.expired(),
+            LockState::Info(i) => i.is_stale(&hostname(), clock.age(self.modified, i.time)),
+            LockState::Unreadable { .. } => self.expired(clock),
         }
+    }
+
+    /// Whether this lock is held by someone (not stale).
+    pub fn is_live(&self, clock: &StorageClock) -> bool {
+        !self.is_stale(clock)
     }
 
     /// One line for messages.
@@ -308,17 +388,51 @@ pub struct UnlockReport {
 }
 
 impl Repository {
-    /// Every lock object in the repository.
-    pub async fn locks(&self) -> Result<Vec<FoundLock>> {
-        read_locks(self.sink()).await
+    /// Every lock object in the repository, and the storage's clock read
+    /// with them (see [`StorageClock`]). `own` is a lock object this command
+    /// has just written, if any; without one a released marker is written
+    /// and removed to read the clock.
+    pub async fn locks(&self, own: Option<&str>) -> Result<(Vec<FoundLock>, StorageClock)> {
+        let sink = self.sink();
+        let probe = match own {
+            Some(_) => None,
+            None => {
+                let key = format!("locks/{}", hex::encode(rand::random::<[u8; 16]>()));
+                let mut info = holder(LockMode::Shared, "clock probe");
+                info.released = true;
+                match put_info(sink, &key, &info).await {
+                    Ok(()) => Some(key),
+                    Err(e) => {
+                        tracing::debug!("cannot write a clock probe: {e}");
+                        None
+                    }
+                }
+            }
+        };
+        let mine = own.map(str::to_string).or_else(|| probe.clone());
+        let mut found = read_locks(sink).await?;
+        let clock = StorageClock(
+            found
+                .iter()
+                .find(|l| Some(&l.key) == mine.as_ref())
+                .and_then(|l| l.modified),
+        );
+        found.retain(|l| Some(&l.key) != mine.as_ref());
+        if let Some(key) = probe {
+            if let Err(e) = sink.delete(&key).await {
+                tracing::debug!("cannot remove the clock probe {key}: {e}");
+            }
+        }
+        Ok((found, clock))
     }
 
     /// Removes stale and expired unreadable locks; with `remove_all`, every
     /// lock (for when the user knows no other command is running).
     pub async fn unlock(&self, remove_all: bool) -> Result<UnlockReport> {
         let mut report = UnlockReport::default();
-        for l in self.locks().await? {
-            if remove_all || l.is_stale() {
+        let (locks, clock) = self.locks(None).await?;
+        for l in locks {
+            if remove_all || l.is_stale(&clock) {
                 self.sink().delete(&l.key).await?;
                 report.removed.push(l.describe());
             } else {
@@ -329,40 +443,64 @@ impl Repository {
     }
 }
 
+/// This process as a lock holder.
+fn holder(mode: LockMode, command: &str) -> LockInfo {
+    LockInfo {
+        boot_id: boot_id(),
+        start_time: start_time(std::process::id()),
+        host: hostname(),
+        pid: std::process::id(),
+        command: command.to_string(),
+        exclusive: mode == LockMode::Exclusive,
+        prune: mode == LockMode::Prune,
+        time: Utc::now(),
+        released: false,
+    }
+}
+
 impl Repository {
     /// Takes a lock, waiting up to `wait` for conflicting holders to finish.
-    pub async fn lock(&self, exclusive: bool, command: &str, wait: Duration) -> Result<RepoLock> {
+    /// Whatever this process loaded of the index before is forgotten, so
+    /// that work under the lock sees the index as it is now (a prune
+    /// running beside it relies on that, see `ops::prune`).
+    pub async fn lock(&self, mode: LockMode, command: &str, wait: Duration) -> Result<RepoLock> {
         let host = hostname();
         let key = format!("locks/{}", hex::encode(rand::random::<[u8; 16]>()));
-        let info = LockInfo {
-            boot_id: boot_id(),
-            start_time: start_time(std::process::id()),
-            host: host.clone(),
-            pid: std::process::id(),
-            command: command.to_string(),
-            exclusive,
-            time: Utc::now(),
-            released: false,
-        };
+        let info = holder(mode, command);
         let deadline = tokio::time::Instant::now() + wait;
         let sink = self.sink().clone();
+        let mut skew_warned = false;
         loop {
             put_info(&sink, &key, &info).await?;
-            let mut conflict = None;
-            for found in read_locks(&sink).await? {
-                if found.key == key {
-                    continue;
+            let (found_locks, clock) = self.locks(Some(&key)).await?;
+            if let Some(skew) = clock.skew().filter(|s| s.abs() > SKEW_WARNING) {
+                if !skew_warned {
+                    tracing::warn!(
+                        "this host's clock is {}s {} the storage's ({}); lock leases are measured \
+                         by the storage's clock, but snapshot times come from this host's",
+                        skew.num_seconds().abs(),
+                        if skew > chrono::TimeDelta::zero() {
+                            "ahead of"
+                        } else {
+                            "behind"
+                        },
+                        sink.location()
+                    );
+                    skew_warned = true;
                 }
+            }
+            let mut conflict = None;
+            for found in found_locks {
                 match &found.state {
                     LockState::Unreadable { detail } => {
-                        if !exclusive {
+                        if mode != LockMode::Exclusive {
                             tracing::warn!(
-                                "lock object {} is unreadable ({detail}); ignored by a shared lock",
+                                "lock object {} is unreadable ({detail}); ignored by a non-exclusive lock",
                                 found.key
                             );
                             continue;
                         }
-                        if found.expired() {
+                        if found.expired(&clock) {
                             tracing::warn!(
                                 "removing unreadable lock object {} ({detail}): older than the lease",
                                 found.key
@@ -375,7 +513,7 @@ impl Repository {
                         conflict = Some(found.describe());
                     }
                     LockState::Info(other) => {
-                        if other.is_stale(&host) {
+                        if other.is_stale(&host, clock.age(found.modified, other.time)) {
                             if !other.released {
                                 tracing::warn!("removing stale lock: {}", other.describe());
                             }
@@ -384,7 +522,7 @@ impl Repository {
                             }
                             continue;
                         }
-                        if exclusive || other.exclusive {
+                        if mode.conflicts(other.mode()) {
                             conflict = Some(other.describe());
                         }
                     }
@@ -402,6 +540,7 @@ impl Repository {
             let jitter = Duration::from_millis(200 + rand::random::<u64>() % 800);
             tokio::time::sleep(jitter).await;
         }
+        self.index_reset().await;
         self.upgrade_config().await;
         let (lost_tx, lost) = tokio::sync::watch::channel(false);
         let refresher = {
@@ -445,21 +584,12 @@ impl Repository {
 mod tests {
     use super::*;
 
-    fn info(
-        pid: u32,
-        start: Option<u64>,
-        boot: Option<String>,
-        age: chrono::TimeDelta,
-    ) -> LockInfo {
+    fn info(pid: u32, start: Option<u64>, boot: Option<String>) -> LockInfo {
         LockInfo {
             boot_id: boot,
             start_time: start,
-            host: hostname(),
             pid,
-            command: "backup".into(),
-            exclusive: false,
-            released: false,
-            time: Utc::now() - age,
+            ..holder(LockMode::Shared, "backup")
         }
     }
 
@@ -469,25 +599,54 @@ mod tests {
         let host = hostname();
         let fresh = chrono::TimeDelta::zero();
         // Alive, same start time: held.
-        assert!(!info(me, start_time(me), boot_id(), fresh).is_stale(&host));
+        assert!(!info(me, start_time(me), boot_id()).is_stale(&host, fresh));
         // Our PID with another start time: the PID was reused.
         let reused = start_time(me).map(|t| t + 1);
         assert_eq!(
-            info(me, reused, boot_id(), fresh).is_stale(&host),
+            info(me, reused, boot_id()).is_stale(&host, fresh),
             reused.is_some()
         );
         // Taken before a reboot.
         assert_eq!(
-            info(me, None, Some("another-boot".into()), fresh).is_stale(&host),
+            info(me, None, Some("another-boot".into())).is_stale(&host, fresh),
             boot_id().is_some()
         );
         // A process that ended.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
-        assert!(info(dead, None, None, fresh).is_stale(&host));
+        assert!(info(dead, None, None).is_stale(&host, fresh));
         // Another host: only the lease decides.
-        assert!(!info(dead, None, None, fresh).is_stale("elsewhere"));
-        assert!(info(me, None, None, LEASE + chrono::TimeDelta::seconds(1)).is_stale("elsewhere"));
+        assert!(!info(dead, None, None).is_stale("elsewhere", fresh));
+        let expired = LEASE + chrono::TimeDelta::seconds(1);
+        assert!(info(me, None, None).is_stale("elsewhere", expired));
+    }
+
+    #[test]
+    fn ages_come_from_the_storage_clock_when_it_has_one() {
+        let storage_now = Utc::now() - chrono::TimeDelta::hours(5);
+        let clock = StorageClock(Some(storage_now));
+        // The holder's clock is hours behind, the storage wrote it a minute ago.
+        let minute_ago = storage_now - chrono::TimeDelta::minutes(1);
+        let holder_time = Utc::now() - chrono::TimeDelta::hours(9);
+        assert_eq!(
+            clock.age(Some(minute_ago), holder_time),
+            chrono::TimeDelta::minutes(1)
+        );
+        // Without stored times, this host's clock against the holder's.
+        let no_times = StorageClock(None);
+        assert!(no_times.age(None, holder_time) > chrono::TimeDelta::hours(8));
+        assert!(clock.skew().unwrap() > chrono::TimeDelta::hours(4));
+    }
+
+    #[test]
+    fn modes_conflict_as_documented() {
+        use LockMode::*;
+        assert!(!Shared.conflicts(Shared));
+        assert!(!Shared.conflicts(Prune) && !Prune.conflicts(Shared));
+        assert!(Prune.conflicts(Prune));
+        for m in [Shared, Prune, Exclusive] {
+            assert!(Exclusive.conflicts(m) && m.conflicts(Exclusive));
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod format_error;
 pub mod id;
 pub mod index;
 pub mod lock;
+pub mod marks;
 pub mod snapshot;
 pub mod tree;
 pub mod writer;
@@ -479,6 +480,10 @@ impl Repository {
                     );
                     loaded.damaged.push(Damage { key, detail });
                 }
+                // Replaced by a prune running beside this command: the
+                // fragments that replace it were written before it was
+                // deleted, and a chunk missed here is only stored again.
+                Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -491,10 +496,20 @@ impl Repository {
             .ok_or_else(|| Error::corrupt(format!("index object {key}"), "bad name"))?;
         let bytes = self.sink.get(key).await?;
         let what = format!("index fragment {}", id.short());
-        let mut frag: IndexFragment = format::open_document(&what, &id, &bytes)?;
+        let frag: IndexFragment = format::open_document(&what, &id, &bytes)?;
+        Ok((id, self.unseal_fragment(&what, frag)?))
+    }
+
+    /// Opens the sealed part of a fragment (kinds and plaintext lengths in
+    /// an encrypted repository), when this process holds the identity.
+    pub(crate) fn unseal_fragment(
+        &self,
+        what: &str,
+        mut frag: IndexFragment,
+    ) -> Result<IndexFragment> {
         if let (Some(sealed), Some(c)) = (frag.sealed.take(), &self.crypto) {
             if c.can_read() {
-                let details: Vec<(BlobKind, u32)> = c.open_json(&what, &sealed)?;
+                let details: Vec<(BlobKind, u32)> = c.open_json(what, &sealed)?;
                 let blobs = frag.packs.iter_mut().flat_map(|p| p.blobs.iter_mut());
                 let mut n = 0usize;
                 for (b, (kind, raw_len)) in blobs.zip(&details) {
@@ -505,18 +520,18 @@ impl Repository {
                 let total: usize = frag.packs.iter().map(|p| p.blobs.len()).sum();
                 if n != total || details.len() != total {
                     return Err(Error::corrupt(
-                        &what,
+                        what,
                         format!("sealed part describes {} blobs, not {total}", details.len()),
                     ));
                 }
             }
         }
-        Ok((id, frag))
+        Ok(frag)
     }
 
-    /// Stores an index fragment describing `packs`; in an encrypted
-    /// repository the blobs' kinds and plaintext lengths are sealed.
-    pub(crate) async fn write_fragment(&self, packs: &[PackEntry]) -> Result<ObjectId> {
+    /// A fragment describing `packs`, as stored: in an encrypted repository
+    /// the blobs' kinds and plaintext lengths are sealed.
+    pub(crate) fn seal_fragment(&self, packs: &[PackEntry]) -> Result<IndexFragment> {
         let mut fragment = IndexFragment {
             packs: packs.to_vec(),
             sealed: None,
@@ -535,7 +550,12 @@ impl Repository {
                 .collect();
             fragment.sealed = Some(c.seal_json(&details)?);
         }
-        let (id, bytes) = format::seal_document(&fragment)?;
+        Ok(fragment)
+    }
+
+    /// Stores an index fragment describing `packs`.
+    pub(crate) async fn write_fragment(&self, packs: &[PackEntry]) -> Result<ObjectId> {
+        let (id, bytes) = format::seal_document(&self.seal_fragment(packs)?)?;
         self.sink
             .put(&format::index_key(&id), sink::once(bytes))
             .await?;
@@ -562,9 +582,26 @@ impl Repository {
         Ok(self.index.read().await.damaged.clone())
     }
 
-    /// The set of every blob id in the index.
+    /// The blobs a new write may take as stored: those of the packs the
+    /// index fragments describe. Packs found only by scanning (left by an
+    /// interrupted run, or marked for deletion by a prune) are not counted:
+    /// a prune may delete them, so their chunks are stored again instead.
     pub async fn known_blobs(&self) -> Result<HashSet<ObjectId>> {
-        self.with_index(|i| i.blob_ids().copied().collect()).await
+        self.load_index().await?;
+        let g = self.index.read().await;
+        let scanned: HashSet<u32> = g
+            .index
+            .packs()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| g.scanned.contains(&p.id))
+            .map(|(pos, _)| pos as u32)
+            .collect();
+        Ok(g.index
+            .blobs()
+            .filter(|(_, loc)| !scanned.contains(&loc.pack))
+            .map(|(id, _)| *id)
+            .collect())
     }
 
     /// Adds freshly written packs to the in-memory index.
