@@ -327,7 +327,10 @@ fn every_example_compose_file_and_the_kubernetes_manifests_are_valid() {
         .collect();
     let docs = yaml_documents(&manifests);
     let kind = |k: &str| docs.iter().filter(|d| d["kind"] == k).count();
-    assert!(kind("CronJob") >= 2, "a backup and a drill CronJob");
+    assert!(
+        kind("CronJob") >= 4,
+        "backups, maintenance and drill CronJobs"
+    );
     assert!(kind("Secret") >= 1);
     assert_eq!(kind("Kustomization"), 1);
     for d in docs.iter().filter(|d| d["kind"] == "CronJob") {
@@ -341,4 +344,30 @@ fn every_example_compose_file_and_the_kubernetes_manifests_are_valid() {
         assert!(env.iter().any(|e| e["name"] == "RESPALDO_HOST"), "{d}");
     }
     assert!(Path::new(&k8s.join("backup.toml")).exists());
+    // One fixed host per backup job, and one job prunes every host.
+    let args = |d: &serde_json::Value| -> Vec<String> {
+        let c = &d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+        let list = c["args"].as_array().unwrap();
+        list.iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    let host = |d: &serde_json::Value| -> String {
+        let c = &d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+        let env = c["env"].as_array().unwrap();
+        let h = env.iter().find(|e| e["name"] == "RESPALDO_HOST").unwrap();
+        h["value"].as_str().unwrap().to_string()
+    };
+    let backups: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "CronJob" && args(d).first().is_some_and(|a| a == "backup"))
+        .collect();
+    let hosts: std::collections::BTreeSet<String> = backups.iter().map(|d| host(d)).collect();
+    assert!(
+        backups.len() >= 2 && hosts.len() == backups.len(),
+        "{hosts:?}"
+    );
+    assert!(docs
+        .iter()
+        .any(|d| { d["kind"] == "CronJob" && args(d) == ["--host", "*", "forget", "--prune"] }));
 }

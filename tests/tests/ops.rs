@@ -1231,14 +1231,21 @@ fn environments_override_the_base_configuration() {
 fn every_example_configuration_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut n = 0;
-    for dir in std::fs::read_dir(&root).unwrap().flatten() {
-        let cfg = dir.path().join("backup.toml");
-        if !cfg.exists() {
-            continue;
-        }
+    // Every configuration of every example (backup.toml, and the other
+    // hosts' files of the multi-host one).
+    let configs = std::fs::read_dir(&root).unwrap().flatten().flat_map(|dir| {
+        let files = std::fs::read_dir(dir.path()).unwrap().flatten();
+        files
+            .map(|f| f.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .filter(|p| !p.ends_with("Cargo.toml"))
+            .collect::<Vec<_>>()
+    });
+    for cfg in configs {
+        let dir = cfg.parent().unwrap().to_path_buf();
         // The variables an example stack documents in its .env.example, as
         // compose would give them.
-        let env_file = std::fs::read_to_string(dir.path().join(".env.example")).unwrap_or_default();
+        let env_file = std::fs::read_to_string(dir.join(".env.example")).unwrap_or_default();
         let vars = env_file
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))
@@ -1253,7 +1260,7 @@ fn every_example_configuration_is_valid() {
         assert!(out.status.success(), "{}: {}", cfg.display(), stderr(&out));
         n += 1;
     }
-    assert!(n >= 11, "only {n} examples");
+    assert!(n >= 14, "only {n} example configurations");
 }
 
 /// A minimal SMTP server that accepts every message and hands over its DATA.

@@ -66,7 +66,11 @@ pub fn describe(entry: &Entry) -> Vec<String> {
 }
 
 fn first_step(entry: &Entry, sources: &[String]) -> Vec<String> {
-    let mut a = vec![entry.action.as_str().to_string()];
+    let mut a: Vec<String> = match &entry.host {
+        Some(h) => vec!["--host".into(), h.clone()],
+        None => Vec::new(),
+    };
+    a.push(entry.action.as_str().to_string());
     let with_sources = |a: &mut Vec<String>| {
         for s in sources {
             a.push("--source".into());

@@ -96,6 +96,12 @@ struct EntryConfig {
     /// `verify` entries: re-read and re-hash all data.
     #[serde(default)]
     read_data: bool,
+    /// `forget`, `prune`, `test-restore` and `verify` entries: whose
+    /// snapshots, as `--host` takes it (a host name, or `"*"` for every
+    /// host: one maintenance entry for many hosts sharing the
+    /// repository). Default: this configuration's host.
+    #[serde(default)]
+    host: Option<String>,
     /// When the daemon starts and this entry's last recorded run is older
     /// than its last due time, run it at once. Default `[daemon] catch_up`.
     #[serde(default)]
@@ -177,6 +183,8 @@ pub struct Entry {
     pub read_data: bool,
     /// `copy --to` this repository.
     pub to: Option<String>,
+    /// `--host` for the command.
+    pub host: Option<String>,
     /// Catch up a missed run at daemon start.
     pub catch_up: bool,
     /// Retries of a failed backup.
@@ -498,6 +506,14 @@ pub fn parse(
             !c.prune || matches!(a, Action::Backup | Action::Forget),
         )?;
         applies("read_data", !c.read_data || a == Action::Verify)?;
+        applies(
+            "host",
+            c.host.is_none()
+                || matches!(
+                    a,
+                    Action::Forget | Action::Prune | Action::TestRestore | Action::Verify
+                ),
+        )?;
         applies("to", c.to.is_none() || a == Action::Copy)?;
         if a == Action::Copy {
             match &c.to {
@@ -553,6 +569,7 @@ pub fn parse(
             prune: c.prune,
             read_data: c.read_data,
             to: c.to,
+            host: c.host,
             catch_up: c.catch_up.unwrap_or(defaults.catch_up),
             retries: c.retries.unwrap_or(defaults.retries),
             retry_delay,
@@ -756,6 +773,20 @@ mod tests {
             ["respaldo copy --to offsite"]
         );
         assert!(!e[0].backs_up("db"));
+    }
+
+    #[test]
+    fn a_maintenance_entry_acts_on_the_hosts_it_names() {
+        let e = entries(
+            "[maintenance]\ncron = \"0 4 * * *\"\naction = \"forget\"\nprune = true\nhost = \"*\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            crate::runner::describe(&e[0]),
+            ["respaldo --host * forget --prune"]
+        );
+        let err = entries("[nightly]\ncron = \"0 2 * * *\"\nhost = \"*\"\n").unwrap_err();
+        assert!(err.1.contains("does not apply"), "{err:?}");
     }
 
     #[test]
