@@ -386,7 +386,7 @@ fn an_edited_config_is_named_and_repair_config_rewrites_it() {
     );
 }
 
-/// A lock object that cannot be read: held for exclusive commands until it
+/// A lock object that cannot be read: held for prune and repair until it
 /// is older than the lease by its storage time, reported by verify, removed
 /// by `unlock` once expired or by `unlock --remove-all`.
 #[test]
@@ -400,29 +400,35 @@ fn unreadable_locks_are_held_for_prune_reported_and_unlocked_on_request() {
     .unwrap();
     let locks = p.repo().join("locks");
     std::fs::create_dir_all(&locks).unwrap();
-    // A valid shared lock of a live process on this host (this test's own).
+    // Valid locks of a live process on this host (this test's own): a
+    // backup's does not stop prune, another prune's does.
     let lock = locks.join("0123456789abcdef0123456789abcdef");
     let me = std::process::id();
-    std::fs::write(
-        &lock,
-        format!(
-            r#"{{"host":"{}","pid":{me},"command":"backup","exclusive":false,"time":"{}"}}"#,
-            String::from_utf8_lossy(&Command::new("hostname").output().unwrap().stdout).trim(),
-            chrono::Utc::now().to_rfc3339()
-        ),
-    )
-    .unwrap();
+    let write_lock = |command: &str, prune: bool| {
+        std::fs::write(
+            &lock,
+            format!(
+                r#"{{"host":"{}","pid":{me},"command":"{command}","exclusive":false,"prune":{prune},"time":"{}"}}"#,
+                String::from_utf8_lossy(&Command::new("hostname").output().unwrap().stdout).trim(),
+                chrono::Utc::now().to_rfc3339()
+            ),
+        )
+        .unwrap()
+    };
+    write_lock("backup", false);
+    p.ok(&["prune"]);
+    write_lock("prune", true);
     let o = p.run(&["prune"]);
-    assert_eq!(o.status.code(), Some(11), "a held lock stops prune");
+    assert_eq!(o.status.code(), Some(11), "a running prune stops another");
     assert!(
-        stderr(&o).contains("lock held by `backup`"),
+        stderr(&o).contains("a prune lock held by `prune`"),
         "{}",
         stderr(&o)
     );
     // Damaged: no longer readable.
     let full = std::fs::read(&lock).unwrap();
     std::fs::write(&lock, &full[..full.len() / 2]).unwrap();
-    // Exclusive: refused, naming the object.
+    // Prune (it deletes): refused, naming the object.
     let o = p.run(&["prune"]);
     assert_eq!(o.status.code(), Some(11), "{}", stderr(&o));
     assert!(

@@ -533,3 +533,75 @@ async fn lock_leases_follow_the_storage_clock_not_the_holders() {
         .unwrap();
     assert!(local.list("locks/").await.unwrap().is_empty());
 }
+
+/// Repositories written before the binary index encoding keep working:
+/// their JSON fragments are read, and the first prune rewrites them in the
+/// binary encoding with every snapshot still whole.
+#[tokio::test]
+async fn json_index_fragments_are_read_and_migrated_by_prune() {
+    use respaldo_core::repo::index::IndexFragment;
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Sink> = Arc::new(LocalSink::new(dir.path()));
+    let repo = Repository::init(local.clone()).await.unwrap();
+    let data = respaldo_testing::data::random_bytes(11, 2_000_000);
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, &data).unwrap();
+    let out = backup::backup(
+        &repo,
+        vec![job("a", &format!("cat {}", file.display()))],
+        &opts(),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    // Rewrite every fragment as an earlier version stored it (JSON).
+    for o in local.list("index/").await.unwrap() {
+        let bytes = local.get(&o.key).await.unwrap();
+        let id = respaldo_core::repo::format::id_from_key(&o.key).unwrap();
+        assert!(IndexFragment::is_binary(&bytes));
+        let frag = IndexFragment::open("f", &id, &bytes).unwrap();
+        let (json_id, json) = respaldo_core::repo::format::seal_document(&frag).unwrap();
+        let key = format!("index/{json_id}");
+        local
+            .put(&key, respaldo_core::sink::once(json))
+            .await
+            .unwrap();
+        local.delete(&o.key).await.unwrap();
+    }
+    let reads = |repo: Arc<Repository>| {
+        let data = data.clone();
+        async move {
+            let (snaps, _) = repo.snapshots().await.unwrap();
+            let s = snaps
+                .iter()
+                .find(|s| Some(s.id) == out.snapshot_id)
+                .unwrap();
+            let a = &s.snapshot.sources["a"].artifacts[0];
+            let got = repo.read_all(a.chunks.clone()).await.unwrap().concat();
+            assert!(got == data);
+            let v = respaldo_core::ops::verify::verify(
+                &repo,
+                &respaldo_core::ops::verify::VerifyOptions {
+                    read_data: true,
+                    snapshots: None,
+                },
+                &Arc::new(Progress::default()),
+            )
+            .await
+            .unwrap();
+            assert!(v.is_ok(), "{:?}", v.problems);
+        }
+    };
+    let old = Repository::open(local.clone()).await.unwrap();
+    assert!(!old.legacy_fragments().await.unwrap().is_empty());
+    reads(old).await;
+    let pruner = Repository::open(local.clone()).await.unwrap();
+    let r = prune::prune(&pruner, &Default::default()).await.unwrap();
+    assert!(r.fragments_replaced > 0 && r.fragments_written > 0, "{r:?}");
+    for o in local.list("index/").await.unwrap() {
+        assert!(IndexFragment::is_binary(&local.get(&o.key).await.unwrap()));
+    }
+    let new = Repository::open(local.clone()).await.unwrap();
+    assert!(new.legacy_fragments().await.unwrap().is_empty());
+    reads(new).await;
+}

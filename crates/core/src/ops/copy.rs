@@ -202,7 +202,7 @@ pub async fn copy_stored(
             .any(|b| !known.contains(&b.id));
         let whole = m.packs.iter().all(|p| src_packs.contains_key(&p.id));
         if lacking && whole {
-            let (id, bytes) = crate::repo::format::seal_document(&m.stored)?;
+            let (id, bytes) = m.stored.encode()?;
             if !dst_fragments.contains(&id) {
                 let ids = m.packs.iter().map(|p| p.id).collect();
                 new_chunks.extend(m.packs.iter().flat_map(|p| p.blobs.iter().map(|b| b.id)));

@@ -289,11 +289,13 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
         .map(|c| c.entry.id)
         .collect();
     // A fragment stays as it is when every pack it describes is kept and
-    // nothing in it changes; the others are replaced.
+    // nothing in it changes; the others are replaced, and so are those in
+    // the JSON encoding of earlier versions (migrated to the binary one).
     let old_fragments = repo.index_fragments().await?;
+    let legacy = repo.legacy_fragments().await?;
     let (fragments_kept, fragments_dropped): (Vec<_>, Vec<_>) = old_fragments
         .into_iter()
-        .partition(|(_, packs)| packs.iter().all(|p| kept.contains(p)));
+        .partition(|(f, packs)| !legacy.contains(f) && packs.iter().all(|p| kept.contains(p)));
     let described: HashSet<ObjectId> = fragments_kept
         .iter()
         .flat_map(|(_, packs)| packs.iter().copied())

@@ -493,9 +493,11 @@ impl Repository {
             for found in found_locks {
                 match &found.state {
                     LockState::Unreadable { detail } => {
-                        if mode != LockMode::Exclusive {
+                        // Only commands that never delete go on beside it
+                        // (it may be a newer version's exclusive lock).
+                        if mode == LockMode::Shared {
                             tracing::warn!(
-                                "lock object {} is unreadable ({detail}); ignored by a non-exclusive lock",
+                                "lock object {} is unreadable ({detail}); ignored by a shared lock",
                                 found.key
                             );
                             continue;

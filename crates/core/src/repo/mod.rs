@@ -28,7 +28,7 @@ use tokio::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::repo::id::ObjectId;
-use crate::repo::index::{BlobEntry, Index, IndexFragment, PackEntry};
+use crate::repo::index::{BlobEntry, BlobTable, Index, IndexFragment, PackEntry};
 use crate::repo::snapshot::{Snapshot, SnapshotRef};
 use crate::sink::{self, Sink};
 use crypto::{Crypto, KeyMaterial};
@@ -151,6 +151,8 @@ struct LoadedIndex {
     scanned_unindexed: bool,
     /// Packs indexed by scanning (no valid fragment describes them).
     scanned: HashSet<ObjectId>,
+    /// Fragments in the JSON encoding of earlier versions.
+    legacy: HashSet<ObjectId>,
 }
 
 impl Repository {
@@ -451,24 +453,28 @@ impl Repository {
             return Ok(());
         }
         let listed = self.sink.list("index/").await?;
-        let results: Vec<(String, Result<(ObjectId, IndexFragment)>)> =
-            futures::stream::iter(listed)
-                .map(|obj| async move {
-                    let r = self.read_fragment(&obj.key).await;
-                    (obj.key, r)
-                })
-                .buffer_unordered(LOAD_CONCURRENCY)
-                .collect()
-                .await;
         let mut loaded = LoadedIndex {
             loaded: true,
             ..Default::default()
         };
-        for (key, r) in results {
+        // Merged as they arrive: a fragment is dropped once its blobs are in
+        // the table, so memory stays near the table's own size.
+        let mut builder = crate::repo::index::IndexBuilder::default();
+        let mut results = futures::stream::iter(listed)
+            .map(|obj| async move {
+                let r = self.read_fragment(&obj.key).await;
+                (obj.key, r)
+            })
+            .buffer_unordered(LOAD_CONCURRENCY);
+        while let Some((key, r)) = results.next().await {
             match r {
-                Ok((id, frag)) => {
+                Ok((id, frag, legacy)) => {
+                    if legacy {
+                        loaded.legacy.insert(id);
+                    }
+                    builder.reserve(frag.packs.iter().map(|p| p.blobs.len()).sum());
                     for p in &frag.packs {
-                        loaded.index.add_pack(p);
+                        builder.add_pack(p);
                     }
                     loaded
                         .fragments
@@ -487,17 +493,22 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
+        drop(results);
+        loaded.index = builder.build();
         *guard = loaded;
         Ok(())
     }
 
-    async fn read_fragment(&self, key: &str) -> Result<(ObjectId, IndexFragment)> {
+    /// Reads one fragment; also says whether it is in the JSON encoding of
+    /// earlier versions.
+    async fn read_fragment(&self, key: &str) -> Result<(ObjectId, IndexFragment, bool)> {
         let id = format::id_from_key(key)
             .ok_or_else(|| Error::corrupt(format!("index object {key}"), "bad name"))?;
         let bytes = self.sink.get(key).await?;
         let what = format!("index fragment {}", id.short());
-        let frag: IndexFragment = format::open_document(&what, &id, &bytes)?;
-        Ok((id, self.unseal_fragment(&what, frag)?))
+        let frag = IndexFragment::open(&what, &id, &bytes)?;
+        let legacy = !IndexFragment::is_binary(&bytes);
+        Ok((id, self.unseal_fragment(&what, frag)?, legacy))
     }
 
     /// Opens the sealed part of a fragment (kinds and plaintext lengths in
@@ -555,7 +566,7 @@ impl Repository {
 
     /// Stores an index fragment describing `packs`.
     pub(crate) async fn write_fragment(&self, packs: &[PackEntry]) -> Result<ObjectId> {
-        let (id, bytes) = format::seal_document(&self.seal_fragment(packs)?)?;
+        let (id, bytes) = self.seal_fragment(packs)?.encode()?;
         self.sink
             .put(&format::index_key(&id), sink::once(bytes))
             .await?;
@@ -576,6 +587,13 @@ impl Repository {
         Ok(self.index.read().await.fragments.clone())
     }
 
+    /// The loaded fragments still in the JSON encoding of earlier versions
+    /// (prune rewrites them in the binary one).
+    pub async fn legacy_fragments(&self) -> Result<HashSet<ObjectId>> {
+        self.load_index().await?;
+        Ok(self.index.read().await.legacy.clone())
+    }
+
     /// Damage found while loading the index.
     pub async fn index_damage(&self) -> Result<Vec<Damage>> {
         self.load_index().await?;
@@ -583,10 +601,11 @@ impl Repository {
     }
 
     /// The blobs a new write may take as stored: those of the packs the
-    /// index fragments describe. Packs found only by scanning (left by an
+    /// index fragments describe (the loaded table, shared, and the packs
+    /// this process wrote since). Packs found only by scanning (left by an
     /// interrupted run, or marked for deletion by a prune) are not counted:
     /// a prune may delete them, so their chunks are stored again instead.
-    pub async fn known_blobs(&self) -> Result<HashSet<ObjectId>> {
+    pub async fn stored_blobs(&self) -> Result<(Arc<BlobTable>, HashSet<ObjectId>)> {
         self.load_index().await?;
         let g = self.index.read().await;
         let scanned: HashSet<u32> = g
@@ -597,11 +616,20 @@ impl Repository {
             .filter(|(_, p)| g.scanned.contains(&p.id))
             .map(|(pos, _)| pos as u32)
             .collect();
-        Ok(g.index
-            .blobs()
+        let added = g
+            .index
+            .added()
             .filter(|(_, loc)| !scanned.contains(&loc.pack))
             .map(|(id, _)| *id)
-            .collect())
+            .collect();
+        Ok((g.index.table(), added))
+    }
+
+    /// [`Repository::stored_blobs`] as one set.
+    pub async fn known_blobs(&self) -> Result<HashSet<ObjectId>> {
+        let (table, mut added) = self.stored_blobs().await?;
+        added.extend(table.ids());
+        Ok(added)
     }
 
     /// Adds freshly written packs to the in-memory index.

@@ -16,7 +16,7 @@ use crate::repo::chunker::Chunker;
 use crate::repo::crypto::{self, Crypto};
 use crate::repo::format::{self, BlobHeader, BlobKind, Compression, BLOB_HEADER_LEN};
 use crate::repo::id::ObjectId;
-use crate::repo::index::{BlobEntry, PackEntry};
+use crate::repo::index::{BlobEntry, BlobTable, PackEntry};
 use crate::repo::Repository;
 use crate::sink;
 
@@ -77,6 +77,11 @@ fn looks_incompressible(data: &[u8], level: i32) -> bool {
 pub struct WriteSession {
     repo: Arc<Repository>,
     key: [u8; 32],
+    /// The index's blobs when the session started (shared with the
+    /// repository, not copied).
+    stored: Option<Arc<BlobTable>>,
+    /// Blobs taken as stored beside `stored`: those this session added,
+    /// and those it was started with.
     known: Mutex<HashSet<ObjectId>>,
     /// The pack being filled with data blobs, and the one with tree
     /// listings: listings go to packs of their own, so that losing a data
@@ -101,8 +106,8 @@ impl std::fmt::Debug for WriteSession {
 impl WriteSession {
     /// Starts a session, loading the index for deduplication.
     pub async fn new(repo: Arc<Repository>) -> Result<Arc<Self>> {
-        let known = repo.known_blobs().await?;
-        Ok(Self::with_known(repo, known))
+        let (stored, known) = repo.stored_blobs().await?;
+        Ok(Self::start(repo, Some(stored), known))
     }
 
     /// Starts a session that takes exactly the blobs in `known` as stored
@@ -110,9 +115,18 @@ impl WriteSession {
     /// of the packs it keeps, so that the live blobs of the packs it rewrites
     /// are really written again before those packs are deleted.
     pub(crate) fn with_known(repo: Arc<Repository>, known: HashSet<ObjectId>) -> Arc<Self> {
+        Self::start(repo, None, known)
+    }
+
+    fn start(
+        repo: Arc<Repository>,
+        stored: Option<Arc<BlobTable>>,
+        known: HashSet<ObjectId>,
+    ) -> Arc<Self> {
         Arc::new(WriteSession {
             key: *repo.chunk_key(),
             repo,
+            stored,
             known: Mutex::new(known),
             packs: [
                 tokio::sync::Mutex::new(PackBuf::new()),
@@ -130,7 +144,8 @@ impl WriteSession {
     /// written by it). A backup reuses a parent's chunk list only when every
     /// chunk passes this check.
     pub fn is_stored(&self, id: &ObjectId) -> bool {
-        self.known.lock().is_ok_and(|k| k.contains(id))
+        self.stored.as_ref().is_some_and(|t| t.contains(id))
+            || self.known.lock().is_ok_and(|k| k.contains(id))
     }
 
     /// The repository written to.
@@ -148,12 +163,7 @@ impl WriteSession {
         let id = ObjectId::keyed(&self.key, data);
         // Only a look: the id becomes known once its blob is in a pack
         // buffer (add_encoded), never before it is stored.
-        let is_new = !self
-            .known
-            .lock()
-            .map_err(|_| Error::Task("poisoned".into()))?
-            .contains(&id);
-        if !is_new {
+        if self.is_stored(&id) {
             return Ok((id, None));
         }
         let compressed = if looks_incompressible(data, level) {
@@ -207,11 +217,12 @@ impl WriteSession {
         blob: Bytes,
     ) -> Result<()> {
         let mut pack = self.packs[usize::from(kind == BlobKind::Tree)].lock().await;
-        if !self
-            .known
-            .lock()
-            .map_err(|_| Error::Task("poisoned".into()))?
-            .insert(id)
+        if self.stored.as_ref().is_some_and(|t| t.contains(&id))
+            || !self
+                .known
+                .lock()
+                .map_err(|_| Error::Task("poisoned".into()))?
+                .insert(id)
         {
             return Ok(()); // stored meanwhile by another task
         }
