@@ -99,10 +99,6 @@ impl Default for PruneOptions {
 /// Packs with at most this share of unused bytes are kept as they are.
 pub const DEFAULT_MAX_UNUSED: f64 = 0.10;
 
-/// Blobs described per new index fragment, at most (prune writes several
-/// bounded fragments rather than one for the whole repository).
-const FRAGMENT_BLOBS: usize = 50_000;
-
 /// Every chunk any snapshot refers to (listing chunks and file
 /// chunks of trees included).
 pub async fn used_chunks(
@@ -347,7 +343,7 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
     // of an object it is about to delete (a pack or fragment an interrupted
     // earlier prune wrote with the same content). Those are never deleted.
     let mut written_fragments: HashSet<ObjectId> = HashSet::new();
-    if let Some(f) = session.finish().await? {
+    for f in session.finish().await? {
         report.fragments_written += 1;
         written_fragments.insert(f);
     }
@@ -364,7 +360,7 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
         .filter(|c| c.fate == Fate::Keep && !described.contains(&c.entry.id))
         .map(|c| c.entry.clone())
         .collect();
-    for f in write_fragments(repo, undescribed).await? {
+    for f in repo.write_fragments(undescribed).await? {
         written_fragments.insert(f);
         report.fragments_written += 1;
     }
@@ -554,7 +550,7 @@ async fn sweep(
         }
     }
     report.packs_recovered += rescue.len();
-    report.fragments_written += write_fragments(repo, rescue).await?.len();
+    report.fragments_written += repo.write_fragments(rescue).await?.len();
     for id in &delete {
         repo.sink().delete(&format::pack_key(id)).await?;
     }
@@ -563,27 +559,6 @@ async fn sweep(
         repo.delete_mark(&mark_key(&m.id)).await?;
     }
     Ok(())
-}
-
-/// Writes fragments describing `packs`, each of bounded size.
-async fn write_fragments(repo: &Repository, mut packs: Vec<PackEntry>) -> Result<Vec<ObjectId>> {
-    packs.sort_by_key(|p| p.id);
-    let mut out = Vec::new();
-    let mut batch: Vec<PackEntry> = Vec::new();
-    let mut blobs = 0usize;
-    for p in packs {
-        blobs += p.blobs.len();
-        batch.push(p);
-        if blobs >= FRAGMENT_BLOBS {
-            out.push(repo.write_fragment(&batch).await?);
-            batch.clear();
-            blobs = 0;
-        }
-    }
-    if !batch.is_empty() {
-        out.push(repo.write_fragment(&batch).await?);
-    }
-    Ok(out)
 }
 
 impl PackCandidate {

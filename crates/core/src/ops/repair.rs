@@ -115,7 +115,7 @@ pub async fn repair_index(
         written.insert(format::index_key(&repo.write_fragment(&batch).await?));
         report.fragments_written += 1;
     }
-    if let Some(f) = salvage.finish().await? {
+    for f in salvage.finish().await? {
         written.insert(format::index_key(&f));
         report.fragments_written += 1;
     }

@@ -35,6 +35,10 @@ use crypto::{Crypto, KeyMaterial};
 use format::{BlobHeader, BlobKind, RepoConfig, BLOB_HEADER_LEN};
 
 /// Concurrent object reads when loading many small objects.
+/// Blobs described per index fragment, at most: fragments stay small to
+/// load, cache and rewrite whatever the size of a run or a prune.
+pub const FRAGMENT_BLOBS: usize = 50_000;
+
 const LOAD_CONCURRENCY: usize = 16;
 
 /// A problem found while loading, kept for `verify` and shown as a warning.
@@ -573,6 +577,39 @@ impl Repository {
         Ok(id)
     }
 
+    /// Stores index fragments describing `packs`, each of at most
+    /// [`FRAGMENT_BLOBS`] blobs (a pack is never split); returns their ids.
+    pub(crate) async fn write_fragments(&self, packs: Vec<PackEntry>) -> Result<Vec<ObjectId>> {
+        let written = self.write_fragment_batches(packs).await?;
+        Ok(written.into_iter().map(|(f, _)| f).collect())
+    }
+
+    /// [`Repository::write_fragments`], with the packs each fragment
+    /// describes.
+    pub(crate) async fn write_fragment_batches(
+        &self,
+        mut packs: Vec<PackEntry>,
+    ) -> Result<Vec<(ObjectId, Vec<ObjectId>)>> {
+        packs.sort_by_key(|p| p.id);
+        let mut out = Vec::new();
+        let mut batch: Vec<PackEntry> = Vec::new();
+        let mut blobs = 0usize;
+        for p in packs {
+            if blobs + p.blobs.len() > FRAGMENT_BLOBS && !batch.is_empty() {
+                let f = self.write_fragment(&batch).await?;
+                out.push((f, batch.drain(..).map(|p| p.id).collect()));
+                blobs = 0;
+            }
+            blobs += p.blobs.len();
+            batch.push(p);
+        }
+        if !batch.is_empty() {
+            let f = self.write_fragment(&batch).await?;
+            out.push((f, batch.iter().map(|p| p.id).collect()));
+        }
+        Ok(out)
+    }
+
     /// Runs `f` with the loaded index.
     pub async fn with_index<T>(&self, f: impl FnOnce(&Index) -> T) -> Result<T> {
         self.load_index().await?;
@@ -633,14 +670,16 @@ impl Repository {
     }
 
     /// Adds freshly written packs to the in-memory index.
-    pub(crate) async fn index_add(&self, packs: &[PackEntry], fragment: Option<ObjectId>) {
+    pub(crate) async fn index_add(
+        &self,
+        packs: &[PackEntry],
+        fragments: Vec<(ObjectId, Vec<ObjectId>)>,
+    ) {
         let mut g = self.index.write().await;
         for p in packs {
             g.index.add_pack(p);
         }
-        if let Some(f) = fragment {
-            g.fragments.push((f, packs.iter().map(|p| p.id).collect()));
-        }
+        g.fragments.extend(fragments);
     }
 
     /// Forgets the in-memory index so the next use reloads it.

@@ -294,10 +294,11 @@ impl WriteSession {
         Ok(())
     }
 
-    /// Flushes the last pack, waits for every upload, and writes one index
-    /// fragment describing the new packs. After this returns, every chunk
+    /// Flushes the last pack, waits for every upload, and writes the index
+    /// fragments describing the new packs (of bounded size each; returns
+    /// their ids). After this returns, every chunk
     /// stored in the session is durable and indexed: a snapshot may refer to it.
-    pub async fn finish(&self) -> Result<Option<ObjectId>> {
+    pub async fn finish(&self) -> Result<Vec<ObjectId>> {
         for slot in &self.packs {
             let mut pack = slot.lock().await;
             if !pack.blobs.is_empty() {
@@ -329,15 +330,16 @@ impl WriteSession {
             return Err(e);
         }
         if packs.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let id = self.repo.write_fragment(&packs).await?;
-        self.repo.index_add(&packs, Some(id)).await;
+        let fragments = self.repo.write_fragment_batches(packs.clone()).await?;
+        let ids = fragments.iter().map(|(f, _)| *f).collect();
+        self.repo.index_add(&packs, fragments).await;
         self.written
             .lock()
             .map_err(|_| Error::Task("poisoned".into()))?
             .extend(packs.iter().map(|p| p.id));
-        Ok(Some(id))
+        Ok(ids)
     }
 
     /// The packs this session wrote and indexed. Pack names are the SHA-256
