@@ -283,7 +283,8 @@ pub async fn restore(ctx: &Stack, req: &RestoreRequest) -> Result<RestoreReport>
         .into());
     }
 
-    // A shared lock: prune (exclusive) cannot remove data while it is read.
+    // A shared lock: prune deletes nothing a running restore may still read
+    // (the packs it marks wait for this lock).
     ctx.with_lock(&repo, LockMode::Shared, "restore", async {
         run(ctx, &repo, &mut planned, req, live).await;
         Ok(())
