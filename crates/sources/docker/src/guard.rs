@@ -335,11 +335,12 @@ impl Helper {
 
     /// Removes the container.
     pub async fn remove(mut self) -> Result<(), DockerError> {
-        self.removed = true;
         registry().lock().await.helpers.remove(&self.id);
-        remove_container(&self.docker, &self.id)
-            .await
-            .map_err(|e| DockerError::api("cannot remove helper container".into(), e))
+        // Marked removed only once it is: a removal cancelled half-way (a
+        // signal) leaves `Drop` to remove it.
+        let r = remove_container(&self.docker, &self.id).await;
+        self.removed = r.is_ok();
+        r.map_err(|e| DockerError::api("cannot remove helper container".into(), e))
     }
 }
 
