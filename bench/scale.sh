@@ -38,8 +38,8 @@ for chunks in "${sizes[@]}"; do
   measure snapshots "$bin" -q snapshots
   head -c 4096 /dev/urandom >>"$d/data/d000/f000000.bin"
   measure "backup (one file changed)" "$bin" -q backup
-  measure "restore one file" "$bin" -q restore latest --source data --path data/d001/f000001.bin --target "$d/out"
-  cmp "$d/out/data/d001/f000001.bin" "$d/data/d001/f000001.bin"
+  measure "restore one file" "$bin" -q restore latest --source data --path data/d000/f000000.bin --target "$d/out"
+  cmp "$d/out/data/d000/f000000.bin" "$d/data/d000/f000000.bin"
   measure prune "$bin" -q prune
   cd - >/dev/null
   rm -rf "$d"
