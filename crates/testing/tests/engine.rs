@@ -373,6 +373,28 @@ async fn a_backup_whose_lock_is_lost_stops_cleanly_and_writes_nothing() {
     assert!(snapshots.is_empty(), "a snapshot was written");
 }
 
+/// Asserts that snapshot `id`'s source `a` holds exactly `expected` and that
+/// `verify --read-data` finds no problem; returns verify's notes.
+async fn holds_and_verifies(repo: Arc<Repository>, id: ObjectId, expected: &[u8]) -> Vec<String> {
+    let (snaps, _) = repo.snapshots().await.unwrap();
+    let s = snaps.iter().find(|s| s.id == id).unwrap();
+    let a = &s.snapshot.sources["a"].artifacts[0];
+    let got: Vec<u8> = repo.read_all(a.chunks.clone()).await.unwrap().concat();
+    assert!(got == expected, "snapshot {} differs", id.short());
+    let v = respaldo_core::ops::verify::verify(
+        &repo,
+        &respaldo_core::ops::verify::VerifyOptions {
+            read_data: true,
+            snapshots: None,
+        },
+        &Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    assert!(v.is_ok(), "{:?}", v.problems);
+    v.notes
+}
+
 /// A backup that loaded the index before a prune marked a pack stores a
 /// snapshot that deduplicates against it: the pack waits while the backup
 /// runs, stays readable, and the next prune indexes it again instead of
@@ -430,30 +452,9 @@ async fn a_pack_marked_while_a_backup_ran_is_indexed_again_not_deleted() {
     lock.release().await.unwrap();
     let second_id = second.snapshot_id.unwrap();
 
-    let check = |repo: Arc<Repository>| {
-        let expected = data.clone();
-        async move {
-            let (snaps, _) = repo.snapshots().await.unwrap();
-            let s = snaps.iter().find(|s| s.id == second_id).unwrap();
-            let a = &s.snapshot.sources["a"].artifacts[0];
-            let got: Vec<u8> = repo.read_all(a.chunks.clone()).await.unwrap().concat();
-            assert!(got == expected, "snapshot {} differs", second_id.short());
-            let v = respaldo_core::ops::verify::verify(
-                &repo,
-                &respaldo_core::ops::verify::VerifyOptions {
-                    read_data: true,
-                    snapshots: None,
-                },
-                &Arc::new(Progress::default()),
-            )
-            .await
-            .unwrap();
-            assert!(v.is_ok(), "{:?}", v.problems);
-            v.notes
-        }
-    };
     // Before the next prune: readable, and verify says why the packs wait.
-    let notes = check(Repository::open(local.clone()).await.unwrap()).await;
+    let open = || Repository::open(local.clone());
+    let notes = holds_and_verifies(open().await.unwrap(), second_id, &data).await;
     assert!(
         notes.iter().any(|n| n.contains("marked for deletion")),
         "{notes:?}"
@@ -465,7 +466,7 @@ async fn a_pack_marked_while_a_backup_ran_is_indexed_again_not_deleted() {
     assert!(r.packs_recovered > 0, "{r:?}");
     assert_eq!((r.packs_waiting, r.packs_swept), (0, 0), "{r:?}");
     assert!(local.list("marks/").await.unwrap().is_empty());
-    let notes = check(Repository::open(local.clone()).await.unwrap()).await;
+    let notes = holds_and_verifies(open().await.unwrap(), second_id, &data).await;
     assert!(!notes.iter().any(|n| n.contains("marked")), "{notes:?}");
 }
 
@@ -568,33 +569,10 @@ async fn json_index_fragments_are_read_and_migrated_by_prune() {
             .unwrap();
         local.delete(&o.key).await.unwrap();
     }
-    let reads = |repo: Arc<Repository>| {
-        let data = data.clone();
-        async move {
-            let (snaps, _) = repo.snapshots().await.unwrap();
-            let s = snaps
-                .iter()
-                .find(|s| Some(s.id) == out.snapshot_id)
-                .unwrap();
-            let a = &s.snapshot.sources["a"].artifacts[0];
-            let got = repo.read_all(a.chunks.clone()).await.unwrap().concat();
-            assert!(got == data);
-            let v = respaldo_core::ops::verify::verify(
-                &repo,
-                &respaldo_core::ops::verify::VerifyOptions {
-                    read_data: true,
-                    snapshots: None,
-                },
-                &Arc::new(Progress::default()),
-            )
-            .await
-            .unwrap();
-            assert!(v.is_ok(), "{:?}", v.problems);
-        }
-    };
+    let id = out.snapshot_id.unwrap();
     let old = Repository::open(local.clone()).await.unwrap();
     assert!(!old.legacy_fragments().await.unwrap().is_empty());
-    reads(old).await;
+    holds_and_verifies(old, id, &data).await;
     let pruner = Repository::open(local.clone()).await.unwrap();
     let r = prune::prune(&pruner, &Default::default()).await.unwrap();
     assert!(r.fragments_replaced > 0 && r.fragments_written > 0, "{r:?}");
@@ -603,5 +581,5 @@ async fn json_index_fragments_are_read_and_migrated_by_prune() {
     }
     let new = Repository::open(local.clone()).await.unwrap();
     assert!(new.legacy_fragments().await.unwrap().is_empty());
-    reads(new).await;
+    holds_and_verifies(new, id, &data).await;
 }
