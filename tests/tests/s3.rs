@@ -719,3 +719,76 @@ fn three_hosts_back_up_while_a_fourth_prunes_in_a_loop() {
     assert_eq!(all.as_array().unwrap().len(), 6, "{all}");
     ok(&pruner, &["--host", "*", "verify", "--read-data"]);
 }
+
+/// A restore from an object store reads packs in coalesced ranged requests,
+/// several in flight, not one request per chunk: 3,000 small files and a
+/// file of several chunks come back identical in far fewer pack reads than
+/// chunks; restoring one small file reads one range.
+#[test]
+fn a_restore_reads_packs_in_few_ranged_requests() {
+    use respaldo_testing::data::{random_bytes, text_bytes};
+    use respaldo_testing::s3proxy::{FaultProxy, HttpFault};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    const SMALL: u64 = 3_000;
+    for i in 0..SMALL {
+        let sub = d.join("data").join(format!("d{:02}", i % 30));
+        std::fs::create_dir_all(&sub).unwrap();
+        let len = 1024 + (i as usize * 37) % 3072;
+        std::fs::write(sub.join(format!("f{i}.txt")), text_bytes(i, len)).unwrap();
+    }
+    std::fs::write(d.join("data/big.bin"), random_bytes(7, 24 << 20)).unwrap();
+    let pack_gets = Arc::new(AtomicU64::new(0));
+    let proxy = FaultProxy::start(moto.port, {
+        let pack_gets = pack_gets.clone();
+        move |r| {
+            if r.method == "GET" && r.target.contains("/packs/") {
+                pack_gets.fetch_add(1, Ordering::SeqCst);
+            }
+            HttpFault::Pass
+        }
+    });
+    project_via(d, &proxy.endpoint(), "");
+    ok(d, &["init"]);
+    ok(d, &["backup"]);
+
+    pack_gets.store(0, Ordering::SeqCst);
+    let out = d.join("out");
+    restores_identically(d, &out);
+    let reads = pack_gets.load(Ordering::SeqCst);
+    // At most 8 MiB a request: a few for the big file, one or two for the
+    // 7 MiB of small files, and the listing.
+    assert!(
+        reads <= 40,
+        "restoring {SMALL} small files and a 24 MiB file took {reads} pack reads"
+    );
+
+    pack_gets.store(0, Ordering::SeqCst);
+    let one = d.join("one");
+    ok(
+        d,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "data",
+            "--path",
+            "data/d07/f1507.txt",
+            "--target",
+            one.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(one.join("data/d07/f1507.txt")).unwrap(),
+        std::fs::read(d.join("data/d07/f1507.txt")).unwrap()
+    );
+    let reads = pack_gets.load(Ordering::SeqCst);
+    assert!(
+        reads <= 4,
+        "restoring one small file took {reads} pack reads"
+    );
+}

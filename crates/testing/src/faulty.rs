@@ -10,6 +10,9 @@ use respaldo_core::sink::{ByteStream, ObjectInfo, Sink};
 /// Which operation fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
+    /// Nothing fails: the sink only counts reads (see
+    /// [`FaultySink::pack_reads`]).
+    None,
     /// The Nth put (counting from 1) of a key with this prefix fails.
     PutNth {
         /// Key prefix that counts (`packs/`, `snapshots/`, …).
@@ -38,6 +41,7 @@ pub struct FaultySink {
     inner: Arc<dyn Sink>,
     fault: Fault,
     puts: AtomicUsize,
+    pack_reads: AtomicUsize,
 }
 
 impl FaultySink {
@@ -47,6 +51,18 @@ impl FaultySink {
             inner,
             fault,
             puts: AtomicUsize::new(0),
+            pack_reads: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reads (whole or ranged) of pack objects so far.
+    pub fn pack_reads(&self) -> usize {
+        self.pack_reads.load(Ordering::SeqCst)
+    }
+
+    fn count_read(&self, key: &str) {
+        if key.starts_with("packs/") {
+            self.pack_reads.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -81,12 +97,14 @@ impl Sink for FaultySink {
         self.inner.put(key, data).await
     }
     async fn get(&self, key: &str) -> Result<Bytes> {
+        self.count_read(key);
         if matches!(self.fault, Fault::Get { prefix } if key.starts_with(prefix)) {
             return Err(self.injected(key));
         }
         self.inner.get(key).await
     }
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.count_read(key);
         if matches!(self.fault, Fault::Get { prefix } if key.starts_with(prefix)) {
             return Err(self.injected(key));
         }

@@ -511,7 +511,14 @@ async fn sweep(
         .into_iter()
         .filter(|s| !seen.contains(&s.id))
         .collect();
+    // Their trees are read through the index as it is now: the one loaded
+    // at the start lacks what they stored since, and its one scan of
+    // unindexed packs may be over already.
+    repo.index_reset().await;
     add_used_chunks(repo, &newer, used).await?;
+    // The checks below see only what index fragments describe (reading the
+    // trees may have scanned unindexed packs, the marked ones among them,
+    // into the index in memory).
     repo.index_reset().await;
     repo.load_index().await?;
     let stored: HashMap<ObjectId, Option<chrono::DateTime<chrono::Utc>>> = repo

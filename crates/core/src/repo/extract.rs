@@ -20,12 +20,14 @@ use tokio::sync::mpsc;
 use crate::artifact::{Artifact, ArtifactKind};
 use crate::error::{Error, Result};
 use crate::kit::progress::Progress;
+use crate::repo::fetch::ChunkFetcher;
 use crate::repo::snapshot::SourceEntry;
 use crate::repo::tree::{EntryKind, RawPath, TreeEntry, TreeReader};
 use crate::repo::Repository;
 
-/// Chunks fetched ahead of the writer.
-const FETCH_AHEAD: usize = 8;
+/// Entries read ahead of the writer at most (their chunks are fetched
+/// ahead within the fetcher's own bounds).
+const MAX_QUEUED_ENTRIES: usize = 4096;
 /// Sparse detection granularity.
 const HOLE_BLOCK: usize = 4096;
 
@@ -35,7 +37,7 @@ pub fn stream_reader(
     artifact: &Artifact,
 ) -> impl AsyncRead + Send + Unpin + 'static {
     let stream = repo
-        .chunk_stream(artifact.chunks.clone(), 4)
+        .chunk_stream(artifact.chunks.clone())
         .map_err(|e| std::io::Error::other(e.to_string()));
     tokio_util_reader(stream)
 }
@@ -271,7 +273,6 @@ pub async fn restore_tree(
         0
     };
     fs::create_dir_all(dest).map_err(|e| Error::io("creating", dest, e))?;
-    let mut reader = TreeReader::new(repo.clone(), artifact)?;
     let (tx, rx) = mpsc::channel::<Op>(32);
     let writer = {
         let dest = dest.to_path_buf();
@@ -280,41 +281,16 @@ pub async fn restore_tree(
         tokio::task::spawn_blocking(move || TreeWriterFs::new(dest, force, progress).run(rx))
     };
     let produced: Result<()> = async {
-        let mut queue: VecDeque<Pending> = VecDeque::new();
-        let mut chunks: VecDeque<crate::repo::id::ObjectId> = VecDeque::new();
-        let mut fetching = 0usize;
-        let mut entries_done = false;
-        loop {
-            while fetching < FETCH_AHEAD && queue.len() < 256 {
-                if let Some(id) = chunks.pop_front() {
-                    let repo = repo.clone();
-                    queue.push_back(Pending::Fetch(tokio::spawn(async move {
-                        repo.read_blob(&id).await
-                    })));
-                    fetching += 1;
-                } else if entries_done {
-                    break;
-                } else {
-                    match reader.next_entry().await? {
-                        None => entries_done = true,
-                        Some(e) if selected(&e.path, &opts.paths) => {
-                            if e.kind == EntryKind::File && e.hardlink.is_none() {
-                                progress.add_total(e.size);
-                            }
-                            chunks.extend(e.chunks.iter().copied());
-                            queue.push_back(Pending::Ready(Op::Entry(Box::new(e))));
-                        }
-                        Some(_) => {}
+        let mut content = TreeContent::new(repo.clone(), artifact, &opts.paths)?;
+        while let Some(item) = content.next().await? {
+            let op = match item {
+                TreeItem::Entry(e) => {
+                    if e.kind == EntryKind::File && e.hardlink.is_none() {
+                        progress.add_total(e.size);
                     }
+                    Op::Entry(e)
                 }
-            }
-            let Some(next) = queue.pop_front() else { break };
-            let op = match next {
-                Pending::Ready(op) => op,
-                Pending::Fetch(h) => {
-                    fetching -= 1;
-                    Op::Data(h.await??)
-                }
+                TreeItem::Data(d) => Op::Data(d),
             };
             if tx.send(op).await.is_err() {
                 break; // the writer stopped; its error is reported below
@@ -331,9 +307,79 @@ pub async fn restore_tree(
     Ok(stats)
 }
 
+/// One item of [`TreeContent`].
+#[derive(Debug)]
+pub enum TreeItem {
+    /// The next selected entry.
+    Entry(Box<TreeEntry>),
+    /// The next piece of the last file entry's content.
+    Data(Bytes),
+}
+
+/// A tree artifact's selected entries in order, each file followed by its
+/// content; the content of the files ahead is read in coalesced ranges
+/// while the consumer works (see [`ChunkFetcher`]).
+#[derive(Debug)]
+pub struct TreeContent {
+    reader: TreeReader,
+    fetcher: ChunkFetcher,
+    filter: Vec<RawPath>,
+    queue: VecDeque<Pending>,
+    entries_done: bool,
+}
+
+#[derive(Debug)]
 enum Pending {
-    Ready(Op),
-    Fetch(tokio::task::JoinHandle<Result<Bytes>>),
+    Entry(Box<TreeEntry>),
+    /// This many chunks, from the fetcher.
+    Chunks(usize),
+}
+
+impl TreeContent {
+    /// The entries of `artifact` that `filter` selects (see [`selected`]).
+    pub fn new(repo: Arc<Repository>, artifact: &Artifact, filter: &[RawPath]) -> Result<Self> {
+        Ok(TreeContent {
+            reader: TreeReader::new(repo.clone(), artifact)?,
+            fetcher: ChunkFetcher::new(repo),
+            filter: filter.to_vec(),
+            queue: VecDeque::new(),
+            entries_done: false,
+        })
+    }
+
+    /// The next item, or `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<TreeItem>> {
+        while !self.entries_done && !self.fetcher.is_full() && self.queue.len() < MAX_QUEUED_ENTRIES
+        {
+            match self.reader.next_entry().await? {
+                None => self.entries_done = true,
+                Some(e) if selected(&e.path, &self.filter) => {
+                    for id in &e.chunks {
+                        self.fetcher.push(*id).await?;
+                    }
+                    let chunks = e.chunks.len();
+                    self.queue.push_back(Pending::Entry(Box::new(e)));
+                    if chunks > 0 {
+                        self.queue.push_back(Pending::Chunks(chunks));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        match self.queue.pop_front() {
+            None => Ok(None),
+            Some(Pending::Entry(e)) => Ok(Some(TreeItem::Entry(e))),
+            Some(Pending::Chunks(n)) => {
+                if n > 1 {
+                    self.queue.push_front(Pending::Chunks(n - 1));
+                }
+                let data = self.fetcher.next().await?.ok_or_else(|| {
+                    Error::Invalid("restore: fewer chunks fetched than asked for".into())
+                })?;
+                Ok(Some(TreeItem::Data(data)))
+            }
+        }
+    }
 }
 
 struct OpenFile {
@@ -670,7 +716,7 @@ pub async fn write_stream_file(
     let mut out = tokio::fs::File::create(&tmp)
         .await
         .map_err(|e| Error::io("creating", &tmp, e))?;
-    let mut chunks = repo.chunk_stream(artifact.chunks.clone(), 4);
+    let mut chunks = repo.chunk_stream(artifact.chunks.clone());
     while let Some(b) = chunks.next().await {
         let b = b?;
         out.write_all(&b)

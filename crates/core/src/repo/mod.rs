@@ -8,6 +8,7 @@ pub mod cache;
 pub mod chunker;
 pub mod crypto;
 pub mod extract;
+pub mod fetch;
 pub mod format;
 pub mod format_error;
 pub mod id;
@@ -34,11 +35,11 @@ use crate::sink::{self, Sink};
 use crypto::{Crypto, KeyMaterial};
 use format::{BlobHeader, BlobKind, RepoConfig, BLOB_HEADER_LEN};
 
-/// Concurrent object reads when loading many small objects.
 /// Blobs described per index fragment, at most: fragments stay small to
 /// load, cache and rewrite whatever the size of a run or a prune.
 pub const FRAGMENT_BLOBS: usize = 50_000;
 
+/// Concurrent object reads when loading many small objects.
 const LOAD_CONCURRENCY: usize = 16;
 
 /// A problem found while loading, kept for `verify` and shown as a warning.
@@ -690,9 +691,48 @@ impl Repository {
     /// Reads and checks one blob's plaintext.
     pub async fn read_blob(&self, id: &ObjectId) -> Result<Bytes> {
         let (encoded, what) = self.read_encoded(id).await?;
-        let header = BlobHeader::decode(&encoded).map_err(|d| Error::corrupt(what.clone(), d))?;
+        self.plaintext(&encoded, what)
+    }
+
+    /// Checks and decodes one blob from its stored frame, read from `pack`
+    /// (see [`fetch`]).
+    pub(crate) async fn blob_from_frame(
+        &self,
+        id: &ObjectId,
+        pack: &crate::repo::index::PackInfo,
+        frame: Bytes,
+    ) -> Result<Bytes> {
+        let (encoded, what) = self.decode_frame(id, pack, Ok(frame)).await?;
+        self.plaintext(&encoded, what)
+    }
+
+    fn plaintext(&self, encoded: &[u8], what: String) -> Result<Bytes> {
+        let header = BlobHeader::decode(encoded).map_err(|d| Error::corrupt(what.clone(), d))?;
         format::decode_blob(&header, &encoded[BLOB_HEADER_LEN..], &self.key)
             .map_err(|d| Error::corrupt(what, d))
+    }
+
+    /// Where the index puts a chunk, if it knows it.
+    pub(crate) async fn locate_indexed(
+        &self,
+        id: &ObjectId,
+    ) -> Result<
+        Option<(
+            crate::repo::index::PackInfo,
+            crate::repo::index::BlobLocation,
+        )>,
+    > {
+        self.load_index().await?;
+        Ok(self.index.read().await.index.get(id))
+    }
+
+    /// Reads a byte range of a stored pack.
+    pub(crate) async fn read_pack_range(
+        &self,
+        pack: &ObjectId,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes> {
+        self.sink.get_range(&format::pack_key(pack), range).await
     }
 
     /// Reads one blob as encoded (header and stored payload), decrypted when
@@ -1103,20 +1143,24 @@ impl Repository {
         self.sink.delete(&format::snapshot_key(id)).await
     }
 
-    /// The plaintext of a list of chunks, in order, fetched `concurrency` at a
-    /// time ahead of the consumer.
+    /// The plaintext of a list of chunks, in order, read ahead of the
+    /// consumer in coalesced ranges (see [`fetch`]).
     pub fn chunk_stream(
         self: &Arc<Self>,
         ids: Vec<ObjectId>,
-        concurrency: usize,
-    ) -> impl futures::Stream<Item = Result<Bytes>> + Send + 'static {
-        let repo = self.clone();
-        futures::stream::iter(ids)
-            .map(move |id| {
-                let repo = repo.clone();
-                async move { repo.read_blob(&id).await }
-            })
-            .buffered(concurrency)
+    ) -> futures::stream::BoxStream<'static, Result<Bytes>> {
+        let fetcher = fetch::ChunkFetcher::new(self.clone());
+        futures::stream::try_unfold(
+            (fetcher, ids.into_iter()),
+            |(mut fetcher, mut ids)| async move {
+                while !fetcher.is_full() {
+                    let Some(id) = ids.next() else { break };
+                    fetcher.push(id).await?;
+                }
+                Ok(fetcher.next().await?.map(|b| (b, (fetcher, ids))))
+            },
+        )
+        .boxed()
     }
 
     /// Total size of every object (for stats and warnings).
@@ -1136,7 +1180,7 @@ impl Repository {
 
     /// Reads every chunk of a list into a `Vec` of buffers, for small data.
     pub async fn read_all(self: &Arc<Self>, ids: Vec<ObjectId>) -> Result<Vec<Bytes>> {
-        self.chunk_stream(ids, 4).try_collect().await
+        self.chunk_stream(ids).try_collect().await
     }
 }
 

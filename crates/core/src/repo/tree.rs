@@ -7,13 +7,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tokio::task::JoinHandle;
 
 use crate::artifact::{Artifact, ArtifactKind, TreeSummary};
 use crate::error::{Error, Result};
 use crate::kit::progress::Progress;
+use crate::repo::fetch::ChunkFetcher;
 use crate::repo::format::BlobKind;
 use crate::repo::id::ObjectId;
 use crate::repo::writer::{Deferred, StreamWriter, WriteSession};
@@ -357,10 +356,14 @@ impl FileWriter<'_> {
 
 /// Reads a tree artifact's entries in order, prefetching listing chunks.
 pub struct TreeReader {
-    repo: Arc<Repository>,
+    /// Listing chunks not yet given to the fetcher.
     pending: VecDeque<ObjectId>,
-    inflight: VecDeque<JoinHandle<Result<Bytes>>>,
+    fetcher: ChunkFetcher,
+    /// Listing bytes read and not yet parsed start at `buf[start..]` (a
+    /// cursor, so splitting a chunk into lines costs its length, not its
+    /// length times its line count).
     buf: Vec<u8>,
+    start: usize,
     done: bool,
     what: String,
 }
@@ -383,45 +386,41 @@ impl TreeReader {
             )));
         }
         Ok(TreeReader {
-            repo,
             pending: artifact.chunks.iter().copied().collect(),
-            inflight: VecDeque::new(),
+            fetcher: ChunkFetcher::new(repo),
             buf: Vec::new(),
+            start: 0,
             done: false,
             what: format!("tree `{}`", artifact.name),
         })
     }
 
-    fn refill(&mut self) {
-        while self.inflight.len() < 4 {
-            let Some(id) = self.pending.pop_front() else {
-                break;
-            };
-            let repo = self.repo.clone();
-            self.inflight
-                .push_back(tokio::spawn(async move { repo.read_blob(&id).await }));
-        }
-    }
-
     /// The next entry, or `None` at the end.
     pub async fn next_entry(&mut self) -> Result<Option<TreeEntry>> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
-                let entry = serde_json::from_slice(&line[..line.len() - 1])
+            let rest = &self.buf[self.start..];
+            if let Some(pos) = memchr::memchr(b'\n', rest) {
+                let entry = serde_json::from_slice(&rest[..pos])
                     .map_err(|e| Error::corrupt(self.what.clone(), format!("bad entry: {e}")))?;
+                self.start += pos + 1;
                 return Ok(Some(entry));
             }
             if self.done {
-                if !self.buf.is_empty() {
+                if self.start < self.buf.len() {
                     return Err(Error::corrupt(self.what.clone(), "listing is truncated"));
                 }
                 return Ok(None);
             }
-            self.refill();
-            match self.inflight.pop_front() {
-                Some(h) => {
-                    let data = h.await??;
+            while !self.fetcher.is_full() {
+                let Some(id) = self.pending.pop_front() else {
+                    break;
+                };
+                self.fetcher.push(id).await?;
+            }
+            match self.fetcher.next().await? {
+                Some(data) => {
+                    self.buf.drain(..self.start);
+                    self.start = 0;
                     self.buf.extend_from_slice(&data);
                 }
                 None => self.done = true,
@@ -436,14 +435,6 @@ impl TreeReader {
             map.insert(e.path.clone(), e);
         }
         Ok(map)
-    }
-}
-
-impl Drop for TreeReader {
-    fn drop(&mut self) {
-        for h in &self.inflight {
-            h.abort();
-        }
     }
 }
 

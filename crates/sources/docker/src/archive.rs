@@ -3,8 +3,9 @@
 //! Backup: the engine's `GET /containers/{id}/archive` stream is parsed by the
 //! `tar` crate on a blocking thread and sent, file by file and block by block,
 //! to the async side that feeds the [`TreeWriter`]. Restore: a tar stream is
-//! written from the [`TreeReader`] and the file chunks straight into a pipe
-//! whose other end is the body of `PUT /containers/{id}/archive`.
+//! written from the tree's [`TreeContent`] (entries in order, file content
+//! read ahead in coalesced ranges) straight into a pipe whose other end is
+//! the body of `PUT /containers/{id}/archive`.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -13,7 +14,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use respaldo_core::artifact::Artifact;
-use respaldo_core::repo::tree::{EntryKind, RawPath, TreeEntry, TreeReader, TreeWriter};
+use respaldo_core::repo::extract::{TreeContent, TreeItem};
+use respaldo_core::repo::tree::{EntryKind, RawPath, TreeEntry, TreeWriter};
 use respaldo_core::repo::Repository;
 use respaldo_core::source::BackupContext;
 use serde::{Deserialize, Serialize};
@@ -458,11 +460,25 @@ pub(crate) async fn write_tree<W: AsyncWrite + Unpin>(
     write_header(&mut w, h, format!("{MOUNT}/").as_bytes(), None)
         .await
         .map_err(io)?;
-    let mut reader = TreeReader::new(repo.clone(), artifact)?;
-    while let Some(e) = reader.next_entry().await? {
-        if !respaldo_core::repo::extract::selected(&e.path, paths) {
-            continue;
-        }
+    // The file whose content is being written: its path, size and the
+    // bytes written so far.
+    let mut open: Option<(RawPath, u64, u64)> = None;
+    let mut content = TreeContent::new(repo.clone(), artifact, paths)?;
+    while let Some(item) = content.next().await? {
+        let e = match item {
+            TreeItem::Data(data) => {
+                let Some((_, _, written)) = open.as_mut() else {
+                    return Err(DockerError::Archive(
+                        "the backup's listing holds content outside a file".into(),
+                    ));
+                };
+                *written += data.len() as u64;
+                w.write_all(&data).await.map_err(io)?;
+                continue;
+            }
+            TreeItem::Entry(e) => e,
+        };
+        end_file(&mut w, open.take(), &mut stats).await?;
         if !e.path.is_safe() {
             return Err(DockerError::Archive(format!(
                 "unsafe path in the backup: {}",
@@ -513,26 +529,35 @@ pub(crate) async fn write_tree<W: AsyncWrite + Unpin>(
             .await
             .map_err(io)?;
         if e.kind == EntryKind::File && e.hardlink.is_none() {
-            let mut written = 0u64;
-            let mut chunks = repo.chunk_stream(e.chunks.clone(), 4);
-            while let Some(data) = chunks.next().await {
-                let data = data?;
-                written += data.len() as u64;
-                w.write_all(&data).await.map_err(io)?;
-            }
-            if written != e.size {
-                return Err(DockerError::Archive(format!(
-                    "{}: backup holds {written} bytes, listing says {}",
-                    e.path.display(),
-                    e.size
-                )));
-            }
-            let pad = ((512 - written % 512) % 512) as usize;
-            w.write_all(&[0u8; 512][..pad]).await.map_err(io)?;
-            stats.bytes += written;
+            open = Some((e.path.clone(), e.size, 0));
         }
     }
+    end_file(&mut w, open.take(), &mut stats).await?;
     w.write_all(&[0u8; 1024]).await.map_err(io)?;
     w.shutdown().await.map_err(io)?;
     Ok(stats)
+}
+
+/// Ends the content of a file entry of the tar stream: checks its length
+/// against the listing and pads it to a whole block.
+async fn end_file<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    open: Option<(RawPath, u64, u64)>,
+    stats: &mut WriteStats,
+) -> Result<(), DockerError> {
+    let Some((path, size, written)) = open else {
+        return Ok(());
+    };
+    if written != size {
+        return Err(DockerError::Archive(format!(
+            "{}: backup holds {written} bytes, listing says {size}",
+            path.display()
+        )));
+    }
+    let pad = ((512 - written % 512) % 512) as usize;
+    w.write_all(&[0u8; 512][..pad])
+        .await
+        .map_err(|e| DockerError::Archive(format!("sending the archive: {e}")))?;
+    stats.bytes += written;
+    Ok(())
 }

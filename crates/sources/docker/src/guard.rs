@@ -162,10 +162,27 @@ async fn remove_container(docker: &Docker, id: &str) -> Result<(), bollard::erro
         force: true,
         ..Default::default()
     };
-    match docker.remove_container(id, Some(opts)).await {
+    match docker.remove_container(id, Some(opts.clone())).await {
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => Ok(()),
+        // 409: a removal is already in progress (one cancelled half-way, by
+        // a signal): done once the container is gone.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            for _ in 0..300 {
+                match docker.inspect_container(id, None).await {
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => return Ok(()),
+                    Err(e) => return Err(e),
+                    Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            }
+            docker.remove_container(id, Some(opts)).await
+        }
         r => r,
     }
 }
