@@ -114,7 +114,7 @@ pub async fn used_chunks(
 async fn add_used_chunks(
     repo: &Arc<Repository>,
     snapshots: &[SnapshotRef],
-    used: &mut HashSet<ObjectId>,
+    used: &mut impl Extend<ObjectId>,
 ) -> Result<()> {
     for s in snapshots {
         for e in s.snapshot.sources.values().filter(|e| e.is_ok()) {
@@ -131,6 +131,43 @@ async fn add_used_chunks(
     }
     Ok(())
 }
+
+/// Chunk ids gathered with repeats, sorted and deduplicated whenever they
+/// have doubled: memory follows the distinct ids (32 bytes each, no table
+/// overhead), and the result is searched by bisection.
+#[derive(Default)]
+struct SortedIds {
+    ids: Vec<ObjectId>,
+    compact_at: usize,
+}
+
+impl Extend<ObjectId> for SortedIds {
+    fn extend<I: IntoIterator<Item = ObjectId>>(&mut self, iter: I) {
+        self.ids.extend(iter);
+        if self.ids.len() >= self.compact_at {
+            self.compact();
+            self.compact_at = (2 * self.ids.len()).max(1 << 16);
+        }
+    }
+}
+
+impl SortedIds {
+    fn compact(&mut self) {
+        self.ids.sort_unstable();
+        self.ids.dedup();
+    }
+
+    fn finish(mut self) -> Vec<ObjectId> {
+        self.compact();
+        self.ids.shrink_to_fit();
+        self.ids
+    }
+}
+
+/// No home pack (yet) for a used chunk.
+const NO_HOME: u32 = u32::MAX;
+/// A used chunk already written again by this run's repacking.
+const REWRITTEN: u32 = u32::MAX - 1;
 
 /// What prune does with one pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +224,15 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
             format!("{}; prune cannot know what it refers to, so nothing was deleted (run `respaldo repair snapshots`, or remove the object if it cannot be recovered)", d.detail),
         ));
     }
-    let mut used = used_chunks(repo, &snapshots).await?;
+    repo.require_readable("prune")?;
+    // Every used chunk, sorted, and beside it the position of its home pack
+    // among the candidates.
+    let used: Vec<ObjectId> = {
+        let mut ids = SortedIds::default();
+        add_used_chunks(repo, &snapshots, &mut ids).await?;
+        ids.finish()
+    };
+    let used_at = |id: &ObjectId| used.binary_search(id).ok();
     repo.load_index().await?;
     let listed = repo.list_packs().await?;
     let mut candidates: Vec<PackCandidate> = repo
@@ -228,16 +273,24 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
     candidates.sort_by_key(|c| c.origin);
 
     // Each used chunk's home: indexed packs first, then the others.
-    let mut homed: HashSet<ObjectId> = HashSet::with_capacity(used.len());
-    for c in &mut candidates {
+    let mut home: Vec<u32> = vec![NO_HOME; used.len()];
+    for (at, c) in candidates.iter_mut().enumerate() {
         for b in &c.entry.blobs {
-            if used.contains(&b.id) && homed.insert(b.id) {
-                c.live_bytes += b.length as u64;
+            if let Some(i) = used_at(&b.id) {
+                if home[i] == NO_HOME {
+                    home[i] = at as u32;
+                    c.live_bytes += b.length as u64;
+                }
             }
         }
     }
-    if homed.len() < used.len() {
-        let missing: HashSet<&ObjectId> = used.iter().filter(|id| !homed.contains(id)).collect();
+    if home.contains(&NO_HOME) {
+        let missing: HashSet<&ObjectId> = used
+            .iter()
+            .zip(&home)
+            .filter(|(_, h)| **h == NO_HOME)
+            .map(|(id, _)| id)
+            .collect();
         let affected = snapshots_using(repo, &snapshots, &missing).await?;
         return Err(Error::corrupt(
             "repository",
@@ -250,7 +303,6 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
             ),
         ));
     }
-    drop(homed);
 
     for c in &mut candidates {
         c.fate = if c.live_bytes == 0 {
@@ -302,22 +354,21 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
         return Ok(report);
     }
 
-    // 1. Rewrite the used blobs of the packs being repacked, each checked
-    //    against its id first (a damaged blob is never copied on).
-    let known: HashSet<ObjectId> = candidates
-        .iter()
-        .filter(|c| c.fate == Fate::Keep)
-        .flat_map(|c| c.entry.blobs.iter().map(|b| b.id))
-        .collect();
-    let session = WriteSession::with_known(repo.clone(), known);
-    let mut rewritten: HashSet<ObjectId> = HashSet::new();
-    for c in candidates.iter().filter(|c| c.fate == Fate::Repack) {
+    // 1. Rewrite the used blobs whose home is a pack being repacked, each
+    //    checked against its id first (a damaged blob is never copied on).
+    //    A used blob homed in a kept pack stays there.
+    let session = WriteSession::with_known(repo.clone(), HashSet::new());
+    for (at, c) in candidates.iter().enumerate() {
+        if c.fate != Fate::Repack {
+            continue;
+        }
         let p = &c.entry;
         let bytes = repo.sink().get(&format::pack_key(&p.id)).await?;
         for b in &p.blobs {
-            if !used.contains(&b.id) || !rewritten.insert(b.id) {
+            let Some(i) = used_at(&b.id).filter(|&i| home[i] == at as u32) else {
                 continue;
-            }
+            };
+            home[i] = REWRITTEN;
             let start = b.offset as usize;
             let end = start + b.length as usize;
             let what = || format!("pack {} (chunk {})", p.id.short(), b.id.short());
@@ -338,7 +389,7 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
             report.blobs_rewritten += 1;
         }
     }
-    drop(rewritten);
+    drop(home);
     // Names are content hashes: what this run writes may carry the very name
     // of an object it is about to delete (a pack or fragment an interrupted
     // earlier prune wrote with the same content). Those are never deleted.
@@ -417,7 +468,7 @@ pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneR
 
     // 4. Sweep the marks nothing waits for any more.
     let seen: HashSet<ObjectId> = snapshots.iter().map(|s| s.id).collect();
-    sweep(repo, marks, &seen, &mut used, &mut report).await?;
+    sweep(repo, marks, &seen, &used, &mut report).await?;
     report.bytes_incomplete = repo.sink().reclaim_incomplete().await?;
     repo.index_reset().await;
     Ok(report)
@@ -462,12 +513,12 @@ async fn new_mark(
 
 /// Deletes (or indexes again) the packs of the marks whose locks are gone.
 /// A pack also listed by a mark that still waits is left to that mark.
-/// `seen` are the snapshots whose chunks `used` already holds.
+/// `seen` are the snapshots whose chunks `used` (sorted) already holds.
 async fn sweep(
     repo: &Arc<Repository>,
     marks: Vec<DeletionMark>,
     seen: &HashSet<ObjectId>,
-    used: &mut HashSet<ObjectId>,
+    used: &[ObjectId],
     report: &mut PruneReport,
 ) -> Result<()> {
     let held: HashSet<String> = {
@@ -515,7 +566,9 @@ async fn sweep(
     // at the start lacks what they stored since, and its one scan of
     // unindexed packs may be over already.
     repo.index_reset().await;
-    add_used_chunks(repo, &newer, used).await?;
+    let mut newer_used: HashSet<ObjectId> = HashSet::new();
+    add_used_chunks(repo, &newer, &mut newer_used).await?;
+    let is_used = |id: &ObjectId| used.binary_search(id).is_ok() || newer_used.contains(id);
     // The checks below see only what index fragments describe (reading the
     // trees may have scanned unindexed packs, the marked ones among them,
     // into the index in memory).
@@ -543,11 +596,7 @@ async fn sweep(
                 continue; // stored or indexed again since, or still waited for
             }
             let needed = repo
-                .with_index(|i| {
-                    p.blobs
-                        .iter()
-                        .any(|b| used.contains(&b.id) && !i.contains(&b.id))
-                })
+                .with_index(|i| p.blobs.iter().any(|b| is_used(&b.id) && !i.contains(&b.id)))
                 .await?;
             if needed {
                 rescue.push(p.clone());
