@@ -29,7 +29,8 @@ command -v moto_server >/dev/null || die "moto_server not found (pip install 'mo
 command -v restic >/dev/null || die "restic not found (apt-get install restic)"
 [[ -x /usr/bin/time ]] || die "GNU time not found (apt-get install time)"
 
-(cd "$REPO_ROOT" && cargo build -q --release -p respaldo -p respaldo-testing --example latency_proxy)
+(cd "$REPO_ROOT" && cargo build -q --release -p respaldo &&
+    cargo build -q --release -p respaldo-testing --example latency_proxy)
 RESPALDO=${RESPALDO:-$REPO_ROOT/target/release/respaldo}
 PROXY_BIN=$REPO_ROOT/target/release/examples/latency_proxy
 

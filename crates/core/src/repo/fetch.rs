@@ -30,7 +30,7 @@ pub const MAX_GAP: u64 = 256 << 10;
 const MAX_REQUESTS: usize = 16;
 /// Stored bytes requested or fetched and not yet taken, at most (a read
 /// for the next chunk is always allowed).
-const MAX_HELD_BYTES: u64 = 48 << 20;
+const MAX_HELD_BYTES: u64 = 32 << 20;
 /// Reads kept in flight even when that means starting one that chunks
 /// asked for later could have joined.
 const KEEP_BUSY: usize = 2;
