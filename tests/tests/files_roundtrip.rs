@@ -511,3 +511,65 @@ fn extended_attributes_acls_and_capabilities_round_trip() {
     ]);
     assert_eq!(xattr_dump(&out2.join("data")), xattr_dump(&d));
 }
+
+/// Peak RSS of `respaldo ARGS` in the project, in MiB, after checking that
+/// it succeeded.
+fn peak_mib(p: &Project, args: &[&str]) -> u64 {
+    let (o, kib) = run_with_peak_rss(
+        Command::new(bin())
+            .current_dir(p.path())
+            .args(["-c", "backup.toml"])
+            .args(args),
+    );
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    assert!(kib > 0, "no RSS sample for {args:?}");
+    kib / 1024
+}
+
+/// Memory is a budget, not a hope: a 1 GiB random file (every byte stored)
+/// and a 1 GiB sparse file back up and restore within fixed peak RSS
+/// budgets, so that memory cannot regress unnoticed. Not timed. (It found
+/// a restore holding every decoded copy of the sparse file's zero chunk:
+/// 1.1 GiB.) The restore meets the 128 MiB target; the backup (113–148 MiB
+/// measured) does not yet, and is held to what it does.
+#[test]
+fn a_gib_file_backs_up_and_restores_within_the_memory_budget() {
+    const BACKUP_MIB: u64 = 192;
+    const RESTORE_MIB: u64 = 128;
+    let p = Project::new("[sources.data]\ntype = \"files\"\npaths = [\"data\"]\n");
+    let data = p.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let st = Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=1024", "status=none"])
+        .arg(format!("of={}", data.join("random.bin").display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sparse = std::fs::File::create(data.join("sparse.bin")).unwrap();
+    sparse.set_len(1 << 30).unwrap();
+    drop(sparse);
+    p.ok(&["init"]);
+    let backup = peak_mib(&p, &["backup"]);
+    let out = p.path().join("out");
+    let restore = peak_mib(
+        &p,
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "data",
+            "--target",
+            out.to_str().unwrap(),
+        ],
+    );
+    eprintln!("peak RSS: backup {backup} MiB, restore {restore} MiB");
+    for name in ["random.bin", "sparse.bin"] {
+        assert_eq!(
+            sha256_file(&out.join("data").join(name)),
+            sha256_file(&data.join(name)),
+            "{name}"
+        );
+    }
+    assert!(backup < BACKUP_MIB, "the backup peaked at {backup} MiB");
+    assert!(restore < RESTORE_MIB, "the restore peaked at {restore} MiB");
+}

@@ -384,31 +384,13 @@ fn two_gib_upload_has_bounded_memory() {
     )
     .unwrap();
     ok(d, &["init"]);
-    let mut child = Command::new(common::bin())
-        .current_dir(d)
-        .args(["-c", "backup.toml", "--json", "backup"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0u64;
-    while child.try_wait().unwrap().is_none() {
-        if let Ok(s) = std::fs::read_to_string(&status_file) {
-            if let Some(v) = s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak_kib = peak_kib.max(v);
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let o = child.wait_with_output().unwrap();
+    let (o, peak_kib) = common::run_with_peak_rss(
+        Command::new(common::bin())
+            .current_dir(d)
+            .args(["-c", "backup.toml", "--json", "backup"])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing"),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(b["sources"]["big"]["bytes_total"], 2147483648u64);

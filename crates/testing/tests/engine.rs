@@ -585,8 +585,9 @@ async fn json_index_fragments_are_read_and_migrated_by_prune() {
 }
 
 /// Chunks read through the coalescing fetcher come back in the order asked
-/// for, whatever that order (repeats, back references, chunks of another
-/// artifact and of another pack between them), identical to reading each on
+/// for, whatever that order (repeats, long runs of one chunk, back
+/// references, chunks of another artifact and of another pack between
+/// them), identical to reading each on
 /// its own; reading an artifact in order takes far fewer pack reads than it
 /// has chunks. Seeded: a failure prints its seed (`FETCH_SEED` replays it).
 #[tokio::test]
@@ -650,6 +651,11 @@ async fn chunks_come_back_in_the_order_asked_from_few_pack_reads() {
             asked.extend_from_slice(&all[at..at + run]);
             if rng.gen_bool(0.2) {
                 asked.push(all[at]);
+            }
+            // A long run of one chunk (the zeros of a sparse file).
+            if rng.gen_bool(0.05) {
+                let n = rng.gen_range(20..300);
+                asked.extend(std::iter::repeat_n(all[at], n));
             }
         }
         let got = repo.read_all(asked.clone()).await.unwrap();

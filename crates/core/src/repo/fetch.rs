@@ -10,7 +10,7 @@
 //! tens of milliseconds per request this turns one request per chunk into
 //! one per few megabytes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,9 +28,12 @@ pub const MAX_RANGE: u64 = 8 << 20;
 pub const MAX_GAP: u64 = 256 << 10;
 /// Reads in flight at most.
 const MAX_REQUESTS: usize = 16;
-/// Stored bytes requested or fetched and not yet taken, at most (a read
-/// for the next chunk is always allowed).
+/// Bytes (plaintext, or stored if larger) of the chunks requested or
+/// fetched and not yet taken, at most (a read for the next chunk is always
+/// allowed).
 const MAX_HELD_BYTES: u64 = 32 << 20;
+/// Plaintext bytes one read decodes, at most (one chunk always).
+const MAX_READ_PLAINTEXT: u64 = 16 << 20;
 /// Reads kept in flight even when that means starting one that chunks
 /// asked for later could have joined.
 const KEEP_BUSY: usize = 2;
@@ -54,9 +57,19 @@ impl Wanted {
     fn stored_len(&self) -> u64 {
         self.at.map_or(0, |(_, l)| u64::from(l.length))
     }
+
+    /// What it costs in memory once read: its plaintext, or its stored
+    /// frame if that is larger (a run of zeros compresses to almost
+    /// nothing and decodes to megabytes).
+    fn held_len(&self) -> u64 {
+        self.at
+            .map_or(0, |(_, l)| u64::from(l.length).max(u64::from(l.raw_len)))
+    }
 }
 
-/// One chunk asked for, by its place in the order.
+/// One chunk asked for, by its place in the order; with the bytes it
+/// counts against [`MAX_HELD_BYTES`] once requested (a chunk asked for
+/// several times in one read is decoded once, and counted once).
 enum Slot {
     Waiting(Wanted),
     Requested(u64),
@@ -76,7 +89,7 @@ pub struct ChunkFetcher {
     front: u64,
     /// No slot before this sequence number is waiting.
     scan_from: u64,
-    /// Stored bytes of the requested and ready slots.
+    /// [`Wanted::held_len`] of the requested and ready slots.
     held_bytes: u64,
     inflight: VecDeque<InFlight>,
     requests: u64,
@@ -133,11 +146,11 @@ impl ChunkFetcher {
             match self.slots.front() {
                 None => return Ok(None),
                 Some(Slot::Ready(..)) => {
-                    let Some(Slot::Ready(data, stored)) = self.slots.pop_front() else {
+                    let Some(Slot::Ready(data, held)) = self.slots.pop_front() else {
                         unreachable!("the front slot is ready");
                     };
                     self.front += 1;
-                    self.held_bytes -= stored;
+                    self.held_bytes -= held;
                     self.launch(false);
                     return Ok(Some(data));
                 }
@@ -147,10 +160,10 @@ impl ChunkFetcher {
             if let Some(f) = self.inflight.pop_front() {
                 for (seq, data) in f.task.await?? {
                     let slot = &mut self.slots[(seq - self.front) as usize];
-                    let Slot::Requested(stored) = *slot else {
+                    let Slot::Requested(held) = *slot else {
                         unreachable!("a read fills its own slots");
                     };
-                    *slot = Slot::Ready(data, stored);
+                    *slot = Slot::Ready(data, held);
                 }
             }
         }
@@ -204,11 +217,28 @@ impl ChunkFetcher {
             let me = same.iter().position(|(i, _)| *i == at).unwrap_or(0);
             let (mut lo, mut hi) = (me, me);
             let (mut start, mut stop) = (u64::from(loc.offset), end(&first));
+            // Plaintext this read decodes: each distinct chunk once.
+            let mut decoded: HashSet<ObjectId> = HashSet::from([first.id]);
+            let mut plaintext = first.held_len();
+            let mut fits = |w: &Wanted, plaintext: &mut u64| {
+                if decoded.contains(&w.id) {
+                    return true;
+                }
+                if *plaintext + w.held_len() > MAX_READ_PLAINTEXT {
+                    return false;
+                }
+                decoded.insert(w.id);
+                *plaintext += w.held_len();
+                true
+            };
             loop {
                 let mut grew = false;
                 if hi + 1 < same.len() {
                     let w = &same[hi + 1].1;
-                    if offset(w) <= stop + MAX_GAP && end(w).max(stop) - start <= MAX_RANGE {
+                    if offset(w) <= stop + MAX_GAP
+                        && end(w).max(stop) - start <= MAX_RANGE
+                        && fits(w, &mut plaintext)
+                    {
                         stop = stop.max(end(w));
                         hi += 1;
                         grew = true;
@@ -217,7 +247,10 @@ impl ChunkFetcher {
                 if lo > 0 {
                     let w = &same[lo - 1].1;
                     let e = end(w);
-                    if e + MAX_GAP >= start && stop - offset(w).min(start) <= MAX_RANGE {
+                    if e + MAX_GAP >= start
+                        && stop - offset(w).min(start) <= MAX_RANGE
+                        && fits(w, &mut plaintext)
+                    {
                         start = start.min(offset(w));
                         stop = stop.max(e);
                         lo -= 1;
@@ -232,10 +265,15 @@ impl ChunkFetcher {
             range = Some((pack, start, stop));
         }
         let mut run = Vec::with_capacity(members.len());
+        let mut counted: HashSet<ObjectId> = HashSet::new();
         for (i, w) in members {
-            let stored = w.stored_len();
-            self.slots[i] = Slot::Requested(stored);
-            self.held_bytes += stored;
+            let held = if counted.insert(w.id) {
+                w.held_len()
+            } else {
+                0
+            };
+            self.slots[i] = Slot::Requested(held);
+            self.held_bytes += held;
             run.push((self.front + i as u64, w));
         }
         self.requests += 1;
@@ -289,11 +327,18 @@ async fn read_run(
         ));
     }
     let mut out = Vec::with_capacity(run.len());
+    let mut decoded: HashMap<ObjectId, Bytes> = HashMap::new();
     for (seq, w) in run {
+        if let Some(b) = decoded.get(&w.id) {
+            out.push((seq, b.clone()));
+            continue;
+        }
         let (_, loc) = w.at.expect("a pack read holds located chunks");
         let from = (u64::from(loc.offset) - start) as usize;
         let frame = range.slice(from..from + loc.length as usize);
-        out.push((seq, repo.blob_from_frame(&w.id, &pack, frame).await?));
+        let b = repo.blob_from_frame(&w.id, &pack, frame).await?;
+        decoded.insert(w.id, b.clone());
+        out.push((seq, b));
     }
     Ok(out)
 }
