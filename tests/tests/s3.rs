@@ -768,9 +768,11 @@ fn a_restore_reads_packs_in_few_ranged_requests() {
         std::fs::read(one.join("data/d07/f1507.txt")).unwrap(),
         std::fs::read(d.join("data/d07/f1507.txt")).unwrap()
     );
+    // The listing (a few chunks, read by the path check and by the
+    // restore) and the one file: nothing of the 3,000 others.
     let reads = pack_gets.load(Ordering::SeqCst);
     assert!(
-        reads <= 4,
+        reads <= 12,
         "restoring one small file took {reads} pack reads"
     );
 }

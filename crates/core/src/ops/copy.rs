@@ -19,13 +19,11 @@ use futures::{StreamExt, TryStreamExt};
 use crate::error::{Error, Result};
 use crate::kit::progress::Progress;
 use crate::ops::prune::used_chunks;
+use crate::repo::fetch::ChunkFetcher;
 use crate::repo::id::ObjectId;
 use crate::repo::snapshot::SnapshotRef;
 use crate::repo::writer::WriteSession;
 use crate::repo::Repository;
-
-/// Chunks read from the source at once.
-const READS_IN_FLIGHT: usize = 8;
 
 /// What a copy did.
 #[derive(Debug, Default, Clone)]
@@ -74,30 +72,38 @@ pub async fn copy(
             report.snapshots_present += 1;
             continue;
         }
-        let mut missing: Vec<ObjectId> = used_chunks(src, std::slice::from_ref(s))
+        let missing: Vec<ObjectId> = used_chunks(src, std::slice::from_ref(s))
             .await?
             .into_iter()
             .filter(|id| !known.contains(id))
             .collect();
-        missing.sort();
+        // In the order they are stored, so that neighbours are read
+        // together (see `ChunkFetcher`).
+        let mut located = Vec::with_capacity(missing.len());
+        for id in missing {
+            let at = src.locate_indexed(&id).await?;
+            located.push((at.map(|(p, l)| (p.id, l.offset)), id));
+        }
+        located.sort_unstable();
+        let missing: Vec<ObjectId> = located.into_iter().map(|(_, id)| id).collect();
         progress.set_current(format!("snapshot {}", s.id.short()));
-        futures::stream::iter(missing.iter().copied())
-            .map(|id| async move {
-                let (encoded, _) = src.read_encoded(&id).await?;
-                Ok::<_, Error>((id, encoded))
-            })
-            .buffered(READS_IN_FLIGHT)
-            .try_for_each(|(id, encoded)| {
-                let session = session.clone();
-                async move {
-                    progress.add_bytes(encoded.len() as u64);
-                    let kind = crate::repo::format::BlobHeader::decode(&encoded)
-                        .map_err(|d| Error::corrupt(format!("chunk {}", id.short()), d))?
-                        .kind;
-                    session.add_encoded(id, kind, encoded).await
-                }
-            })
-            .await?;
+        let mut fetcher = ChunkFetcher::encoded(src.clone());
+        let (mut asked, mut taken) = (missing.iter(), missing.iter());
+        loop {
+            while !fetcher.is_full() {
+                let Some(id) = asked.next() else { break };
+                fetcher.push(*id).await?;
+            }
+            let Some(encoded) = fetcher.next().await? else {
+                break;
+            };
+            let id = *taken.next().expect("one chunk per id asked for");
+            progress.add_bytes(encoded.len() as u64);
+            let kind = crate::repo::format::BlobHeader::decode(&encoded)
+                .map_err(|d| Error::corrupt(format!("chunk {}", id.short()), d))?
+                .kind;
+            session.add_encoded(id, kind, encoded).await?;
+        }
         session.finish().await?;
         report.chunks_copied += missing.len() as u64;
         known.extend(missing);

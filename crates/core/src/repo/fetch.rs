@@ -93,6 +93,9 @@ pub struct ChunkFetcher {
     held_bytes: u64,
     inflight: VecDeque<InFlight>,
     requests: u64,
+    /// Hand chunks back as stored (header and payload, decrypted), not as
+    /// plaintext.
+    encoded: bool,
 }
 
 impl std::fmt::Debug for ChunkFetcher {
@@ -106,7 +109,7 @@ impl std::fmt::Debug for ChunkFetcher {
 }
 
 impl ChunkFetcher {
-    /// A fetcher reading from `repo`.
+    /// A fetcher reading plaintext from `repo`.
     pub fn new(repo: Arc<Repository>) -> Self {
         ChunkFetcher {
             repo,
@@ -116,7 +119,17 @@ impl ChunkFetcher {
             held_bytes: 0,
             inflight: VecDeque::new(),
             requests: 0,
+            encoded: false,
         }
+    }
+
+    /// A fetcher handing chunks back as stored (blob header and payload,
+    /// decrypted when the repository is encrypted, header checked against
+    /// the id), for copies into a repository that shares the chunk keys.
+    pub(crate) fn encoded(repo: Arc<Repository>) -> Self {
+        let mut f = Self::new(repo);
+        f.encoded = true;
+        f
     }
 
     /// Asks for one more chunk (returned by [`next`](Self::next) after those
@@ -139,8 +152,9 @@ impl ChunkFetcher {
         self.requests
     }
 
-    /// The next chunk's plaintext, in the order asked for; `None` when all
-    /// asked for are taken.
+    /// The next chunk (its plaintext, or as stored for an
+    /// [`encoded`](Self::encoded) fetcher), in the order asked for; `None`
+    /// when all asked for are taken.
     pub async fn next(&mut self) -> Result<Option<Bytes>> {
         loop {
             match self.slots.front() {
@@ -278,12 +292,13 @@ impl ChunkFetcher {
         }
         self.requests += 1;
         let repo = self.repo.clone();
+        let encoded = self.encoded;
         let task = tokio::spawn(async move {
             match range {
-                Some((pack, start, stop)) => read_run(&repo, pack, start, stop, run).await,
+                Some((pack, start, stop)) => read_run(&repo, pack, start, stop, run, encoded).await,
                 None => {
                     let (seq, w) = run[0];
-                    Ok(vec![(seq, repo.read_blob(&w.id).await?)])
+                    Ok(vec![(seq, read_one(&repo, &w.id, encoded).await?)])
                 }
             }
         });
@@ -299,6 +314,14 @@ impl Drop for ChunkFetcher {
     }
 }
 
+/// Reads one chunk on its own (plaintext, or as stored when `encoded`).
+async fn read_one(repo: &Repository, id: &ObjectId, encoded: bool) -> Result<Bytes> {
+    match encoded {
+        true => Ok(repo.read_encoded(id).await?.0),
+        false => repo.read_blob(id).await,
+    }
+}
+
 /// Reads `start..stop` of a pack and decodes the chunks of `run` from it.
 /// If the pack is gone (moved by a prune since the index was read), each
 /// chunk is read on its own, which looks for it elsewhere.
@@ -308,13 +331,14 @@ async fn read_run(
     start: u64,
     stop: u64,
     run: Vec<(u64, Wanted)>,
+    encoded: bool,
 ) -> Result<Vec<(u64, Bytes)>> {
     let range = match repo.read_pack_range(&pack.id, start..stop).await {
         Ok(r) => r,
         Err(Error::NotFound { .. }) => {
             let mut out = Vec::with_capacity(run.len());
             for (seq, w) in &run {
-                out.push((*seq, repo.read_blob(&w.id).await?));
+                out.push((*seq, read_one(repo, &w.id, encoded).await?));
             }
             return Ok(out);
         }
@@ -336,7 +360,10 @@ async fn read_run(
         let (_, loc) = w.at.expect("a pack read holds located chunks");
         let from = (u64::from(loc.offset) - start) as usize;
         let frame = range.slice(from..from + loc.length as usize);
-        let b = repo.blob_from_frame(&w.id, &pack, frame).await?;
+        let b = match encoded {
+            true => repo.encoded_from_frame(&w.id, &pack, frame).await?,
+            false => repo.blob_from_frame(&w.id, &pack, frame).await?,
+        };
         decoded.insert(w.id, b.clone());
         out.push((seq, b));
     }

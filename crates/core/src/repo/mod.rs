@@ -706,6 +706,17 @@ impl Repository {
         self.plaintext(&encoded, what)
     }
 
+    /// Checks one blob's stored frame, read from `pack`, and returns it as
+    /// stored (decrypted; see [`fetch`]).
+    pub(crate) async fn encoded_from_frame(
+        &self,
+        id: &ObjectId,
+        pack: &crate::repo::index::PackInfo,
+        frame: Bytes,
+    ) -> Result<Bytes> {
+        Ok(self.decode_frame(id, pack, Ok(frame)).await?.0)
+    }
+
     fn plaintext(&self, encoded: &[u8], what: String) -> Result<Bytes> {
         let header = BlobHeader::decode(encoded).map_err(|d| Error::corrupt(what.clone(), d))?;
         format::decode_blob(&header, &encoded[BLOB_HEADER_LEN..], &self.key)
