@@ -375,14 +375,10 @@ async fn a_backup_whose_lock_is_lost_stops_cleanly_and_writes_nothing() {
 
 /// Asserts that snapshot `id`'s source `a` holds exactly `expected` and that
 /// `verify --read-data` finds no problem; returns verify's notes.
-async fn holds_and_verifies(repo: Arc<Repository>, id: ObjectId, expected: &[u8]) -> Vec<String> {
-    let (snaps, _) = repo.snapshots().await.unwrap();
-    let s = snaps.iter().find(|s| s.id == id).unwrap();
-    let a = &s.snapshot.sources["a"].artifacts[0];
-    let got: Vec<u8> = repo.read_all(a.chunks.clone()).await.unwrap().concat();
-    assert!(got == expected, "snapshot {} differs", id.short());
+/// `verify --read-data` passes; returns its notes.
+async fn verifies_reading_data(repo: &Arc<Repository>) -> Vec<String> {
     let v = respaldo_core::ops::verify::verify(
-        &repo,
+        repo,
         &respaldo_core::ops::verify::VerifyOptions {
             read_data: true,
             snapshots: None,
@@ -393,6 +389,15 @@ async fn holds_and_verifies(repo: Arc<Repository>, id: ObjectId, expected: &[u8]
     .unwrap();
     assert!(v.is_ok(), "{:?}", v.problems);
     v.notes
+}
+
+async fn holds_and_verifies(repo: Arc<Repository>, id: ObjectId, expected: &[u8]) -> Vec<String> {
+    let (snaps, _) = repo.snapshots().await.unwrap();
+    let s = snaps.iter().find(|s| s.id == id).unwrap();
+    let a = &s.snapshot.sources["a"].artifacts[0];
+    let got: Vec<u8> = repo.read_all(a.chunks.clone()).await.unwrap().concat();
+    assert!(got == expected, "snapshot {} differs", id.short());
+    verifies_reading_data(&repo).await
 }
 
 /// A backup that loaded the index before a prune marked a pack stores a
@@ -844,15 +849,5 @@ async fn a_snapshot_committed_during_prune_is_read_by_its_sweep() {
         assert_eq!(got.len(), 1, "{name}");
         assert!(got[name] == files[name], "{name} differs");
     }
-    let v = respaldo_core::ops::verify::verify(
-        &repo,
-        &respaldo_core::ops::verify::VerifyOptions {
-            read_data: true,
-            snapshots: None,
-        },
-        &Arc::new(Progress::default()),
-    )
-    .await
-    .unwrap();
-    assert!(v.is_ok(), "{:?}", v.problems);
+    verifies_reading_data(&repo).await;
 }

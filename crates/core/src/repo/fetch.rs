@@ -92,7 +92,6 @@ pub struct ChunkFetcher {
     /// [`Wanted::held_len`] of the requested and ready slots.
     held_bytes: u64,
     inflight: VecDeque<InFlight>,
-    requests: u64,
     /// Hand chunks back as stored (header and payload, decrypted), not as
     /// plaintext.
     encoded: bool,
@@ -103,7 +102,6 @@ impl std::fmt::Debug for ChunkFetcher {
         f.debug_struct("ChunkFetcher")
             .field("slots", &self.slots.len())
             .field("inflight", &self.inflight.len())
-            .field("requests", &self.requests)
             .finish_non_exhaustive()
     }
 }
@@ -118,7 +116,6 @@ impl ChunkFetcher {
             scan_from: 0,
             held_bytes: 0,
             inflight: VecDeque::new(),
-            requests: 0,
             encoded: false,
         }
     }
@@ -145,11 +142,6 @@ impl ChunkFetcher {
     /// taken some chunks.
     pub fn is_full(&self) -> bool {
         self.slots.len() >= MAX_SLOTS
-    }
-
-    /// Ranged reads started so far.
-    pub fn requests(&self) -> u64 {
-        self.requests
     }
 
     /// The next chunk (its plaintext, or as stored for an
@@ -290,7 +282,6 @@ impl ChunkFetcher {
             self.held_bytes += held;
             run.push((self.front + i as u64, w));
         }
-        self.requests += 1;
         let repo = self.repo.clone();
         let encoded = self.encoded;
         let task = tokio::spawn(async move {

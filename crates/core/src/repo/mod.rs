@@ -702,7 +702,8 @@ impl Repository {
         pack: &crate::repo::index::PackInfo,
         frame: Bytes,
     ) -> Result<Bytes> {
-        let (encoded, what) = self.decode_frame(id, pack, Ok(frame)).await?;
+        let encoded = self.encoded_from_frame(id, pack, frame).await?;
+        let what = format!("pack {} (chunk {})", pack.id.short(), id.short());
         self.plaintext(&encoded, what)
     }
 
