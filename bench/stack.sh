@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo stack at size: PostgreSQL, Redis, InfluxDB 1.x, two Docker volumes
-# and a files tree in one backup.toml (the layout of tests/tests/drill.rs).
+# and a files tree in one backup.toml (the layout of tests/tests/e2e/drill.rs).
 # Times `respaldo backup`, the full disaster restore (`restore latest
 # --force`, the measured whole-stack RTO) and `test-restore`; checks every
 # source independently after the restore. Targets: RTO <= 300 s on the 2-core
@@ -295,7 +295,7 @@ influx_fp() { # counts, plus the digest of a chunked SELECT * answer
     echo "$(influx_counts) $d"
 }
 # Every entry with type, mode, owner, size, mtime, link target and content
-# hash (tests/tests/common/docker.rs's listing).
+# hash (crates/testing/src/servers/docker_objects.rs's listing).
 vol_fp() {
     # (`docker run -v` would create a missing volume)
     docker volume inspect "$1" >/dev/null 2>&1 || { echo absent; return 0; }

@@ -2,7 +2,7 @@
 //! backup → restore; unchanged files are not re-read; small changes store
 //! little; restores never overwrite without --force.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -4,7 +4,7 @@
 //! of object is detected and named, the repairs, verify-after-backup, locks
 //! that cannot be read, and hosts that share a repository.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! data or the file names; with the identity (or a passphrase) everything
 //! restores identically.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -7,7 +7,7 @@
 //! The 2.x path runs against a protocol fake (`common/influx2_fake.rs`):
 //! no InfluxDB 2.x server can be installed here.
 
-mod common;
+use crate::common;
 use respaldo_testing::servers::influx2_fake;
 use respaldo_testing::servers::influxdb as influxdb_server;
 

@@ -1,7 +1,7 @@
 //! Malformed configurations and bad invocations: one clear message each,
 //! exit code 2, and nothing written.
 
-mod common;
+use crate::common;
 
 use common::*;
 

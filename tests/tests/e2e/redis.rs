@@ -3,7 +3,7 @@
 //! original, over the dump file and over replication; failures are clear and
 //! leave no good snapshot; restores into data refuse without --force.
 
-mod common;
+use crate::common;
 use respaldo_testing::servers::redis as redis_server;
 
 use common::*;

@@ -4,7 +4,7 @@
 //! cron, test-restore on healthy and damaged repositories, environments.
 //! Everything uses the `files` and `command` sources (no server needed).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

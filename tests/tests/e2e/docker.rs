@@ -3,7 +3,7 @@
 //! and hard links; containers stopped for the copy and always started again
 //! (success, repository disk full, SIGTERM), pause; clear failures.
 
-mod common;
+use crate::common;
 use respaldo_testing::servers::docker_objects as dockerh;
 
 use std::process::{Command, Stdio};

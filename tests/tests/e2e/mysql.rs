@@ -3,7 +3,7 @@
 //! leave the last good backup restorable. Every comparison is with an
 //! independent `mariadb-dump` of the original and the restored database.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

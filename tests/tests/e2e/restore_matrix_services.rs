@@ -2,7 +2,7 @@
 //! volumes, cell by cell, against real servers: checked with `DEBUG DIGEST`,
 //! `SELECT *` digests and volume listings.
 
-mod common;
+use crate::common;
 #[allow(dead_code)]
 use respaldo_testing::servers::docker_objects as dockerh;
 #[allow(dead_code)]

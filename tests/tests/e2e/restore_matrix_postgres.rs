@@ -2,7 +2,7 @@
 //! against a real server: every outcome is checked with an independent
 //! `pg_dump` of the original and of the restored database.
 
-mod common;
+use crate::common;
 use respaldo_testing::servers::postgres as pg;
 
 use common::*;

@@ -2,7 +2,7 @@
 //! Every round trip is checked with an independent `pg_dump` of the original
 //! and the restored database.
 
-mod common;
+use crate::common;
 use respaldo_testing::servers::postgres as pg;
 
 use std::os::unix::fs::PermissionsExt;

@@ -4,7 +4,7 @@
 //! is checked by `status` against the last drill; `tag --add keep` keeps a
 //! snapshot from retention until `tag --remove keep`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! `--log-format json`; completions generate for every shell and the man
 //! page renders.
 
-mod common;
+use crate::common;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};

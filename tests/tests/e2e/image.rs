@@ -8,7 +8,7 @@
 //! Every example's compose file and the Kubernetes manifests are checked by
 //! their own tools' parsers.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -2,7 +2,7 @@
 //! sources, cell by cell, checked by file hashes and metadata; and the check
 //! that the matrix in docs/restore.md and the cells the suite runs agree.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! takes safety snapshots of what existed only, starts the containers again
 //! and passes the health checks.
 
-mod common;
+use crate::common;
 #[allow(dead_code)]
 use respaldo_testing::servers::docker_objects as dockerh;
 #[allow(dead_code)]

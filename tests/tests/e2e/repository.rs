@@ -1,7 +1,7 @@
 //! Repository integrity: damage is found and named, kills at random moments
 //! lose nothing, failed sources never look good, the command source.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

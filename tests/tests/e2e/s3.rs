@@ -1,7 +1,7 @@
 //! Repositories in an S3-compatible object store (moto's server mode): the
 //! same backup, verify, restore and prune as on a local directory.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output, Stdio};
 
@@ -513,10 +513,11 @@ fn add_snapshots(endpoint: &str, url: &str, n: usize) {
         .build()
         .unwrap();
     rt.block_on(async {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        use respaldo_core::kit::secret::Secret;
         let options = S3Options {
             endpoint: Some(endpoint.to_string()),
+            access_key_id: Some(Secret::Value("testing".into())),
+            secret_access_key: Some(Secret::Value("testing".into())),
             ..Default::default()
         };
         let sink = ObjectStoreSink::connect(url, &options).await.unwrap();
