@@ -138,12 +138,54 @@ pub enum Command {
         #[arg(long = "source", value_name = "NAME")]
         sources: Vec<String>,
     },
-    /// Write one artifact's plain bytes to stdout.
+    /// Write an artifact's bytes, a tree's file, or a directory as tar.
     Dump {
-        /// Snapshot id, unique prefix, or `latest`.
+        /// Snapshot id, unique prefix, `latest` or `latest~N`.
         snapshot: String,
-        /// SOURCE or SOURCE/ARTIFACT.
+        /// SOURCE, SOURCE/ARTIFACT, or SOURCE:PATH of a file tree.
         what: String,
+        /// Write to this file instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// List a snapshot's sources, a source's contents (tables and their
+    /// rows, keys, points), or a tree's entries at PATH.
+    Ls {
+        /// Snapshot id, unique prefix, `latest` or `latest~N`.
+        snapshot: String,
+        /// SOURCE or SOURCE:PATH.
+        what: Option<String>,
+        /// Everything below PATH, not only what is directly in it.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+    },
+    /// Find paths matching a glob in every snapshot's trees, each version
+    /// once with the snapshots holding it.
+    Find {
+        /// Glob; without a `/` it matches names in any directory.
+        pattern: String,
+        /// Only this source.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Only entries modified after TIME (YYYY-MM-DD or RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        newer: Option<String>,
+        /// Only entries modified before TIME.
+        #[arg(long, value_name = "TIME")]
+        older: Option<String>,
+    },
+    /// What changed between two snapshots, source by source.
+    Diff {
+        /// One snapshot (id, prefix, `latest`, `latest~N`).
+        from: String,
+        /// The other.
+        to: String,
+    },
+    /// Repository size against what it holds; each source's growth.
+    Stats {
+        /// Growth over each source's last N good backups.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        last: usize,
     },
     /// Check the repository; --read-data re-reads and re-hashes all data.
     Verify {

@@ -1,48 +1,13 @@
-//! Human output: sizes, times, tables, and a progress line on terminals.
+//! Human output: a progress line on terminals (sizes, times and tables
+//! come from respaldo-app's `units`, shared with the reports it renders).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Local, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-pub use respaldo_app::units::{duration, size};
+pub use respaldo_app::units::{duration, size, table, time};
 use respaldo_core::kit::progress::Progress;
-
-/// Local time with its zone.
-pub fn time(t: &DateTime<Utc>) -> String {
-    t.with_timezone(&Local)
-        .format("%Y-%m-%d %H:%M:%S %:z")
-        .to_string()
-}
-
-/// Prints rows as aligned columns.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| -> String {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        s.trim_end().to_string()
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    out.push('\n');
-    for r in rows {
-        out.push_str(&line(r.clone()));
-        out.push('\n');
-    }
-    out
-}
 
 /// The terminal as the operations' observer: messages and warnings on
 /// stderr (not with `--quiet`), a progress line when stderr is a terminal.

@@ -14,6 +14,8 @@
 //!   snapshots as the commit point, locks. See `docs/format.md`.
 //! * [`ops`] — the operations on it: backup, restore, verify, retention,
 //!   forget and prune, copy, repair.
+//! * [`inventory`] — what a source held (tables and row counts, keys,
+//!   points), read from its snapshot metadata by its driver.
 //! * [`kit`] — what drivers share: running programs, secrets, durations,
 //!   TLS, health checks, count checks.
 //!
@@ -42,6 +44,7 @@
 
 pub mod artifact;
 pub mod error;
+pub mod inventory;
 pub mod kit;
 pub mod ops;
 pub mod registry;

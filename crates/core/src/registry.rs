@@ -20,6 +20,9 @@ pub struct Driver {
     pub build: Build,
     /// A `[sources.NAME]` table that works, for the docs and a test.
     pub example: &'static str,
+    /// Reads what its snapshots' metadata says a source held (databases,
+    /// tables and their row counts, …) for `ls` and `diff`.
+    pub inventory: crate::inventory::Reader,
 }
 
 /// How a driver builds a source from its configuration table.

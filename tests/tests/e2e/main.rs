@@ -6,6 +6,7 @@
 
 mod common;
 
+mod browse;
 mod config_errors;
 mod daily;
 mod docker;

@@ -4,8 +4,12 @@
 //! print nothing.
 
 pub mod backup;
+pub mod browse;
+pub mod diff;
+pub mod find;
 pub mod maintenance;
 pub mod repository;
 pub mod restore;
+pub mod stats;
 pub mod test_restore;
 pub mod tracked;

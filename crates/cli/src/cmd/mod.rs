@@ -9,6 +9,7 @@ use crate::ctx::Ctx;
 use crate::exit;
 
 mod backup;
+mod browse;
 mod maintenance;
 mod repair;
 mod repository;
@@ -65,7 +66,11 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Show { snapshot } => snapshots::show(&ctx, snapshot).await,
         Command::Restore { .. } => restore::command(&ctx, &cli.command).await,
         Command::TestRestore { sources } => test_restore::command(&ctx, sources).await,
-        Command::Dump { snapshot, what } => snapshots::dump(&ctx, snapshot, what).await,
+        Command::Dump { .. }
+        | Command::Ls { .. }
+        | Command::Find { .. }
+        | Command::Diff { .. }
+        | Command::Stats { .. } => browse::command(&ctx, &cli.command).await,
         Command::Verify {
             snapshot,
             read_data,

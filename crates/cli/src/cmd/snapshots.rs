@@ -1,13 +1,11 @@
-//! `snapshots`, `show` and `dump`: what the repository holds.
+//! `snapshots` and `show`: what the repository holds.
 
-use anyhow::{Context, Result};
-use respaldo_app::ops::repository;
-use respaldo_core::repo::extract;
+use anyhow::Result;
 use respaldo_core::repo::snapshot::SnapshotRef;
 use serde_json::json;
 
 use crate::ctx::Ctx;
-use crate::{exit, output};
+use crate::output;
 
 /// `snapshots [--source N] [--tag T]`.
 pub async fn list(ctx: &Ctx<'_>, source: Option<&str>, tag: Option<&str>) -> Result<u8> {
@@ -131,24 +129,4 @@ pub async fn show(ctx: &Ctx<'_>, spec: &str) -> Result<u8> {
         }
     }
     Ok(0)
-}
-
-/// `dump SNAPSHOT SOURCE[/ARTIFACT]`: the artifact's bytes on stdout.
-pub async fn dump(ctx: &Ctx<'_>, spec: &str, what: &str) -> Result<u8> {
-    use tokio::io::AsyncWriteExt;
-    let (repo, a) = repository::stream_artifact(ctx, spec, what).await?;
-    let mut reader = extract::stream_reader(&repo, &a);
-    let mut out = tokio::io::stdout();
-    let copied = match tokio::io::copy(&mut reader, &mut out).await {
-        Ok(_) => out.flush().await,
-        Err(e) => Err(e),
-    };
-    match copied {
-        // `dump … | head`: the reader has what it wanted.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
-        r => {
-            r.context("writing to stdout")?;
-            Ok(exit::OK)
-        }
-    }
 }

@@ -1,5 +1,6 @@
 //! The operations on a repository: [`backup`] (every source into one
-//! snapshot), [`verify`], [`retention`] (which snapshots a policy keeps),
+//! snapshot), [`browse`] (tree listings and differences without restoring),
+//! [`verify`], [`retention`] (which snapshots a policy keeps),
 //! [`maintenance`] (forget), [`prune`] (beside running backups), [`copy`]
 //! between repositories and
 //! [`repair`]. Each is a function over an open
@@ -7,6 +8,7 @@
 //! the locks.
 
 pub mod backup;
+pub mod browse;
 pub mod copy;
 pub mod maintenance;
 pub mod prune;

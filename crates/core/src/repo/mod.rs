@@ -16,6 +16,7 @@ pub mod index;
 pub mod lock;
 pub mod marks;
 pub mod snapshot;
+pub mod tar_stream;
 pub mod tree;
 pub mod writer;
 

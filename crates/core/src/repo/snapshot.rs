@@ -256,9 +256,17 @@ pub enum LookupError {
         /// Whether other hosts hold usable snapshots.
         other_hosts: bool,
     },
-    /// The reference is neither `latest` nor hexadecimal.
-    #[error("`{0}` is not a snapshot id, id prefix or `latest`")]
+    /// The reference is neither `latest`, `latest~N` nor hexadecimal.
+    #[error("`{0}` is not a snapshot id, id prefix, `latest` or `latest~N`")]
     NotAnId(String),
+    /// `latest~N` with fewer than N + 1 usable snapshots.
+    #[error("`{spec}` goes back further than the {count} usable snapshots")]
+    TooFarBack {
+        /// The reference.
+        spec: String,
+        /// How many usable snapshots there are.
+        count: usize,
+    },
     /// No snapshot id starts with the prefix.
     #[error("no snapshot matches `{0}`")]
     NoMatch(String),
@@ -282,12 +290,30 @@ fn find<'a>(
         Some(name) => s.good(name).is_some(),
         None => s.snapshot.sources.values().any(|e| e.is_ok()),
     };
-    if spec == "latest" {
-        return snapshots
+    let back = match spec.strip_prefix("latest") {
+        Some("") => Some(0),
+        Some(n) => match n.strip_prefix('~').and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => Some(n),
+            None => return Err(LookupError::NotAnId(spec.to_string())),
+        },
+        None => None,
+    };
+    if let Some(back) = back {
+        let mut candidates: Vec<&SnapshotRef> = snapshots
             .iter()
             .filter(usable)
             .filter(|s| s.is_regular() && hosts.matches(&s.snapshot.host))
-            .max_by_key(|s| (s.snapshot.time, s.id))
+            .collect();
+        candidates.sort_by_key(|s| std::cmp::Reverse((s.snapshot.time, s.id)));
+        if !candidates.is_empty() && back >= candidates.len() {
+            return Err(LookupError::TooFarBack {
+                spec: spec.to_string(),
+                count: candidates.len(),
+            });
+        }
+        return candidates
+            .first()
+            .map(|_| candidates[back])
             .ok_or_else(|| LookupError::NoLatest {
                 source_name: source.map(str::to_string),
                 hosts: hosts.to_string(),

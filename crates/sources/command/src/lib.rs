@@ -264,6 +264,7 @@ pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Dri
     kind: "command",
     build: |value, cx| respaldo_core::registry::build_with(value, |c| CommandSource::new(c, cx.base)),
     example: "type = \"command\"\ncommand = [\"sh\", \"-c\", \"sqlite3 app.db .dump\"]\nrestore_command = [\"sqlite3\", \"app.db\"]\ncheck_empty = [\"sh\", \"-c\", \"test ! -s app.db\"]\n",
+    inventory: respaldo_core::inventory::nothing,
 };
 
 #[async_trait]

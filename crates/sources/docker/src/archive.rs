@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use respaldo_core::artifact::Artifact;
-use respaldo_core::repo::extract::{TreeContent, TreeItem};
+use respaldo_core::repo::tar_stream::{count_entry, write_tar, RootHeader, TarLayout, TarStats};
 use respaldo_core::repo::tree::{EntryKind, RawPath, TreeEntry, TreeWriter};
 use respaldo_core::repo::Repository;
 use respaldo_core::source::BackupContext;
@@ -41,17 +41,6 @@ pub(crate) struct RootMeta {
 
 /// Counts per entry type.
 pub(crate) type Counts = BTreeMap<String, u64>;
-
-fn count(counts: &mut Counts, kind: EntryKind, hardlink: bool) {
-    let k = match kind {
-        EntryKind::File if hardlink => "hardlinks",
-        EntryKind::File => "files",
-        EntryKind::Dir => "dirs",
-        EntryKind::Symlink => "symlinks",
-        _ => "special",
-    };
-    *counts.entry(k.to_string()).or_default() += 1;
-}
 
 enum Msg {
     Root(RootMeta),
@@ -92,37 +81,6 @@ fn pax_xattrs(e: &mut tar::Entry<'_, impl Read>) -> Vec<respaldo_core::kit::xatt
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
-}
-
-/// A PAX extended header carrying `xattrs` for the entry that follows.
-async fn write_pax_xattrs<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    xattrs: &[respaldo_core::kit::xattr::Xattr],
-) -> std::io::Result<()> {
-    if xattrs.is_empty() {
-        return Ok(());
-    }
-    let mut body = Vec::new();
-    for x in xattrs {
-        let rest_len = format!(" SCHILY.xattr.{}=", x.name).len() + x.value.len() + 1;
-        // The record's length counts its own digits.
-        let mut len = rest_len + 1;
-        while len.to_string().len() + rest_len > len {
-            len += 1;
-        }
-        body.extend_from_slice(format!("{len} SCHILY.xattr.{}=", x.name).as_bytes());
-        body.extend_from_slice(&x.value);
-        body.push(b'\n');
-    }
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::XHeader);
-    h.set_mode(0o644);
-    h.set_size(body.len() as u64);
-    h.set_path("././@PaxHeader")
-        .map_err(std::io::Error::other)?;
-    h.set_cksum();
-    w.write_all(h.as_bytes()).await?;
-    write_padded(w, &body).await
 }
 
 /// Converts one tar header into a tree entry (content not set).
@@ -262,11 +220,11 @@ where
             match msg {
                 Msg::Root(r) => stats.root = r,
                 Msg::Entry(e) => {
-                    count(&mut stats.counts, e.kind, e.hardlink.is_some());
+                    count_entry(&mut stats.counts, e.kind, e.hardlink.is_some());
                     tree.add(e).await?;
                 }
                 Msg::FileStart(e) => {
-                    count(&mut stats.counts, e.kind, false);
+                    count_entry(&mut stats.counts, e.kind, false);
                     ctx.progress().set_current(e.path.display());
                     let mut fw = tree.begin_file(e);
                     let mut ended = false;
@@ -334,7 +292,7 @@ where
                 continue;
             }
             let entry = entry_of(path, &mut e)?;
-            count(&mut counts, entry.kind, entry.hardlink.is_some());
+            count_entry(&mut counts, entry.kind, entry.hardlink.is_some());
             if entry.kind == EntryKind::File && entry.hardlink.is_none() {
                 let mut h = Sha256::new();
                 let mut buf = vec![0u8; 64 * 1024];
@@ -376,68 +334,6 @@ where
     .map_err(|e| DockerError::Archive(format!("archive reader: {e}")))?
 }
 
-fn name_field(header: &mut tar::Header, name: &[u8]) {
-    let gnu = header.as_gnu_mut().expect("GNU header");
-    let n = name.len().min(gnu.name.len());
-    gnu.name = [0; 100];
-    gnu.name[..n].copy_from_slice(&name[..n]);
-}
-
-async fn write_padded<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
-    w.write_all(data).await?;
-    let pad = (512 - data.len() % 512) % 512;
-    w.write_all(&[0u8; 512][..pad]).await
-}
-
-/// Writes one header, preceded by GNU long-name / long-link records when the
-/// name or link target does not fit.
-async fn write_header<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    mut header: tar::Header,
-    name: &[u8],
-    link: Option<&[u8]>,
-) -> std::io::Result<()> {
-    for (bytes, kind) in [(Some(name), b'L'), (link, b'K')] {
-        let Some(bytes) = bytes else { continue };
-        if bytes.len() < 100 {
-            continue;
-        }
-        let mut long = tar::Header::new_gnu();
-        name_field(&mut long, b"././@LongLink");
-        long.set_entry_type(tar::EntryType::new(kind));
-        long.set_mode(0o644);
-        long.set_size(bytes.len() as u64 + 1);
-        long.set_cksum();
-        w.write_all(long.as_bytes()).await?;
-        let mut data = bytes.to_vec();
-        data.push(0);
-        write_padded(w, &data).await?;
-    }
-    name_field(&mut header, name);
-    if let Some(l) = link {
-        let gnu = header.as_gnu_mut().expect("GNU header");
-        let n = l.len().min(gnu.linkname.len());
-        gnu.linkname = [0; 100];
-        gnu.linkname[..n].copy_from_slice(&l[..n]);
-    }
-    header.set_cksum();
-    w.write_all(header.as_bytes()).await
-}
-
-fn prefixed(p: &RawPath) -> Vec<u8> {
-    let mut v = MOUNT.as_bytes().to_vec();
-    v.push(b'/');
-    v.extend_from_slice(&p.0);
-    v
-}
-
-/// What a restore stream held.
-#[derive(Debug, Default)]
-pub(crate) struct WriteStats {
-    pub counts: Counts,
-    pub bytes: u64,
-}
-
 /// Writes the tar stream of a tree artifact (entries under `volume/`, the
 /// root's own metadata first) into `w`; with `paths`, only those paths and
 /// what is below them.
@@ -446,118 +342,18 @@ pub(crate) async fn write_tree<W: AsyncWrite + Unpin>(
     artifact: &Artifact,
     root: RootMeta,
     paths: &[RawPath],
-    mut w: W,
-) -> Result<WriteStats, DockerError> {
-    let io = |e: std::io::Error| DockerError::Archive(format!("sending the archive: {e}"));
-    let mut stats = WriteStats::default();
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Directory);
-    h.set_mode(root.mode);
-    h.set_uid(root.uid.into());
-    h.set_gid(root.gid.into());
-    h.set_mtime(root.mtime.max(0) as u64);
-    h.set_size(0);
-    write_header(&mut w, h, format!("{MOUNT}/").as_bytes(), None)
-        .await
-        .map_err(io)?;
-    // The file whose content is being written: its path, size and the
-    // bytes written so far.
-    let mut open: Option<(RawPath, u64, u64)> = None;
-    let mut content = TreeContent::new(repo.clone(), artifact, paths)?;
-    while let Some(item) = content.next().await? {
-        let e = match item {
-            TreeItem::Data(data) => {
-                let Some((_, _, written)) = open.as_mut() else {
-                    return Err(DockerError::Archive(
-                        "the backup's listing holds content outside a file".into(),
-                    ));
-                };
-                *written += data.len() as u64;
-                w.write_all(&data).await.map_err(io)?;
-                continue;
-            }
-            TreeItem::Entry(e) => e,
-        };
-        end_file(&mut w, open.take(), &mut stats).await?;
-        if !e.path.is_safe() {
-            return Err(DockerError::Archive(format!(
-                "unsafe path in the backup: {}",
-                e.path.display()
-            )));
-        }
-        count(&mut stats.counts, e.kind, e.hardlink.is_some());
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(e.mode);
-        h.set_uid(e.uid.into());
-        h.set_gid(e.gid.into());
-        h.set_mtime(e.mtime_ns.max(0) as u64 / 1_000_000_000);
-        h.set_size(0);
-        let mut name = prefixed(&e.path);
-        let mut link = None;
-        use tar::EntryType as T;
-        match e.kind {
-            EntryKind::File if e.hardlink.is_some() => {
-                h.set_entry_type(T::Link);
-                link = e.hardlink.as_ref().map(prefixed);
-            }
-            EntryKind::File => {
-                h.set_entry_type(T::Regular);
-                h.set_size(e.size);
-            }
-            EntryKind::Dir => {
-                h.set_entry_type(T::Directory);
-                name.push(b'/');
-            }
-            EntryKind::Symlink => {
-                h.set_entry_type(T::Symlink);
-                link = e.target.as_ref().map(|t| t.0.clone());
-            }
-            EntryKind::Fifo => h.set_entry_type(T::Fifo),
-            EntryKind::Char | EntryKind::Block => {
-                h.set_entry_type(if e.kind == EntryKind::Char {
-                    T::Char
-                } else {
-                    T::Block
-                });
-                let rdev = e.rdev.unwrap_or(0);
-                h.set_device_major(libc::major(rdev)).map_err(io)?;
-                h.set_device_minor(libc::minor(rdev)).map_err(io)?;
-            }
-        }
-        write_pax_xattrs(&mut w, &e.xattrs).await.map_err(io)?;
-        write_header(&mut w, h, &name, link.as_deref())
-            .await
-            .map_err(io)?;
-        if e.kind == EntryKind::File && e.hardlink.is_none() {
-            open = Some((e.path.clone(), e.size, 0));
-        }
-    }
-    end_file(&mut w, open.take(), &mut stats).await?;
-    w.write_all(&[0u8; 1024]).await.map_err(io)?;
-    w.shutdown().await.map_err(io)?;
-    Ok(stats)
-}
-
-/// Ends the content of a file entry of the tar stream: checks its length
-/// against the listing and pads it to a whole block.
-async fn end_file<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    open: Option<(RawPath, u64, u64)>,
-    stats: &mut WriteStats,
-) -> Result<(), DockerError> {
-    let Some((path, size, written)) = open else {
-        return Ok(());
+    w: W,
+) -> Result<TarStats, DockerError> {
+    let layout = TarLayout {
+        prefix: Some(MOUNT.to_string()),
+        root: Some(RootHeader {
+            mode: root.mode,
+            uid: root.uid,
+            gid: root.gid,
+            mtime: root.mtime,
+        }),
     };
-    if written != size {
-        return Err(DockerError::Archive(format!(
-            "{}: backup holds {written} bytes, listing says {size}",
-            path.display()
-        )));
-    }
-    let pad = ((512 - written % 512) % 512) as usize;
-    w.write_all(&[0u8; 512][..pad])
+    write_tar(repo, artifact, paths, &layout, w)
         .await
-        .map_err(|e| DockerError::Archive(format!("sending the archive: {e}")))?;
-    stats.bytes += written;
-    Ok(())
+        .map_err(|e| DockerError::Archive(format!("sending the archive: {e}")))
 }

@@ -72,6 +72,7 @@ pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Dri
     build: |value, _| respaldo_core::registry::build_with(value, DockerSource::new),
     example:
         "type = \"docker\"\nvolumes = [\"grafana-data\", \"loki-data\"]\nstop_containers = true\n",
+    inventory: respaldo_core::inventory::nothing,
 };
 
 #[cfg(test)]

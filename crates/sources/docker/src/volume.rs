@@ -170,7 +170,7 @@ pub(crate) async fn upload_tree(
     artifact: &respaldo_core::artifact::Artifact,
     root: RootMeta,
     paths: &[respaldo_core::repo::tree::RawPath],
-) -> Result<archive::WriteStats, DockerError> {
+) -> Result<respaldo_core::repo::tar_stream::TarStats, DockerError> {
     let (w, r) = tokio::io::duplex(256 * 1024);
     let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(r));
     let opts = UploadToContainerOptions {

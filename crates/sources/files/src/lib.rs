@@ -356,6 +356,7 @@ pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Dri
         })
     },
     example: "type = \"files\"\npaths = [\"models\", \"config\"]\nexclude = [\"**/__pycache__\", \"*.pyc\"]\n",
+    inventory: respaldo_core::inventory::nothing,
 };
 
 #[async_trait]

@@ -95,6 +95,7 @@ pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Dri
         respaldo_core::registry::build_with(value, |c| InfluxSource::new(c, cx.base))
     },
     example: "type = \"influxdb\"\nurl = \"http://localhost:8086\"\ndatabases = [\"energy\"]\n",
+    inventory: meta::inventory,
 };
 
 #[cfg(test)]

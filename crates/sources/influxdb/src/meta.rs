@@ -52,3 +52,30 @@ pub struct DatabaseMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_ns: Option<i64>,
 }
+
+/// What a snapshot's metadata says the server held: each database (1.x,
+/// measurements as `retention_policy.measurement`) or bucket (2.x) with its
+/// measurements and their points.
+pub(crate) fn inventory(m: &respaldo_core::inventory::Metadata) -> Vec<respaldo_core::inventory::Item> {
+    use respaldo_core::inventory::{field, nested_counts};
+    #[derive(Deserialize)]
+    struct V1 {
+        #[serde(default)]
+        points: Counts,
+    }
+    #[derive(Deserialize)]
+    struct V2 {
+        #[serde(default)]
+        points: BTreeMap<String, u64>,
+    }
+    let counts: BTreeMap<String, BTreeMap<String, u64>> =
+        match field::<BTreeMap<String, V2>>(m, "buckets") {
+            Some(buckets) => buckets.into_iter().map(|(b, v)| (b, v.points)).collect(),
+            None => field::<BTreeMap<String, V1>>(m, "databases")
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(db, v)| (db, crate::source::flatten(&v.points)))
+                .collect(),
+        };
+    nested_counts(&counts, "measurements", "points")
+}

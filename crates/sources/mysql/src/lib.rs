@@ -62,4 +62,5 @@ pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Dri
     kind: "mysql",
     build: |value, cx| respaldo_core::registry::build_with(value, |c| MysqlSource::new(c, cx.base)),
     example: "type = \"mysql\"\nurl = \"mysql://backup@localhost:3306/shop\"\npassword = { env = \"MYSQL_PASSWORD\" }\n",
+    inventory: respaldo_core::inventory::database_rows,
 };

@@ -67,4 +67,5 @@ pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Dri
     kind: "postgres",
     build: |value, cx| respaldo_core::registry::build_with(value, |c| PostgresSource::new(c, cx.base)),
     example: "type = \"postgres\"\nurl = \"postgres://backup@localhost:5432/shop\"\npassword = { env = \"PGPASSWORD\" }\n",
+    inventory: record::inventory,
 };

@@ -72,3 +72,16 @@ pub struct Dependents {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sequences: Vec<String>,
 }
+
+/// What a snapshot's metadata says the source held: each database with its
+/// tables and their rows (a `csv` mode backup: its one database's tables).
+pub(crate) fn inventory(m: &respaldo_core::inventory::Metadata) -> Vec<respaldo_core::inventory::Item> {
+    use respaldo_core::inventory::{database_rows, field, nested_counts};
+    match field::<BTreeMap<String, u64>>(m, "tables") {
+        Some(tables) => {
+            let db = field::<String>(m, "database").unwrap_or_default();
+            nested_counts(&BTreeMap::from([(db, tables)]), "tables", "rows")
+        }
+        None => database_rows(m),
+    }
+}

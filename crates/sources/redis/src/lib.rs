@@ -80,6 +80,7 @@ pub const DRIVER: respaldo_core::registry::Driver = respaldo_core::registry::Dri
     kind: "redis",
     build: |value, cx| respaldo_core::registry::build_with(value, |c| RedisSource::new(c, cx.base)),
     example: "type = \"redis\"\nurl = \"redis://localhost:6379\"\n",
+    inventory: source::inventory,
 };
 
 #[cfg(test)]

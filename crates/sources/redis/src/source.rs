@@ -338,3 +338,18 @@ impl Source for RedisSource {
         Ok(self.drill(ctx).await?)
     }
 }
+
+/// What a snapshot's metadata says the server held: each database
+/// (`db0`, `db1`, …) with its keys.
+pub(crate) fn inventory(m: &respaldo_core::inventory::Metadata) -> Vec<respaldo_core::inventory::Item> {
+    use respaldo_core::inventory::{field, Item};
+    let keys: BTreeMap<String, u64> = field(m, "keys").unwrap_or_default();
+    let mut dbs: Vec<(u64, u64)> = keys
+        .into_iter()
+        .filter_map(|(db, n)| Some((db.trim_start_matches("db").parse().ok()?, n)))
+        .collect();
+    dbs.sort_unstable();
+    dbs.into_iter()
+        .map(|(db, n)| Item::new(vec![format!("db{db}")], n, "keys"))
+        .collect()
+}

@@ -1,0 +1,97 @@
+//! `ls`, `find`, `diff`, `stats` and `dump`: looking inside snapshots.
+
+use anyhow::{Context, Result};
+use respaldo_app::ops::browse;
+use respaldo_app::ops::{diff, find, stats};
+use serde::Serialize;
+use serde_json::json;
+use tokio::io::AsyncWrite;
+
+use crate::args::Command;
+use crate::ctx::Ctx;
+use crate::exit;
+
+/// Prints a report as JSON or as its text.
+fn render(ctx: &Ctx<'_>, report: &(impl Serialize + std::fmt::Display)) -> Result<u8> {
+    match ctx.json() {
+        true => println!("{}", serde_json::to_value(report)?),
+        false => print!("{report}"),
+    }
+    Ok(exit::OK)
+}
+
+/// Runs one of the browsing commands.
+pub async fn command(ctx: &Ctx<'_>, cmd: &Command) -> Result<u8> {
+    match cmd {
+        Command::Ls {
+            snapshot,
+            what,
+            recursive,
+        } => ls(ctx, snapshot, what.as_deref(), *recursive).await,
+        Command::Find {
+            pattern,
+            source,
+            newer,
+            older,
+        } => {
+            let time = |t: &Option<String>| t.as_deref().map(find::parse_time).transpose();
+            let req = find::FindRequest {
+                pattern: pattern.clone(),
+                source: source.clone(),
+                newer: time(newer)?,
+                older: time(older)?,
+            };
+            let found = find::find(ctx, &req).await?;
+            match ctx.json() {
+                true => println!("{}", serde_json::to_value(&found)?),
+                false => print!("{}", find::text(&found)),
+            }
+            Ok(exit::OK)
+        }
+        Command::Diff { from, to } => render(ctx, &diff::diff(ctx, from, to).await?),
+        Command::Stats { last } => render(ctx, &stats::stats(ctx, *last).await?),
+        Command::Dump {
+            snapshot,
+            what,
+            output,
+        } => {
+            let (repo, dump) = browse::dump(ctx, snapshot, what).await?;
+            let out: Box<dyn AsyncWrite + Unpin + Send> = match output {
+                Some(p) => Box::new(
+                    tokio::fs::File::create(p)
+                        .await
+                        .with_context(|| format!("creating {}", p.display()))?,
+                ),
+                None => Box::new(tokio::io::stdout()),
+            };
+            match browse::write_dump(&repo, dump, out).await {
+                // `dump … | head`: the reader has what it wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+                r => r.map(|_| exit::OK).context("writing the dump"),
+            }
+        }
+        _ => unreachable!("not a browsing command"),
+    }
+}
+
+/// `ls`: tree entries as they are read, then the listing's own text.
+async fn ls(ctx: &Ctx<'_>, spec: &str, what: Option<&str>, recursive: bool) -> Result<u8> {
+    let (json, mut entries) = (ctx.json(), Vec::new());
+    let listing = browse::ls(ctx, spec, what, recursive, |_, e| match json {
+        true => entries.push(json!({
+            "path": e.path.display(), "type": e.kind, "mode": e.mode & 0o7777,
+            "uid": e.uid, "gid": e.gid, "size": e.size, "mtime_ns": e.mtime_ns,
+            "target": e.target.as_ref().map(|t| t.display()),
+        })),
+        false => println!("{}", browse::entry_line(&e)),
+    })
+    .await?;
+    if json {
+        let mut v = serde_json::to_value(&listing)?;
+        v["entries"] = json!(entries);
+        println!("{v}");
+    } else {
+        print!("{listing}");
+    }
+    Ok(exit::OK)
+}
