@@ -57,7 +57,11 @@ pub fn nested_counts(
 ) -> Vec<Item> {
     let mut out = Vec::new();
     for (outer, inner) in map {
-        out.push(Item::new(vec![outer.clone()], inner.len() as u64, outer_unit));
+        out.push(Item::new(
+            vec![outer.clone()],
+            inner.len() as u64,
+            outer_unit,
+        ));
         for (name, n) in inner {
             out.push(Item::new(vec![outer.clone(), name.clone()], *n, unit));
         }

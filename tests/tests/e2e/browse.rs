@@ -63,7 +63,13 @@ fn stack() -> Stack {
     let flux = Influx::start(None);
     flux.query("CREATE DATABASE energy");
     let lines: String = (0..30i64)
-        .map(|i| format!("power,meter=m{} kw={i} {}\n", i % 3, 1_600_000_000_000_000_000 + i * 1_000_000_000))
+        .map(|i| {
+            format!(
+                "power,meter=m{} kw={i} {}\n",
+                i % 3,
+                1_600_000_000_000_000_000 + i * 1_000_000_000
+            )
+        })
         .collect();
     flux.write("energy", "autogen", lines.as_bytes());
     let config = format!(
@@ -83,7 +89,14 @@ fn stack() -> Stack {
     std::fs::write(app.join("models/a.pkl"), random_bytes(1, 3000)).unwrap();
     std::fs::write(app.join("models/b.pkl"), random_bytes(2, 700)).unwrap();
     std::os::unix::fs::symlink("models/a.pkl", app.join("current")).unwrap();
-    for (path, t) in [("docker-compose.yml", 0), ("models/a.pkl", 60), ("models/b.pkl", 120), ("current", 180), ("models", 240), ("", 300)] {
+    for (path, t) in [
+        ("docker-compose.yml", 0),
+        ("models/a.pkl", 60),
+        ("models/b.pkl", 120),
+        ("current", 180),
+        ("models", 240),
+        ("", 300),
+    ] {
         touch(&app.join(path), T0 + t);
     }
     ok(&p, &["init"]);
@@ -98,17 +111,34 @@ fn owner() -> String {
 
 #[test]
 fn ls_find_diff_dump_and_stats_show_what_snapshots_hold() {
-    let Stack { pg, redis, flux, p, .. } = stack();
+    let Stack {
+        pg, redis, flux, p, ..
+    } = stack();
     ok(&p, &["backup"]);
-    let first = p.json(&["snapshots"])[0]["id"].as_str().unwrap().to_string();
+    let first = p.json(&["snapshots"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // ls SNAPSHOT: every source in a line.
     let ls = ok(&p, &["ls", "latest"]);
     let lines: Vec<&str> = ls.lines().collect();
-    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["SOURCE", "TYPE", "STATUS", "SIZE", "CONTENTS"], "{ls}");
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["SOURCE", "TYPE", "STATUS", "SIZE", "CONTENTS"],
+        "{ls}"
+    );
     let contents = |name: &str| -> String {
-        let l = lines.iter().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {ls}"));
-        l.split("  ").filter(|c| !c.is_empty()).last().unwrap().trim().to_string()
+        let l = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name}: {ls}"));
+        l.split("  ")
+            .filter(|c| !c.is_empty())
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
     };
     assert_eq!(contents("app"), "3 files", "{ls}");
     assert_eq!(contents("db"), "2 tables, 120 rows", "{ls}");
@@ -118,11 +148,14 @@ fn ls_find_diff_dump_and_stats_show_what_snapshots_hold() {
     // ls of a tree: a long listing, exact.
     let o = owner();
     let expected = format!(
-        "-rw-r--r-- {o:>11}         13 2025-12-01 12:00:00 +00:00 docker-compose.yml\n\
-         drwxr-xr-x {o:>11}          0 2025-12-01 12:04:00 +00:00 models\n\
-         lrwxrwxrwx {o:>11}         12 2025-12-01 12:03:00 +00:00 current -> models/a.pkl\n"
+        "-rw-r--r-- {o:>11}         13 2025-12-01 12:00:00 +00:00 app/docker-compose.yml\n\
+         drwxr-xr-x {o:>11}          0 2025-12-01 12:04:00 +00:00 app/models\n\
+         lrwxrwxrwx {o:>11}          0 2025-12-01 12:03:00 +00:00 app/current -> models/a.pkl\n"
     );
-    let mut got: Vec<String> = ok(&p, &["ls", "latest", "app:app"]).lines().map(str::to_string).collect();
+    let mut got: Vec<String> = ok(&p, &["ls", "latest", "app:app"])
+        .lines()
+        .map(str::to_string)
+        .collect();
     let mut want: Vec<String> = expected.lines().map(str::to_string).collect();
     got.sort();
     want.sort();
@@ -144,30 +177,84 @@ fn ls_find_diff_dump_and_stats_show_what_snapshots_hold() {
     );
     assert!(db.starts_with("ARTIFACT"), "{db}");
     let cache = ok(&p, &["ls", "latest", "cache"]);
-    assert!(cache.ends_with("HOLDS  COUNT\ndb0    5 keys\ndb2    1 keys\n"), "{cache}");
+    assert!(
+        cache.ends_with("HOLDS  COUNT\ndb0    5 keys\ndb2    1 keys\n"),
+        "{cache}"
+    );
     let metrics = ok(&p, &["ls", "latest", "metrics:energy"]);
     assert!(metrics.ends_with("HOLDS                 COUNT\nenergy                1 measurements\nenergy/autogen.power  30 points\n"), "{metrics}");
     let j = p.json(&["ls", "latest", "app:app/models"]);
     assert_eq!(j["entries"].as_array().unwrap().len(), 2, "{j}");
     assert_eq!(j["entries"][0]["size"], 3000, "{j}");
     let bad = run(&p, &["ls", "latest", "app:app/nope"]);
-    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("app/nope"), "{}", stderr(&bad));
 
     // dump: one file's bytes, a directory as tar with its metadata.
     let out = p.path().join("a.out");
-    ok(&p, &["dump", "latest", "app:app/models/a.pkl", "-o", out.to_str().unwrap()]);
-    assert_eq!(sha256_file(&out), sha256_file(&p.path().join("app/models/a.pkl")));
+    ok(
+        &p,
+        &[
+            "dump",
+            "latest",
+            "app:app/models/a.pkl",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        sha256_file(&out),
+        sha256_file(&p.path().join("app/models/a.pkl"))
+    );
     let tar = p.path().join("models.tar");
-    ok(&p, &["dump", "latest", "app:app/models", "--output", tar.to_str().unwrap()]);
-    let listing = Command::new("tar").args(["-tvf", tar.to_str().unwrap(), "--utc", "--numeric-owner"]).output().unwrap();
+    ok(
+        &p,
+        &[
+            "dump",
+            "latest",
+            "app:app/models",
+            "--output",
+            tar.to_str().unwrap(),
+        ],
+    );
+    let listing = Command::new("tar")
+        .args(["-tvf", tar.to_str().unwrap(), "--utc", "--numeric-owner"])
+        .output()
+        .unwrap();
     let listing = String::from_utf8(listing.stdout).unwrap();
-    let names: Vec<&str> = listing.lines().map(|l| l.split_whitespace().last().unwrap()).collect();
-    assert_eq!(names, ["app/models/", "app/models/a.pkl", "app/models/b.pkl"], "{listing}");
-    assert!(listing.contains("2025-12-01 12:01 app/models/a.pkl"), "{listing}");
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.split_whitespace().last().unwrap())
+        .collect();
+    // The directory comes with its parents (their metadata kept), as
+    // `restore --path` does.
+    assert_eq!(
+        names,
+        [
+            "app/",
+            "app/models/",
+            "app/models/a.pkl",
+            "app/models/b.pkl"
+        ],
+        "{listing}"
+    );
+    assert!(
+        listing.contains("2025-12-01 12:01 app/models/a.pkl"),
+        "{listing}"
+    );
     let x = tempfile::tempdir().unwrap();
-    assert!(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(x.path()).status().unwrap().success());
-    assert_eq!(sha256_file(&x.path().join("app/models/b.pkl")), sha256_file(&p.path().join("app/models/b.pkl")));
+    assert!(Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(x.path())
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(
+        sha256_file(&x.path().join("app/models/b.pkl")),
+        sha256_file(&p.path().join("app/models/b.pkl"))
+    );
 
     // A second backup after changes everywhere.
     let app = p.path().join("app");
@@ -175,15 +262,31 @@ fn ls_find_diff_dump_and_stats_show_what_snapshots_hold() {
     touch(&app.join("models/b.pkl"), T0 + 120);
     std::fs::remove_file(app.join("docker-compose.yml")).unwrap();
     std::fs::write(app.join("new.txt"), "new\n").unwrap();
-    std::fs::set_permissions(app.join("models/a.pkl"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    pg.psql("shop", "INSERT INTO orders SELECT g, 1 FROM generate_series(101, 110) g");
+    touch(&app, T0 + 300);
+    std::fs::set_permissions(
+        app.join("models/a.pkl"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    pg.psql(
+        "shop",
+        "INSERT INTO orders SELECT g, 1 FROM generate_series(101, 110) g",
+    );
     redis.cli(&["DEL", "k0", "k1"]);
-    flux.write("energy", "autogen", b"power,meter=m9 kw=1 1600000100000000000\n");
+    flux.write(
+        "energy",
+        "autogen",
+        b"power,meter=m9 kw=1 1600000100000000000\n",
+    );
     ok(&p, &["backup"]);
 
     let diff = ok(&p, &["diff", "latest~1", "latest"]);
     let body: Vec<&str> = diff.lines().skip(1).collect();
-    let find = |prefix: &str| body.iter().position(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {diff}"));
+    let find = |prefix: &str| {
+        body.iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix}: {diff}"))
+    };
     let app_at = find("app (files) modified: 1 added, 1 removed, 1 changed, 1 metadata only;");
     assert_eq!(
         &body[app_at + 1..app_at + 5],
@@ -196,39 +299,88 @@ fn ls_find_diff_dump_and_stats_show_what_snapshots_hold() {
         "{diff}"
     );
     let db_at = find("db (postgres) modified:");
-    assert!(body[db_at..].contains(&"  shop/public.orders: 100 -> 110 rows (+10)"), "{diff}");
+    assert!(
+        body[db_at..].contains(&"  shop/public.orders: 100 -> 110 rows (+10)"),
+        "{diff}"
+    );
     let cache_at = find("cache (redis) modified:");
-    assert_eq!(body[cache_at + 1..].iter().find(|l| l.contains("keys")), Some(&"  db0: 5 -> 3 keys (-2)"), "{diff}");
-    assert!(body.contains(&"  energy/autogen.power: 30 -> 31 points (+1)"), "{diff}");
+    assert_eq!(
+        body[cache_at + 1..].iter().find(|l| l.contains("keys")),
+        Some(&"  db0: 5 -> 3 keys (-2)"),
+        "{diff}"
+    );
+    assert!(
+        body.contains(&"  energy/autogen.power: 30 -> 31 points (+1)"),
+        "{diff}"
+    );
     let j = p.json(&["diff", &first, "latest"]);
-    let app_j = j["sources"].as_array().unwrap().iter().find(|s| s["name"] == "app").unwrap().clone();
+    let app_j = j["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "app")
+        .unwrap()
+        .clone();
     assert_eq!(app_j["paths"].as_array().unwrap().len(), 4, "{j}");
     assert_eq!(j["from"]["id"], first.as_str());
 
     // find: every version of b.pkl, newest first, with the snapshots holding it.
-    let ids: Vec<String> = p.json(&["snapshots"]).as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()[..8].to_string()).collect();
+    let ids: Vec<String> = p
+        .json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap()[..8].to_string())
+        .collect();
     let found = ok(&p, &["find", "*.pkl"]);
+    // a.pkl: the same bytes, another mode — two versions.
     assert_eq!(
         found,
         format!(
-            "app:app/models/a.pkl\n     2.9 KiB  2025-12-01 12:01:00 +00:00  in 2: {} {}\n\
-             app:app/models/b.pkl\n       900 B  2025-12-01 12:02:00 +00:00  in 1: {}\n       700 B  2025-12-01 12:02:00 +00:00  in 1: {}\n",
-            ids[0], ids[1], ids[0], ids[1]
+            "app:app/models/a.pkl\n  -rw-------    2.9 KiB  2025-12-01 12:01:00 +00:00  in 1: {new}\n  -rw-r--r--    2.9 KiB  2025-12-01 12:01:00 +00:00  in 1: {old}\n\
+             app:app/models/b.pkl\n  -rw-r--r--      900 B  2025-12-01 12:02:00 +00:00  in 1: {new}\n  -rw-r--r--      700 B  2025-12-01 12:02:00 +00:00  in 1: {old}\n",
+            new = ids[0],
+            old = ids[1]
         )
     );
-    assert_eq!(ok(&p, &["find", "app/models/*", "--newer", "2025-12-02"]), "");
+    let gone = ok(&p, &["find", "docker-compose.yml"]);
+    assert!(gone.ends_with(&format!("in 1: {}\n", ids[1])), "{gone}");
+    assert_eq!(
+        ok(&p, &["find", "app/models/*", "--newer", "2025-12-02"]),
+        ""
+    );
     assert_eq!(ok(&p, &["find", "nothing-matches"]), "");
 
     // stats: against the repository's files and the snapshots' own sizes.
     let st = p.json(&["stats"]);
     let repo = p.repo();
-    let stored: u64 = ["packs", "index", "snapshots"].iter().map(|d| dir_size(&repo.join(d))).sum();
+    let stored: u64 = ["packs", "index", "snapshots"]
+        .iter()
+        .map(|d| dir_size(&repo.join(d)))
+        .sum();
     assert_eq!(st["stored"], stored, "{st}");
     assert_eq!(st["snapshots"], 2);
     let snaps = p.json(&["snapshots"]);
-    let raw: u64 = snaps.as_array().unwrap().iter().flat_map(|s| s["sources"].as_object().unwrap().values().map(|v| v["size"].as_u64().unwrap())).sum();
+    let raw: u64 = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["sources"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v["size"].as_u64().unwrap())
+        })
+        .sum();
     assert_eq!(st["raw"], raw, "{st}");
-    let app_s = st["sources"].as_array().unwrap().iter().find(|s| s["name"] == "app").unwrap().clone();
+    let app_s = st["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "app")
+        .unwrap()
+        .clone();
     assert_eq!(app_s["growth"], 4 + 200 - 13, "{st}");
     let text = ok(&p, &["stats"]);
     assert!(text.starts_with("snapshots  2\nstored     "), "{text}");

@@ -57,7 +57,10 @@ pub fn locate_tree<'a>(
                 Some(a) => Ok(Some((a, tree_path(rest)))),
                 None => Err(Error::usage(format!(
                     "source `{source}` has no tree `{first}` (it has {})",
-                    many.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))),
             }
         }
@@ -97,7 +100,12 @@ impl SourceSummary {
             kind: e.kind.clone(),
             status: e.status,
             size: e.stats.bytes_total,
-            files: e.artifacts.iter().filter_map(|a| a.tree.as_ref()).map(|t| t.files).sum(),
+            files: e
+                .artifacts
+                .iter()
+                .filter_map(|a| a.tree.as_ref())
+                .map(|t| t.files)
+                .sum(),
             totals,
         }
     }
@@ -259,9 +267,9 @@ pub async fn dump(ctx: &Stack, spec: &str, what: &str) -> Result<(Arc<Repository
     }
 }
 
-/// One tree entry as `ls -l` shows it (owner as uid:gid, local time).
-pub fn entry_line(e: &TreeEntry) -> String {
-    let kind = match e.kind {
+/// `drwxr-xr-x`: an entry's type and permission bits as `ls -l` shows them.
+pub fn mode_string(kind: EntryKind, mode: u32) -> String {
+    let kind = match kind {
         EntryKind::File => '-',
         EntryKind::Dir => 'd',
         EntryKind::Symlink => 'l',
@@ -270,12 +278,17 @@ pub fn entry_line(e: &TreeEntry) -> String {
         EntryKind::Block => 'b',
     };
     let bits = b"rwxrwxrwx";
-    let mode: String = std::iter::once(kind)
-        .chain((0..9).map(|i| match e.mode & (0o400 >> i) {
+    std::iter::once(kind)
+        .chain((0..9).map(|i| match mode & (0o400 >> i) {
             0 => '-',
             _ => bits[i] as char,
         }))
-        .collect();
+        .collect()
+}
+
+/// One tree entry as `ls -l` shows it (owner as uid:gid, local time).
+pub fn entry_line(e: &TreeEntry) -> String {
+    let mode = mode_string(e.kind, e.mode);
     let time = units::time(&chrono::DateTime::from_timestamp_nanos(e.mtime_ns));
     let owner = format!("{}:{}", e.uid, e.gid);
     let link = match &e.target {
@@ -303,7 +316,13 @@ impl std::fmt::Display for Listing {
                     let contents: Vec<String> = files.into_iter().chain(totals).collect();
                     let status = format!("{:?}", s.status).to_lowercase();
                     let size = units::size(s.size);
-                    vec![s.name.clone(), s.kind.clone(), status, size, contents.join(", ")]
+                    vec![
+                        s.name.clone(),
+                        s.kind.clone(),
+                        status,
+                        size,
+                        contents.join(", "),
+                    ]
                 })
                 .collect();
             let header = ["SOURCE", "TYPE", "STATUS", "SIZE", "CONTENTS"];
@@ -337,14 +356,14 @@ pub async fn write_dump(
     use tokio::io::AsyncWriteExt;
     let mut reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match dump {
         Dump::Stream(a) => Box::new(extract::stream_reader(repo, &a)),
-        Dump::File(e) => Box::new(tokio_util::io::StreamReader::new(
-            repo.chunk_stream(e.chunks),
-        )),
+        Dump::File(e) => Box::new(extract::chunks_reader(repo, e.chunks)),
         Dump::Directory(a, dir) => {
             let paths: Vec<RawPath> = Some(dir).filter(|d| !d.0.is_empty()).into_iter().collect();
             return match write_tar(repo, &a, &paths, &TarLayout::default(), w).await {
                 Err(respaldo_core::Error::Io { source, .. }) => Err(source),
-                r => r.map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())),
+                r => r
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::other(e.to_string())),
             };
         }
     };

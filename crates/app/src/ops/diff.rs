@@ -86,7 +86,12 @@ pub async fn diff(ctx: &Stack, a: &str, b: &str) -> Result<DiffReport> {
     if (x.snapshot.time, x.id) > (y.snapshot.time, y.id) {
         std::mem::swap(&mut x, &mut y);
     }
-    let mut names: Vec<&String> = x.snapshot.sources.keys().chain(y.snapshot.sources.keys()).collect();
+    let mut names: Vec<&String> = x
+        .snapshot
+        .sources
+        .keys()
+        .chain(y.snapshot.sources.keys())
+        .collect();
     names.sort();
     names.dedup();
     let mut sources = Vec::new();
@@ -110,7 +115,10 @@ pub async fn diff(ctx: &Stack, a: &str, b: &str) -> Result<DiffReport> {
             ),
         };
         let several = trees(old).len().max(trees(new).len()) > 1;
-        let mut artifact_names: Vec<&str> = artifacts(old).chain(artifacts(new)).map(|a| a.name.as_str()).collect();
+        let mut artifact_names: Vec<&str> = artifacts(old)
+            .chain(artifacts(new))
+            .map(|a| a.name.as_str())
+            .collect();
         artifact_names.sort_unstable();
         artifact_names.dedup();
         for an in artifact_names {
@@ -205,7 +213,12 @@ impl std::fmt::Display for DiffReport {
         for s in &self.sources {
             let (added, removed, content, meta) = s.tally();
             let mut what = Vec::new();
-            let labels = [(added, "added"), (removed, "removed"), (content, "changed"), (meta, "metadata only")];
+            let labels = [
+                (added, "added"),
+                (removed, "removed"),
+                (content, "changed"),
+                (meta, "metadata only"),
+            ];
             for (n, label) in labels {
                 if n > 0 {
                     what.push(format!("{n} {label}"));
@@ -219,7 +232,11 @@ impl std::fmt::Display for DiffReport {
                 false => format!(": {}", what.join(", ")),
             };
             let (before, after) = (size(s.size_before), size(s.size_after));
-            writeln!(f, "{} ({}) {}{detail}; {before} -> {after}", s.name, s.kind, s.state)?;
+            writeln!(
+                f,
+                "{} ({}) {}{detail}; {before} -> {after}",
+                s.name, s.kind, s.state
+            )?;
             for p in &s.paths {
                 let mark = match p.change {
                     "added" => '+',

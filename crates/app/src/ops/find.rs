@@ -70,7 +70,7 @@ pub struct Found {
 }
 
 /// What makes two entries the same version: content and metadata.
-type VersionKey = (EntryKind, u64, u32, i64, Vec<ObjectId>);
+type VersionKey = (u8, u64, u32, i64, Vec<ObjectId>);
 
 /// A `--newer`/`--older` time: `YYYY-MM-DD` (midnight UTC) or RFC 3339.
 pub fn parse_time(text: &str) -> Result<DateTime<Utc>> {
@@ -79,12 +79,16 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>> {
     }
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| Error::usage(format!("`{text}` is not a date (YYYY-MM-DD) or an RFC 3339 time")))
+        .map_err(|_| {
+            Error::usage(format!(
+                "`{text}` is not a date (YYYY-MM-DD) or an RFC 3339 time"
+            ))
+        })
 }
 
 fn matcher(pattern: &str) -> Result<(GlobMatcher, bool)> {
-    let glob = Glob::new(pattern)
-        .map_err(|e| Error::usage(format!("bad pattern `{pattern}`: {e}")))?;
+    let glob =
+        Glob::new(pattern).map_err(|e| Error::usage(format!("bad pattern `{pattern}`: {e}")))?;
     Ok((glob.compile_matcher(), !pattern.contains('/')))
 }
 
@@ -145,7 +149,7 @@ pub async fn find(ctx: &Stack, req: &FindRequest) -> Result<Vec<Found>> {
                         });
                         found.len() - 1
                     });
-                    let key = (e.kind, e.size, e.mode, e.mtime_ns, e.chunks.clone());
+                    let key = (e.kind as u8, e.size, e.mode, e.mtime_ns, e.chunks.clone());
                     let v = *versions.entry((i, key)).or_insert_with(|| {
                         found[i].versions.push(Version {
                             kind: e.kind,
@@ -177,8 +181,10 @@ pub fn text(found: &[Found]) -> String {
         out.push('\n');
         for v in &f.versions {
             let ids: Vec<&str> = v.snapshots.iter().map(|s| &s.id[..8]).collect();
+            let mode = super::browse::mode_string(v.kind, v.mode);
             let (size, time, n) = (units::size(v.size), units::time(&v.mtime), ids.len());
-            out.push_str(&format!("  {size:>10}  {time}  in {n}: {}\n", ids.join(" ")));
+            let ids = ids.join(" ");
+            out.push_str(&format!("  {mode} {size:>10}  {time}  in {n}: {ids}\n"));
         }
     }
     out

@@ -87,7 +87,11 @@ pub async fn stats(ctx: &Stack, last: usize) -> Result<StatsReport> {
         snapshots: list.len(),
         stored,
         raw,
-        ratio: if stored == 0 { 0.0 } else { raw as f64 / stored as f64 },
+        ratio: if stored == 0 {
+            0.0
+        } else {
+            raw as f64 / stored as f64
+        },
         last,
         sources,
     })

@@ -15,7 +15,10 @@ use crate::{Error, Result};
 /// A path inside a tree, without leading, trailing or doubled slashes
 /// (empty: the tree's root).
 pub fn tree_path(path: &str) -> RawPath {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     RawPath(parts.join("/").into_bytes())
 }
 

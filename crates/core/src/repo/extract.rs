@@ -36,8 +36,17 @@ pub fn stream_reader(
     repo: &Arc<Repository>,
     artifact: &Artifact,
 ) -> impl AsyncRead + Send + Unpin + 'static {
+    chunks_reader(repo, artifact.chunks.clone())
+}
+
+/// A reader over the plaintext of `chunks` in order (a stream artifact's,
+/// or one file's of a tree).
+pub fn chunks_reader(
+    repo: &Arc<Repository>,
+    chunks: Vec<crate::ObjectId>,
+) -> impl AsyncRead + Send + Unpin + 'static {
     let stream = repo
-        .chunk_stream(artifact.chunks.clone())
+        .chunk_stream(chunks)
         .map_err(|e| std::io::Error::other(e.to_string()));
     tokio_util_reader(stream)
 }

@@ -56,7 +56,9 @@ pub struct DatabaseMeta {
 /// What a snapshot's metadata says the server held: each database (1.x,
 /// measurements as `retention_policy.measurement`) or bucket (2.x) with its
 /// measurements and their points.
-pub(crate) fn inventory(m: &respaldo_core::inventory::Metadata) -> Vec<respaldo_core::inventory::Item> {
+pub(crate) fn inventory(
+    m: &respaldo_core::inventory::Metadata,
+) -> Vec<respaldo_core::inventory::Item> {
     use respaldo_core::inventory::{field, nested_counts};
     #[derive(Deserialize)]
     struct V1 {

@@ -75,7 +75,9 @@ pub struct Dependents {
 
 /// What a snapshot's metadata says the source held: each database with its
 /// tables and their rows (a `csv` mode backup: its one database's tables).
-pub(crate) fn inventory(m: &respaldo_core::inventory::Metadata) -> Vec<respaldo_core::inventory::Item> {
+pub(crate) fn inventory(
+    m: &respaldo_core::inventory::Metadata,
+) -> Vec<respaldo_core::inventory::Item> {
     use respaldo_core::inventory::{database_rows, field, nested_counts};
     match field::<BTreeMap<String, u64>>(m, "tables") {
         Some(tables) => {

@@ -341,7 +341,9 @@ impl Source for RedisSource {
 
 /// What a snapshot's metadata says the server held: each database
 /// (`db0`, `db1`, …) with its keys.
-pub(crate) fn inventory(m: &respaldo_core::inventory::Metadata) -> Vec<respaldo_core::inventory::Item> {
+pub(crate) fn inventory(
+    m: &respaldo_core::inventory::Metadata,
+) -> Vec<respaldo_core::inventory::Item> {
     use respaldo_core::inventory::{field, Item};
     let keys: BTreeMap<String, u64> = field(m, "keys").unwrap_or_default();
     let mut dbs: Vec<(u64, u64)> = keys
