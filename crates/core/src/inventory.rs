@@ -123,7 +123,7 @@ pub fn changes(before: &[Item], after: &[Item]) -> Vec<Change> {
     keys.into_iter()
         .filter_map(|k| {
             let (b, a) = (old.get(&k).copied(), new.get(&k).copied());
-            (b != a).then(|| Change {
+            (b != a).then_some(Change {
                 path: k.0,
                 unit: k.1,
                 before: b,

@@ -92,6 +92,33 @@ fn matcher(pattern: &str) -> Result<(GlobMatcher, bool)> {
     Ok((glob.compile_matcher(), !pattern.contains('/')))
 }
 
+/// The entries of tree `a` that match.
+async fn matches(
+    repo: &std::sync::Arc<respaldo_core::Repository>,
+    a: &respaldo_core::artifact::Artifact,
+    glob: &GlobMatcher,
+    by_name: bool,
+    req: &FindRequest,
+) -> Result<Vec<TreeEntry>> {
+    let mut hits = Vec::new();
+    let mut reader = TreeReader::new(repo.clone(), a)?;
+    while let Some(e) = reader.next_entry().await? {
+        let text = e.path.display();
+        let subject = match by_name {
+            true => text.rsplit('/').next().unwrap_or(&text),
+            false => &text,
+        };
+        let t = DateTime::from_timestamp_nanos(e.mtime_ns);
+        if glob.is_match(subject)
+            && req.newer.is_none_or(|n| t > n)
+            && req.older.is_none_or(|o| t < o)
+        {
+            hits.push(e);
+        }
+    }
+    Ok(hits)
+}
+
 /// `find PATTERN [--source S] [--newer T] [--older T]` over the selected
 /// hosts' snapshots; results in path order.
 pub async fn find(ctx: &Stack, req: &FindRequest) -> Result<Vec<Found>> {
@@ -115,24 +142,8 @@ pub async fn find(ctx: &Stack, req: &FindRequest) -> Result<Vec<Found>> {
             let trees = entry.artifacts.iter().filter(|a| a.kind.as_str() == "tree");
             let several = trees.clone().count() > 1;
             for a in trees {
-                if !read.contains_key(&a.sha256) {
-                    let mut hits = Vec::new();
-                    let mut reader = TreeReader::new(repo.clone(), a)?;
-                    while let Some(e) = reader.next_entry().await? {
-                        let text = e.path.display();
-                        let subject = match by_name {
-                            true => text.rsplit('/').next().unwrap_or(&text),
-                            false => &text,
-                        };
-                        let t = DateTime::from_timestamp_nanos(e.mtime_ns);
-                        if glob.is_match(subject)
-                            && req.newer.is_none_or(|n| t > n)
-                            && req.older.is_none_or(|o| t < o)
-                        {
-                            hits.push(e);
-                        }
-                    }
-                    read.insert(a.sha256, hits);
+                if let std::collections::hash_map::Entry::Vacant(slot) = read.entry(a.sha256) {
+                    slot.insert(matches(&repo, a, &glob, by_name, req).await?);
                 }
                 for e in &read[&a.sha256] {
                     let place = (name.clone(), a.name.clone(), e.path.0.clone());

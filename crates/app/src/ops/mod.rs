@@ -10,6 +10,7 @@ pub mod find;
 pub mod maintenance;
 pub mod repository;
 pub mod restore;
+pub mod snapshots;
 pub mod stats;
 pub mod test_restore;
 pub mod tracked;

@@ -48,6 +48,9 @@ pub struct StatsReport {
     pub sources: Vec<SourceGrowth>,
 }
 
+/// A source's type and its good backups, newest first, as (size, added).
+type Runs<'a> = (&'a str, Vec<(u64, u64)>);
+
 /// `stats [--last N]`.
 pub async fn stats(ctx: &Stack, last: usize) -> Result<StatsReport> {
     let repo = ctx.repo().await?;
@@ -57,8 +60,7 @@ pub async fn stats(ctx: &Stack, last: usize) -> Result<StatsReport> {
     list.sort_by_key(|s| std::cmp::Reverse((s.snapshot.time, s.id)));
     let stored = repo.total_size().await?;
     let mut raw = 0u64;
-    // Per source: (type, good backups newest first as (size, added)).
-    let mut per: BTreeMap<&str, (&str, Vec<(u64, u64)>)> = BTreeMap::new();
+    let mut per: BTreeMap<&str, Runs<'_>> = BTreeMap::new();
     for s in &list {
         for (name, e) in s.snapshot.sources.iter().filter(|(_, e)| e.is_ok()) {
             raw += e.stats.bytes_total;

@@ -3,22 +3,12 @@
 use anyhow::{Context, Result};
 use respaldo_app::ops::browse;
 use respaldo_app::ops::{diff, find, stats};
-use serde::Serialize;
 use serde_json::json;
 use tokio::io::AsyncWrite;
 
 use crate::args::Command;
 use crate::ctx::Ctx;
-use crate::exit;
-
-/// Prints a report as JSON or as its text.
-fn render(ctx: &Ctx<'_>, report: &(impl Serialize + std::fmt::Display)) -> Result<u8> {
-    match ctx.json() {
-        true => println!("{}", serde_json::to_value(report)?),
-        false => print!("{report}"),
-    }
-    Ok(exit::OK)
-}
+use crate::{exit, output};
 
 /// Runs one of the browsing commands.
 pub async fn command(ctx: &Ctx<'_>, cmd: &Command) -> Result<u8> {
@@ -48,8 +38,8 @@ pub async fn command(ctx: &Ctx<'_>, cmd: &Command) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Diff { from, to } => render(ctx, &diff::diff(ctx, from, to).await?),
-        Command::Stats { last } => render(ctx, &stats::stats(ctx, *last).await?),
+        Command::Diff { from, to } => output::render(ctx, &diff::diff(ctx, from, to).await?),
+        Command::Stats { last } => output::render(ctx, &stats::stats(ctx, *last).await?),
         Command::Dump {
             snapshot,
             what,
