@@ -115,10 +115,10 @@ impl Drop for ProgressView {
 
 /// Prints a report: as one JSON document with `--json`, else as its text.
 pub(crate) fn render(
-    ctx: &crate::ctx::Ctx<'_>,
+    json: bool,
     report: &(impl serde::Serialize + std::fmt::Display),
 ) -> anyhow::Result<u8> {
-    match ctx.json() {
+    match json {
         true => println!("{}", serde_json::to_value(report)?),
         false => print!("{report}"),
     }

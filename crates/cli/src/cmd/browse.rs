@@ -38,8 +38,8 @@ pub async fn command(ctx: &Ctx<'_>, cmd: &Command) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Diff { from, to } => output::render(ctx, &diff::diff(ctx, from, to).await?),
-        Command::Stats { last } => output::render(ctx, &stats::stats(ctx, *last).await?),
+        Command::Diff { from, to } => output::render(ctx.json(), &diff::diff(ctx, from, to).await?),
+        Command::Stats { last } => output::render(ctx.json(), &stats::stats(ctx, *last).await?),
         Command::Dump {
             snapshot,
             what,

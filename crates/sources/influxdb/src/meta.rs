@@ -53,6 +53,12 @@ pub struct DatabaseMeta {
     pub since_ns: Option<i64>,
 }
 
+pub(crate) fn flatten(c: &Counts) -> BTreeMap<String, u64> {
+    c.iter()
+        .flat_map(|(rp, ms)| ms.iter().map(move |(m, n)| (format!("{rp}.{m}"), *n)))
+        .collect()
+}
+
 /// What a snapshot's metadata says the server held: each database (1.x,
 /// measurements as `retention_policy.measurement`) or bucket (2.x) with its
 /// measurements and their points.
@@ -76,7 +82,7 @@ pub(crate) fn inventory(
             None => field::<BTreeMap<String, V1>>(m, "databases")
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(db, v)| (db, crate::source::flatten(&v.points)))
+                .map(|(db, v)| (db, flatten(&v.points)))
                 .collect(),
         };
     nested_counts(&counts, "measurements", "points")

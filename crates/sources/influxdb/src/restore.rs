@@ -13,7 +13,7 @@ use respaldo_core::source::{
 use crate::backup::count_points;
 use crate::client::{ident, Client};
 use crate::lp;
-use crate::source::flatten;
+use crate::meta::flatten;
 use crate::source::parse_target;
 use crate::source::str_at;
 use crate::v2::BucketMeta;

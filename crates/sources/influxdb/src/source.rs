@@ -1,7 +1,6 @@
 //! The `influxdb` source: built from its configuration (1.x or 2.x, by
 //! what the server says), and the driver's `Source` implementation.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,7 +14,6 @@ use serde_json::Value;
 
 use crate::client::Client;
 use crate::http::{Auth, Http};
-use crate::meta::Counts;
 use crate::v2::V2;
 use crate::InfluxConfig;
 use crate::InfluxError;
@@ -40,12 +38,6 @@ pub(crate) fn str_at(row: &[Value], i: Option<usize>) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
-}
-
-pub(crate) fn flatten(c: &Counts) -> BTreeMap<String, u64> {
-    c.iter()
-        .flat_map(|(rp, ms)| ms.iter().map(move |(m, n)| (format!("{rp}.{m}"), *n)))
-        .collect()
 }
 
 impl InfluxSource {
