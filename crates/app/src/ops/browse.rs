@@ -9,12 +9,13 @@ use respaldo_core::artifact::Artifact;
 use respaldo_core::inventory::Item;
 use respaldo_core::ops::browse::{self, tree_path};
 use respaldo_core::repo::extract;
-use respaldo_core::repo::snapshot::{SnapshotRef, SourceEntry, SourceStatus};
+use respaldo_core::repo::snapshot::{SourceEntry, SourceStatus};
 use respaldo_core::repo::tar_stream::{write_tar, TarLayout};
 use respaldo_core::repo::tree::{EntryKind, RawPath, TreeEntry};
 use respaldo_core::Repository;
 use serde::Serialize;
 
+use super::repository::good;
 use crate::error::{Error, Result};
 use crate::registry;
 use crate::stack::Stack;
@@ -205,16 +206,6 @@ pub async fn ls(
         )));
     }
     Ok(listing)
-}
-
-/// The good entry of `name` in `s`.
-pub fn good<'a>(s: &'a SnapshotRef, name: &str) -> Result<&'a SourceEntry> {
-    s.good(name).ok_or_else(|| {
-        Error::usage(format!(
-            "snapshot {} has no good backup of `{name}`",
-            s.id.short()
-        ))
-    })
 }
 
 /// What `dump` writes.

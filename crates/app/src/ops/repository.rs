@@ -9,7 +9,7 @@ use respaldo_core::ops::copy::CopyReport;
 use respaldo_core::ops::verify::{self, VerifyOptions, VerifyReport};
 use respaldo_core::repo::id::ObjectId;
 use respaldo_core::repo::lock::LockMode;
-use respaldo_core::repo::snapshot::{self, SnapshotRef};
+use respaldo_core::repo::snapshot::{self, SnapshotRef, SourceEntry};
 use respaldo_core::Repository;
 
 use crate::error::{Error, Result};
@@ -181,12 +181,7 @@ pub async fn stream_artifact(
     repo.require_readable("dump")?;
     let list = ctx.snapshots(&repo).await?;
     let s = ctx.resolve(&list, spec, Some(source))?;
-    let entry = s.good(source).ok_or_else(|| {
-        Error::usage(format!(
-            "snapshot {} has no good backup of `{source}`",
-            s.id.short()
-        ))
-    })?;
+    let entry = good(s, source)?;
     let a = match artifact {
         Some(name) => entry
             .artifact(name)
@@ -209,4 +204,14 @@ pub async fn stream_artifact(
         )));
     }
     Ok((repo, a.clone()))
+}
+
+/// The good entry of `name` in `s`, or a usage error naming both.
+pub fn good<'a>(s: &'a SnapshotRef, name: &str) -> Result<&'a SourceEntry> {
+    s.good(name).ok_or_else(|| {
+        Error::usage(format!(
+            "snapshot {} has no good backup of `{name}`",
+            s.id.short()
+        ))
+    })
 }
