@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in "zstd:zstd" "gdb:gdb" "/usr/lib/postgresql/15/bin/postgres:postgresql" "runuser:util-linux" "influxd:influxdb" "redis-server:redis-server" "busybox:busybox-static" "systemd-analyze:systemd" "openssl:openssl" "setfacl:acl" "getfattr:attr" "setcap:libcap2-bin" "man:man-db" "script:bsdutils" "debootstrap:debootstrap" "docker-compose:docker-compose" "objcopy:binutils" "mariadb-install-db:mariadb-server" "mariadb-dump:mariadb-client"; do
+for pair in "zstd:zstd" "gdb:gdb" "/usr/lib/postgresql/15/bin/postgres:postgresql" "runuser:util-linux" "influxd:influxdb" "redis-server:redis-server" "busybox:busybox-static" "systemd-analyze:systemd" "openssl:openssl" "setfacl:acl" "getfattr:attr" "setcap:libcap2-bin" "man:man-db" "script:bsdutils" "debootstrap:debootstrap" "docker-compose:docker-compose" "objcopy:binutils" "mariadb-install-db:mariadb-server" "mariadb-dump:mariadb-client" "fusermount3:fuse3"; do
   cmd="${pair%%:*}"; pkg="${pair##*:}"
   if [ "${cmd#/}" != "$cmd" ]; then ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=("$pkg"); continue; fi
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")

@@ -15,6 +15,9 @@ pub enum Error {
     /// An error of the repository engine or a driver.
     #[error(transparent)]
     Core(#[from] respaldo_core::Error),
+    /// Mounting a repository, or serving the mounted view.
+    #[error(transparent)]
+    Mount(#[from] respaldo_mount::MountError),
     /// Reading or writing a file, or running a program.
     #[error("{what}")]
     Io {

@@ -181,6 +181,11 @@ pub enum Command {
         /// The other.
         to: String,
     },
+    /// Show every snapshot as a read-only folder until Ctrl-C (FUSE).
+    Mount {
+        /// The folder to mount on (it must exist).
+        dir: std::path::PathBuf,
+    },
     /// Repository size against what it holds; each source's growth.
     Stats {
         /// Growth over each source's last N good backups.

@@ -252,7 +252,7 @@ fn containers_are_stopped_for_the_copy_and_always_started_again() {
         stderr(&out)
     );
     assert!(app.running() && side.running(), "{}", stderr(&out));
-    assert_eq!(helpers_of(&v.name).trim(), "");
+    assert_eq!(helpers_of(&v.name).trim(), "", "{}", stderr(&out));
     // The next run works.
     v.sh("rm /v/big");
     p.backup(&[]);

@@ -17,6 +17,7 @@ mod image;
 mod influxdb;
 mod integrity;
 mod layout;
+mod mount;
 mod mysql;
 mod ops;
 mod postgres;

@@ -8,6 +8,7 @@ pub mod browse;
 pub mod diff;
 pub mod find;
 pub mod maintenance;
+pub mod mount;
 pub mod repository;
 pub mod restore;
 pub mod snapshots;

@@ -1,4 +1,4 @@
-//! `ls`, `find`, `diff`, `stats` and `dump`: looking inside snapshots.
+//! `ls`, `find`, `diff`, `stats`, `dump` and `mount`: looking inside snapshots.
 
 use anyhow::{Context, Result};
 use respaldo_app::ops::browse;
@@ -59,6 +59,20 @@ pub async fn command(ctx: &Ctx<'_>, cmd: &Command) -> Result<u8> {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
                 r => r.map(|_| exit::OK).context("writing the dump"),
             }
+        }
+        Command::Mount { dir } => {
+            let m = respaldo_app::ops::mount::mount(ctx, dir).await?;
+            let latest = m
+                .latest
+                .map_or(String::new(), |l| format!("; latest is {l}"));
+            let (n, h, d) = (m.snapshots, m.hosts, dir.display());
+            ctx.say(format!(
+                "mounted {n} snapshots of {h} hosts on {d}{latest}; Ctrl-C unmounts"
+            ));
+            let stop = respaldo_app::signals::shutdown();
+            respaldo_app::ops::mount::serve(m.mounted, &stop).await?;
+            ctx.say(format!("unmounted {}", dir.display()));
+            Ok(exit::OK)
         }
         _ => unreachable!("not a browsing command"),
     }

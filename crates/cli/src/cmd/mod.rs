@@ -70,7 +70,8 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         | Command::Ls { .. }
         | Command::Find { .. }
         | Command::Diff { .. }
-        | Command::Stats { .. } => browse::command(&ctx, &cli.command).await,
+        | Command::Stats { .. }
+        | Command::Mount { .. } => browse::command(&ctx, &cli.command).await,
         Command::Verify {
             snapshot,
             read_data,

@@ -157,33 +157,40 @@ async fn resume(docker: &Docker, h: &Held) -> Result<(), bollard::errors::Error>
     }
 }
 
+/// Removes container `id` (forcibly), waiting until it is gone. The engine
+/// refuses a removal for a while after a cancelled copy — a removal already
+/// in progress (409), or the container's mount still busy with the archive
+/// export the client stopped reading (500) — so those are retried for up to
+/// 30 seconds; a container already gone (404) is success.
 async fn remove_container(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+    use bollard::errors::Error::DockerResponseServerError as Server;
     let opts = RemoveContainerOptions {
         force: true,
         ..Default::default()
     };
-    match docker.remove_container(id, Some(opts.clone())).await {
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
-        // 409: a removal is already in progress (one cancelled half-way, by
-        // a signal): done once the container is gone.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => {
-            for _ in 0..300 {
-                match docker.inspect_container(id, None).await {
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404,
-                        ..
-                    }) => return Ok(()),
-                    Err(e) => return Err(e),
-                    Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-                }
-            }
-            docker.remove_container(id, Some(opts)).await
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = match docker.remove_container(id, Some(opts.clone())).await {
+            Ok(())
+            | Err(Server {
+                status_code: 404, ..
+            }) => return Ok(()),
+            Err(
+                e @ Server {
+                    status_code: 409 | 500,
+                    ..
+                },
+            ) => e,
+            Err(e) => return Err(e),
+        };
+        match docker.inspect_container(id, None).await {
+            Err(Server {
+                status_code: 404, ..
+            }) => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(_) if std::time::Instant::now() >= deadline => return Err(r),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
-        r => r,
     }
 }
 

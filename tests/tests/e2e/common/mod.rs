@@ -350,3 +350,82 @@ pub fn run_with_peak_rss(cmd: &mut Command) -> (Output, u64) {
     }
     (child.wait_with_output().expect("output"), peak_kib)
 }
+
+/// Whether `dir` is a mount point now (per /proc/self/mountinfo).
+pub fn is_mounted(dir: &Path) -> bool {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| Path::new(m) == dir)
+}
+
+/// `respaldo mount DIR` running in a project: started and waited for until
+/// the view is there; stopped by a signal; never left mounted.
+pub struct MountedView {
+    pub dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl MountedView {
+    pub fn start(p: &Project, dir: &Path) -> MountedView {
+        std::fs::create_dir_all(dir).unwrap();
+        let child = Command::new(bin())
+            .current_dir(p.path())
+            .args(["-c", "backup.toml", "mount"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn respaldo mount");
+        let mut m = MountedView {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        };
+        let t0 = std::time::Instant::now();
+        while !(is_mounted(dir) && dir.join("snapshots").is_dir()) {
+            if let Some(st) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                let o = m.child.take().unwrap().wait_with_output().unwrap();
+                panic!("respaldo mount ended ({st}): {}", stderr(&o));
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(60),
+                "not mounted after 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        m
+    }
+
+    /// The mounting process's peak resident memory so far, in MiB.
+    pub fn peak_mib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM")
+            / 1024
+    }
+
+    /// Sends `signal` and waits for the process to end.
+    pub fn stop(mut self, signal: i32) -> Output {
+        let child = self.child.take().expect("running");
+        // SAFETY: a signal to a child process this value owns.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for MountedView {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
