@@ -21,10 +21,11 @@ pub fn colour() -> bool {
 }
 
 /// Installs the log subscriber: stderr at `level` (`$RESPALDO_LOG`
-/// overrides it), plus the tail that failure notifications carry.
+/// overrides it; the FUSE library's own chatter only when it is an error),
+/// plus the tail that failure notifications carry.
 pub fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RESPALDO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},fuser=error")));
     let on_terminal = std::io::stderr().is_terminal();
     let stderr = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
