@@ -13,7 +13,7 @@ use std::time::Duration;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, Request,
+    ReplyOpen, ReplyXattr, Request,
 };
 use respaldo_core::Repository;
 
@@ -84,6 +84,18 @@ fn attr(ino: u64, n: &Node) -> FileAttr {
 fn failed(what: String, e: &MountError) -> Errno {
     tracing::warn!("{what}: {e}");
     Errno::EIO
+}
+
+/// An extended attribute's value (or the list of names): its size when
+/// asked with `size` 0, the bytes when they fit, else `ERANGE`.
+fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() <= size as usize {
+        reply.data(value);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
 }
 
 impl Filesystem for RepoFs {
@@ -184,6 +196,29 @@ impl Filesystem for RepoFs {
     ) {
         self.open.lock().expect("open files").remove(&fh.0);
         reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(n) = self.ns.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let found = n.attr.xattrs.iter().find(|x| OsStr::new(&x.name) == name);
+        match found {
+            None => reply.error(Errno::NO_XATTR),
+            Some(x) => xattr_reply(reply, size, &x.value),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let Some(n) = self.ns.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let mut names = Vec::new();
+        for x in n.attr.xattrs.iter() {
+            names.extend_from_slice(x.name.as_bytes());
+            names.push(0);
+        }
+        xattr_reply(reply, size, &names);
     }
 
     fn readdir(

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use respaldo_core::artifact::{Artifact, ArtifactKind};
+use respaldo_core::kit::xattr::Xattr;
 use respaldo_core::repo::snapshot::SnapshotRef;
 use respaldo_core::repo::tree::{EntryKind, TreeEntry, TreeReader};
 use respaldo_core::{ObjectId, Repository};
@@ -40,13 +41,15 @@ pub(crate) struct Attr {
     pub size: u64,
     pub mtime: SystemTime,
     pub rdev: u32,
+    /// Extended attributes (POSIX ACLs included), as recorded.
+    pub xattrs: Arc<Vec<Xattr>>,
 }
 
 /// What a node holds.
 #[derive(Debug, Clone)]
 pub(crate) enum Content {
     /// A directory whose entries are known, sorted by name.
-    Dir(Vec<(OsString, u64)>),
+    Dir(Arc<Vec<(OsString, u64)>>),
     /// The root of a tree artifact not read yet.
     Tree(Arc<Artifact>),
     /// Bytes: a file of a tree, or a stream artifact; its chunks in order.
@@ -106,6 +109,7 @@ fn dir_attr(mtime: SystemTime) -> Attr {
         size: 0,
         mtime,
         rdev: 0,
+        xattrs: Arc::default(),
     }
 }
 
@@ -140,7 +144,7 @@ impl Builder<'_> {
     fn set_children(&mut self, dir: u64, mut children: Vec<(OsString, u64)>) {
         children.sort_by(|a, b| a.0.cmp(&b.0));
         children.dedup_by(|a, b| a.0 == b.0);
-        self.nodes[(dir - 1) as usize].content = Content::Dir(children);
+        self.nodes[(dir - 1) as usize].content = Content::Dir(Arc::new(children));
     }
 
     fn link(&mut self, parent: u64, target: String, mtime: SystemTime) -> u64 {
@@ -160,9 +164,9 @@ impl Namespace {
         let now = SystemTime::now();
         let mut nodes = Vec::new();
         let mut b = Builder { nodes: &mut nodes };
-        let root = b.push(0, dir_attr(now), Content::Dir(Vec::new()));
-        let snaps = b.push(root, dir_attr(now), Content::Dir(Vec::new()));
-        let hosts = b.push(root, dir_attr(now), Content::Dir(Vec::new()));
+        let root = b.push(0, dir_attr(now), Content::Dir(Arc::default()));
+        let snaps = b.push(root, dir_attr(now), Content::Dir(Arc::default()));
+        let hosts = b.push(root, dir_attr(now), Content::Dir(Arc::default()));
         let mut top = vec![("snapshots".into(), snaps), ("hosts".into(), hosts)];
         let mut names: HashMap<ObjectId, String> = HashMap::new();
         let mut listed = Vec::new();
@@ -170,7 +174,7 @@ impl Namespace {
         for s in &view.snapshots {
             let name = snapshot_dir_name(s);
             let mtime = time_of(s.snapshot.time);
-            let dir = b.push(snaps, dir_attr(mtime), Content::Dir(Vec::new()));
+            let dir = b.push(snaps, dir_attr(mtime), Content::Dir(Arc::default()));
             let mut sources = Vec::new();
             for (source, entry) in &s.snapshot.sources {
                 if !entry.is_ok() || entry.artifacts.is_empty() {
@@ -181,7 +185,7 @@ impl Namespace {
                         b.push(dir, dir_attr(mtime), Content::Tree(Arc::new(one.clone())))
                     }
                     many => {
-                        let sdir = b.push(dir, dir_attr(mtime), Content::Dir(Vec::new()));
+                        let sdir = b.push(dir, dir_attr(mtime), Content::Dir(Arc::default()));
                         let children = many
                             .iter()
                             .map(|a| (component(&a.name), artifact_node(&mut b, sdir, a, mtime)))
@@ -203,7 +207,7 @@ impl Namespace {
         b.set_children(snaps, listed);
         let mut host_dirs = Vec::new();
         for (host, links) in by_host {
-            let hdir = b.push(hosts, dir_attr(now), Content::Dir(Vec::new()));
+            let hdir = b.push(hosts, dir_attr(now), Content::Dir(Arc::default()));
             let mut children: Vec<(OsString, u64)> = links
                 .into_iter()
                 .map(|(n, target)| (n, b.link(hdir, target, now)))
@@ -242,7 +246,7 @@ impl Namespace {
         &self,
         repo: &Arc<Repository>,
         ino: u64,
-    ) -> Result<Option<Vec<(OsString, u64)>>, MountError> {
+    ) -> Result<Option<Arc<Vec<(OsString, u64)>>>, MountError> {
         match self.get(ino).map(|n| n.content) {
             Some(Content::Dir(c)) => Ok(Some(c)),
             Some(Content::Tree(_)) => {
@@ -332,6 +336,7 @@ fn entry_attr(e: &TreeEntry) -> Attr {
         size,
         mtime: nanos(e.mtime_ns),
         rdev: e.rdev.unwrap_or(0) as u32,
+        xattrs: Arc::new(e.xattrs.clone()),
     }
 }
 
@@ -367,7 +372,7 @@ fn add_tree(b: &mut Builder<'_>, root: u64, entries: Vec<TreeEntry>) {
         };
         let attr = entry_attr(&e);
         let content = match e.kind {
-            EntryKind::Dir => Content::Dir(Vec::new()),
+            EntryKind::Dir => Content::Dir(Arc::default()),
             EntryKind::Symlink => Content::Link(e.target.map(|t| t.0).unwrap_or_default()),
             EntryKind::File => match &e.hardlink {
                 Some(first) => match by_path.get(&first.0).map(|&i| &b.nodes[(i - 1) as usize]) {
@@ -446,7 +451,7 @@ mod tests {
         let mut nodes = vec![Node {
             parent: 0,
             attr: dir_attr(UNIX_EPOCH),
-            content: Content::Dir(Vec::new()),
+            content: Content::Dir(Arc::default()),
         }];
         let mut link = entry("b/link", EntryKind::File);
         link.hardlink = Some(RawPath(b"b/z".to_vec()));

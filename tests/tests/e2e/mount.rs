@@ -52,6 +52,12 @@ fn mount_shows_every_snapshot_as_the_source_was_and_unmounts_cleanly() {
         .status()
         .unwrap()
         .success());
+    assert!(Command::new("setfattr")
+        .args(["-n", "user.comment", "-v", "annual"])
+        .arg(d.join("a.txt"))
+        .status()
+        .unwrap()
+        .success());
     let payload = "INSERT INTO t VALUES (1);\n".repeat(5000);
     std::fs::write(p.path().join("payload"), &payload).unwrap();
     p.ok(&["init"]);
@@ -106,6 +112,24 @@ fn mount_shows_every_snapshot_as_the_source_was_and_unmounts_cleanly() {
     assert_same_tree(&d, &mnt.join("latest/files/data"));
     let old = mnt.join("snapshots").join(&expected[0]).join("files/data");
     assert_eq!(fingerprint(&old), first);
+    // Extended attributes, as `getfattr` reads them.
+    let xattrs = |f: &Path| {
+        let o = Command::new("getfattr")
+            .args(["--absolute-names", "-d", "-m", "-"])
+            .arg(f)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let seen = xattrs(&mnt.join("latest/files/data/a.txt"));
+    assert_eq!(seen, xattrs(&d.join("a.txt")));
+    assert!(seen.contains("user.comment=\"annual\""), "{seen}");
     // A hard link's second name reads its first name's content.
     assert_eq!(std::fs::read(old.join("sub/hard")).unwrap(), big);
     // Reading from the middle of a multi-chunk file.
